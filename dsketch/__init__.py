@@ -1,0 +1,34 @@
+"""dsketch: distributed sketched Newton methods for large-n regression.
+
+A design matrix lives in a Zarr store; Dask workers stream its row blocks and compute the
+loss, gradient, exact low-rank Hessian parts and a sketch of ``A^T diag(D) A``; the driver
+solves the reduced ``d x d`` Newton system.
+"""
+
+from dsketch.api import fit
+from dsketch.engine.client import connect
+from dsketch.engine.core import Engine
+from dsketch.engine.datagen import make_problem
+from dsketch.models import get_model, loss_gradient_hessian
+from dsketch.sketch import make_sketch
+from dsketch.solvers.result import FitResult, NewtonState, Status, load_result, save_result
+from dsketch.store import open_problem, write_problem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "FitResult",
+    "NewtonState",
+    "Status",
+    "connect",
+    "fit",
+    "get_model",
+    "load_result",
+    "loss_gradient_hessian",
+    "make_problem",
+    "make_sketch",
+    "open_problem",
+    "save_result",
+    "write_problem",
+]

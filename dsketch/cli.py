@@ -1,0 +1,250 @@
+"""The ``dsketch`` command line: make-data, convert, info, fit, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from dsketch.errors import DSketchError
+
+logger = logging.getLogger("dsketch")
+
+SKETCH_KINDS = ("exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian")
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    logging.captureWarnings(False)
+
+
+def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError(f"--param expects KEY=VALUE; got {item!r}")
+        key, val = item.split("=", 1)
+        try:
+            out[key.replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = val
+    return out
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="join a running Dask scheduler (tcp://host:port); default: $DSKETCH_SCHEDULER, "
+        "else an embedded local cluster on 127.0.0.1",
+    )
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the embedded cluster (default 2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsketch",
+        description="Distributed sketched Newton methods on Zarr stores with Dask.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-data", help="write a synthetic problem with a planted solution")
+    p.add_argument("out", help="target problem store (Zarr directory)")
+    p.add_argument("--model", required=True, help="model whose targets are generated")
+    p.add_argument("--n-samples", type=int, required=True)
+    p.add_argument("--n-features", type=int, required=True)
+    p.add_argument("--density", type=float, default=None, help="non-zero fraction (sparse CSR store); dense if omitted")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--regime", choices=("weak", "strong"), default="weak", help="row weights w for softmax-type models")
+    p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter (repeatable)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("convert", help="convert .npy / .npz / svmlight / AnnData .zarr into a problem store")
+    p.add_argument("source")
+    p.add_argument("out")
+    p.add_argument("--format", dest="fmt", choices=("npy", "npz", "svmlight", "anndata"), default=None)
+    p.add_argument("--target", default=None, help=".npy file with b (for .npy / .npz sources)")
+    p.add_argument("--weights", default=None, help=".npy file with w (optional)")
+    p.add_argument("--obs-column", default=None, help="AnnData obs column used as b")
+    p.add_argument("--layer", default=None, help="AnnData layer instead of X")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("info", help="describe a problem store")
+    p.add_argument("store")
+    p.add_argument("--check", action="store_true", help="full validation: finite values, sorted in-range indices")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("fit", help="fit a model to a problem store")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, metavar="STORE")
+    p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
+    p.add_argument("--solver", default="newton", choices=("newton",))
+    p.add_argument("--sketch", default="exact", choices=SKETCH_KINDS)
+    p.add_argument("--sketch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=float, default=1e-8)
+    p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
+    p.add_argument("--block-rows", type=int, default=2**17)
+    p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a convergence plot")
+    p.add_argument("--overwrite", action="store_true")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--n-samples", type=int, default=2_000_000)
+    p.add_argument("--n-features", type=int, default=200)
+    p.add_argument("--density", type=float, default=0.01)
+    p.add_argument("--sketch", default="leverage", choices=SKETCH_KINDS)
+    p.add_argument("--sketch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    _add_cluster_args(p)
+    return parser
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from dsketch.engine.client import connect
+    from dsketch.engine.datagen import make_problem
+
+    with connect(args.scheduler, n_workers=args.workers) as client:
+        spec = make_problem(
+            args.out,
+            model=args.model,
+            n_samples=args.n_samples,
+            n_features=args.n_features,
+            density=args.density,
+            seed=args.seed,
+            regime=args.regime,
+            noise=args.noise,
+            model_params=_parse_params(args.param),
+            overwrite=args.overwrite,
+            client=client,
+        )
+    print(f"wrote {spec.path}: {spec.n_samples} x {spec.n_features}, nnz={spec.nnz}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from dsketch.store.convert import convert
+
+    spec = convert(
+        args.source,
+        args.out,
+        fmt=args.fmt,
+        target=args.target,
+        weights=args.weights,
+        obs_column=args.obs_column,
+        layer=args.layer,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {spec.path}: {spec.n_samples} x {spec.n_features}, nnz={spec.nnz}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from dsketch.store import open_problem
+    from dsketch.store.convert import describe
+
+    spec = open_problem(args.store, check="full" if args.check else "metadata")
+    desc = describe(spec)
+    if args.json:
+        print(json.dumps(desc, indent=2, default=str))
+        return 0
+    width = max(len(k) for k in desc)
+    for key, val in desc.items():
+        print(f"{key:<{width}}  {val}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from dsketch.api import fit
+    from dsketch.solvers.result import TABLE_HEADER, save_result
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"result store {args.out!r} exists; pass --overwrite to replace it")
+    if not args.quiet:
+        print(TABLE_HEADER)
+    result = fit(
+        args.data,
+        args.model,
+        model_params=_parse_params(args.param),
+        sketch=args.sketch,
+        sketch_size=args.sketch_size,
+        solver=args.solver,
+        seed=args.seed,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        block_rows=args.block_rows,
+        persist=args.persist,
+    )
+    save_result(result, args.out, overwrite=args.overwrite)
+    if args.plot:
+        from dsketch.plot import plot_convergence
+
+        plot_convergence({f"{args.model} / {args.sketch}": result}, args.plot, title=args.data)
+    print(f"{result.message} nit={result.nit} passes={result.n_passes} "
+          f"time={result.wall_time:.2f}s loss={result.fun:.15e} -> {args.out}")
+    return 0 if result.success else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dsketch.demo import run_demo
+
+    run_demo(
+        args.out,
+        n_samples=args.n_samples,
+        n_features=args.n_features,
+        density=args.density,
+        sketch=args.sketch,
+        sketch_size=args.sketch_size,
+        seed=args.seed,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+    )
+    return 0
+
+
+COMMANDS = {
+    "make-data": _cmd_make_data,
+    "convert": _cmd_convert,
+    "info": _cmd_info,
+    "fit": _cmd_fit,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    warnings.simplefilter("default")
+    try:
+        return COMMANDS[args.command](args)
+    except (DSketchError, ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        if os.environ.get("DSKETCH_DEBUG"):
+            raise
+        print(f"dsketch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dsketch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

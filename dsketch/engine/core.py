@@ -1,0 +1,230 @@
+"""The engine: row blocks of a problem store mapped over a Dask cluster, tree-reduced.
+
+The engine uses the futures API of ``dask.distributed``: iterative solvers keep per-block
+state (the cached predictor ``A x``) in worker memory between passes, which futures
+express directly. Every reduction is a fixed tree over *block indices* (``split_every``
+children per node), so its floating-point result depends neither on the number of
+workers nor on the order in which tasks finish. Row blocks are cut at multiples of
+``block_rows`` independently of the store's chunks, so the storage chunking does not
+change the result either.
+
+Cost is counted in *passes over A*: every method that reads the design matrix adds one
+to :attr:`Engine.n_passes`; reductions over the cached per-row vectors add nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from distributed import Client, Future
+
+from dsketch.engine import tasks
+from dsketch.errors import ChunkLayoutError
+from dsketch.models.base import Model, Scalars, Stats
+from dsketch.store import ProblemSpec
+
+logger = logging.getLogger("dsketch")
+
+DEFAULT_BLOCK_ROWS = 2**17
+
+
+def make_bounds(n_samples: int, block_rows: int) -> list[tuple[int, int]]:
+    """Cut ``[0, n_samples)`` into consecutive blocks of ``block_rows`` rows."""
+    if block_rows < 1:
+        raise ChunkLayoutError(f"block_rows must be a positive integer; got {block_rows}")
+    return [(r0, min(r0 + block_rows, n_samples)) for r0 in range(0, n_samples, block_rows)]
+
+
+def check_bounds(bounds: Sequence[tuple[int, int]], n_samples: int) -> list[tuple[int, int]]:
+    """Validate explicit block boundaries: contiguous, non-empty, covering all rows."""
+    out = [(int(a), int(b)) for a, b in bounds]
+    if not out or out[0][0] != 0 or out[-1][1] != n_samples:
+        raise ChunkLayoutError(
+            f"row blocks must start at 0 and end at n_samples={n_samples}; got "
+            f"{out[:1]}...{out[-1:]} — pass bounds covering every row once"
+        )
+    for (a0, a1), (b0, _) in zip(out, out[1:], strict=False):
+        if a1 != b0:
+            raise ChunkLayoutError(f"row blocks must be contiguous; block [{a0}, {a1}) is followed by one starting at {b0}")
+    for a, b in out:
+        if b <= a:
+            raise ChunkLayoutError(f"row block [{a}, {b}) is empty; every block needs at least one row")
+    return out
+
+
+class Engine:
+    """Map per-block maths over the row blocks of a problem and reduce the results.
+
+    Parameters
+    ----------
+    problem : ProblemSpec
+        An opened problem store (:func:`dsketch.store.open_problem`).
+    client : distributed.Client
+        The cluster to run on.
+    block_rows : int, default 2**17
+        Rows per block (ignored when ``bounds`` is given).
+    bounds : sequence of (start, stop), optional
+        Explicit row blocks (contiguous, covering all rows).
+    persist : bool, default False
+        Load the blocks once into cluster memory instead of streaming them from the
+        store on every pass. Faster when the data fit in the workers' memory.
+    split_every : int, default 8
+        Fan-in of the reduction tree.
+
+    Notes
+    -----
+    Per-block state held on the workers: the predictor, ``b``, ``w`` and the squared row
+    norms (4 floats per row), plus the blocks themselves when ``persist=True``.
+    """
+
+    def __init__(
+        self,
+        problem: ProblemSpec,
+        client: Client,
+        *,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+        bounds: Sequence[tuple[int, int]] | None = None,
+        persist: bool = False,
+        split_every: int = 8,
+    ) -> None:
+        if split_every < 2:
+            raise ValueError(f"split_every must be >= 2; got {split_every}")
+        self.problem = problem
+        self.client = client
+        self.bounds = (
+            check_bounds(bounds, problem.n_samples)
+            if bounds is not None
+            else make_bounds(problem.n_samples, block_rows)
+        )
+        self.split_every = split_every
+        self.persist = persist
+        self.n_passes = 0
+        self._sources: list[Any] = [tasks.Source(problem, a, b) for a, b in self.bounds]
+        if persist:
+            futs = client.map(tasks.load_source, self._sources, pure=False)
+            self._sources = futs
+            self.n_passes += 1
+        self.rows: list[Future] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def n_blocks(self) -> int:
+        return len(self.bounds)
+
+    def _submit(self, fn: Any, *args: Any) -> Future:
+        return self.client.submit(fn, *args, pure=False)
+
+    def _tree(self, futures: list[Future], combine: Any, *extra: Any) -> Any:
+        """Reduce futures with ``combine(*extra, *group)`` over a fixed tree; return the value."""
+        level = list(futures)
+        while len(level) > 1:
+            level = [
+                self._submit(combine, *extra, *level[i : i + self.split_every])
+                for i in range(0, len(level), self.split_every)
+            ]
+        return level[0].result()
+
+    def _scatter(self, value: Any) -> Any:
+        """Broadcast a large argument once instead of embedding it in every task."""
+        if isinstance(value, np.ndarray) and value.nbytes > 1 << 16:
+            return self.client.scatter(value, broadcast=True, hash=False)
+        return value
+
+    # ------------------------------------------------------------------ passes
+    def init(self, x: np.ndarray) -> None:
+        """Read every block once: cache ``A x``, ``b``, ``w`` and row norms (one pass)."""
+        xs = self._scatter(np.asarray(x, dtype=np.float64))
+        self.rows = [
+            self._submit(tasks.init_rows, src, r0, xs)
+            for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
+        ]
+        self.n_passes += 1
+
+    def matvec(self, p: np.ndarray) -> list[Future]:
+        """``A p`` as per-block futures (one pass)."""
+        ps = self._scatter(np.asarray(p, dtype=np.float64))
+        self.n_passes += 1
+        return [self._submit(tasks.matvec, src, ps) for src in self._sources]
+
+    def advance(self, ap: list[Future], t: float) -> None:
+        """Update the cached predictor to ``A (x + t p)`` without reading A."""
+        assert self.rows is not None
+        self.rows = [
+            self._submit(tasks.advance, r, a, float(t)) for r, a in zip(self.rows, ap, strict=True)
+        ]
+
+    def trial_scalars(
+        self, model: Model, ap: list[Future] | None = None, ts: Sequence[float] = (0.0,)
+    ) -> list[Scalars]:
+        """Global scalars of ``model`` at ``A(x + t p)`` for each ``t`` (no read of A)."""
+        assert self.rows is not None
+        ts = tuple(float(t) for t in ts)
+        aps = ap if ap is not None else [None] * self.n_blocks
+        parts = [
+            self._submit(tasks.trial_stats, model, r, a, ts)
+            for r, a in zip(self.rows, aps, strict=True)
+        ]
+        merged: list[Stats] = self._tree(parts, tasks.merge_trial_stats, model)
+        return [model.scalars(s) for s in merged]
+
+    def trial_losses(
+        self,
+        model: Model,
+        scalars: list[Scalars],
+        ap: list[Future] | None = None,
+        ts: Sequence[float] = (0.0,),
+    ) -> np.ndarray:
+        """Data part of the objective at ``A(x + t p)`` for each ``t`` (no read of A)."""
+        assert self.rows is not None
+        ts = tuple(float(t) for t in ts)
+        aps = ap if ap is not None else [None] * self.n_blocks
+        parts = [
+            self._submit(tasks.trial_losses, model, r, a, ts, scalars)
+            for r, a in zip(self.rows, aps, strict=True)
+        ]
+        return np.asarray(self._tree(parts, tasks.sum_parts), dtype=np.float64)
+
+    def curvature(self, model: Model, sketch: Any, scalars: Scalars, ctx: Any) -> tuple[dict[str, Any], Any]:
+        """Loss, gradient, ``A^T U`` and the sketch's result at the current point.
+
+        Runs the sketch's preliminary stages first (each one a pass over A if it reads A),
+        then the fused curvature pass. Returns the reduced totals and the final context.
+        """
+        assert self.rows is not None
+        ctx_f = self.client.scatter(ctx, broadcast=True, hash=False)
+        for stage in range(sketch.n_pre_stages):
+            reads = bool(sketch.pre_stage_reads_A[stage])
+            parts = [
+                self._submit(tasks.pre_stage, model, sketch, stage, src if reads else None, r, scalars, ctx_f)
+                for src, r in zip(self._sources, self.rows, strict=True)
+            ]
+            total = self._tree(parts, tasks.sum_parts)
+            if reads:
+                self.n_passes += 1
+            ctx = sketch.pre_finish(stage, total, ctx)
+            ctx_f = self.client.scatter(ctx, broadcast=True, hash=False)
+        parts = [
+            self._submit(tasks.curvature, model, sketch, src, r, scalars, ctx_f)
+            for src, r in zip(self._sources, self.rows, strict=True)
+        ]
+        total = self._tree(parts, tasks.sum_parts)
+        self.n_passes += 1
+        return total, ctx
+
+    def check_targets(self, model: Model) -> None:
+        """Check every block's targets against the model's domain (no read of A)."""
+        assert self.rows is not None
+        self.client.gather([self._submit(tasks.check_targets, model, r) for r in self.rows])
+
+    def gather_eta(self) -> np.ndarray:
+        """The cached predictor ``A x`` as one array (for tests and small problems)."""
+        assert self.rows is not None
+        return np.concatenate([r.eta for r in self.client.gather(self.rows)])
+
+    def close(self) -> None:
+        """Release the futures this engine holds on the cluster."""
+        self.rows = None
+        self._sources = []

@@ -1,0 +1,196 @@
+"""Worker-side task functions: one row block in, a small summable result out.
+
+These are plain functions of their arguments (no hidden state besides the store cache of
+:func:`dsketch.store.read_block`), so a retried task recomputes exactly the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from dsketch.models.base import Model, Scalars, Stats
+from dsketch.store import Block, ProblemSpec, read_block
+
+FloatArray = np.ndarray
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a row block comes from: the store (streamed) and its global row range."""
+
+    spec: ProblemSpec
+    r0: int
+    r1: int
+
+
+@dataclass(frozen=True)
+class RowState:
+    """Per-block vectors kept in worker memory between passes.
+
+    Attributes
+    ----------
+    r0 : int
+        Global index of the block's first row.
+    eta : ndarray of shape (n_rows,)
+        The cached predictor ``A_b x``.
+    b, w : ndarray of shape (n_rows,)
+        Targets and (optional) regularisation weights.
+    rownorm2 : ndarray of shape (n_rows,)
+        Squared Euclidean norms of the rows of ``A_b``.
+    """
+
+    r0: int
+    eta: FloatArray
+    b: FloatArray
+    w: FloatArray | None
+    rownorm2: FloatArray
+
+
+def load(source: Source | Block) -> Block:
+    """Return the block itself (persisted mode) or read it from the store (streaming)."""
+    if isinstance(source, Source):
+        return read_block(source.spec, source.r0, source.r1)
+    return source
+
+
+def load_source(source: Source) -> Block:
+    """Read a block from the store (used to persist blocks in cluster memory)."""
+    return read_block(source.spec, source.r0, source.r1)
+
+
+def _matvec(A: Any, x: FloatArray) -> FloatArray:
+    return np.asarray(A @ x, dtype=np.float64).ravel()
+
+
+def _rmatvec(A: Any, r: FloatArray) -> FloatArray:
+    return np.asarray(A.T @ r, dtype=np.float64).ravel()
+
+
+def _row_norms2(A: Any) -> FloatArray:
+    if sp.issparse(A):
+        return np.asarray(A.multiply(A).sum(axis=1), dtype=np.float64).ravel()
+    return np.einsum("ij,ij->i", A, A, dtype=np.float64)
+
+
+def init_rows(source: Source | Block, r0: int, x: FloatArray) -> RowState:
+    """First pass: the predictor ``A_b x`` and the row norms, plus ``b`` and ``w``."""
+    blk = load(source)
+    return RowState(
+        r0=r0,
+        eta=_matvec(blk.A, x),
+        b=np.asarray(blk.b, dtype=np.float64),
+        w=None if blk.w is None else np.asarray(blk.w, dtype=np.float64),
+        rownorm2=_row_norms2(blk.A),
+    )
+
+
+def matvec(source: Source | Block, p: FloatArray) -> FloatArray:
+    """``A_b p`` (one pass over the block)."""
+    return _matvec(load(source).A, p)
+
+
+def advance(rows: RowState, ap: FloatArray, t: float) -> RowState:
+    """Move the cached predictor along the step: ``eta + t * A_b p`` (no read of A)."""
+    return RowState(
+        r0=rows.r0, eta=rows.eta + t * ap, b=rows.b, w=rows.w, rownorm2=rows.rownorm2
+    )
+
+
+def trial_stats(
+    model: Model, rows: RowState, ap: FloatArray | None, ts: tuple[float, ...]
+) -> list[Stats]:
+    """Model statistics at ``eta + t * ap`` for every trial step ``t``."""
+    out = []
+    for t in ts:
+        eta = rows.eta if ap is None or t == 0.0 else rows.eta + t * ap
+        out.append(model.stats(eta, rows.b, rows.w))
+    return out
+
+
+def merge_trial_stats(model: Model, *parts: list[Stats]) -> list[Stats]:
+    """Merge lists of statistics position by position (in the given, fixed order)."""
+    merged = list(parts[0])
+    for part in parts[1:]:
+        merged = [model.merge_stats(a, b) for a, b in zip(merged, part, strict=True)]
+    return merged
+
+
+def trial_losses(
+    model: Model,
+    rows: RowState,
+    ap: FloatArray | None,
+    ts: tuple[float, ...],
+    scalars: list[Scalars],
+) -> FloatArray:
+    """Data part of the objective at every trial step (block sums)."""
+    vals = np.empty(len(ts))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j, (t, sc) in enumerate(zip(ts, scalars, strict=True)):
+            eta = rows.eta if ap is None or t == 0.0 else rows.eta + t * ap
+            vals[j] = model.loss_terms(eta, rows.b, rows.w, sc)
+    return vals
+
+
+def sum_parts(*parts: Any) -> Any:
+    """Sum partial results: arrays, floats, or dicts of them (key by key)."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: sum_parts(*(p[k] for p in parts)) for k in first}
+    total = first
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+def pre_stage(
+    model: Model,
+    sketch: Any,
+    stage: int,
+    source: Source | Block | None,
+    rows: RowState,
+    scalars: Scalars,
+    ctx: Any,
+) -> dict[str, Any]:
+    """A sketch's preliminary reduction on one block (reads A only if the stage needs it)."""
+    terms = model.row_terms(rows.eta, rows.b, rows.w, scalars)
+    A = None if source is None else load(source).A
+    return sketch.pre_block(stage, A, terms.diag, rows.rownorm2, rows.r0, ctx)
+
+
+def curvature(
+    model: Model,
+    sketch: Any,
+    source: Source | Block,
+    rows: RowState,
+    scalars: Scalars,
+    ctx: Any,
+) -> dict[str, Any]:
+    """The fused curvature pass on one block.
+
+    Returns the block's loss term, gradient part ``A_b^T r``, low-rank reduction
+    ``A_b^T U`` (d x k) and the sketch's partial result (keys prefixed ``sketch:``).
+    """
+    A = load(source).A
+    terms = model.row_terms(rows.eta, rows.b, rows.w, scalars)
+    out: dict[str, Any] = {
+        "loss": float(model.loss_terms(rows.eta, rows.b, rows.w, scalars)),
+        "grad": _rmatvec(A, terms.grad_weight),
+    }
+    if terms.lowrank is not None and terms.lowrank.shape[1] > 0:
+        out["AU"] = np.asarray(A.T @ terms.lowrank, dtype=np.float64)
+    for key, val in sketch.block(A, terms.diag, rows.r0, ctx).items():
+        out["sketch:" + key] = val
+    return out
+
+
+def check_targets(model: Model, rows: RowState) -> int:
+    """Validate the block's targets against the model's domain; return the row count."""
+    try:
+        model.check_targets(rows.b)
+    except ValueError as exc:
+        raise type(exc)(f"rows [{rows.r0}, {rows.r0 + rows.b.size}): {exc}") from None
+    return int(rows.b.size)

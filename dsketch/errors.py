@@ -1,0 +1,77 @@
+"""Exceptions and warnings raised by dsketch.
+
+Every error a user can trigger with bad input derives from :class:`DSketchError` and from
+the built-in exception a caller would naturally catch (``ValueError``, ``TypeError``,
+``FileNotFoundError``). Messages name what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class DSketchError(Exception):
+    """Base class of every error raised by dsketch."""
+
+
+class StoreNotFoundError(DSketchError, FileNotFoundError):
+    """A store, or a member that must exist inside it, is missing."""
+
+
+class StoreFormatError(DSketchError, ValueError):
+    """A store exists but its layout or metadata is not one dsketch can read."""
+
+
+class EncodingError(StoreFormatError):
+    """A matrix group has a missing or unsupported ``encoding-type``."""
+
+
+class ShapeMismatchError(StoreFormatError):
+    """Members of a problem store disagree on the number of rows (or other shapes)."""
+
+
+class EmptyProblemError(StoreFormatError):
+    """The design matrix has no rows, no columns, or no stored non-zeros."""
+
+
+class InvalidIndicesError(StoreFormatError):
+    """CSR column indices are unsorted within a row, or outside ``[0, n_features)``."""
+
+
+class NonFiniteError(DSketchError, ValueError):
+    """An array holds NaN or infinite values where finite numbers are required."""
+
+
+class DTypeError(DSketchError, TypeError):
+    """An array has a non-numeric (or otherwise unsupported) dtype."""
+
+
+class ChunkLayoutError(DSketchError, ValueError):
+    """Row blocks or chunks are laid out in a way the engine cannot use."""
+
+
+class ModelDomainError(DSketchError, ValueError):
+    """A model is evaluated outside its domain (for example a normaliser alpha <= 0)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A solver stopped before meeting its convergence criterion."""
+
+
+class NumericalWarning(UserWarning):
+    """A numerical fallback was taken (failed Cholesky, non-descent direction, ...)."""
+
+
+__all__ = [
+    "ChunkLayoutError",
+    "ConvergenceWarning",
+    "DSketchError",
+    "DTypeError",
+    "EmptyProblemError",
+    "EncodingError",
+    "InvalidIndicesError",
+    "ModelDomainError",
+    "NonFiniteError",
+    "NumericalWarning",
+    "ShapeMismatchError",
+    "StoreFormatError",
+    "StoreNotFoundError",
+]

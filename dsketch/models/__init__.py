@@ -1,0 +1,61 @@
+"""Per-block model maths (pure NumPy/SciPy) and the model registry."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
+from dsketch.models.exp_regression import ExpRegression
+from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
+from dsketch.models.softmax import SoftmaxRegression
+
+MODELS: dict[str, Callable[..., Model]] = {
+    "softmax": SoftmaxRegression,
+    "exp": functools.partial(ExpRegression, phi="exp"),
+    "cosh": functools.partial(ExpRegression, phi="cosh"),
+    "sinh": functools.partial(ExpRegression, phi="sinh"),
+    "logistic": LogisticRegression,
+    "poisson": PoissonRegression,
+    "least-squares": LeastSquares,
+}
+
+
+def get_model(name: str, **params: Any) -> Model:
+    """Build a model from its registry name.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the valid ones) or an invalid parameter value.
+    TypeError
+        A parameter the model does not take.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    factory = MODELS[name]
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    fixed = factory.keywords if isinstance(factory, functools.partial) else {}
+    accepted = set(inspect.signature(target).parameters) - set(fixed)
+    unknown = set(params) - accepted
+    if unknown:
+        raise TypeError(
+            f"model {name!r} takes no parameter(s) {sorted(unknown)}; accepted: {sorted(accepted) or 'none'}"
+        )
+    return factory(**params)
+
+
+__all__ = [
+    "MODELS",
+    "ExpRegression",
+    "LeastSquares",
+    "LogisticRegression",
+    "Model",
+    "PoissonRegression",
+    "RowTerms",
+    "SoftmaxRegression",
+    "get_model",
+    "loss_gradient_hessian",
+]

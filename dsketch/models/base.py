@@ -1,0 +1,164 @@
+"""The model contract: per-block maths on in-memory NumPy arrays.
+
+Every model's objective has the form
+
+    L(x) = sum over row blocks of loss_terms(eta_b)  +  penalty(x),      eta = A x,
+
+and its Hessian (or Gauss-Newton matrix) the Gram form (DESIGN.md section 2)
+
+    H(x) = A^T diag(D) A  +  (A^T U) C (A^T U)^T  +  diag(penalty_hess(x)),
+
+with the gradient ``A^T r + penalty_grad(x)``. ``r`` (the gradient weights), ``D`` and
+``U`` are per-row quantities that depend on ``eta`` and on a few *global scalars* (the
+softmax normaliser, for example). The scalars come from :meth:`Model.stats`, a partial
+result per block that :meth:`Model.merge_stats` combines with an associative, numerically
+stable rule, and :meth:`Model.scalars` turns the merged result into plain floats.
+
+Nothing here imports dask: the engine maps these methods over row blocks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+Stats = dict[str, Any]
+Scalars = dict[str, float]
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RowTerms:
+    """Per-row pieces of the gradient and the Hessian on one row block.
+
+    Attributes
+    ----------
+    grad_weight : ndarray of shape (n_rows,)
+        ``r``: the block's gradient contribution is ``A_b^T r``.
+    diag : ndarray of shape (n_rows,)
+        ``D``: the block's diagonal-part contribution is ``A_b^T diag(D) A_b``. May be
+        negative in places.
+    lowrank : ndarray of shape (n_rows, k) or None
+        ``U``: the low-rank factors; ``None`` when the model has ``rank == 0``.
+    """
+
+    grad_weight: FloatArray
+    diag: FloatArray
+    lowrank: FloatArray | None
+
+
+class Model(ABC):
+    """Abstract base of every model. Subclasses are small, immutable parameter holders.
+
+    Class attributes
+    ----------------
+    name : str
+        Registry name (``dsketch fit --model NAME``).
+    rank : int
+        ``k``, the number of low-rank factor columns (0 for purely diagonal Hessians).
+    uses_w : bool
+        Whether the per-row regularisation weights ``w`` of the store enter the model.
+    """
+
+    name: ClassVar[str] = ""
+    rank: ClassVar[int] = 0
+    uses_w: ClassVar[bool] = False
+
+    # -- global statistics ----------------------------------------------------------
+    @abstractmethod
+    def stats(self, eta: FloatArray, b: FloatArray, w: FloatArray | None) -> Stats:
+        """Partial statistics of one block. Must contain ``"n"`` (the row count)."""
+
+    @abstractmethod
+    def merge_stats(self, left: Stats, right: Stats) -> Stats:
+        """Combine two partial statistics (associative; stable for any magnitudes)."""
+
+    @abstractmethod
+    def scalars(self, stats: Stats) -> Scalars:
+        """Global scalars from fully merged statistics."""
+
+    # -- per-row terms -------------------------------------------------------------
+    @abstractmethod
+    def loss_terms(
+        self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars
+    ) -> float:
+        """The block's contribution to the data part of the objective (a sum)."""
+
+    @abstractmethod
+    def row_terms(
+        self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars
+    ) -> RowTerms:
+        """Gradient weights ``r``, diagonal ``D`` and low-rank factors ``U`` of a block."""
+
+    def core(self, scalars: Scalars) -> FloatArray:
+        """The ``k x k`` symmetric core ``C`` (empty when ``rank == 0``)."""
+        return np.zeros((0, 0))
+
+    # -- coefficient-space penalty ---------------------------------------------------
+    def penalty(self, x: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+        """Value, gradient and Hessian diagonal of a penalty on ``x`` itself (default none)."""
+        return 0.0, np.zeros_like(x), np.zeros_like(x)
+
+    # -- validation -----------------------------------------------------------------
+    def check_targets(self, b: FloatArray) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` when targets are outside the model's domain."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name and parameters, for result metadata."""
+        return {"model": self.name}
+
+
+def _as_matrix(A: Any) -> Any:
+    return A.tocsr() if sp.issparse(A) else np.asarray(A, dtype=np.float64)
+
+
+def loss_gradient_hessian(
+    model: Model,
+    A: Any,
+    b: FloatArray,
+    x: FloatArray,
+    w: FloatArray | None = None,
+) -> tuple[float, FloatArray, FloatArray]:
+    """Loss, gradient and dense Hessian of ``model`` at ``x`` on in-memory data.
+
+    The whole of ``A`` is treated as one row block, so this is the small-data reference
+    route: it assembles ``A^T diag(D) A + (A^T U) C (A^T U)^T + diag(penalty_hess)``.
+
+    Parameters
+    ----------
+    model : Model
+    A : ndarray or scipy.sparse matrix of shape (n_samples, n_features)
+    b : ndarray of shape (n_samples,)
+    x : ndarray of shape (n_features,)
+    w : ndarray of shape (n_samples,), optional
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (n_features,)
+    hess : ndarray of shape (n_features, n_features)
+    """
+    A = _as_matrix(A)
+    x = np.asarray(x, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    w = None if w is None else np.asarray(w, dtype=np.float64)
+    eta = np.asarray(A @ x, dtype=np.float64).ravel()
+    sc = model.scalars(model.stats(eta, b, w))
+    terms = model.row_terms(eta, b, w, sc)
+    pv, pg, ph = model.penalty(x)
+    loss = float(model.loss_terms(eta, b, w, sc)) + pv
+    grad = np.asarray(A.T @ terms.grad_weight).ravel() + pg
+    if sp.issparse(A):
+        hess = np.asarray((A.T @ sp.diags(terms.diag) @ A).todense())
+    else:
+        hess = A.T @ (terms.diag[:, None] * A)
+    if terms.lowrank is not None and terms.lowrank.shape[1] > 0:
+        AU = np.asarray(A.T @ terms.lowrank)
+        hess = hess + AU @ model.core(sc) @ AU.T
+    hess = hess + np.diag(ph)
+    return loss, grad, hess

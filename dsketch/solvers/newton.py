@@ -1,0 +1,282 @@
+"""Approximate Newton on the engine: exact low-rank parts, sketched diagonal part.
+
+Order of calls in one iteration (MODELS.md section 1.6, DESIGN.md section 3):
+
+1. ``update_gradient_hessian``: the sketch's preliminary stages (if any) and the fused
+   curvature pass over A: loss, gradient ``A^T r``, ``A^T U`` and the sketch of
+   ``A^T diag(D) A``. The driver assembles ``H~ = sketch + (A^T U) C (A^T U)^T + penalty``.
+2. ``check_convergence``: relative gradient norm.
+3. ``inner_solve``: Cholesky of ``H~`` with the fallbacks of
+   :func:`dsketch.solvers.linalg.solve_newton_system`; the Newton decrement.
+4. ``line_search``: one pass computes ``A p``; all Armijo trial steps are then evaluated
+   together on the cached predictor (``eta + t A p``) without reading A again.
+
+So an iteration costs 2 passes over A (plus a sketch's preliminary passes that read A:
+one for leverage scores), and the exact Newton method is the same solver with the exact
+Gram ``A^T diag(D) A``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dsketch.engine.core import Engine
+from dsketch.errors import ConvergenceWarning
+from dsketch.models.base import Model, Scalars
+from dsketch.sketch import SketchContext
+from dsketch.solvers.linalg import solve_newton_system
+from dsketch.solvers.result import (
+    HISTORY_COLUMNS,
+    STATUS_MESSAGES,
+    SUCCESS,
+    FitResult,
+    NewtonState,
+    Status,
+    format_row,
+)
+
+logger = logging.getLogger("dsketch")
+
+Callback = Callable[[NewtonState], None]
+EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class NewtonConfig:
+    """Settings of the approximate Newton solver (validated once).
+
+    Parameters
+    ----------
+    tol : float, default 1e-8
+        Stop when ``||grad||_2 <= tol * ||grad_0||_2``.
+    max_iter : int, default 50
+    armijo : float, default 1e-4
+        Sufficient-decrease constant ``c`` in ``L(x + t p) <= L(x) + c t g.p``.
+    max_halvings : int, default 30
+        Trial steps are ``1, 1/2, ..., 2**-max_halvings``, all evaluated in one round.
+    seed : int, default 0
+        Key of the counter-based sketch randomness.
+    """
+
+    tol: float = 1e-8
+    max_iter: int = 50
+    armijo: float = 1e-4
+    max_halvings: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"tol must be a finite number >= 0; got {self.tol!r}")
+        if int(self.max_iter) != self.max_iter or self.max_iter < 0:
+            raise ValueError(f"max_iter must be an integer >= 0; got {self.max_iter!r}")
+        if not 0 < self.armijo < 0.5:
+            raise ValueError(f"armijo must lie in (0, 0.5); got {self.armijo!r}")
+        if not 0 <= self.max_halvings <= 60:
+            raise ValueError(f"max_halvings must lie in [0, 60]; got {self.max_halvings!r}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+
+
+@dataclass
+class _Iterate:
+    x: np.ndarray
+    scalars: Scalars
+    loss: float = np.nan
+    grad: np.ndarray | None = None
+    hess: np.ndarray | None = None
+    sketch_rows: int = 0
+
+
+class NewtonSolver:
+    """Approximate (sketched) Newton method with Armijo backtracking.
+
+    Parameters
+    ----------
+    engine : Engine
+    model : Model
+    sketch : dsketch.sketch.Sketch
+        Curvature estimate of ``A^T diag(D) A`` (``make_sketch("exact")`` for exact Newton).
+    sketch_size : int
+        Rows sampled (expected) or embedding dimension; ignored by the exact sketch.
+    config : NewtonConfig
+    callback : callable, optional
+        ``callback(state: NewtonState) -> None`` after every iteration; raising
+        ``StopIteration`` ends the run with ``Status.CALLBACK_STOP``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        model: Model,
+        sketch: Any,
+        *,
+        sketch_size: int,
+        config: NewtonConfig,
+        callback: Callback | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.sketch = sketch
+        self.sketch_size = int(sketch_size)
+        self.config = config
+        self.callback = callback
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
+
+    # ------------------------------------------------------------------ stages
+    def update_gradient_hessian(self, it: _Iterate, iteration: int) -> None:
+        """Fused curvature pass; sets ``it.loss``, ``it.grad``, ``it.hess``."""
+        d = self.engine.problem.n_features
+        ctx = SketchContext(
+            seed=self.config.seed,
+            iteration=iteration,
+            n_samples=self.engine.problem.n_samples,
+            n_features=d,
+            sketch_size=self.sketch_size,
+            info={},
+        )
+        total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, ctx)
+        sk = self.sketch.finish(
+            {k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx
+        )
+        pv, pg, ph = self.model.penalty(it.x)
+        H = np.array(sk.gram, dtype=np.float64, copy=True)
+        if "AU" in total:
+            AU = total["AU"]
+            H += AU @ self.model.core(it.scalars) @ AU.T
+        H[np.diag_indices_from(H)] += ph
+        it.loss = float(total["loss"]) + pv
+        it.grad = np.asarray(total["grad"], dtype=np.float64) + pg
+        it.hess = H
+        it.sketch_rows = int(sk.n_rows)
+
+    def line_search(self, it: _Iterate, p: np.ndarray, gp: float) -> tuple[float, Scalars, float] | None:
+        """Armijo backtracking on the cached predictor; one pass over A for ``A p``.
+
+        Returns ``(t, scalars, loss)`` of the accepted step, or None when no trial step
+        satisfies the sufficient-decrease condition.
+        """
+        ap = self.engine.matvec(p)
+        ts = tuple(0.5**j for j in range(self.config.max_halvings + 1))
+        scal = self.engine.trial_scalars(self.model, ap, ts)
+        data_loss = self.engine.trial_losses(self.model, scal, ap, ts)
+        # tolerance for rounding in the loss itself (sums over many rows)
+        slack = 16.0 * EPS * max(abs(it.loss), 1e-300)
+        for j, t in enumerate(ts):
+            pv = self.model.penalty(it.x + t * p)[0]
+            lt = float(data_loss[j]) + pv
+            if np.isfinite(lt) and lt <= it.loss + self.config.armijo * t * gp + slack:
+                self.engine.advance(ap, t)
+                return t, scal[j], lt
+        return None
+
+    # ------------------------------------------------------------------ driver
+    def _record(self, it: _Iterate, iteration: int, dec: float, step: float, t0: float) -> None:
+        row = {
+            "iteration": iteration,
+            "loss": it.loss,
+            "grad_norm": float(np.linalg.norm(it.grad)) if it.grad is not None else np.nan,
+            "newton_decrement": dec,
+            "step_size": step,
+            "sketch_rows": it.sketch_rows,
+            "passes": self.engine.n_passes,
+            "seconds": time.perf_counter() - t0,
+        }
+        for k in HISTORY_COLUMNS:
+            self.history[k].append(float(row[k]))
+        logger.info("%s", format_row(row))
+
+    def run(self, x0: np.ndarray) -> FitResult:
+        """Run from ``x0`` until convergence, ``max_iter``, or a callback stop."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        x = np.array(x0, dtype=np.float64, copy=True)
+        self.engine.init(x)
+        self.engine.check_targets(self.model)
+        it = _Iterate(x=x, scalars=self.engine.trial_scalars(self.model)[0])
+        g0 = None
+        status: Status | None = None
+        step = np.nan
+        last_dec = np.nan
+        prev_gnorm: float | None = None
+        iteration = 0
+        while True:
+            self.update_gradient_hessian(it, iteration)
+            assert it.grad is not None and it.hess is not None
+            gnorm = float(np.linalg.norm(it.grad))
+            if not (np.isfinite(it.loss) and np.isfinite(gnorm)):
+                self._record(it, iteration, np.nan, np.nan, t0)
+                status = Status.NUMERICAL_ERROR
+                break
+            g0 = gnorm if g0 is None else g0
+            if iteration > 0 and self.callback is not None:
+                state = NewtonState(
+                    iteration=iteration,
+                    coef=it.x.copy(),
+                    loss=it.loss,
+                    grad_norm=gnorm,
+                    newton_decrement=last_dec,
+                    step_size=step,
+                    n_passes=self.engine.n_passes,
+                    sketch_rows=it.sketch_rows,
+                    seconds=time.perf_counter() - t0,
+                )
+                try:
+                    self.callback(state)
+                except StopIteration:
+                    self._record(it, iteration, np.nan, np.nan, t0)
+                    status = Status.CALLBACK_STOP
+                    break
+            # check_convergence
+            if gnorm <= cfg.tol * g0 or gnorm == 0.0:
+                self._record(it, iteration, np.nan, np.nan, t0)
+                status = Status.CONVERGED_GRADIENT
+                break
+            if iteration >= cfg.max_iter:
+                self._record(it, iteration, np.nan, np.nan, t0)
+                status = Status.MAX_ITER
+                break
+            # inner_solve
+            p, _method = solve_newton_system(it.hess, it.grad, stacklevel=4)
+            gp = float(it.grad @ p)
+            dec = float(np.sqrt(max(-gp, 0.0)))
+            # The loss cannot resolve a decrease below its rounding level; stop there once
+            # the gradient has also stopped shrinking (one more step is cheap and usually
+            # still divides the gradient, hence the error in x, by a large factor).
+            at_rounding = 0.5 * dec**2 <= 4.0 * EPS * abs(it.loss)
+            if at_rounding and prev_gnorm is not None and gnorm > 0.5 * prev_gnorm:
+                self._record(it, iteration, dec, np.nan, t0)
+                status = Status.CONVERGED_DECREMENT
+                break
+            prev_gnorm = gnorm
+            accepted = self.line_search(it, p, gp)
+            if accepted is None:
+                self._record(it, iteration, dec, 0.0, t0)
+                status = Status.CONVERGED_DECREMENT if at_rounding else Status.LINE_SEARCH_FAILED
+                break
+            step, scalars, new_loss = accepted
+            self._record(it, iteration, dec, step, t0)
+            last_dec = dec
+            iteration += 1
+            it = _Iterate(x=it.x + step * p, scalars=scalars, loss=new_loss)
+        message = STATUS_MESSAGES[status]
+        if status not in SUCCESS and status is not Status.CALLBACK_STOP:
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        return FitResult(
+            x=it.x,
+            fun=it.loss,
+            success=status in SUCCESS,
+            status=status,
+            message=message,
+            nit=iteration,
+            n_passes=self.engine.n_passes,
+            wall_time=time.perf_counter() - t0,
+            grad_norm=float(self.history["grad_norm"][-1]),
+            history={k: np.asarray(v) for k, v in self.history.items()},
+        )

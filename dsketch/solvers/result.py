@@ -1,0 +1,192 @@
+"""Solver state, result objects and their persistence."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dsketch.store import read_group, write_group
+
+HISTORY_COLUMNS = (
+    "iteration",  # int: iteration index (0 = the starting point)
+    "loss",  # objective value at the iterate
+    "grad_norm",  # Euclidean norm of the gradient at the iterate
+    "newton_decrement",  # sqrt(g^T H~^-1 g) with the (sketched) Hessian; NaN when not computed
+    "step_size",  # line-search step taken from this iterate (NaN on the last row)
+    "sketch_rows",  # rows sampled / embedding dimension of the curvature estimate
+    "passes",  # cumulative passes over A when this row was recorded
+    "seconds",  # wall time since the start of the fit
+)
+
+
+class Status(enum.IntEnum):
+    """Why a solver stopped."""
+
+    CONVERGED_GRADIENT = 0
+    CONVERGED_DECREMENT = 1
+    MAX_ITER = 2
+    LINE_SEARCH_FAILED = 3
+    CALLBACK_STOP = 4
+    NUMERICAL_ERROR = 5
+
+
+STATUS_MESSAGES = {
+    Status.CONVERGED_GRADIENT: "Converged: gradient norm below tol relative to its initial value.",
+    Status.CONVERGED_DECREMENT: (
+        "Converged: the Newton decrement is at the rounding level of the loss; "
+        "no further decrease can be measured."
+    ),
+    Status.MAX_ITER: "Stopped: max_iter reached before convergence.",
+    Status.LINE_SEARCH_FAILED: "Stopped: the line search found no step that decreases the loss.",
+    Status.CALLBACK_STOP: "Stopped: the callback raised StopIteration.",
+    Status.NUMERICAL_ERROR: "Stopped: non-finite loss or gradient.",
+}
+
+SUCCESS = {Status.CONVERGED_GRADIENT, Status.CONVERGED_DECREMENT}
+
+
+@dataclass(frozen=True)
+class NewtonState:
+    """Snapshot of an approximate-Newton run after one iteration (passed to callbacks)."""
+
+    iteration: int  # iterations completed
+    coef: np.ndarray  # (n_features,) float64, the current iterate
+    loss: float  # objective at coef
+    grad_norm: float  # ||grad L(coef)||_2
+    newton_decrement: float  # sqrt(g^T H~^-1 g) at the previous iterate
+    step_size: float  # line-search step that produced coef
+    n_passes: int  # cumulative passes over A
+    sketch_rows: int  # size of the last curvature estimate
+    seconds: float  # wall time since the start
+
+
+@dataclass
+class FitResult:
+    """Result of a fit, in scipy's vocabulary plus cost accounting.
+
+    Attributes
+    ----------
+    x : ndarray of shape (n_features,)
+        The solution.
+    fun : float
+        Objective value at ``x``.
+    success : bool
+    status : Status
+    message : str
+    nit : int
+        Iterations performed.
+    n_passes : int
+        Passes over the design matrix A.
+    wall_time : float
+        Seconds.
+    grad_norm : float
+        Gradient norm at ``x``.
+    history : dict of str to ndarray
+        One column per entry of :data:`HISTORY_COLUMNS`, one row per recorded iterate.
+    info : dict
+        Model, solver and curvature settings, problem shape.
+    """
+
+    x: np.ndarray
+    fun: float
+    success: bool
+    status: Status
+    message: str
+    nit: int
+    n_passes: int
+    wall_time: float
+    grad_norm: float
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"FitResult(success={self.success}, status={self.status.name}, nit={self.nit}, "
+            f"fun={self.fun:.12g}, grad_norm={self.grad_norm:.3e}, n_passes={self.n_passes}, "
+            f"wall_time={self.wall_time:.2f}s)"
+        )
+
+    def history_table(self) -> str:
+        """The per-iteration history as a fixed-width text table."""
+        return format_history(self.history)
+
+
+def format_row(row: dict[str, float]) -> str:
+    """One line of the iteration table."""
+    return (
+        f"{int(row['iteration']):>4d}  {row['loss']:>22.15e}  {row['grad_norm']:>10.3e}  "
+        f"{row['newton_decrement']:>10.3e}  {row['step_size']:>6.3g}  "
+        f"{int(row['sketch_rows']):>9d}  {int(row['passes']):>6d}  {row['seconds']:>8.2f}"
+    )
+
+
+TABLE_HEADER = (
+    f"{'iter':>4s}  {'loss':>22s}  {'|grad|':>10s}  {'decrement':>10s}  {'step':>6s}  "
+    f"{'sketch':>9s}  {'passes':>6s}  {'seconds':>8s}"
+)
+
+
+def format_history(history: dict[str, np.ndarray]) -> str:
+    lines = [TABLE_HEADER]
+    n = len(history.get("iteration", []))
+    for i in range(n):
+        lines.append(format_row({k: float(history[k][i]) for k in HISTORY_COLUMNS}))
+    return "\n".join(lines)
+
+
+def save_result(result: FitResult, path: str, *, overwrite: bool = False) -> None:
+    """Write a result to a Zarr group (atomically). Read it back with :func:`load_result`."""
+    arrays = {"x": np.asarray(result.x, dtype=np.float64)}
+    for k, v in result.history.items():
+        arrays[f"history__{k}"] = np.asarray(v, dtype=np.float64)
+    meta = {
+        k: v
+        for k, v in asdict(result).items()
+        if k not in ("x", "history")
+    }
+    meta["status"] = result.status.name
+    attrs = {"dsketch_result": json.loads(json.dumps(meta, default=_jsonable))}
+    write_group(path, arrays, attrs, overwrite=overwrite)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    return str(obj)
+
+
+def load_result(path: str) -> FitResult:
+    """Read a result written by :func:`save_result` (or ``dsketch fit --out``)."""
+    arrays, attrs = read_group(path)
+    if "dsketch_result" not in attrs:
+        from dsketch.errors import StoreFormatError
+
+        raise StoreFormatError(
+            f"{path!r} is a Zarr group but not a dsketch result (no 'dsketch_result' attribute); "
+            "pass the --out store of 'dsketch fit'"
+        )
+    meta = dict(attrs["dsketch_result"])
+    history = {
+        k.split("__", 1)[1]: np.asarray(v) for k, v in arrays.items() if k.startswith("history__")
+    }
+    return FitResult(
+        x=np.asarray(arrays["x"]),
+        fun=float(meta["fun"]),
+        success=bool(meta["success"]),
+        status=Status[meta["status"]],
+        message=str(meta["message"]),
+        nit=int(meta["nit"]),
+        n_passes=int(meta["n_passes"]),
+        wall_time=float(meta["wall_time"]),
+        grad_norm=float(meta["grad_norm"]),
+        history=history,
+        info=dict(meta.get("info", {})),
+    )

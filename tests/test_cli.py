@@ -1,0 +1,85 @@
+"""The command line: help, make-data -> info -> fit, convert from AnnData, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import dsketch
+from dsketch.cli import main
+
+
+@pytest.mark.parametrize("sub", [[], ["fit"], ["make-data"], ["convert"], ["info"], ["demo"]])
+def test_help(sub, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*sub, "--help"])
+    assert exc.value.code == 0
+    assert "usage: dsketch" in capsys.readouterr().out
+
+
+def test_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "dsketch.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("make-data", "convert", "info", "fit", "demo"):
+        assert cmd in out.stdout
+
+
+def test_make_data_info_fit(client, tmp_path, capsys):
+    addr = client.scheduler.address
+    store = str(tmp_path / "p.zarr")
+    assert main(["make-data", store, "--model", "logistic", "--n-samples", "5000", "--n-features", "12",
+                 "--density", "0.3", "--seed", "3", "--scheduler", addr]) == 0
+    capsys.readouterr()
+    assert main(["info", store, "--json", "--check"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "logistic" in json.dumps(info)
+    out = str(tmp_path / "r.zarr")
+    assert main(["fit", "--model", "logistic", "--data", store, "--out", out, "--sketch", "leverage",
+                 "--sketch-size", "600", "--tol", "1e-10", "--max-iter", "60", "--scheduler", addr,
+                 "--plot", str(tmp_path / "c.png")]) == 0
+    text = capsys.readouterr().out
+    assert "passes" in text and "Converged" in text
+    res = dsketch.load_result(out)
+    assert res.success and res.x.shape == (12,)
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    # the planted solution is recovered up to the statistical error of 5000 samples
+    xp = np.asarray(dsketch.open_problem(store).metadata["dsketch"]["x_planted"])
+    assert np.linalg.norm(res.x - xp) / np.linalg.norm(xp) < 0.3
+
+
+def test_anndata_roundtrip(client, tmp_path, capsys):
+    anndata = pytest.importorskip("anndata")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n, d = 600, 10
+    X = sp.random(n, d, density=0.4, random_state=rng, format="csr", dtype=np.float64)
+    xt = rng.standard_normal(d)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ xt)))).astype(float)
+    ad = anndata.AnnData(X=X, obs=pd.DataFrame({"label": y}, index=[f"c{i}" for i in range(n)]))
+    src = str(tmp_path / "cells.zarr")
+    ad.write_zarr(src)
+    store = str(tmp_path / "p.zarr")
+    assert main(["convert", src, store, "--obs-column", "label"]) == 0
+    assert main(["info", store]) == 0
+    assert "csr" in capsys.readouterr().out.lower()
+    out = str(tmp_path / "r.zarr")
+    assert main(["fit", "--model", "logistic", "--data", store, "--out", out, "--param", "l2=0.01",
+                 "--scheduler", client.scheduler.address]) == 0
+    res = dsketch.load_result(out)
+    assert res.success
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "missing.zarr" in err and "Traceback" not in err
+    assert main(["fit", "--model", "logistic", "--data", str(tmp_path / "missing.zarr"),
+                 "--out", str(tmp_path / "r.zarr")]) == 2
+    assert "missing.zarr" in capsys.readouterr().err
+    assert main(["fit", "--model", "logistic", "--data", "x", "--out", "y", "--param", "l2"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

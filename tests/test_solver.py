@@ -1,0 +1,228 @@
+"""Solver accuracy against scipy, determinism, stopping behaviour and pass counts."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+import scipy.sparse as sp
+from scipy.special import expit
+
+import dsketch
+from dsketch.errors import ConvergenceWarning
+from dsketch.solvers.result import Status
+from dsketch.store import write_problem
+
+
+def _design(rng, n, d, sparse):
+    if sparse:
+        A = sp.random(n, d, density=0.3, random_state=rng, format="csr")
+        A.data = rng.standard_normal(A.nnz)
+        return A
+    return rng.standard_normal((n, d)) / np.sqrt(d)
+
+
+# ---------------------------------------------------------------- independent references
+def _logistic_reference(A, y, l2):
+    """scipy trust-ncg on a hand-written L2 logistic objective (mean form)."""
+    A = A.toarray() if sp.issparse(A) else A
+    n = A.shape[0]
+
+    def fun(x):
+        z = A @ x
+        return np.mean(np.logaddexp(0, z) - y * z) + 0.5 * l2 * x @ x
+
+    def jac(x):
+        return A.T @ (expit(A @ x) - y) / n + l2 * x
+
+    def hess(x):
+        s = expit(A @ x)
+        return (A.T * (s * (1 - s))) @ A / n + l2 * np.eye(A.shape[1])
+
+    res = so.minimize(fun, np.zeros(A.shape[1]), jac=jac, hess=hess, method="trust-exact",
+                      options={"gtol": 1e-15, "maxiter": 500})
+    return res.x
+
+
+def _softmax_reference(A, b, w):
+    """scipy trust-ncg on a hand-written regularised softmax objective."""
+    A = A.toarray() if sp.issparse(A) else A
+    scale = float(A.shape[0]) ** 2  # the data term is O(1/n): rescale for scipy's absolute gtol
+
+    def parts(x):
+        v = A @ x
+        e = np.exp(v - v.max())
+        f = e / e.sum()
+        return v, f
+
+    def fun(x):
+        v, f = parts(x)
+        return scale * (0.5 * np.sum((f - b) ** 2) + 0.5 * np.sum((w * v) ** 2))
+
+    def jac(x):
+        v, f = parts(x)
+        c = f - b
+        # d/dv of 0.5||f - b||^2 with J_f = diag(f) - f f^T
+        return scale * (A.T @ (f * c - f * (f @ c) + w**2 * v))
+
+    def hessp(x, p):
+        h = 1e-6 * max(1.0, np.linalg.norm(x)) / max(np.linalg.norm(p), 1e-300)
+        return (jac(x + h * p) - jac(x - h * p)) / (2 * h)
+
+    x = so.minimize(fun, np.zeros(A.shape[1]), jac=jac, method="BFGS", options={"gtol": 1e-12}).x
+    res = so.minimize(fun, x, jac=jac, hessp=hessp, method="trust-ncg",
+                      options={"gtol": 1e-13, "maxiter": 200})
+    return res.x
+
+
+@pytest.fixture(scope="module", params=["dense", "sparse"])
+def logistic_store(request, tmp_path_factory):
+    rng = np.random.default_rng(11)
+    n, d = 3000, 8
+    A = _design(rng, n, d, request.param == "sparse")
+    xt = rng.standard_normal(d)
+    y = (rng.random(n) < expit(np.asarray(A @ xt).ravel())).astype(float)
+    path = str(tmp_path_factory.mktemp("logit") / "p.zarr")
+    write_problem(path, A, y, chunk_rows=256)
+    return path, A, y
+
+
+@pytest.fixture(scope="module", params=["dense", "sparse"])
+def softmax_store(request, tmp_path_factory):
+    rng = np.random.default_rng(12)
+    n, d = 2000, 6
+    A = _design(rng, n, d, request.param == "sparse")
+    xt = rng.standard_normal(d)
+    v = np.asarray(A @ xt).ravel()
+    f = np.exp(v - v.max()) / np.exp(v - v.max()).sum()
+    b = f * (1 + 0.05 * rng.standard_normal(n))
+    w = np.full(n, 0.3 / n)
+    path = str(tmp_path_factory.mktemp("softmax") / "p.zarr")
+    write_problem(path, A, b, w, chunk_rows=256)
+    return path, A, b, w
+
+
+def _rel(x, ref):
+    return np.linalg.norm(x - ref) / np.linalg.norm(ref)
+
+
+def test_logistic_exact_newton_matches_scipy(client, logistic_store):
+    path, A, y = logistic_store
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-13, client=client,
+                      block_rows=512)
+    ref = _logistic_reference(A, y, 1e-3)
+    assert res.success, res.message
+    assert _rel(res.x, ref) < 1e-8
+    # exact Newton: init pass, then 2 passes per iteration, then the final curvature pass
+    assert res.n_passes == 2 * res.nit + 2
+    assert res.nit <= 12
+
+
+@pytest.mark.parametrize("sketch", ["leverage", "uniform", "countsketch"])
+def test_logistic_sketched_newton_matches_scipy(client, logistic_store, sketch):
+    path, A, y = logistic_store
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, sketch=sketch,
+                      sketch_size=1000, tol=1e-12, max_iter=100, client=client, block_rows=512)
+    ref = _logistic_reference(A, y, 1e-3)
+    assert res.success, res.message
+    assert _rel(res.x, ref) < 1e-8
+
+
+@pytest.mark.parametrize("sketch", ["exact", "leverage"])
+def test_softmax_matches_scipy(client, softmax_store, sketch):
+    path, A, b, w = softmax_store
+    res = dsketch.fit(path, "softmax", sketch=sketch, sketch_size=800, tol=1e-12, max_iter=100,
+                      client=client, block_rows=300)
+    ref = _softmax_reference(A, b, w)
+    assert res.success, res.message
+    assert _rel(res.x, ref) < 1e-8
+
+
+def test_seeded_fit_identical_across_chunkings_and_workers(client, client1, tmp_path):
+    rng = np.random.default_rng(5)
+    n, d = 4000, 7
+    A = _design(rng, n, d, True)
+    y = (rng.random(n) < expit(np.asarray(A @ rng.standard_normal(d)).ravel())).astype(float)
+    paths = []
+    for chunk in (128, 1024):
+        p = str(tmp_path / f"c{chunk}.zarr")
+        write_problem(p, A, y, chunk_rows=chunk)
+        paths.append(p)
+    kw = dict(model_params={"l2": 1e-3}, sketch="leverage", sketch_size=300, seed=42,
+              max_iter=6, tol=0.0, block_rows=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r1 = dsketch.fit(paths[0], "logistic", client=client, **kw)
+        r2 = dsketch.fit(paths[1], "logistic", client=client1, **kw)
+        r3 = dsketch.fit(paths[1], "logistic", client=client, persist=True, **kw)
+        # a different row blocking: the same rows are sampled, sums differ only by rounding
+        r4 = dsketch.fit(paths[0], "logistic", client=client, **{**kw, "block_rows": 333})
+        # another seed gives a different sketch
+        r5 = dsketch.fit(paths[0], "logistic", client=client, **{**kw, "seed": 43})
+    np.testing.assert_array_equal(r1.x, r2.x)
+    np.testing.assert_array_equal(r1.x, r3.x)
+    np.testing.assert_array_equal(r1.history["sketch_rows"], r4.history["sketch_rows"])
+    np.testing.assert_allclose(r1.x, r4.x, rtol=1e-9)
+    assert not np.array_equal(r1.history["sketch_rows"], r5.history["sketch_rows"])
+
+
+def test_max_iter_warns_and_fails(client, logistic_store):
+    path = logistic_store[0]
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        res = dsketch.fit(path, "logistic", max_iter=1, tol=1e-14, client=client)
+    assert not res.success
+    assert res.status is Status.MAX_ITER
+    assert res.nit == 1
+
+
+def test_callback_stop_iteration(client, logistic_store):
+    path = logistic_store[0]
+    seen = []
+
+    def cb(state):
+        seen.append(state.iteration)
+        assert np.isfinite(state.grad_norm) and state.n_passes > 0
+        if state.iteration == 2:
+            raise StopIteration
+
+    res = dsketch.fit(path, "logistic", tol=1e-14, client=client, callback=cb)
+    assert res.status is Status.CALLBACK_STOP
+    assert seen == [1, 2]
+    assert res.nit == 2
+
+
+def test_result_roundtrip(client, logistic_store, tmp_path):
+    res = dsketch.fit(logistic_store[0], "logistic", client=client)
+    out = str(tmp_path / "r.zarr")
+    dsketch.save_result(res, out)
+    back = dsketch.load_result(out)
+    np.testing.assert_array_equal(back.x, res.x)
+    assert back.status is res.status and back.nit == res.nit and back.fun == res.fun
+    for k, v in res.history.items():
+        np.testing.assert_array_equal(back.history[k], v)
+    assert back.info["model"] == "logistic"
+
+
+def test_bad_arguments(client, logistic_store):
+    path = logistic_store[0]
+    with pytest.raises(ValueError, match="unknown solver"):
+        dsketch.fit(path, "logistic", solver="sgd", client=client)
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        dsketch.fit(path, "logistic", x0=np.zeros(3), client=client)
+    with pytest.raises(ValueError, match="tol"):
+        dsketch.fit(path, "logistic", tol=-1.0, client=client)
+    with pytest.raises(ValueError):
+        dsketch.fit(path, "no-such-model", client=client)
+    with pytest.raises(ValueError):
+        dsketch.fit(path, "logistic", sketch="no-such-sketch", client=client)
+
+
+def test_targets_outside_domain(client, tmp_path):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((50, 3))
+    path = str(tmp_path / "bad.zarr")
+    write_problem(path, A, rng.standard_normal(50))
+    with pytest.raises(ValueError, match="rows"):
+        dsketch.fit(path, "logistic", client=client)
