@@ -55,7 +55,7 @@ def fit(
     sketch_size: int | None = None,
     sketch_params: dict[str, Any] | None = None,
     solver: str = "newton",
-    x0: np.ndarray | None = None,
+    x0: np.ndarray | str = "auto",
     seed: int = 0,
     tol: float = 1e-8,
     max_iter: int = 50,
@@ -85,8 +85,10 @@ def fit(
     sketch_params : dict, optional
         Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage).
     solver : {"newton"}
-    x0 : ndarray of shape (n_features,), optional
-        Starting point (zeros by default).
+    x0 : ndarray of shape (n_features,), "auto" or "zeros"
+        Starting point. ``"auto"`` (default) uses the model's data-driven initialiser
+        when it has one (softmax: the log-linear least-squares fit, one pass over A) and
+        zeros otherwise.
     seed : int
         Key of the counter-based sketch randomness: the same seed gives the same fit
         for any storage chunking and any number of workers.
@@ -123,8 +125,13 @@ def fit(
     if size < 1:
         raise ValueError(f"sketch_size must be a positive integer; got {sketch_size!r}")
     config = NewtonConfig(tol=tol, max_iter=max_iter, seed=seed)
-    start = np.zeros(spec.n_features) if x0 is None else np.asarray(x0, dtype=np.float64)
-    if start.shape != (spec.n_features,):
+    if isinstance(x0, str):
+        if x0 not in ("auto", "zeros"):
+            raise ValueError(f"x0 must be an array, 'auto' or 'zeros'; got {x0!r}")
+        start = None if x0 == "auto" else np.zeros(spec.n_features)
+    else:
+        start = np.asarray(x0, dtype=np.float64)
+    if start is not None and start.shape != (spec.n_features,):
         raise ValueError(
             f"x0 must have shape ({spec.n_features},) to match the store's {spec.n_features} "
             f"columns; got {start.shape}"

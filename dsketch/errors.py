@@ -16,6 +16,10 @@ class StoreNotFoundError(DSketchError, FileNotFoundError):
     """A store, or a member that must exist inside it, is missing."""
 
 
+class StoreExistsError(DSketchError, FileExistsError):
+    """The target of a write exists and ``overwrite=True`` was not given."""
+
+
 class StoreFormatError(DSketchError, ValueError):
     """A store exists but its layout or metadata is not one dsketch can read."""
 
@@ -72,6 +76,7 @@ __all__ = [
     "NonFiniteError",
     "NumericalWarning",
     "ShapeMismatchError",
+    "StoreExistsError",
     "StoreFormatError",
     "StoreNotFoundError",
 ]

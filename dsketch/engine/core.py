@@ -143,6 +143,17 @@ class Engine:
         ]
         self.n_passes += 1
 
+    def initial_coef(self, model: Model) -> np.ndarray:
+        """The model's data-driven starting point (one pass), or zeros if it has none."""
+        d = self.problem.n_features
+        probe = type(model).init_terms is Model.init_terms
+        if probe:
+            return np.zeros(d)
+        parts = [self._submit(tasks.init_terms, model, src) for src in self._sources]
+        total = self._tree(parts, tasks.sum_parts)
+        self.n_passes += 1
+        return model.init_coef(total, d)
+
     def matvec(self, p: np.ndarray) -> list[Future]:
         """``A p`` as per-block futures (one pass)."""
         ps = self._scatter(np.asarray(p, dtype=np.float64))

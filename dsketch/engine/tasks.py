@@ -88,6 +88,12 @@ def init_rows(source: Source | Block, r0: int, x: FloatArray) -> RowState:
     )
 
 
+def init_terms(model: Model, source: Source | Block) -> Any:
+    """A block's share of the model's data-driven starting point."""
+    blk = load(source)
+    return model.init_terms(blk.A, np.asarray(blk.b, dtype=np.float64), blk.w)
+
+
 def matvec(source: Source | Block, p: FloatArray) -> FloatArray:
     """``A_b p`` (one pass over the block)."""
     return _matvec(load(source).A, p)

@@ -1,4 +1,8 @@
-"""Per-block model maths (pure NumPy/SciPy) and the model registry."""
+"""Per-block model maths (pure NumPy/SciPy) and the model registry.
+
+Registry names (``dsketch fit --model NAME``): ``softmax``, ``exp``, ``cosh``, ``sinh``,
+``logistic``, ``poisson``, ``least-squares``. Nothing in this package imports dask.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,17 @@ MODELS: dict[str, Callable[..., Model]] = {
 def get_model(name: str, **params: Any) -> Model:
     """Build a model from its registry name.
 
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS`.
+    **params
+        Constructor parameters (``l2`` for the GLMs; none for the others).
+
+    Returns
+    -------
+    Model
+
     Raises
     ------
     ValueError
@@ -42,7 +57,8 @@ def get_model(name: str, **params: Any) -> Model:
     unknown = set(params) - accepted
     if unknown:
         raise TypeError(
-            f"model {name!r} takes no parameter(s) {sorted(unknown)}; accepted: {sorted(accepted) or 'none'}"
+            f"model {name!r} takes no parameter(s) {sorted(unknown)}; "
+            f"accepted: {sorted(accepted) or 'none'}"
         )
     return factory(**params)
 

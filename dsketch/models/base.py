@@ -104,6 +104,15 @@ class Model(ABC):
         """Value, gradient and Hessian diagonal of a penalty on ``x`` itself (default none)."""
         return 0.0, np.zeros_like(x), np.zeros_like(x)
 
+    # -- starting point ---------------------------------------------------------------
+    def init_terms(self, A: Any, b: FloatArray, w: FloatArray | None) -> dict[str, Any] | None:
+        """Partial sums (one block) of a data-driven starting point, or None for zeros."""
+        return None
+
+    def init_coef(self, total: dict[str, Any], n_features: int) -> FloatArray:
+        """The starting point from the summed :meth:`init_terms` (default: zeros)."""
+        return np.zeros(n_features)
+
     # -- validation -----------------------------------------------------------------
     def check_targets(self, b: FloatArray) -> None:  # noqa: B027 - optional hook
         """Raise ``ValueError`` when targets are outside the model's domain."""

@@ -1,18 +1,20 @@
 """Zarr storage: problem stores, row-block reads, atomic writers, result groups.
 
-This layer knows nothing about the maths and does not import dask.
+This layer knows nothing about the maths and does not import dask. Public API:
+
+* :func:`open_problem` -> :class:`ProblemSpec` (validated, picklable handle);
+* :func:`read_block` -> :class:`Block` (rows ``[r0, r1)`` in memory, validated);
+* :func:`write_problem` and :class:`ProblemBuilder` (parallel, block by block), atomic;
+* :func:`write_group` / :func:`read_group` for results and checkpoints;
+* :mod:`dsketch.store.convert`: ``convert`` from npy / npz / svmlight / AnnData, ``describe``.
 """
 
-from dsketch.store.problem import Block, ProblemSpec, clear_cache, open_problem, read_block
-from dsketch.store.write import (
-    EdgePieces,
-    ProblemBuilder,
-    StoreExistsError,
-    default_chunk_rows,
-    read_group,
-    write_group,
-    write_problem,
-)
+from dsketch.errors import StoreExistsError
+from dsketch.store.blocks import clear_cache, read_block
+from dsketch.store.builder import EdgePieces, ProblemBuilder, default_chunk_rows, write_problem
+from dsketch.store.groups import read_group, write_group
+from dsketch.store.problem import open_problem
+from dsketch.store.spec import Block, ProblemSpec
 
 __all__ = [
     "Block",

@@ -1,26 +1,24 @@
-"""Problem stores: open, validate, and read row blocks.
+"""Opening and validating problem stores.
 
-A problem store is one Zarr v3 group with members
+A problem store is one Zarr group (v3, or v2 as written by AnnData and older tools) with
 
 * ``A``: a dense 2-D array ``(n, d)`` chunked by rows only, or a CSR group in AnnData's
   encoding (attributes ``encoding-type: "csr_matrix"``, ``encoding-version``,
-  ``shape: [n, d]``; arrays ``data``, ``indices``, ``indptr``);
+  ``shape: [n, d]``; arrays ``data``, ``indices`` (int32/int64) and ``indptr`` (``n + 1``));
 * ``b``: ``(n,)`` targets; optional ``w``: ``(n,)`` row weights;
-* optional further arrays whose first axis has length ``n`` (row-aligned members).
+* optional further arrays whose first axis has length ``n`` (row-aligned members);
+* group attributes with free-form JSON metadata (``{"dsketch": {...}}``).
 
-Nothing here knows about the maths.
+Values may be bool (read as 0/1), integer or floating point. Nothing here knows the maths.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import zarr
 
 from dsketch.errors import (
@@ -28,140 +26,182 @@ from dsketch.errors import (
     DTypeError,
     EmptyProblemError,
     EncodingError,
-    InvalidIndicesError,
-    NonFiniteError,
     ShapeMismatchError,
     StoreFormatError,
     StoreNotFoundError,
 )
+from dsketch.store._atomic import absolute
+from dsketch.store.blocks import read_block
+from dsketch.store.spec import (
+    CSR_ENCODING,
+    RESERVED,
+    ProblemSpec,
+    check_index_dtype,
+    check_indptr,
+    check_value_dtype,
+)
 
-RESERVED = ("A", "b", "w")
-CSR_ENCODING = "csr_matrix"
-
-
-@dataclass(frozen=True)
-class ProblemSpec:
-    """A validated, picklable handle on a problem store.
-
-    Attributes
-    ----------
-    path : str
-        Absolute path of the store.
-    n_samples, n_features : int
-        Shape of ``A``.
-    sparse : bool
-        CSR (True) or dense (False) ``A``.
-    nnz : int
-        Stored entries of ``A`` (``n * d`` when dense).
-    dtype : str
-        dtype of ``A``'s values.
-    has_w : bool
-        Whether the store has row weights ``w``.
-    members : tuple of str
-        Names of further row-aligned members.
-    a_chunk_rows : int
-        Rows per chunk of dense ``A`` (CSR: entries per chunk of ``indptr``).
-    index_dtype : str or None
-        dtype of CSR ``indices``.
-    attrs_json : str
-        The group's attributes, as JSON (see :attr:`metadata`).
-    """
-
-    path: str
-    n_samples: int
-    n_features: int
-    sparse: bool
-    nnz: int
-    dtype: str
-    has_w: bool
-    members: tuple[str, ...] = ()
-    a_chunk_rows: int = 0
-    index_dtype: str | None = None
-    attrs_json: str = field(default="{}", repr=False)
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The store group's attributes."""
-        return dict(json.loads(self.attrs_json))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.n_samples, self.n_features)
+#: ``check="metadata"`` reads the whole ``indptr`` only up to this many entries (128 MiB);
+#: beyond, only its end points (every block read still checks its own slice).
+INDPTR_SCAN_LIMIT = 2**24
+#: Entries (rows x columns, or stored non-zeros) per step of ``check="full"``.
+FULL_CHECK_STEP = 2**23
+_ARRAY_NOT_GROUP = tuple(
+    getattr(zarr.errors, name)
+    for name in ("ContainsArrayError", "NodeTypeValidationError")
+    if hasattr(zarr.errors, name)
+)
 
 
-@dataclass
-class Block:
-    """Rows ``[r0, r1)`` of a problem, in memory.
-
-    Attributes
-    ----------
-    A : ndarray of shape (n_rows, n_features) or scipy.sparse.csr_matrix
-    b : ndarray of shape (n_rows,)
-    w : ndarray of shape (n_rows,) or None
-    extra : dict of str to ndarray
-    """
-
-    A: Any
-    b: np.ndarray
-    w: np.ndarray | None
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- opening
-def _open_group(path: str) -> zarr.Group:
-    if not os.path.exists(path):
+def open_group(path: str, *, what: str = "problem store") -> zarr.Group:
+    """Open an existing Zarr group read-only, with specific errors when it is not one."""
+    if not os.path.lexists(path):
         raise StoreNotFoundError(
-            f"no store at {path!r}; create one with 'dsketch make-data', 'dsketch convert' "
-            "or dsketch.write_problem"
+            f"no {what} at {path!r}; create one with 'dsketch make-data', 'dsketch convert' or "
+            "dsketch.store.write_problem"
         )
     try:
         return zarr.open_group(path, mode="r")
-    except Exception as exc:  # zarr raises several types for "not a group"
+    except _ARRAY_NOT_GROUP:
         raise StoreFormatError(
-            f"{path!r} exists but is not a Zarr group ({type(exc).__name__}: {exc}); "
-            "a problem store is a Zarr group with members 'A' and 'b'"
+            f"{path!r} is a Zarr array, not a group; a {what} is a Zarr group (with members 'A' "
+            "and 'b' for a problem)"
+        ) from None
+    except (FileNotFoundError, zarr.errors.BaseZarrError, NotADirectoryError, ValueError) as exc:
+        raise StoreFormatError(
+            f"{path!r} exists but is not a Zarr group ({type(exc).__name__}: {exc}); a {what} is "
+            "a Zarr group directory (with members 'A' and 'b' for a problem)"
         ) from None
 
 
-def _check_numeric(path: str, name: str, dtype: np.dtype) -> None:
-    if dtype.kind not in "fiu":
-        raise DTypeError(
-            f"{path!r}: member {name!r} has dtype {dtype}, which is not numeric; stores must "
-            "hold integer or floating-point numbers (object, string and boolean dtypes are "
-            "rejected) — rewrite it as float64"
-        )
+def member_names(path: str) -> list[str]:
+    """Names of the Zarr nodes directly inside the group directory ``path``.
+
+    Listed from the directory rather than with ``Group.keys()``, which in zarr 3 parses every
+    member's metadata and fails outright on one it cannot represent (pickled objects).
+    """
+    v3 = os.path.exists(os.path.join(path, "zarr.json"))
+    markers = ("zarr.json",) if v3 else (".zgroup", ".zarray")
+    return sorted(
+        name
+        for name in os.listdir(path)
+        if not name.startswith(".") and any(os.path.exists(os.path.join(path, name, m)) for m in markers)
+    )
 
 
-def _member(group: zarr.Group, path: str, name: str) -> Any:
-    if name not in group:
+def get_member(group: zarr.Group, where: str, name: str, *, names: list[str] | None = None) -> Any:
+    """``group[name]`` with errors naming the store and member."""
+    try:
+        return group[name]
+    except KeyError:
         raise StoreNotFoundError(
-            f"{path!r} has no member {name!r} (members: {sorted(group.keys())}); a problem "
-            "store needs 'A' (matrix) and 'b' (targets), and optionally 'w'"
+            f"{where} has no member {name!r} (members: {names if names is not None else '?'}); a "
+            "problem store needs 'A' (the matrix) and 'b' (the targets), optionally 'w'"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise StoreFormatError(f"{where}: the metadata of member {name!r} is not valid JSON ({exc})") from None
+    except ValueError as exc:  # zarr 3 cannot even represent the dtype (e.g. pickled objects)
+        if "data type" not in str(exc):
+            raise StoreFormatError(f"{where}: zarr cannot open member {name!r}: {exc}") from None
+        raise DTypeError(
+            f"{where}: member {name!r} has a dtype zarr cannot read ({exc}); stores hold numbers "
+            "only (object/pickled arrays are never unpickled) — rewrite it as float64"
+        ) from None
+
+
+def _open_csr(a: zarr.Group, a_path: str, where: str, scan_limit: int) -> tuple[int, int, int, str, int, str]:
+    enc = a.attrs.get("encoding-type")
+    if enc != CSR_ENCODING:
+        fix = (
+            "store a CSC matrix as CSR (scipy: A.tocsr(); AnnData: adata.X = adata.X.tocsr())"
+            if enc == "csc_matrix"
+            else f"set encoding-type to {CSR_ENCODING!r} on a CSR group (data, indices, indptr)"
         )
-    return group[name]
+        raise EncodingError(
+            f"{where}: group 'A' has encoding-type {enc!r}; dsketch reads dense arrays or "
+            f"{CSR_ENCODING!r} groups — {fix}"
+        )
+    shape = a.attrs.get("shape")
+    if not (isinstance(shape, list | tuple) and len(shape) == 2 and all(isinstance(s, int) for s in shape)):
+        raise StoreFormatError(
+            f"{where}: CSR group 'A' needs a 'shape' attribute [n_samples, n_features]; got {shape!r}"
+        )
+    n, d = int(shape[0]), int(shape[1])
+    names = member_names(a_path)
+    arrs = {k: get_member(a, f"{where}, group 'A'", k, names=names) for k in ("data", "indices", "indptr")}
+    for k, arr in arrs.items():
+        if not isinstance(arr, zarr.Array) or arr.ndim != 1:
+            raise StoreFormatError(f"{where}: CSR member 'A/{k}' must be a 1-D array; got {arr}")
+    data, indices, indptr = arrs["data"], arrs["indices"], arrs["indptr"]
+    dtype = check_value_dtype(where, "A/data", data.dtype)
+    index_dtype = check_index_dtype(where, "A/indices", indices.dtype)
+    check_index_dtype(where, "A/indptr", indptr.dtype)
+    if indptr.shape[0] != n + 1:
+        raise ShapeMismatchError(
+            f"{where}: CSR 'shape' attribute says {n} rows but 'A/indptr' has {indptr.shape[0]} "
+            f"entries (need n + 1 = {n + 1}); fix the 'shape' attribute or rewrite A"
+        )
+    nnz = int(data.shape[0])
+    if indices.shape[0] != nnz:
+        raise ShapeMismatchError(
+            f"{where}: 'A/data' has {nnz} entries but 'A/indices' has {indices.shape[0]}; they "
+            "must have the same length — rewrite A"
+        )
+    if n > 0:
+        if n + 1 <= scan_limit:
+            ends = np.asarray(indptr[:], dtype=np.int64)
+            check_indptr(f"{where}, member 'A'", ends, 0)
+        else:
+            ends = np.asarray(indptr[np.array([0, n])], dtype=np.int64)
+        if ends[0] != 0 or ends[-1] != nnz:
+            raise ShapeMismatchError(
+                f"{where}: CSR 'A/indptr' must start at 0 and end at len(A/data) = {nnz}; got "
+                f"indptr[0] = {ends[0]}, indptr[{n}] = {ends[-1]} — rewrite A"
+            )
+    return n, d, nnz, str(dtype), int(indptr.chunks[0]), str(index_dtype)
 
 
-def _array(group: zarr.Group, path: str, name: str) -> zarr.Array:
-    node = _member(group, path, name)
+def _open_dense(a: zarr.Array, where: str) -> tuple[int, int, int, str, int, None]:
+    dtype = check_value_dtype(where, "A", a.dtype)
+    if a.ndim != 2:
+        raise ShapeMismatchError(f"{where}: dense 'A' must be 2-D (n_samples, n_features); got shape {a.shape}")
+    n, d = (int(s) for s in a.shape)
+    if d > 0 and a.chunks[1] < d:
+        raise ChunkLayoutError(
+            f"{where}: dense 'A' of shape {a.shape} has chunks {a.chunks}; it must be chunked by "
+            f"rows only, chunks=(rows, {d}) — rewrite it with dsketch.store.write_problem, or with "
+            f"zarr using chunks=({a.chunks[0]}, {d})"
+        )
+    return n, d, n * d, str(dtype), int(a.chunks[0]), None
+
+
+def _check_rows(node: Any, where: str, name: str, n: int, *, vector: bool) -> None:
     if not isinstance(node, zarr.Array):
-        raise StoreFormatError(f"{path!r}: member {name!r} must be an array, found a group")
-    _check_numeric(path, name, np.dtype(node.dtype))
-    return node
+        raise StoreFormatError(f"{where}: member {name!r} must be an array; found a group")
+    check_value_dtype(where, name, node.dtype)
+    ok = node.shape == (n,) if vector else (node.ndim >= 1 and node.shape[0] == n)
+    if not ok:
+        need = f"shape ({n},)" if vector else f"{n} rows on its first axis"
+        raise ShapeMismatchError(
+            f"{where}: 'A' has {n} rows but member {name!r} has shape {node.shape}; it needs {need} "
+            "— every member must be row-aligned with A"
+        )
 
 
-def open_problem(path: str | os.PathLike[str], *, check: str = "metadata") -> ProblemSpec:
-    """Open and validate a problem store.
+def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "full"] = "metadata") -> ProblemSpec:
+    """Open a problem store and validate it.
 
     Parameters
     ----------
     path : str or path-like
         The store (a Zarr group directory).
     check : {"metadata", "full"}
-        ``"metadata"`` checks members, encodings, shapes, dtypes, chunk layout and the CSR
-        ``indptr``. ``"full"`` also reads everything, chunk by chunk, and checks that all
-        values are finite and that CSR column indices are sorted and inside ``[0, d)``.
-        (Every block read by a fit is checked the same way, so a fit never proceeds on
-        bad data either way.)
+        ``"metadata"`` checks the members, the CSR encoding, shapes, dtypes, the chunk
+        layout of dense ``A`` and the CSR ``indptr`` (all of it up to ``2**24`` entries,
+        else its end points). ``"full"`` also streams through every member chunk by chunk,
+        checking that values are finite and that CSR indices are in ``[0, n_features)``
+        and strictly increasing within each row. (Each block a fit reads is checked the
+        same way, so a fit never proceeds on bad data either way.)
 
     Returns
     -------
@@ -169,210 +209,78 @@ def open_problem(path: str | os.PathLike[str], *, check: str = "metadata") -> Pr
 
     Raises
     ------
-    StoreNotFoundError, StoreFormatError, EncodingError, ShapeMismatchError,
-    EmptyProblemError, DTypeError, ChunkLayoutError, NonFiniteError, InvalidIndicesError
+    StoreNotFoundError
+        No such path, or a required member (``A``, ``b``, CSR arrays) is missing.
+    StoreFormatError
+        The path is not a Zarr group, or a member is a group where an array is needed.
+    EncodingError
+        ``A`` is a group whose ``encoding-type`` is missing or not ``"csr_matrix"``.
+    ShapeMismatchError
+        Members disagree on the number of rows, or the CSR arrays are inconsistent.
+    EmptyProblemError
+        No rows, no columns, or no stored entries.
+    DTypeError
+        A member is not numeric (object, string, complex).
+    ChunkLayoutError
+        Dense ``A`` is chunked along its columns.
+    NonFiniteError, InvalidIndicesError
+        With ``check="full"``: NaN/inf values, bad CSR indices (message names the row).
+
+    Notes
+    -----
+    Every array member other than ``A``, ``b`` and ``w`` is a row-aligned extra and must
+    have ``n_samples`` rows; sub-groups other than ``A`` are ignored. Boolean values are
+    accepted and read as 0/1. Members are listed from the directory (local stores only).
     """
     if check not in ("metadata", "full"):
         raise ValueError(f"check must be 'metadata' or 'full'; got {check!r}")
-    path = os.path.abspath(os.fspath(path))
-    g = _open_group(path)
-    a = _member(g, path, "A")
-    index_dtype = None
+    path = absolute(path)
+    g = open_group(path)
+    where = f"store {path!r}"
+    names = member_names(path)
+    a = get_member(g, where, "A", names=names)
     if isinstance(a, zarr.Group):
-        enc = a.attrs.get("encoding-type")
-        if enc != CSR_ENCODING:
-            raise EncodingError(
-                f"{path!r}: group 'A' has encoding-type {enc!r}; dsketch reads "
-                f"'{CSR_ENCODING}' groups (AnnData's CSR encoding) or dense 2-D arrays — "
-                "convert CSC data to CSR first (scipy: A.tocsr())"
-            )
-        shape = a.attrs.get("shape")
-        if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
-            raise EncodingError(f"{path!r}: CSR group 'A' needs a 'shape' attribute [n, d]; got {shape!r}")
-        n, d = int(shape[0]), int(shape[1])
-        data = _array(a, path + "/A", "data")
-        indices = _array(a, path + "/A", "indices")
-        indptr = _array(a, path + "/A", "indptr")
-        if data.ndim != 1 or indices.ndim != 1 or indptr.ndim != 1:
-            raise ShapeMismatchError(f"{path!r}: CSR arrays data/indices/indptr must be 1-D")
-        if indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
-            raise DTypeError(f"{path!r}: CSR indices and indptr must be integers; got {indices.dtype}, {indptr.dtype}")
-        if indptr.shape[0] != n + 1:
-            raise ShapeMismatchError(
-                f"{path!r}: CSR shape attribute says {n} rows but indptr has {indptr.shape[0]} "
-                f"entries (expected n + 1 = {n + 1})"
-            )
-        if data.shape[0] != indices.shape[0]:
-            raise ShapeMismatchError(
-                f"{path!r}: CSR data has {data.shape[0]} entries but indices has {indices.shape[0]}"
-            )
-        ip = indptr[:]
-        if n > 0 and (ip[0] != 0 or np.any(np.diff(ip) < 0) or ip[-1] != data.shape[0]):
-            raise ShapeMismatchError(
-                f"{path!r}: CSR indptr must start at 0, never decrease and end at len(data) = "
-                f"{data.shape[0]}; got start {ip[0]}, end {ip[-1]}"
-            )
-        sparse, nnz, dtype = True, int(data.shape[0]), str(data.dtype)
-        chunk_rows = int(indptr.chunks[0])
-        index_dtype = str(indices.dtype)
-    elif isinstance(a, zarr.Array):
-        _check_numeric(path, "A", np.dtype(a.dtype))
-        if a.ndim != 2:
-            raise ShapeMismatchError(f"{path!r}: dense 'A' must be 2-D; got shape {a.shape}")
-        n, d = (int(s) for s in a.shape)
-        if d > 0 and a.chunks[1] != d:
-            raise ChunkLayoutError(
-                f"{path!r}: dense 'A' with shape {a.shape} has chunks {a.chunks}; it must be "
-                f"chunked by rows only (chunks=(rows, {d})) — rewrite it with "
-                f"dsketch.write_problem or zarr chunks=(r, {d})"
-            )
-        sparse, nnz, dtype = False, n * d, str(a.dtype)
-        chunk_rows = int(a.chunks[0])
-    else:  # pragma: no cover - zarr only has arrays and groups
-        raise StoreFormatError(f"{path!r}: member 'A' is neither an array nor a group")
+        n, d, nnz, dtype, chunk_rows, index_dtype = _open_csr(a, os.path.join(path, "A"), where, INDPTR_SCAN_LIMIT)
+    else:
+        n, d, nnz, dtype, chunk_rows, index_dtype = _open_dense(a, where)
     if n == 0 or d == 0 or nnz == 0:
         raise EmptyProblemError(
-            f"{path!r}: the design matrix is empty (shape ({n}, {d}), {nnz} stored entries); "
-            "a problem needs at least one row, one column and one non-zero"
+            f"{where}: the design matrix 'A' is empty (shape ({n}, {d}), {nnz} stored entries); a "
+            "problem needs at least one row, one column and one stored entry"
         )
-    b = _array(g, path, "b")
-    if b.shape != (n,):
-        raise ShapeMismatchError(f"{path!r}: 'A' has {n} rows but 'b' has shape {b.shape}; b must have shape ({n},)")
-    has_w = "w" in g
+    _check_rows(get_member(g, where, "b", names=names), where, "b", n, vector=True)
+    has_w = "w" in names
     if has_w:
-        w = _array(g, path, "w")
-        if w.shape != (n,):
-            raise ShapeMismatchError(f"{path!r}: 'A' has {n} rows but 'w' has shape {w.shape}; w must have shape ({n},)")
+        _check_rows(get_member(g, where, "w", names=names), where, "w", n, vector=True)
     members = []
-    for name in sorted(g.keys()):
+    for name in names:
         if name in RESERVED:
             continue
-        node = g[name]
+        node = get_member(g, where, name, names=names)
         if isinstance(node, zarr.Array):
-            _check_numeric(path, name, np.dtype(node.dtype))
-            if node.ndim == 0 or node.shape[0] != n:
-                raise ShapeMismatchError(
-                    f"{path!r}: extra member {name!r} has shape {node.shape}; row-aligned members "
-                    f"need {n} rows on their first axis"
-                )
+            _check_rows(node, where, name, n, vector=False)
             members.append(name)
     spec = ProblemSpec(
         path=path,
         n_samples=n,
         n_features=d,
-        sparse=sparse,
+        sparse=isinstance(a, zarr.Group),
         nnz=nnz,
         dtype=dtype,
         has_w=has_w,
         members=tuple(members),
         a_chunk_rows=chunk_rows,
         index_dtype=index_dtype,
-        attrs_json=json.dumps(dict(g.attrs)),
+        attrs=json.dumps(dict(g.attrs)),
     )
     if check == "full":
-        step = max(1, min(n, (1 << 24) // max(1, d if not sparse else max(1, nnz // n))))
-        for r0 in range(0, n, step):
-            read_block(spec, r0, min(n, r0 + step), members=spec.members)
+        _full_check(spec)
     return spec
 
 
-# --------------------------------------------------------------------------- reading
-@functools.lru_cache(maxsize=16)
-def _arrays(path: str) -> dict[str, Any]:
-    g = zarr.open_group(path, mode="r")
-    out: dict[str, Any] = {"b": g["b"], "w": g["w"] if "w" in g else None}
-    a = g["A"]
-    if isinstance(a, zarr.Group):
-        out.update(data=a["data"], indices=a["indices"], indptr=a["indptr"])
-    else:
-        out["A"] = a
-    for name in g.keys():
-        if name not in RESERVED and isinstance(g[name], zarr.Array):
-            out["extra:" + name] = g[name]
-    return out
-
-
-def clear_cache() -> None:
-    """Forget the opened arrays of this process (after a store is replaced)."""
-    _arrays.cache_clear()
-
-
-def _check_finite(spec: ProblemSpec, name: str, values: np.ndarray, r0: int, row_of: Any = None) -> None:
-    if values.dtype.kind != "f" or values.size == 0:
-        return
-    if np.isfinite(values).all():
-        return
-    bad_rows = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
-    first = int(np.flatnonzero(bad_rows)[0])
-    row = r0 + (first if row_of is None else int(row_of(first)))
-    raise NonFiniteError(
-        f"{spec.path!r}: member {name!r} holds NaN or infinite values (first at row {row}); "
-        "remove or impute them before fitting"
-    )
-
-
-def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: tuple[str, ...] | list[str] = ()) -> Block:
-    """Read rows ``[r0, r1)`` of a problem, validating what was read.
-
-    Returns float64 data: a C-contiguous ndarray, or a ``csr_matrix`` with sorted indices.
-
-    Raises
-    ------
-    ValueError
-        For an invalid row range.
-    NonFiniteError, InvalidIndicesError
-        When the block holds NaN/inf values or bad CSR column indices.
-    """
-    if not (0 <= r0 < r1 <= spec.n_samples):
-        raise ValueError(f"row range [{r0}, {r1}) is outside [0, {spec.n_samples}) or empty")
-    try:
-        arrs = _arrays(spec.path)
-    except FileNotFoundError as exc:
-        raise StoreNotFoundError(f"store {spec.path!r} disappeared: {exc}") from None
-    if spec.sparse:
-        ip = np.asarray(arrs["indptr"][r0 : r1 + 1], dtype=np.int64)
-        lo, hi = int(ip[0]), int(ip[-1])
-        data = np.asarray(arrs["data"][lo:hi], dtype=np.float64)
-        idx = np.asarray(arrs["indices"][lo:hi])
-        ip = ip - lo
-        if np.any(np.diff(ip) < 0) or ip[-1] != data.size:
-            raise ShapeMismatchError(f"{spec.path!r}: CSR indptr decreases within rows [{r0}, {r1})")
-        if idx.size:
-            rows_of = np.repeat(np.arange(r1 - r0), np.diff(ip))
-            bad = (idx < 0) | (idx >= spec.n_features)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise InvalidIndicesError(
-                    f"{spec.path!r}: CSR column index {int(idx[i])} in row {r0 + int(rows_of[i])} is "
-                    f"outside [0, {spec.n_features}); the store is corrupt or its shape attribute is wrong"
-                )
-            same_row = rows_of[1:] == rows_of[:-1]
-            unsorted = same_row & (idx[1:] <= idx[:-1])
-            if unsorted.any():
-                i = int(np.flatnonzero(unsorted)[0])
-                raise InvalidIndicesError(
-                    f"{spec.path!r}: CSR column indices of row {r0 + int(rows_of[i])} are not strictly "
-                    "increasing (unsorted or duplicated); rewrite A with sorted indices "
-                    "(scipy: A.sum_duplicates(); A.sort_indices())"
-                )
-            _check_finite(spec, "A", data, r0, row_of=lambda j: rows_of[j])
-        A = sp.csr_matrix((data, idx.astype(np.int32, copy=False) if spec.n_features < 2**31 else idx, ip),
-                          shape=(r1 - r0, spec.n_features))
-        A.has_sorted_indices = True
-    else:
-        A = np.ascontiguousarray(arrs["A"][r0:r1], dtype=np.float64)
-        _check_finite(spec, "A", A, r0)
-    b = np.asarray(arrs["b"][r0:r1], dtype=np.float64)
-    _check_finite(spec, "b", b, r0)
-    w = None
-    if arrs["w"] is not None:
-        w = np.asarray(arrs["w"][r0:r1], dtype=np.float64)
-        _check_finite(spec, "w", w, r0)
-    extra = {}
-    for name in members:
-        key = "extra:" + name
-        if key not in arrs:
-            raise StoreNotFoundError(f"{spec.path!r} has no row-aligned member {name!r}")
-        extra[name] = np.asarray(arrs[key][r0:r1], dtype=np.float64)
-        _check_finite(spec, name, extra[name], r0)
-    return Block(A=A, b=b, w=w, extra=extra)
+def _full_check(spec: ProblemSpec) -> None:
+    """Read every row block (aligned to A's row chunks) through the validating reader."""
+    per_row = max(1.0, spec.nnz / spec.n_samples)
+    step = max(1, int(FULL_CHECK_STEP / per_row) // spec.a_chunk_rows) * spec.a_chunk_rows
+    for r0 in range(0, spec.n_samples, step):
+        read_block(spec, r0, min(spec.n_samples, r0 + step), members=spec.members)

@@ -1,0 +1,207 @@
+"""Leverage-score sampling of ``sqrt|D| A`` (the SubSample of MODELS.md section 1.4).
+
+References
+----------
+P. Drineas, M. W. Mahoney, S. Muthukrishnan. Sampling algorithms for l2 regression and
+applications. SODA 2006.
+P. Drineas, M. Magdon-Ismail, M. W. Mahoney, D. P. Woodruff. Fast approximation of matrix
+coherence and statistical leverage. JMLR 13, 2012.
+J. Nelson, H. L. Nguyen. OSNAP: faster numerical linear algebra algorithms via sparser
+subspace embeddings. FOCS 2013.
+J. A. Tropp. User-friendly tail bounds for sums of random matrices. Found. Comput. Math.
+12, 2012.
+D. P. Woodruff. Sketching as a tool for numerical linear algebra. FnT-TCS 10(1-2), 2014.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dsketch.sketch import random as crng
+from dsketch.sketch.base import (
+    Block,
+    Partial,
+    SketchContext,
+    as_block,
+    check_n_features,
+    check_param_int,
+    check_weights,
+    matmul_dense,
+    scale_rows,
+    sym,
+    weighted_gram,
+)
+from dsketch.sketch.embed import osnap_matrix
+from dsketch.sketch.rowsample import Sampler, leverage_size
+
+JL_STREAM = 7
+SCORE_MODES = ("auto", "exact", "approx")
+
+
+class LeverageSampler(Sampler):
+    """Leverage-score sampling: ``p_i = min(1, s tau_i / r)``.
+
+    ``tau_i = |D_i| a_i^T (A^T |D| A)^+ a_i`` are the leverage scores of ``sqrt|D| A`` (the
+    squared row norms of an orthonormal basis of its range; they sum to its rank ``r``),
+    so ``E[rows] = sum_i p_i <= s``. A kept row gets the weight ``D_i / p_i`` (unbiased for
+    signed ``D``); rows with ``D_i = 0`` have ``tau_i = 0`` and are never kept. With
+    ``s = size_for(eps, delta, d)`` every ``p_i >= min(1, 3 tau_i ln(2d/delta) / eps^2)``,
+    the matrix Chernoff condition of :mod:`dsketch.sketch.rowsample`.
+
+    Parameters
+    ----------
+    scores : {"auto", "exact", "approx"}, default "auto"
+        How the scores are computed in the single preliminary pass (which reads ``A``):
+
+        * ``"exact"``: the partial ``"M" = A_b^T |D_b| A_b`` (``d x d``) is summed; the
+          driver takes ``M = V diag(lam) V^T`` (``eigh``), keeps the ``r`` eigenvalues above
+          ``lam_max d eps_mach`` (rank-safe pseudo-inverse) and broadcasts
+          ``T = V_r diag(lam_r)^{-1/2}`` (``d x r``); then ``tau_i = |D_i| ||a_i^T T||^2``.
+        * ``"approx"`` (Drineas et al. 2012): the partial ``"Y" = Pi_b sqrt|D_b| A_b`` is
+          an OSNAP sparse sign embedding (``m = embed_factor d`` rows rounded up to a
+          multiple of ``osnap_nnz``, ``osnap_nnz`` non-zeros ``+-1/sqrt(osnap_nnz)`` per
+          column) summed over blocks; the driver's SVD ``Y = U Sigma W^T`` gives
+          ``R^+ = W_r Sigma_r^{-1}`` (same rank rule, with ``max(m, d)``), and
+          ``T = R^+ G`` with ``G`` a ``r x jl_dim`` Gaussian ``/ sqrt(jl_dim)`` (skipped when
+          ``jl_dim >= r``: ``T = R^+``). ``tau~_i = |D_i| ||a_i^T T||^2``.
+        * ``"auto"``: ``"exact"`` when ``d <= AUTO_EXACT_MAX_FEATURES`` (64), else
+          ``"approx"``. Below that, the exact pass costs at most about twice the
+          approximate one (``d`` against ``osnap_nnz + jl_dim`` flops per non-zero) and its
+          scores need no inflation.
+    jl_dim : int, default 32
+        Columns ``k`` of the Johnson-Lindenstrauss projection (approx only).
+    embed_factor : int, default 8
+        OSNAP rows per feature (approx only).
+    osnap_nnz : int, default 4
+        Non-zeros per column of the OSNAP embedding (approx only).
+
+    Notes
+    -----
+    ``ctx.info`` after the preliminary stage: ``"T"`` (``d x k`` float64), ``"rank"``
+    (``r``, int) and ``"scores"`` (``"exact"`` or ``"approx"``). Final partial as for every
+    sampler (``"gram"``, ``"rows"``, ``"expected_rows"``).
+
+    Documented size: ``size_for(eps, delta, d) = ceil(3 d ln(2d/delta) / eps^2)`` with exact
+    scores; with approximate scores it is multiplied by ``APPROX_INFLATION = 4``: if the
+    OSNAP map distorts norms on ``range(sqrt|D| A)`` by at most ``1 +- eta`` and the JL step
+    shrinks no row by more than ``1 - t``, then ``tau~_i >= tau_i (1 - t) / (1 + eta)^2``;
+    ``eta <= 0.4`` and ``t <= 0.5`` give a factor ``<= 1/4``. (``eta ~ sqrt(d / m)`` for
+    ``m = 8d``; the JL shrinkage exceeds one half for a ``chi^2_k / k`` fraction of rows,
+    about ``4e-3`` at ``k = 32``, so the bound holds for all but a few rows, whose
+    probabilities are still within a small factor of the Chernoff condition.) The test
+    suite measures the score ratios (``tests/test_sketch.py``).
+
+    Cost: exact: one extra pass of ``O(nnz(A) d)`` flops sending a ``d x d`` partial per
+    block, an ``O(d^3)`` driver step, then ``O(nnz(A) r)`` for the scores in the final pass.
+    Approx: one extra pass of ``O(nnz(A) osnap_nnz)`` flops sending an ``m x d`` partial, an
+    ``O(m d^2)`` SVD, then ``O(nnz(A) min(r, k))``. Both: ``O(s d^2)`` for the kept rows.
+
+    References
+    ----------
+    P. Drineas, M. W. Mahoney, S. Muthukrishnan. Sampling algorithms for l2 regression and
+    applications. SODA 2006.
+    P. Drineas, M. Magdon-Ismail, M. W. Mahoney, D. P. Woodruff. Fast approximation of matrix
+    coherence and statistical leverage. JMLR 13, 2012.
+    D. P. Woodruff. Sketching as a tool for numerical linear algebra. FnT-TCS 10, 2014.
+    """
+
+    kind: ClassVar[str] = "leverage"
+    AUTO_EXACT_MAX_FEATURES: ClassVar[int] = 64
+    APPROX_INFLATION: ClassVar[float] = 4.0
+
+    def __init__(self, *, scores: str = "auto", jl_dim: int = 32, embed_factor: int = 8, osnap_nnz: int = 4) -> None:
+        if scores not in SCORE_MODES:
+            raise ValueError(f"scores must be one of {', '.join(map(repr, SCORE_MODES))}; got {scores!r}")
+        self.scores = scores
+        self.jl_dim = check_param_int("jl_dim", jl_dim)
+        self.embed_factor = check_param_int("embed_factor", embed_factor)
+        self.osnap_nnz = check_param_int("osnap_nnz", osnap_nnz)
+        self.n_pre_stages = 1
+        self.pre_stage_reads_A = (True,)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sketch": self.kind,
+            "scores": self.scores,
+            "jl_dim": self.jl_dim,
+            "embed_factor": self.embed_factor,
+            "osnap_nnz": self.osnap_nnz,
+        }
+
+    def mode(self, n_features: int) -> str:
+        """``"exact"`` or ``"approx"``: how scores are computed for ``n_features`` columns."""
+        if self.scores == "auto":
+            return "exact" if n_features <= self.AUTO_EXACT_MAX_FEATURES else "approx"
+        return self.scores
+
+    def _osnap_rows(self, d: int) -> int:
+        k = self.osnap_nnz
+        return k * max(1, math.ceil(self.embed_factor * d / k))
+
+    def pre_block(
+        self, stage: int, A_b: Block | None, D_b: np.ndarray, rownorm2_b: np.ndarray, r0: int, ctx: SketchContext
+    ) -> Partial:
+        if stage != 0:
+            return super().pre_block(stage, A_b, D_b, rownorm2_b, r0, ctx)
+        if A_b is None:
+            raise ValueError("the leverage pre-stage reads A (pre_stage_reads_A[0] is True); A_b must not be None")
+        A_b = as_block(A_b)
+        absD = np.abs(check_weights(D_b, A_b.shape[0], r0))
+        lowp = float(A_b.shape[0]) if A_b.dtype == np.float32 else 0.0
+        if self.mode(ctx.n_features) == "exact":
+            return {"M": weighted_gram(A_b, absD), "lowp_rows": lowp}
+        Pi = osnap_matrix(A_b.shape[0], r0, self._osnap_rows(ctx.n_features), self.osnap_nnz, ctx.seed, ctx.iteration)
+        Y = Pi.astype(A_b.dtype) @ scale_rows(A_b, np.sqrt(absD))
+        Y = Y.toarray() if hasattr(Y, "toarray") else Y
+        return {"Y": np.asarray(Y, dtype=np.float64), "lowp_rows": lowp}
+
+    def pre_finish(self, stage: int, total: Partial, ctx: SketchContext) -> SketchContext:
+        if stage != 0:
+            return super().pre_finish(stage, total, ctx)
+        d = ctx.n_features
+        eps_mach = float(np.finfo(np.float32 if float(total["lowp_rows"]) > 0 else np.float64).eps)
+        if "M" in total:
+            M = sym(total["M"], d)
+            lam, V = np.linalg.eigh(M)
+            keep = lam > max(float(lam[-1]), 0.0) * d * eps_mach
+            if float(lam[-1]) <= 0.0:
+                keep[:] = False
+            T = V[:, keep] / np.sqrt(lam[keep])
+            return ctx.with_info(T=T, rank=int(keep.sum()), scores="exact")
+        Y = np.asarray(total["Y"], dtype=np.float64)
+        _, sv, Wt = np.linalg.svd(Y, full_matrices=False)
+        keep = sv > float(sv[0]) * max(Y.shape) * eps_mach if sv.size and sv[0] > 0 else np.zeros(sv.size, bool)
+        r = int(keep.sum())
+        T = Wt[keep].T / sv[keep]
+        if 0 < self.jl_dim < r:
+            G = crng.standard_normal(ctx.seed, ctx.iteration, JL_STREAM, np.arange(r), self.jl_dim)
+            T = T @ G / math.sqrt(self.jl_dim)
+        return ctx.with_info(T=T, rank=r, scores="approx")
+
+    def leverage_scores(self, A_b: Block, D_b: np.ndarray, ctx: SketchContext) -> np.ndarray:
+        """``tau_i = |D_i| ||a_i^T T||^2`` for the block's rows (exact or approximate)."""
+        A_b = as_block(A_b)
+        D_b = np.asarray(D_b, dtype=np.float64)
+        if int(ctx.info["rank"]) == 0:
+            return np.zeros(A_b.shape[0])
+        AT = matmul_dense(A_b, np.asarray(ctx.info["T"]))
+        return np.abs(D_b) * np.einsum("ij,ij->i", AT, AT, dtype=np.float64)
+
+    def probabilities(self, A_b: Block, D_b: np.ndarray, r0: int, ctx: SketchContext) -> np.ndarray:
+        rank = int(ctx.info["rank"])
+        if rank == 0:
+            return np.zeros(np.size(D_b))
+        return np.minimum(1.0, ctx.sketch_size * self.leverage_scores(A_b, D_b, ctx) / rank)
+
+    def _diagnostics(self, ctx: SketchContext) -> dict[str, Any]:
+        return {"rank": int(ctx.info["rank"]), "scores": ctx.info["scores"]}
+
+    def size_for(self, eps: float, delta: float, n_features: int) -> int:
+        """``ceil(3 d ln(2d/delta) / eps^2)``, times ``APPROX_INFLATION`` for approximate scores."""
+        base = leverage_size(eps, delta, n_features)
+        if self.mode(check_n_features(n_features)) == "exact":
+            return base
+        return int(math.ceil(self.APPROX_INFLATION * base))

@@ -1,0 +1,165 @@
+"""Reading row blocks of a problem store (the hot path of every pass over the data).
+
+:func:`read_block` runs inside Dask worker processes once per block and pass. The opened
+Zarr arrays are cached per process, keyed on the store's path and the identity of its
+directory (inode and modification time), so a store replaced by an atomic overwrite is
+reopened rather than read through stale metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import zarr
+
+from dsketch.errors import StoreNotFoundError
+from dsketch.store.spec import (
+    Block,
+    ProblemSpec,
+    check_csr_indices,
+    check_finite,
+    check_indptr,
+)
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """The opened Zarr arrays of one problem store."""
+
+    A: Any  # zarr.Array (dense) or None
+    data: Any
+    indices: Any
+    indptr: Any
+    b: Any
+    w: Any
+    extra: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=32)
+def _open_arrays(path: str, sparse: bool, members: tuple[str, ...], ident: tuple[int, int]) -> _Arrays:
+    g = zarr.open_group(path, mode="r")
+    a = g["A"]
+    csr = {k: a[k] for k in ("data", "indices", "indptr")} if sparse else dict.fromkeys(("data", "indices", "indptr"))
+    return _Arrays(
+        A=None if sparse else a,
+        b=g["b"],
+        w=g["w"] if "w" in g else None,
+        extra={name: g[name] for name in members},
+        **csr,
+    )
+
+
+def arrays_for(spec: ProblemSpec) -> _Arrays:
+    """The cached opened arrays of ``spec``'s store in this process."""
+    try:
+        st = os.stat(spec.path)
+    except FileNotFoundError:
+        raise StoreNotFoundError(
+            f"store {spec.path!r} no longer exists (it was opened earlier); reopen it with "
+            "dsketch.store.open_problem"
+        ) from None
+    return _open_arrays(spec.path, spec.sparse, spec.members, (st.st_ino, st.st_mtime_ns))
+
+
+def clear_cache() -> None:
+    """Forget the arrays opened by :func:`read_block` in this process."""
+    _open_arrays.cache_clear()
+
+
+def _read_csr(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int) -> sp.csr_matrix:
+    where = f"store {spec.path!r}, member 'A'"
+    ip = np.asarray(arrs.indptr[r0 : r1 + 1], dtype=np.int64)
+    check_indptr(where, ip, r0, spec.nnz)
+    lo, hi = int(ip[0]), int(ip[-1])
+    data = np.asarray(arrs.data[lo:hi], dtype=np.float64)
+    indices = np.asarray(arrs.indices[lo:hi])
+    ip -= lo
+    check_csr_indices(where, ip, indices, spec.n_features, r0)
+    check_finite(f"store {spec.path!r}", "A", data, r0, indptr=ip)
+    # int32 index arrays when they fit, so scipy neither copies nor scans them again.
+    if spec.n_features <= _INT32_MAX:
+        indices = indices.astype(np.int32, copy=False)
+        if hi - lo <= _INT32_MAX:
+            ip = ip.astype(np.int32)
+    else:
+        indices = indices.astype(np.int64, copy=False)
+    A = sp.csr_matrix((data, indices, ip), shape=(r1 - r0, spec.n_features), copy=False)
+    A.has_sorted_indices = True
+    A.has_canonical_format = True
+    return A
+
+
+def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = ()) -> Block:
+    """Read and validate rows ``[r0, r1)`` of a problem store.
+
+    Exactly ``indptr[r0:r1+1]`` and the matching slices of ``data`` and ``indices`` are read
+    for a CSR ``A``. The block is checked on the way (finite values; CSR indices in range
+    and strictly increasing per row; ``indptr`` non-decreasing), so a corrupt store fails
+    with the same specific error on any pass as with ``open_problem(check="full")``.
+
+    Parameters
+    ----------
+    spec : ProblemSpec
+        From :func:`dsketch.store.open_problem`.
+    r0, r1 : int
+        Global row range, ``0 <= r0 <= r1 <= spec.n_samples``.
+    members : sequence of str, optional
+        Row-aligned extra members to read into ``Block.extra``.
+
+    Returns
+    -------
+    Block
+        float64 data: a C-contiguous ndarray, or a ``scipy.sparse.csr_matrix`` of shape
+        ``(r1 - r0, n_features)`` with sorted, unique indices.
+
+    Raises
+    ------
+    ValueError
+        For a row range outside ``[0, n_samples]``, or an unknown member name.
+    NonFiniteError, InvalidIndicesError, ShapeMismatchError
+        When the rows read are corrupt (the message names the member and the global row).
+    StoreNotFoundError
+        When the store was removed after it was opened.
+
+    Notes
+    -----
+    Memory: the block itself plus one temporary of its size (the float64 cast, when the
+    store holds another dtype). The opened arrays are cached per process.
+    """
+    r0, r1 = int(r0), int(r1)
+    if not 0 <= r0 <= r1 <= spec.n_samples:
+        raise ValueError(
+            f"row range [{r0}, {r1}) is not inside [0, {spec.n_samples}] for store {spec.path!r}; "
+            "need 0 <= r0 <= r1 <= n_samples"
+        )
+    unknown = [m for m in members if m not in spec.members]
+    if unknown:
+        raise ValueError(
+            f"store {spec.path!r} has no row-aligned member(s) {unknown}; available: {list(spec.members)}"
+        )
+    arrs = arrays_for(spec)
+    where = f"store {spec.path!r}"
+    if spec.sparse:
+        A: np.ndarray | sp.csr_matrix = _read_csr(spec, arrs, r0, r1)
+    else:
+        A = np.ascontiguousarray(arrs.A[r0:r1], dtype=np.float64)
+        check_finite(where, "A", A, r0)
+    b = np.asarray(arrs.b[r0:r1], dtype=np.float64)
+    check_finite(where, "b", b, r0)
+    w = None
+    if arrs.w is not None:
+        w = np.asarray(arrs.w[r0:r1], dtype=np.float64)
+        check_finite(where, "w", w, r0)
+    extra = {}
+    for name in members:
+        extra[name] = np.ascontiguousarray(arrs.extra[name][r0:r1], dtype=np.float64)
+        check_finite(where, name, extra[name], r0)
+    return Block(A=A, b=b, w=w, extra=extra)

@@ -1,0 +1,477 @@
+"""Writing problem stores atomically: in one go, or block by block from parallel workers.
+
+Everything is built under a sibling temporary name ``<target>.partial-<hex>`` and renamed
+into place by :meth:`ProblemBuilder.commit` (which :func:`write_problem` calls), so an
+interrupted write leaves nothing under the target name and an interrupted overwrite
+leaves the old store intact.
+
+Float members are created with fill value NaN, CSR ``indices`` and ``indptr`` with -1, so
+rows a builder never wrote are caught by the readers' checks instead of reading as zeros.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import zarr
+
+from dsketch.errors import ChunkLayoutError, EmptyProblemError, ShapeMismatchError
+from dsketch.store import _atomic
+from dsketch.store.blocks import clear_cache
+from dsketch.store.problem import open_problem
+from dsketch.store.spec import (
+    CSR_ENCODING,
+    CSR_ENCODING_VERSION,
+    RESERVED,
+    ProblemSpec,
+    check_csr_indices,
+    check_finite,
+    check_value_dtype,
+)
+
+#: Elements per chunk of CSR ``data`` / ``indices``.
+NNZ_CHUNK = 2**20
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 2**10, 2**17
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def default_chunk_rows(
+    n_features: int, *, n_samples: int | None = None, itemsize: int = 8, density: float = 1.0
+) -> int:
+    """A power-of-two number of rows per chunk giving about 16 MiB of ``A`` per chunk.
+
+    Parameters
+    ----------
+    n_features : int
+    n_samples : int, optional
+        When given, the result is at most the power of two at or above it (zarr stores
+        edge chunks at full size, so a tiny problem should not get a huge chunk).
+    itemsize : int
+        Bytes per stored value.
+    density : float
+        Fraction of stored entries (CSR: each also costs a 4-byte column index).
+
+    Returns
+    -------
+    int
+        ``2**k`` clipped to ``[2**10, 2**17]`` (the engine reads blocks of ``2**k`` rows),
+        then capped by ``n_samples`` as above.
+    """
+    per_row = max(1e-9, n_features * min(1.0, max(density, 0.0))) * (itemsize + (4 if density < 1.0 else 0))
+    k = math.floor(math.log2(max(16 * 2**20 / per_row, 1.0)))
+    rows = int(np.clip(1 << min(k, 40), MIN_CHUNK_ROWS, MAX_CHUNK_ROWS))
+    if n_samples is not None and n_samples >= 1:
+        rows = min(rows, 1 << (int(n_samples) - 1).bit_length())
+    return rows
+
+
+@dataclass(frozen=True)
+class EdgePieces:
+    """CSR entries of partially covered ``data``/``indices`` chunks, for the driver to write.
+
+    Attributes
+    ----------
+    pieces : tuple of (int, ndarray, ndarray)
+        ``(global_offset, data, indices)`` runs.
+    """
+
+    pieces: tuple[tuple[int, np.ndarray, np.ndarray], ...] = field(default=())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (what shipping these pieces to the driver costs)."""
+        return sum(d.nbytes + i.nbytes for _, d, i in self.pieces)
+
+
+def _as_int_tuple(shape: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in (shape if isinstance(shape, list | tuple) else (shape,)))
+
+
+@dataclass(frozen=True)
+class ProblemBuilder:
+    """Build a problem store piece by piece; picklable, so it can be shipped to Dask workers.
+
+    Create it with :meth:`create`; then write rows with :meth:`write_dense_rows` /
+    :meth:`write_csr_rows` and :meth:`write_vector`, possibly concurrently from several
+    processes, for disjoint row ranges that each start on a multiple of ``chunk_rows``
+    (each then ends where the next one starts, or at ``n_samples``); finally
+    :meth:`commit` (or :meth:`abort`) on the driver.
+
+    For CSR, the caller knows each block's global entry offset ``nnz_offset`` (a prefix
+    sum of per-block non-zero counts). :meth:`write_csr_rows` writes only the ``data`` /
+    ``indices`` chunks lying wholly inside its block and returns the rest as
+    :class:`EdgePieces`, which the driver writes with :meth:`write_edges`. No chunk is
+    ever written by two processes.
+
+    Attributes
+    ----------
+    path : str
+        The final (absolute) store path.
+    tmp : str
+        The temporary sibling directory being written.
+    n_samples, n_features : int
+    sparse : bool
+    nnz : int
+        Stored entries (CSR); ``n_samples * n_features`` when dense.
+    chunk_rows : int
+        Rows per chunk of ``A`` (dense), ``indptr``, ``b``, ``w`` and the extras.
+    nnz_chunk : int
+        Entries per chunk of CSR ``data`` and ``indices``.
+    overwrite : bool
+    vectors : tuple of str
+        Row-aligned members that :meth:`write_vector` accepts.
+    """
+
+    path: str
+    tmp: str
+    n_samples: int
+    n_features: int
+    sparse: bool
+    nnz: int
+    chunk_rows: int
+    nnz_chunk: int
+    overwrite: bool
+    vectors: tuple[str, ...]
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        n_samples: int,
+        n_features: int,
+        sparse: bool,
+        nnz: int | None = None,
+        dtype: str = "float64",
+        has_w: bool = False,
+        extra: dict[str, tuple[tuple[int, ...], str]] | None = None,
+        chunk_rows: int | None = None,
+        attrs: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        nnz_chunk: int = NNZ_CHUNK,
+    ) -> ProblemBuilder:
+        """Create the temporary store with every member allocated (values still unwritten).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Target store; it appears there only at :meth:`commit`.
+        n_samples, n_features : int
+            Shape of ``A`` (both >= 1).
+        sparse : bool
+            CSR (True) or dense (False) ``A``.
+        nnz : int, optional
+            Stored entries of a CSR ``A`` (>= 1); required when ``sparse``.
+        dtype : str
+            Floating dtype of ``A``'s values ("float64" or "float32").
+        has_w : bool
+            Allocate row weights ``w``.
+        extra : dict of str to (tuple of int, str), optional
+            Row-aligned members: name -> (shape after the row axis, dtype).
+        chunk_rows : int, optional
+            Rows per chunk; default :func:`default_chunk_rows`.
+        attrs : dict, optional
+            JSON-serialisable group attributes.
+        overwrite : bool
+            Replace an existing store at ``path`` at commit time.
+        nnz_chunk : int
+            Entries per chunk of CSR ``data`` / ``indices``.
+
+        Returns
+        -------
+        ProblemBuilder
+        """
+        target = _atomic.absolute(path)
+        _atomic.check_target(target, overwrite)
+        n, d = int(n_samples), int(n_features)
+        if n < 1 or d < 1:
+            raise EmptyProblemError(f"a problem needs at least one row and one column; got ({n}, {d})")
+        if sparse and (nnz is None or int(nnz) < 1):
+            raise EmptyProblemError(f"a CSR problem needs nnz >= 1 stored entries; got nnz={nnz}")
+        vdt = check_value_dtype(target, "A", dtype)
+        if vdt.kind != "f":
+            raise ValueError(f"dtype of A must be a floating dtype ('float64' or 'float32'); got {dtype!r}")
+        extra = dict(extra or {})
+        for name in extra:
+            if name in RESERVED or not name or "/" in name or name.startswith("."):
+                raise ValueError(f"extra member name {name!r} is reserved or invalid; use a plain name")
+        nnz_total = int(nnz) if sparse else n * d  # type: ignore[arg-type]
+        rows = int(chunk_rows) if chunk_rows else default_chunk_rows(d, n_samples=n, itemsize=vdt.itemsize)
+        if rows < 1:
+            raise ChunkLayoutError(f"chunk_rows must be a positive integer; got {chunk_rows}")
+        c = int(min(nnz_chunk, nnz_total)) if sparse else 0
+        attrs_clean = json.loads(json.dumps(attrs or {}))
+        tmp = _atomic.temp_sibling(target)
+        try:
+            g = zarr.open_group(tmp, mode="w")
+            g.attrs.update(attrs_clean)
+            if sparse:
+                a = g.create_group("A")
+                a.attrs.update(
+                    {"encoding-type": CSR_ENCODING, "encoding-version": CSR_ENCODING_VERSION, "shape": [n, d]}
+                )
+                a.create_array("data", shape=(nnz_total,), chunks=(c,), dtype=vdt, fill_value=np.nan)
+                idt = "int32" if d <= _INT32_MAX else "int64"
+                a.create_array("indices", shape=(nnz_total,), chunks=(c,), dtype=idt, fill_value=-1)
+                a.create_array("indptr", shape=(n + 1,), chunks=(rows,), dtype="int64", fill_value=-1)
+            else:
+                g.create_array("A", shape=(n, d), chunks=(rows, d), dtype=vdt, fill_value=np.nan)
+            vectors = ["b", *(["w"] if has_w else [])]
+            for name in vectors:
+                g.create_array(name, shape=(n,), chunks=(rows,), dtype="float64", fill_value=np.nan)
+            for name, (tail, dt) in extra.items():
+                edt = check_value_dtype(target, name, dt)
+                tail = _as_int_tuple(tail)
+                g.create_array(
+                    name, shape=(n, *tail), chunks=(rows, *tail), dtype=edt,
+                    fill_value=np.nan if edt.kind == "f" else 0,
+                )
+                vectors.append(name)
+        except BaseException:
+            _atomic.discard(tmp)
+            raise
+        return cls(
+            path=target, tmp=tmp, n_samples=n, n_features=d, sparse=bool(sparse), nnz=nnz_total,
+            chunk_rows=rows, nnz_chunk=c, overwrite=bool(overwrite), vectors=tuple(vectors),
+        )
+
+    # ------------------------------------------------------------------ row writers
+    def _array(self, name: str) -> zarr.Array:
+        return zarr.open_array(os.path.join(self.tmp, name), mode="r+")
+
+    def _check_rows(self, r0: int, m: int, what: str) -> None:
+        if r0 < 0 or r0 + m > self.n_samples:
+            raise ValueError(f"{what}: rows [{r0}, {r0 + m}) are outside [0, {self.n_samples})")
+        if r0 % self.chunk_rows:
+            raise ChunkLayoutError(
+                f"{what}: a row range must start on a chunk boundary (a multiple of chunk_rows = "
+                f"{self.chunk_rows}) so that no two writers share a chunk; got r0 = {r0} — "
+                "split the rows into blocks of a multiple of chunk_rows"
+            )
+
+    def write_dense_rows(self, r0: int, A_rows: np.ndarray) -> None:
+        """Write rows ``[r0, r0 + len(A_rows))`` of a dense ``A`` (finite values only)."""
+        if self.sparse:
+            raise TypeError("write_dense_rows needs a dense builder; use write_csr_rows for CSR")
+        A_rows = np.asarray(A_rows)
+        if A_rows.ndim != 2 or A_rows.shape[1] != self.n_features:
+            raise ShapeMismatchError(f"dense rows must have shape (m, {self.n_features}); got {A_rows.shape}")
+        self._check_rows(int(r0), A_rows.shape[0], "write_dense_rows")
+        check_value_dtype("input", "A", A_rows.dtype)
+        check_finite("input", "A", A_rows, int(r0))
+        self._array("A")[r0 : r0 + A_rows.shape[0]] = A_rows
+
+    def write_vector(self, name: str, r0: int, values: np.ndarray) -> None:
+        """Write rows ``[r0, r0 + len(values))`` of ``b``, ``w`` or an extra member."""
+        if name not in self.vectors:
+            raise ValueError(f"unknown member {name!r}; this builder writes {list(self.vectors)}")
+        values = np.asarray(values)
+        self._check_rows(int(r0), values.shape[0] if values.ndim else 0, f"write_vector({name!r})")
+        check_value_dtype("input", name, values.dtype)
+        check_finite("input", name, values, int(r0))
+        self._array(name)[r0 : r0 + values.shape[0]] = values
+
+    def write_csr_rows(
+        self, r0: int, indptr_local: np.ndarray, indices: np.ndarray, data: np.ndarray, nnz_offset: int
+    ) -> EdgePieces:
+        """Write a CSR row block whose entries start at global position ``nnz_offset``.
+
+        Writes ``indptr[r0 : r0 + m]`` (global offsets) and the ``data``/``indices`` chunks
+        lying wholly inside ``[nnz_offset, nnz_offset + len(data))``.
+
+        Parameters
+        ----------
+        r0 : int
+            First global row; a multiple of ``chunk_rows``.
+        indptr_local : ndarray of shape (m + 1,)
+            Row pointers of the block, starting at 0.
+        indices, data : ndarray of shape (indptr_local[-1],)
+            Column indices (sorted, unique within each row) and values.
+        nnz_offset : int
+            Global position of the block's first entry.
+
+        Returns
+        -------
+        EdgePieces
+            The entries of chunks shared with neighbouring blocks; pass them (from all
+            blocks) to :meth:`write_edges` on the driver.
+        """
+        if not self.sparse:
+            raise TypeError("write_csr_rows needs a CSR builder; use write_dense_rows for dense A")
+        r0, o0 = int(r0), int(nnz_offset)
+        ip = np.asarray(indptr_local, dtype=np.int64)
+        indices, data = np.asarray(indices), np.asarray(data)
+        m = ip.size - 1
+        if m < 0 or ip[0] != 0 or ip[-1] != data.size or indices.size != data.size:
+            raise ShapeMismatchError(
+                f"write_csr_rows: indptr_local must start at 0 and end at len(data) == len(indices); "
+                f"got indptr [{ip[:1]} .. {ip[-1:]}], len(data)={data.size}, len(indices)={indices.size}"
+            )
+        self._check_rows(r0, m, "write_csr_rows")
+        o1 = o0 + data.size
+        if o0 < 0 or o1 > self.nnz:
+            raise ShapeMismatchError(f"write_csr_rows: entries [{o0}, {o1}) are outside [0, {self.nnz})")
+        check_value_dtype("input", "A", data.dtype)
+        check_csr_indices("input", ip, indices, self.n_features, r0)
+        indices = indices.astype(np.int32 if self.n_features <= _INT32_MAX else np.int64, copy=False)
+        check_finite("input", "A", data, r0, indptr=ip)
+        self._array("A/indptr")[r0 : r0 + m] = ip[:-1] + o0
+        c = self.nnz_chunk
+        a0 = -(-o0 // c) * c  # first chunk boundary at or after o0
+        a1 = (o1 // c) * c  # last chunk boundary at or before o1
+        if o1 == self.nnz and a1 >= a0:
+            a1 = o1  # the final, short chunk belongs to this block alone
+        if a1 <= a0:
+            return EdgePieces(((o0, data.copy(), indices.copy()),) if o1 > o0 else ())
+        self._array("A/data")[a0:a1] = data[a0 - o0 : a1 - o0]
+        self._array("A/indices")[a0:a1] = indices[a0 - o0 : a1 - o0]
+        pieces = []
+        if a0 > o0:
+            pieces.append((o0, data[: a0 - o0].copy(), indices[: a0 - o0].copy()))
+        if o1 > a1:
+            pieces.append((a1, data[a1 - o0 :].copy(), indices[a1 - o0 :].copy()))
+        return EdgePieces(tuple(pieces))
+
+    def write_edges(self, edges: list[EdgePieces | None]) -> None:
+        """Write the edge pieces returned by :meth:`write_csr_rows` (on one process only).
+
+        Adjacent pieces are merged first, so a chunk split between two blocks is written
+        once, whole.
+        """
+        pieces = sorted((p for e in edges if e is not None for p in e.pieces), key=lambda p: p[0])
+        runs: list[tuple[int, list[np.ndarray], list[np.ndarray]]] = []
+        for off, d, i in pieces:
+            if runs and runs[-1][0] + sum(x.size for x in runs[-1][1]) == off:
+                runs[-1][1].append(d)
+                runs[-1][2].append(i)
+            else:
+                runs.append((off, [d], [i]))
+        data_arr, idx_arr = self._array("A/data"), self._array("A/indices")
+        for off, ds, is_ in runs:
+            d, i = np.concatenate(ds), np.concatenate(is_)
+            data_arr[off : off + d.size] = d
+            idx_arr[off : off + i.size] = i
+
+    # ------------------------------------------------------------------ finish
+    def commit(self, *, attrs: dict[str, Any] | None = None) -> ProblemSpec:
+        """Finish the store and move it into place atomically.
+
+        Writes ``indptr[n_samples] = nnz`` (CSR), merges ``attrs`` into the group
+        attributes, validates the metadata (:func:`open_problem`) and renames the
+        temporary directory to :attr:`path`. On an error the temporary store is left for
+        :meth:`abort`.
+
+        Returns
+        -------
+        ProblemSpec
+            The published store.
+        """
+        if self.sparse:
+            self._array("A/indptr")[self.n_samples] = self.nnz
+        if attrs:
+            zarr.open_group(self.tmp, mode="r+").attrs.update(json.loads(json.dumps(attrs)))
+        spec = open_problem(self.tmp)
+        _atomic.publish(self.tmp, self.path, overwrite=self.overwrite)
+        clear_cache()
+        return replace(spec, path=self.path)
+
+    def abort(self) -> None:
+        """Remove the temporary store (nothing is published)."""
+        _atomic.discard(self.tmp)
+
+
+def _canonical(A: Any) -> np.ndarray | sp.csr_matrix:
+    if not sp.issparse(A):
+        return np.asarray(A)
+    A = sp.csr_matrix(A)
+    if not A.has_canonical_format:
+        A = A.copy()
+        A.sum_duplicates()
+    return A
+
+
+def write_problem(
+    path: str | os.PathLike[str],
+    A: Any,
+    b: Any,
+    w: Any = None,
+    *,
+    extra: dict[str, Any] | None = None,
+    attrs: dict[str, Any] | None = None,
+    chunk_rows: int | None = None,
+    overwrite: bool = False,
+) -> ProblemSpec:
+    """Write an in-memory problem to a new store, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target store (a directory).
+    A : ndarray or scipy.sparse matrix of shape (n_samples, n_features)
+        Dense ``A`` is stored chunked by rows; sparse ``A`` in CSR (duplicates summed,
+        indices sorted). float32 stays float32; other numeric dtypes become float64.
+    b : array-like of shape (n_samples,)
+    w : array-like of shape (n_samples,), optional
+    extra : dict of str to array-like, optional
+        Row-aligned members (first axis ``n_samples``), stored with their dtype.
+    attrs : dict, optional
+        JSON-serialisable metadata stored as group attributes.
+    chunk_rows : int, optional
+        Rows per chunk (default: a power of two giving about 16 MiB chunks of ``A``).
+    overwrite : bool
+        Replace an existing store.
+
+    Returns
+    -------
+    ProblemSpec
+
+    Raises
+    ------
+    StoreExistsError
+        ``path`` exists and ``overwrite`` is False.
+    ShapeMismatchError, EmptyProblemError, DTypeError, NonFiniteError
+        For bad inputs, before anything is written.
+    """
+    target = _atomic.absolute(path)
+    A = _canonical(A)
+    sparse = sp.issparse(A)
+    if not sparse and A.ndim != 2:
+        raise ShapeMismatchError(f"A must be 2-D (n_samples, n_features); got shape {A.shape}")
+    dt = check_value_dtype("input", "A", A.dtype)
+    n, d = A.shape
+    vecs = {"b": b, **({"w": w} if w is not None else {})}
+    arrays = {k: np.asarray(v) for k, v in {**vecs, **(extra or {})}.items()}
+    for name, arr in arrays.items():
+        check_value_dtype("input", name, arr.dtype)
+        if (arr.shape != (n,)) if name in vecs else (arr.ndim == 0 or arr.shape[0] != n):
+            raise ShapeMismatchError(
+                f"A has {n} rows but {name!r} has shape {arr.shape}; every member must be row-aligned with A"
+            )
+        check_finite("input", name, arr, 0)
+    check_finite("input", "A", A.data if sparse else A, 0, indptr=A.indptr if sparse else None)
+    dtype = "float32" if dt == np.float32 else "float64"
+    builder = ProblemBuilder.create(
+        target, n_samples=n, n_features=d, sparse=sparse, nnz=int(A.nnz) if sparse else None,
+        dtype=dtype, has_w=w is not None,
+        extra={k: (arrays[k].shape[1:], str(arrays[k].dtype)) for k in (extra or {})},
+        chunk_rows=chunk_rows or default_chunk_rows(d, n_samples=n, itemsize=8 if dtype == "float64" else 4,
+                                                    density=(A.nnz / max(1, n * d)) if sparse else 1.0),
+        attrs=attrs, overwrite=overwrite,
+    )
+    try:
+        if sparse:
+            builder.write_edges([builder.write_csr_rows(0, A.indptr, A.indices, A.data.astype(dtype, copy=False), 0)])
+        else:
+            builder.write_dense_rows(0, A.astype(dtype, copy=False))
+        for name, arr in arrays.items():
+            builder.write_vector(name, 0, arr)
+        return builder.commit()
+    except BaseException:
+        builder.abort()
+        raise

@@ -1,0 +1,103 @@
+"""Summaries of problem stores (``dsketch info``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+
+from dsketch.store.problem import open_group
+from dsketch.store.spec import ProblemSpec
+
+
+def _target_summary(b: zarr.Array, step: int) -> dict[str, Any]:
+    n = int(b.shape[0])
+    lo, hi, total, total2, bad = np.inf, -np.inf, 0.0, 0.0, 0
+    binary = nonneg_int = nonneg = True
+    for r0 in range(0, n, step):
+        v = np.asarray(b[r0 : r0 + step], dtype=np.float64)
+        fin = np.isfinite(v)
+        bad += int(v.size - fin.sum())
+        v = v[fin]
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+            total, total2 = total + float(v.sum()), total2 + float(v @ v)
+            nonneg = nonneg and bool(v.min() >= 0)
+            binary = binary and bool(np.isin(v, (0.0, 1.0)).all())
+            nonneg_int = nonneg_int and nonneg and bool((v == np.floor(v)).all())
+    m = n - bad
+    mean = total / m if m else float("nan")
+    return {
+        "min": lo, "max": hi, "mean": mean,
+        "std": float(np.sqrt(max(total2 / m - mean**2, 0.0))) if m else float("nan"),
+        "non_finite": bad, "binary": binary and m > 0, "nonnegative_integer": nonneg_int and m > 0,
+        "nonnegative": nonneg and m > 0, "sums_to_one": bool(nonneg and m > 0 and abs(total - 1.0) <= 1e-6),
+    }
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _short(v) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > 8:
+        return f"<list of {len(value)}>"
+    return value
+
+
+def describe(spec: ProblemSpec) -> dict[str, Any]:
+    """Summarise a problem store (for ``dsketch info``).
+
+    Reads the metadata and streams ``b`` once (``A`` is not read).
+
+    Parameters
+    ----------
+    spec : ProblemSpec
+
+    Returns
+    -------
+    dict
+        ``path``, ``shape``, ``nnz``, ``density``, ``dtype``, ``encoding`` ("dense" or
+        "csr"), ``index_dtype``, ``chunks`` (per member), ``has_w``, ``extra_members``,
+        ``target`` (min / max / mean / std, count of non-finite values, and the flags
+        ``binary``, ``nonnegative_integer``, ``nonnegative``, ``sums_to_one``),
+        ``models`` and ``metadata`` (attributes, long lists abbreviated).
+
+    Notes
+    -----
+    ``models`` is a heuristic on ``b`` alone, most specific first: "logistic" when ``b``
+    is binary {0, 1}; "poisson" when it holds non-negative integers; "softmax" first of the
+    rest when ``b`` is non-negative and sums to 1 (a distribution over rows); then
+    "least-squares", "softmax", "exp", "cosh", "sinh", which accept any finite real
+    targets. It is empty when ``b`` holds NaN or infinities.
+    """
+    g = open_group(spec.path)
+    chunks: dict[str, list[int]] = {}
+    if spec.sparse:
+        for k in ("data", "indices", "indptr"):
+            chunks[f"A/{k}"] = list(g["A"][k].chunks)
+    else:
+        chunks["A"] = list(g["A"].chunks)
+    for name in ("b", *(("w",) if spec.has_w else ()), *spec.members):
+        chunks[name] = list(g[name].chunks)
+    target = _target_summary(g["b"], max(spec.a_chunk_rows, 2**20 // spec.a_chunk_rows * spec.a_chunk_rows))
+    models: list[str] = []
+    if target["non_finite"] == 0:
+        models += ["logistic"] if target["binary"] else []
+        models += ["poisson"] if target["nonnegative_integer"] else []
+        models += ["softmax"] if target["sums_to_one"] else []
+        models += [m for m in ("least-squares", "softmax", "exp", "cosh", "sinh") if m not in models]
+    return {
+        "path": spec.path,
+        "shape": [spec.n_samples, spec.n_features],
+        "nnz": spec.nnz,
+        "density": spec.density,
+        "dtype": spec.dtype,
+        "encoding": "csr" if spec.sparse else "dense",
+        "index_dtype": spec.index_dtype,
+        "chunks": chunks,
+        "has_w": spec.has_w,
+        "extra_members": list(spec.members),
+        "target": target,
+        "models": models,
+        "metadata": _short(spec.metadata),
+    }

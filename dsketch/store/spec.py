@@ -1,0 +1,242 @@
+"""The problem handle (:class:`ProblemSpec`), the in-memory row block (:class:`Block`), and
+the cheap array checks shared by the readers and writers.
+
+Every check raises a specific :mod:`dsketch.errors` exception whose message names the
+store, the member, the global row when there is one, and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from dsketch.errors import DTypeError, InvalidIndicesError, NonFiniteError, ShapeMismatchError
+
+#: Members with a fixed meaning; every other array in a problem group is row-aligned extra.
+RESERVED = ("A", "b", "w")
+CSR_ENCODING = "csr_matrix"
+CSR_ENCODING_VERSION = "0.1.0"
+#: dtype kinds accepted for values: bool (read as 0/1), signed, unsigned, floating.
+VALUE_KINDS = "biuf"
+INDEX_KINDS = "iu"
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A validated, picklable handle on a problem store (returned by ``open_problem``).
+
+    It holds only paths and metadata, so it is cheap to ship to Dask workers, which read
+    row blocks with :func:`dsketch.store.read_block`.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the store (a Zarr group directory).
+    n_samples : int
+        Rows of ``A``.
+    n_features : int
+        Columns of ``A``.
+    sparse : bool
+        True when ``A`` is a CSR group, False when it is a dense array.
+    nnz : int
+        Stored entries of ``A`` (``n_samples * n_features`` when dense).
+    dtype : str
+        dtype of ``A``'s values as stored (blocks are always read as float64).
+    has_w : bool
+        Whether the store has row weights ``w``.
+    members : tuple of str
+        Names of further row-aligned members, sorted.
+    a_chunk_rows : int
+        Rows per chunk of dense ``A``; for CSR the chunk length of ``indptr``.
+    index_dtype : str or None
+        dtype of the CSR column ``indices``; None when dense.
+    attrs : str
+        The group's attributes as a JSON string (see :attr:`metadata`).
+    """
+
+    path: str
+    n_samples: int
+    n_features: int
+    sparse: bool
+    nnz: int
+    dtype: str
+    has_w: bool
+    members: tuple[str, ...] = ()
+    a_chunk_rows: int = 0
+    index_dtype: str | None = None
+    attrs: str = field(default="{}", repr=False)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The group's attributes, as a fresh dict (for example ``["dsketch"]["x_planted"]``)."""
+        return dict(json.loads(self.attrs))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_samples, n_features)``."""
+        return (self.n_samples, self.n_features)
+
+    @property
+    def density(self) -> float:
+        """``nnz / (n_samples * n_features)``."""
+        return self.nnz / float(self.n_samples * self.n_features)
+
+
+@dataclass
+class Block:
+    """Rows ``[r0, r1)`` of a problem, in memory, validated.
+
+    Attributes
+    ----------
+    A : ndarray of shape (n_rows, n_features) or scipy.sparse.csr_matrix
+        C-contiguous float64, or CSR float64 with sorted, unique, in-range indices.
+    b : ndarray of shape (n_rows,)
+        Targets, float64.
+    w : ndarray of shape (n_rows,) or None
+        Row weights, float64, when the store has ``w``.
+    extra : dict of str to ndarray
+        The requested row-aligned members, float64, first axis ``n_rows``.
+    """
+
+    A: np.ndarray | sp.csr_matrix
+    b: np.ndarray
+    w: np.ndarray | None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows in the block."""
+        return int(self.b.shape[0])
+
+
+def _as_dtype(dtype: Any) -> np.dtype[Any] | None:
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return None
+
+
+def check_value_dtype(where: str, name: str, dtype: Any) -> np.dtype[Any]:
+    """Return ``dtype`` as a NumPy dtype if it holds numbers, else raise :class:`DTypeError`.
+
+    Booleans are accepted and read as 0/1; object, string, complex and datetime dtypes are
+    rejected (a store is never unpickled).
+    """
+    dt = _as_dtype(dtype)
+    if dt is None or dt.kind not in VALUE_KINDS:
+        raise DTypeError(
+            f"{where}: member {name!r} has dtype {dtype}, which is not numeric; problem stores hold "
+            "only booleans, integers or floating-point numbers (object, string and complex "
+            "dtypes are rejected) — rewrite it as float64 (strings: encode them as numbers first)"
+        )
+    return dt
+
+
+def check_index_dtype(where: str, name: str, dtype: Any) -> np.dtype[Any]:
+    """Return ``dtype`` if it is an integer dtype, else raise :class:`DTypeError`."""
+    dt = _as_dtype(dtype)
+    if dt is None or dt.kind not in INDEX_KINDS:
+        raise DTypeError(
+            f"{where}: CSR member {name!r} has dtype {dtype}; it must be an integer dtype "
+            "(int32 or int64) — rewrite it with dsketch.store.write_problem"
+        )
+    return dt
+
+
+def check_finite(where: str, name: str, values: np.ndarray, r0: int, indptr: np.ndarray | None = None) -> None:
+    """Raise :class:`NonFiniteError` naming the first global row holding NaN or inf.
+
+    Parameters
+    ----------
+    where : str
+        The store (or "input") named in the message.
+    name : str
+        The member.
+    values : ndarray
+        Rows of the member (first axis = rows), or CSR ``data`` when ``indptr`` is given.
+    r0 : int
+        Global index of the first row.
+    indptr : ndarray, optional
+        Local CSR ``indptr`` mapping entries of ``values`` to rows.
+    """
+    if values.dtype.kind != "f" or values.size == 0 or np.isfinite(values).all():
+        return
+    flat = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    first = int(np.flatnonzero(flat)[0])
+    local = first if indptr is None else int(np.searchsorted(indptr, first, side="right")) - 1
+    hint = " (a ProblemBuilder store reads NaN where a block was never written)" if where != "input" else ""
+    raise NonFiniteError(
+        f"{where}: member {name!r} holds NaN or infinite values (first at row {r0 + local}); remove "
+        f"or impute them before fitting{hint}"
+    )
+
+
+def check_indptr(where: str, indptr: np.ndarray, r0: int, nnz: int | None = None) -> None:
+    """Check that a (slice of a) CSR ``indptr`` never decreases and stays inside ``[0, nnz]``.
+
+    Raises
+    ------
+    ShapeMismatchError
+        Naming the first offending global row.
+    """
+    if indptr.size == 0:
+        return
+    steps = np.diff(indptr)
+    if steps.size and steps.min() < 0:
+        row = r0 + int(np.flatnonzero(steps < 0)[0])
+        raise ShapeMismatchError(
+            f"{where}: CSR 'indptr' decreases at row {row} ({int(indptr[row - r0])} -> "
+            f"{int(indptr[row - r0 + 1])}); indptr must be non-decreasing — the store is corrupt or "
+            "was never completely written; rewrite it"
+        )
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    if lo < 0 or (nnz is not None and hi > nnz):
+        raise ShapeMismatchError(
+            f"{where}: CSR 'indptr' for rows from {r0} points outside [0, {nnz}] (got {lo} .. {hi}); "
+            "the store is corrupt or was never completely written; rewrite it"
+        )
+
+
+def check_csr_indices(where: str, indptr: np.ndarray, indices: np.ndarray, n_features: int, r0: int) -> None:
+    """Check CSR column indices: inside ``[0, n_features)`` and strictly increasing per row.
+
+    Parameters
+    ----------
+    indptr : ndarray of shape (n_rows + 1,)
+        Local row pointers, starting at 0 and ending at ``len(indices)``.
+    indices : ndarray of shape (nnz_block,)
+    n_features : int
+    r0 : int
+        Global index of the first row (for the message).
+
+    Raises
+    ------
+    InvalidIndicesError
+        Naming the first offending global row.
+    """
+    if indices.size == 0:
+        return
+
+    def row_of(entry: int) -> int:
+        return r0 + int(np.searchsorted(indptr, entry, side="right")) - 1
+
+    if int(indices.min()) < 0 or int(indices.max()) >= n_features:
+        i = int(np.flatnonzero((indices < 0) | (indices >= n_features))[0])
+        raise InvalidIndicesError(
+            f"{where}: CSR column index {int(indices[i])} in row {row_of(i)} is outside "
+            f"[0, {n_features}); the store is corrupt or its 'shape' attribute is wrong — rewrite it"
+        )
+    bad = np.diff(indices.astype(np.int64, copy=False)) <= 0
+    starts = indptr[1:-1]
+    bad[starts[(starts > 0) & (starts < indices.size)] - 1] = False  # a new row may restart
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0]) + 1
+        raise InvalidIndicesError(
+            f"{where}: CSR column indices of row {row_of(i)} are not strictly increasing "
+            "(unsorted or duplicated); rewrite A canonically (scipy: A.sum_duplicates(); "
+            "A.sort_indices(); then dsketch.store.write_problem)"
+        )
