@@ -35,6 +35,7 @@ D. P. Woodruff. Sketching as a tool for numerical linear algebra. FnT-TCS 10(1-2
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -92,9 +93,9 @@ class SampledRows:
 class Sampler(Sketch):
     """Independent row sampling with probabilities from :meth:`probabilities`."""
 
+    @abstractmethod
     def probabilities(self, A_b: Block, D_b: np.ndarray, r0: int, ctx: SketchContext) -> np.ndarray:
         """Inclusion probabilities ``p_i`` (in [0, 1]; 0 where ``D_i = 0``) of the block's rows."""
-        raise NotImplementedError
 
     def sample(self, A_b: Block, D_b: np.ndarray, r0: int, ctx: SketchContext) -> SampledRows:
         """The rows of ``[r0, r0 + n_b)`` that this sketch keeps, with their weights."""
