@@ -26,8 +26,8 @@ from dsketch.store import open_problem
 logger = logging.getLogger("dsketch")
 
 
-def _bare_pass_seconds(spec, client, x: np.ndarray, repeats: int = 3) -> float:  # noqa: ANN001
-    """Median wall time of one streamed pass ``A x`` over all blocks (reduced to a scalar)."""
+def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3) -> list[float]:  # noqa: ANN001
+    """Wall times of ``repeats`` streamed passes ``A x`` over all blocks (each reduced to a scalar)."""
     engine = Engine(spec, client)
     times = []
     for _ in range(repeats):
@@ -37,7 +37,7 @@ def _bare_pass_seconds(spec, client, x: np.ndarray, repeats: int = 3) -> float: 
         times.append(time.perf_counter() - t0)
         del futs
     engine.close()
-    return statistics.median(times)
+    return times
 
 
 def run_demo(
@@ -78,7 +78,7 @@ def run_demo(
             lines.append(f"### {model}, sketch={sketch}\n\n```\n{res.history_table()}\n```\n")
         spec = open_problem(os.path.join(out, "logistic.zarr"))
         x = np.ones(spec.n_features)
-        bare = _bare_pass_seconds(spec, client, x)
+        bare = statistics.median(bare_pass_times(spec, client, x))
     timing = []
     for label, res in results.items():
         sec = np.diff(np.asarray(res.history["seconds"]))

@@ -20,26 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 import warnings
 
 import numpy as np
 
 import dsketch
-from dsketch.engine.core import Engine
-
-
-def bare_pass(spec: dsketch.store.ProblemSpec, client, repeats: int) -> list[float]:  # noqa: ANN001
-    eng = Engine(spec, client)
-    x = np.ones(spec.n_features)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        futs = eng.matvec(x)
-        client.gather([client.submit(np.sum, f, pure=False) for f in futs])
-        times.append(time.perf_counter() - t0)
-    eng.close()
-    return times
+from dsketch.demo import bare_pass_times
 
 
 def main() -> None:
@@ -58,7 +44,7 @@ def main() -> None:
         spec = dsketch.make_problem(store, model="logistic", n_samples=args.n_samples,
                                     n_features=args.n_features, density=args.density,
                                     client=client, overwrite=True, model_params={"l2": 1e-4})
-        bare = bare_pass(spec, client, args.repeats)
+        bare = bare_pass_times(spec, client, np.ones(args.n_features), args.repeats)
         for kind in kinds:
             size = None if kind != "countsketch" else 8 * args.n_features
             with warnings.catch_warnings():

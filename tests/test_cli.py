@@ -83,3 +83,50 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "missing.zarr" in capsys.readouterr().err
     assert main(["fit", "--model", "logistic", "--data", "x", "--out", "y", "--param", "l2"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_fit_on_corrupt_store_names_the_problem(client, tmp_path, capsys):
+    """A NaN inside A, written by plain zarr calls, surfaces from the workers as one clear line."""
+    import zarr
+
+    rng = np.random.default_rng(1)
+    n, d = 300, 4
+    A = rng.standard_normal((n, d))
+    A[123, 2] = np.nan
+    store = str(tmp_path / "bad.zarr")
+    g = zarr.open_group(store, mode="w")
+    g.create_array("A", shape=(n, d), chunks=(64, d), dtype="f8")[...] = A
+    g.create_array("b", shape=(n,), chunks=(64,), dtype="f8")[...] = (rng.random(n) < 0.5).astype(float)
+    code = main(["fit", "--model", "logistic", "--data", store, "--out", str(tmp_path / "r.zarr"),
+                 "--scheduler", client.scheduler.address])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "NaN" in err and "123" in err and "Traceback" not in err
+    assert not (tmp_path / "r.zarr").exists()
+
+
+def test_scheduler_from_environment(client, tmp_path, monkeypatch):
+    """DSKETCH_SCHEDULER makes fit join the running cluster instead of starting one."""
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((400, 3))
+    y = (rng.random(400) < 0.5).astype(float)
+    store = str(tmp_path / "p.zarr")
+    dsketch.write_problem(store, A, y)
+    before = set(client.scheduler_info()["workers"])
+
+    def curvature_seconds(dask_scheduler):  # noqa: ANN001
+        tp = dask_scheduler.task_prefixes.get("curvature")
+        return 0.0 if tp is None else float(sum(tp.all_durations.values()))
+
+    t_before = client.run_on_scheduler(curvature_seconds)
+    monkeypatch.setenv("DSKETCH_SCHEDULER", client.scheduler.address)
+    seen = []
+
+    def cb(state):
+        seen.append(state.iteration)
+
+    res = dsketch.fit(store, "logistic", callback=cb)
+    assert res.success and seen
+    # the tasks ran on the session cluster's workers
+    assert set(client.scheduler_info()["workers"]) == before
+    assert client.run_on_scheduler(curvature_seconds) > t_before
