@@ -15,13 +15,14 @@ from dsketch.engine.client import connect
 from dsketch.engine.core import DEFAULT_BLOCK_ROWS, Engine
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
+from dsketch.solvers.baselines import GradientOnly
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem
 
 logger = logging.getLogger("dsketch")
 
-SOLVERS = ("newton",)
+SOLVERS = ("newton", "gd")
 
 
 def default_sketch_size(kind: str, n_samples: int, n_features: int) -> int:
@@ -84,7 +85,10 @@ def fit(
         (1 +- 0.5) approximation, see :func:`default_sketch_size`).
     sketch_params : dict, optional
         Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage).
-    solver : {"newton"}
+    solver : {"newton", "gd"}
+        ``"newton"``: approximate Newton with the chosen curvature (``sketch="exact"``
+        gives exact Newton). ``"gd"``: gradient descent with Armijo backtracking on the
+        same engine (a baseline; ``sketch`` is ignored).
     x0 : ndarray of shape (n_features,), "auto" or "zeros"
         Starting point. ``"auto"`` (default) uses the model's data-driven initialiser
         when it has one (softmax: the log-linear least-squares fit, one pass over A) and
@@ -116,15 +120,20 @@ def fit(
         mdl = model
     else:
         mdl = get_model(model, **(model_params or {}))
-    sk = make_sketch(sketch, **(sketch_params or {}))
-    size = (
-        default_sketch_size(sketch, spec.n_samples, spec.n_features)
-        if sketch_size is None
-        else int(sketch_size)
-    )
+    sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
+    if solver == "gd":
+        size = 1
+    elif sketch_size is None:
+        size = default_sketch_size(sketch, spec.n_samples, spec.n_features)
+    else:
+        size = int(sketch_size)
     if size < 1:
         raise ValueError(f"sketch_size must be a positive integer; got {sketch_size!r}")
-    config = NewtonConfig(tol=tol, max_iter=max_iter, seed=seed)
+    config = (
+        NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60)
+        if solver == "gd"
+        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed)
+    )
     if isinstance(x0, str):
         if x0 not in ("auto", "zeros"):
             raise ValueError(f"x0 must be an array, 'auto' or 'zeros'; got {x0!r}")
@@ -147,7 +156,7 @@ def fit(
     result.info = {
         **mdl.describe(),
         "solver": solver,
-        "sketch": sketch,
+        "sketch": "none" if solver == "gd" else sketch,
         "sketch_size": size if sketch != "exact" else None,
         "seed": seed,
         "tol": tol,
@@ -159,3 +168,25 @@ def fit(
         "persist": persist,
     }
     return result
+
+
+def initial_point(
+    data: str | os.PathLike[str] | ProblemSpec,
+    model: str | Model,
+    *,
+    model_params: dict[str, Any] | None = None,
+    client: Client | None = None,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> np.ndarray:
+    """The starting point ``fit(..., x0="auto")`` uses: the model's data-driven initialiser
+    (softmax: the log-linear least-squares fit; one pass over A), or zeros."""
+    spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
+    mdl = model if isinstance(model, Model) else get_model(model, **(model_params or {}))
+    with _client_for(client, scheduler, n_workers) as c:
+        engine = Engine(spec, c, block_rows=block_rows)
+        try:
+            return engine.initial_coef(mdl)
+        finally:
+            engine.close()

@@ -226,3 +226,36 @@ def test_targets_outside_domain(client, tmp_path):
     write_problem(path, A, rng.standard_normal(50))
     with pytest.raises(ValueError, match="rows"):
         dsketch.fit(path, "logistic", client=client)
+
+
+def test_gradient_descent_baseline(client, logistic_store):
+    path, A, y = logistic_store
+    ref = _logistic_reference(A, y, 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver="gd", max_iter=60,
+                          tol=1e-12, client=client)
+    loss = res.history["loss"]
+    # Armijo: monotone decrease, up to the documented rounding slack of 16 eps |L|
+    assert np.all(np.diff(loss) <= 16 * np.finfo(float).eps * np.abs(loss[:-1]))
+    assert np.isnan(res.history["newton_decrement"]).all()
+    assert res.info["sketch"] == "none"
+    # first-order: far slower than Newton, but heading to the same optimum
+    assert _rel(res.x, ref) < 0.05
+    newton = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, max_iter=60, client=client)
+    assert newton.nit < res.nit
+
+
+def test_softmax_initial_point_recovers_noise_free_plant(client, tmp_path):
+    """With b = f(A x_p) exactly, log b = A x_p - log(alpha): the log-linear start is x_p."""
+    rng = np.random.default_rng(9)
+    n, d = 5000, 6
+    A = _design(rng, n, d, True)
+    xp = rng.standard_normal(d)
+    v = np.asarray(A @ xp).ravel()
+    b = np.exp(v - v.max()) / np.exp(v - v.max()).sum()
+    path = str(tmp_path / "p.zarr")
+    write_problem(path, A, b, np.full(n, 0.3 / n))
+    x0 = dsketch.initial_point(path, "softmax", client=client, block_rows=777)
+    np.testing.assert_allclose(x0, xp, rtol=1e-8, atol=1e-8)
+    np.testing.assert_array_equal(dsketch.initial_point(path, "logistic", client=client), np.zeros(d))

@@ -63,6 +63,10 @@ class NewtonConfig:
         Trial steps are ``1, 1/2, ..., 2**-max_halvings``, all evaluated in one round.
     seed : int, default 0
         Key of the counter-based sketch randomness.
+    direction : {"newton", "gradient"}, default "newton"
+        ``"newton"`` solves the (sketched) Newton system; ``"gradient"`` is the
+        gradient-descent baseline: ``p = -tau g`` with ``tau`` doubled after every accepted
+        step and the backtracking taking care of the rest (the curvature is not used).
     """
 
     tol: float = 1e-8
@@ -70,6 +74,7 @@ class NewtonConfig:
     armijo: float = 1e-4
     max_halvings: int = 30
     seed: int = 0
+    direction: str = "newton"
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.tol) and self.tol >= 0):
@@ -82,6 +87,8 @@ class NewtonConfig:
             raise ValueError(f"max_halvings must lie in [0, 60]; got {self.max_halvings!r}")
         if int(self.seed) != self.seed or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        if self.direction not in ("newton", "gradient"):
+            raise ValueError(f"direction must be 'newton' or 'gradient'; got {self.direction!r}")
 
 
 @dataclass
@@ -210,6 +217,7 @@ class NewtonSolver:
         step = np.nan
         last_dec = np.nan
         prev_gnorm: float | None = None
+        tau: float | None = None
         iteration = 0
         while True:
             self.update_gradient_hessian(it, iteration)
@@ -248,13 +256,19 @@ class NewtonSolver:
                 status = Status.MAX_ITER
                 break
             # inner_solve
-            p, _method = solve_newton_system(it.hess, it.grad, stacklevel=4)
-            gp = float(it.grad @ p)
-            dec = float(np.sqrt(max(-gp, 0.0)))
+            if cfg.direction == "gradient":
+                tau = 1.0 / gnorm if tau is None else tau
+                p = -tau * it.grad
+                gp = -tau * gnorm**2
+                dec = np.nan
+            else:
+                p, _method = solve_newton_system(it.hess, it.grad, stacklevel=4)
+                gp = float(it.grad @ p)
+                dec = float(np.sqrt(max(-gp, 0.0)))
             # The loss cannot resolve a decrease below its rounding level; stop there once
             # the gradient has also stopped shrinking (one more step is cheap and usually
             # still divides the gradient, hence the error in x, by a large factor).
-            at_rounding = 0.5 * dec**2 <= 4.0 * EPS * abs(it.loss)
+            at_rounding = 0.5 * abs(gp) <= 4.0 * EPS * abs(it.loss)
             if at_rounding and prev_gnorm is not None and gnorm > 0.5 * prev_gnorm:
                 self._record(it, iteration, dec, np.nan, t0)
                 status = Status.CONVERGED_DECREMENT
@@ -266,6 +280,8 @@ class NewtonSolver:
                 status = Status.CONVERGED_DECREMENT if at_rounding else Status.LINE_SEARCH_FAILED
                 break
             step, scalars, new_loss = accepted
+            if tau is not None:
+                tau *= 2.0 * step
             self._record(it, iteration, dec, step, t0)
             last_dec = dec
             iteration += 1
