@@ -15,7 +15,9 @@ from dsketch.engine.client import connect
 from dsketch.engine.core import DEFAULT_BLOCK_ROWS, Engine
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
+from dsketch.errors import StoreNotFoundError
 from dsketch.solvers.baselines import GradientOnly
+from dsketch.solvers.checkpoint import check_settings, load_checkpoint
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem
@@ -67,6 +69,8 @@ def fit(
     bounds: list[tuple[int, int]] | None = None,
     persist: bool = False,
     callback: Callback | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Fit a model to a problem store with the (sketched) Newton method.
 
@@ -106,6 +110,13 @@ def fit(
         Row blocking and streaming policy of the :class:`~dsketch.engine.core.Engine`.
     callback : callable, optional
         ``callback(state)`` after every iteration; raise ``StopIteration`` to stop.
+    checkpoint : str or path, optional
+        A Zarr group rewritten (atomically) after every iteration with what is needed to
+        continue the fit if the driver dies.
+    resume : bool, default False
+        Continue from ``checkpoint`` instead of starting afresh. The model, data,
+        curvature, sketch size and seed must match the checkpointed fit; the resumed fit
+        ends at the same ``x`` as an uninterrupted one (up to rounding).
 
     Returns
     -------
@@ -145,12 +156,32 @@ def fit(
             f"x0 must have shape ({spec.n_features},) to match the store's {spec.n_features} "
             f"columns; got {start.shape}"
         )
+    settings = {
+        **mdl.describe(),
+        "solver": solver,
+        "sketch": "none" if solver == "gd" else sketch,
+        "sketch_params": dict(sketch_params or {}),
+        "sketch_size": size,
+        "seed": seed,
+        "data": spec.path,
+        "block_rows": block_rows if bounds is None else [list(b) for b in bounds],
+    }
+    saved = None
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs the checkpoint= path of the interrupted fit")
+        ckpt_path = os.fspath(checkpoint)
+        if not os.path.exists(ckpt_path):
+            raise StoreNotFoundError(f"no checkpoint at {ckpt_path!r} to resume from; start the fit afresh")
+        saved = load_checkpoint(ckpt_path)
+        check_settings(saved.settings, settings, ckpt_path)
     with _client_for(client, scheduler, n_workers) as c:
         engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist)
         try:
             result = NewtonSolver(
-                engine, mdl, sk, sketch_size=size, config=config, callback=callback
-            ).run(start)
+                engine, mdl, sk, sketch_size=size, config=config, callback=callback,
+                checkpoint=None if checkpoint is None else os.fspath(checkpoint), settings=settings,
+            ).run(start, resume=saved)
         finally:
             engine.close()
     result.info = {

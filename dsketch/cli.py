@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a convergence plot")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted fit from RESULT.checkpoint (written after every iteration)")
     _add_cluster_args(p)
 
     p = sub.add_parser("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
@@ -177,6 +180,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"result store {args.out!r} exists; pass --overwrite to replace it")
+    checkpoint = args.out.rstrip("/") + ".checkpoint"
+    if args.resume and not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
+    if args.resume:
+        print(f"resuming from {checkpoint}")
     if not args.quiet:
         print(TABLE_HEADER)
     result = fit(
@@ -193,8 +201,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         block_rows=args.block_rows,
         persist=args.persist,
+        checkpoint=checkpoint,
+        resume=args.resume,
     )
     save_result(result, args.out, overwrite=args.overwrite)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     if args.plot:
         from dsketch.plot import plot_convergence
 

@@ -35,3 +35,82 @@ def test_worker_killed_mid_fit_gives_identical_result(tmp_path):
     # lost blocks are recomputed from the store with the same counter-based randomness
     np.testing.assert_array_equal(disturbed.x, undisturbed.x)
     np.testing.assert_array_equal(disturbed.history["sketch_rows"], undisturbed.history["sketch_rows"])
+
+
+def _problem(tmp_path, n=20_000, d=8, seed=6):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, d)) / np.sqrt(d)
+    A[:, 0] *= 30.0  # ill-conditioned, so a small uniform sketch needs many iterations
+    xt = rng.standard_normal(d)
+    y = (rng.random(n) < 1 / (1 + np.exp(-A @ xt))).astype(float)
+    path = str(tmp_path / "p.zarr")
+    dsketch.write_problem(path, A, y)
+    return path
+
+
+def test_resume_after_driver_failure_ends_at_same_x(client, tmp_path):
+    path = _problem(tmp_path)
+    kw = dict(model_params={"l2": 1e-4}, sketch="uniform", sketch_size=400, seed=3, tol=1e-11,
+              max_iter=200, client=client, block_rows=3000)
+    undisturbed = dsketch.fit(path, "logistic", **kw)
+    ckpt = str(tmp_path / "run.checkpoint")
+
+    class DriverDied(Exception):
+        pass
+
+    def die(state):
+        if state.iteration == 4:
+            raise DriverDied
+
+    with pytest.raises(DriverDied):
+        dsketch.fit(path, "logistic", checkpoint=ckpt, callback=die, **kw)
+    resumed = dsketch.fit(path, "logistic", checkpoint=ckpt, resume=True, **kw)
+    assert undisturbed.nit > 6
+    assert resumed.success and resumed.nit == undisturbed.nit
+    np.testing.assert_allclose(resumed.x, undisturbed.x, rtol=1e-10)
+    np.testing.assert_array_equal(resumed.history["sketch_rows"], undisturbed.history["sketch_rows"])
+    # a resume with other settings is refused, naming the difference
+    with pytest.raises(ValueError, match="seed"):
+        dsketch.fit(path, "logistic", checkpoint=ckpt, resume=True, **{**kw, "seed": 4})
+
+
+def test_cli_resume_after_sigkill(client, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from dsketch.cli import main
+    from dsketch.solvers.checkpoint import load_checkpoint
+
+    path = _problem(tmp_path, n=40_000)
+    addr = client.scheduler.address
+    args = ["fit", "--model", "logistic", "--data", path, "--param", "l2=1e-4", "--sketch", "uniform",
+            "--sketch-size", "400", "--seed", "3", "--tol", "1e-11", "--max-iter", "300",
+            "--block-rows", "4000", "--scheduler", addr]
+    ref_out = str(tmp_path / "ref.zarr")
+    assert main([*args, "--out", ref_out]) == 0
+    out = str(tmp_path / "r.zarr")
+    proc = subprocess.Popen([sys.executable, "-m", "dsketch.cli", "--quiet", *args, "--out", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out + ".checkpoint"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if os.path.exists(ckpt):
+                try:
+                    if load_checkpoint(ckpt).iteration >= 3:
+                        break
+                except Exception:  # noqa: BLE001 - mid-swap: try again
+                    pass
+            if proc.poll() is not None:
+                pytest.fail("the fit finished before it could be killed; make the problem harder")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not os.path.exists(out)  # no result that looks complete
+    assert main([*args, "--out", out, "--resume"]) == 0
+    ref, res = dsketch.load_result(ref_out), dsketch.load_result(out)
+    assert not os.path.exists(ckpt)
+    assert res.nit == ref.nit
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)

@@ -31,6 +31,7 @@ from dsketch.engine.core import Engine
 from dsketch.errors import ConvergenceWarning
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
+from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
 from dsketch.solvers.linalg import solve_newton_system
 from dsketch.solvers.result import (
     HISTORY_COLUMNS,
@@ -127,6 +128,8 @@ class NewtonSolver:
         sketch_size: int,
         config: NewtonConfig,
         callback: Callback | None = None,
+        checkpoint: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.model = model
@@ -135,6 +138,9 @@ class NewtonSolver:
         self.config = config
         self.callback = callback
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
+        self.checkpoint = checkpoint
+        self.settings = dict(settings or {})
+        self._t_offset = 0.0
 
     # ------------------------------------------------------------------ stages
     def update_gradient_hessian(self, it: _Iterate, iteration: int) -> None:
@@ -196,29 +202,49 @@ class NewtonSolver:
             "step_size": step,
             "sketch_rows": it.sketch_rows,
             "passes": self.engine.n_passes,
-            "seconds": time.perf_counter() - t0,
+            "seconds": time.perf_counter() - t0 + self._t_offset,
         }
         for k in HISTORY_COLUMNS:
             self.history[k].append(float(row[k]))
         logger.info("%s", format_row(row))
 
-    def run(self, x0: np.ndarray | None = None) -> FitResult:
-        """Run from ``x0`` (None: the model's initialiser) until convergence or a stop."""
+    def _save(self, x: np.ndarray, iteration: int, g0: float, prev_gnorm: float | None,
+              tau: float | None, t0: float) -> None:
+        if self.checkpoint is None:
+            return
+        save_checkpoint(self.checkpoint, Checkpoint(
+            x=x, iteration=iteration, n_passes=self.engine.n_passes,
+            seconds=time.perf_counter() - t0 + self._t_offset, g0=g0, prev_gnorm=prev_gnorm,
+            tau=tau, history={k: np.asarray(v) for k, v in self.history.items()},
+            settings=self.settings,
+        ))
+
+    def run(self, x0: np.ndarray | None = None, *, resume: Checkpoint | None = None) -> FitResult:
+        """Run from ``x0`` (None: the model's initialiser) until convergence or a stop.
+
+        With ``resume``, continue the fit that wrote that checkpoint instead.
+        """
         cfg = self.config
         t0 = time.perf_counter()
-        if x0 is None:
+        g0: float | None = None
+        prev_gnorm: float | None = None
+        tau: float | None = None
+        iteration = 0
+        if resume is not None:
+            x0 = resume.x
+            g0, prev_gnorm, tau, iteration = resume.g0, resume.prev_gnorm, resume.tau, resume.iteration
+            self.history = {k: [float(v) for v in resume.history[k]] for k in HISTORY_COLUMNS}
+            self.engine.n_passes = resume.n_passes
+            self._t_offset = resume.seconds
+        elif x0 is None:
             x0 = self.engine.initial_coef(self.model)
         x = np.array(x0, dtype=np.float64, copy=True)
         self.engine.init(x)
         self.engine.check_targets(self.model)
         it = _Iterate(x=x, scalars=self.engine.trial_scalars(self.model)[0])
-        g0 = None
         status: Status | None = None
         step = np.nan
         last_dec = np.nan
-        prev_gnorm: float | None = None
-        tau: float | None = None
-        iteration = 0
         while True:
             self.update_gradient_hessian(it, iteration)
             assert it.grad is not None and it.hess is not None
@@ -286,6 +312,8 @@ class NewtonSolver:
             last_dec = dec
             iteration += 1
             it = _Iterate(x=it.x + step * p, scalars=scalars, loss=new_loss)
+            assert g0 is not None
+            self._save(it.x, iteration, g0, prev_gnorm, tau, t0)
         message = STATUS_MESSAGES[status]
         if status not in SUCCESS and status is not Status.CALLBACK_STOP:
             warnings.warn(message, ConvergenceWarning, stacklevel=3)
@@ -297,7 +325,7 @@ class NewtonSolver:
             message=message,
             nit=iteration,
             n_passes=self.engine.n_passes,
-            wall_time=time.perf_counter() - t0,
+            wall_time=time.perf_counter() - t0 + self._t_offset,
             grad_norm=float(self.history["grad_norm"][-1]),
             history={k: np.asarray(v) for k, v in self.history.items()},
         )
