@@ -27,6 +27,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from dsketch.models.twolayer_net import TwoLayerNet
+from dsketch.store import ProblemSpec, read_block
 
 
 def pseudo_huber_constant(nu: float) -> float:
@@ -169,3 +170,48 @@ class GGNScore:
             hist["loss"].append(self.net.loss(theta, X, Y))
             hist["seconds"].append(time.perf_counter() - t0)
         return GGNScoreResult(theta=theta, history=hist)
+
+
+def fit_store(
+    solver: GGNScore,
+    problem: ProblemSpec,
+    *,
+    theta0: np.ndarray,
+    target: str = "Y",
+    epochs: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> GGNScoreResult:
+    """GGN-SCORE with mini-batches streamed from a problem store.
+
+    ``A`` holds the inputs ``X`` (n x n0) and the row-aligned member ``target`` the outputs
+    (n x ny; ``"b"`` for a single output). Each epoch visits the store in row windows of
+    ``8 * batch_size`` rows in a random order, shuffles the rows inside a window and steps
+    once per mini-batch, so at most one window is in memory. The recorded loss is the
+    mean of the mini-batch losses seen during the epoch (no extra pass).
+    """
+    n = problem.n_samples
+    window = 8 * int(batch_size)
+    starts = np.arange(0, n, window)
+    rng = np.random.default_rng(seed)
+    theta = np.array(theta0, dtype=np.float64, copy=True)
+    hist: dict[str, list[float]] = {"loss": [], "step_size": [], "seconds": []}
+    members = () if target == "b" else (target,)
+    t0 = time.perf_counter()
+    for _ in range(int(epochs)):
+        seen, total = 0, 0.0
+        for r0 in rng.permutation(starts):
+            blk = read_block(problem, int(r0), int(min(n, r0 + window)), members=members)
+            X = blk.A.toarray() if hasattr(blk.A, "toarray") else blk.A
+            Y = blk.b if target == "b" else blk.extra[target]
+            Y = Y.reshape(X.shape[0], solver.net.n_outputs)
+            order = rng.permutation(X.shape[0])
+            for s in range(0, X.shape[0], int(batch_size)):
+                idx = order[s : s + int(batch_size)]
+                total += solver.net.loss(theta, X[idx], Y[idx]) * idx.size
+                seen += idx.size
+                theta, a_k = solver.step(theta, X[idx], Y[idx])
+                hist["step_size"].append(a_k)
+        hist["loss"].append(total / max(seen, 1))
+        hist["seconds"].append(time.perf_counter() - t0)
+    return GGNScoreResult(theta=theta, history=hist)
