@@ -34,6 +34,9 @@ def test_jacobian_and_gradient_against_finite_differences(activation, n_outputs)
     np.testing.assert_allclose(J, Jfd, atol=1e-7 * np.abs(Jfd).max())
     gfd = np.array([(net.loss(theta + h * e, X, Y) - net.loss(theta - h * e, X, Y)) / (2 * h) for e in eye])
     np.testing.assert_allclose(J.T @ r, gfd, atol=1e-7 * np.abs(gfd).max())
+    loss, grad = net.loss_gradient(theta, X, Y)
+    assert loss == pytest.approx(net.loss(theta, X, Y), rel=1e-12)
+    np.testing.assert_allclose(grad, gfd, atol=1e-7 * np.abs(gfd).max())
 
 
 def test_unpack_is_column_major():

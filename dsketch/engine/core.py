@@ -146,8 +146,7 @@ class Engine:
     def initial_coef(self, model: Model) -> np.ndarray:
         """The model's data-driven starting point (one pass), or zeros if it has none."""
         d = self.problem.n_features
-        probe = type(model).init_terms is Model.init_terms
-        if probe:
+        if type(model).init_terms is Model.init_terms or not getattr(model, "has_warm_start", True):
             return np.zeros(d)
         parts = [self._submit(tasks.init_terms, model, src) for src in self._sources]
         total = self._tree(parts, tasks.sum_parts)

@@ -14,6 +14,7 @@ from typing import Any
 from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
 from dsketch.models.exp_regression import ExpRegression
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
+from dsketch.models.normalised import ResNetSoftmaxRegression, SoftmaxReluRegression
 from dsketch.models.softmax import SoftmaxRegression
 
 MODELS: dict[str, Callable[..., Model]] = {
@@ -24,6 +25,8 @@ MODELS: dict[str, Callable[..., Model]] = {
     "logistic": LogisticRegression,
     "poisson": PoissonRegression,
     "least-squares": LeastSquares,
+    "resnet-softmax": ResNetSoftmaxRegression,
+    "softmax-relu": SoftmaxReluRegression,
 }
 
 
@@ -70,8 +73,10 @@ __all__ = [
     "LogisticRegression",
     "Model",
     "PoissonRegression",
+    "ResNetSoftmaxRegression",
     "RowTerms",
     "SoftmaxRegression",
+    "SoftmaxReluRegression",
     "get_model",
     "loss_gradient_hessian",
 ]

@@ -117,3 +117,17 @@ class TwoLayerNet:
             # dPhi_j / dV[j, a] = kappa pi(z_a) at column n1*n0 + j + a*ny (column-major V)
             J[rows, n1 * n0 + j :: ny] = self.kappa * H
         return r, J
+
+    def loss_gradient(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Loss and gradient ``J^T r`` by back-propagation (no Jacobian is formed)."""
+        X = np.asarray(X, dtype=np.float64)
+        m = X.shape[0]
+        U, V = self.unpack(theta)
+        Z = X @ U.T
+        H, Hp = _act(Z, self.activation)
+        E = self.kappa * H @ V.T - np.asarray(Y, dtype=np.float64).reshape(m, self.n_outputs)
+        k = m * self.n_outputs
+        G = E / k
+        dV = self.kappa * G.T @ H
+        dU = self.kappa * ((G @ V) * Hp).T @ X
+        return 0.5 * float(np.sum(E * E)) / k, self.pack(dU, dV)
