@@ -14,7 +14,7 @@ reach ``r_t <= 1e-10 max(1, ||x*||)``.
 Usage::
 
     python pipelines/local_convergence.py [--n-samples 1000000] [--n-features 50]
-        [--density 0.1] [--models softmax,exp,cosh,sinh] [--out results/local_convergence]
+        [--density 0.1] [--models softmax,resnet-softmax,softmax-relu,exp,cosh,sinh] [--out results/local_convergence]
 
 Writes ``OUT/local_convergence.md`` (the table) and ``OUT/local_convergence.png``.
 """
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=1_000_000)
     ap.add_argument("--n-features", type=int, default=50)
     ap.add_argument("--density", type=float, default=0.1)
-    ap.add_argument("--models", default="softmax,exp,cosh,sinh")
+    ap.add_argument("--models", default="softmax,resnet-softmax,softmax-relu,exp,cosh,sinh")
     ap.add_argument("--gd-iters", type=int, default=40)
     ap.add_argument("--r0", type=float, default=0.1, help="relative distance of x0 from x*")
     ap.add_argument("--out", default=os.path.join("results", "local_convergence"))
