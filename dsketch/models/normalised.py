@@ -18,6 +18,7 @@ models only supply the shifted ``phi``, ``phi'`` and ``phi''``.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,20 +69,21 @@ class NormalisedMapModel(Model):
     ALPHA_RTOL: ClassVar[float] = 1e-8
 
     # -- subclass hooks -------------------------------------------------------------
+    @abstractmethod
     def _block_shift(self, eta: FloatArray) -> float:
         """Shift ``m`` of one block of finite ``eta`` (``-inf`` when all its sums are 0)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _shifted(self, eta: FloatArray, m: float) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``e^{-m} (phi(v), phi'(v), phi''(v))`` for ``v = eta <= m`` (no overflow)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _alpha_text(self) -> str:
         """How ``alpha`` is defined, for error messages."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _domain_hint(self) -> str:
-        raise NotImplementedError
+        """How to get back into the model's domain, for error messages."""
 
     # -- global statistics ----------------------------------------------------------
     def stats(self, eta: FloatArray, b: FloatArray, w: FloatArray | None) -> Stats:
