@@ -5,7 +5,7 @@ loss, gradient, exact low-rank Hessian parts and a sketch of ``A^T diag(D) A``; 
 solves the reduced ``d x d`` Newton system.
 """
 
-from dsketch.api import fit, initial_point
+from dsketch.api import fit, fit_network, initial_point
 from dsketch.engine.client import connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
@@ -23,6 +23,7 @@ __all__ = [
     "Status",
     "connect",
     "fit",
+    "fit_network",
     "get_model",
     "initial_point",
     "load_result",

@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("fit", help="fit a model to a problem store")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="softmax, resnet-softmax, softmax-relu, exp, cosh, sinh, logistic, poisson, "
+                   "least-squares, or ggn-score (two-layer network; --param hidden=, activation=, "
+                   "target=, epochs=, batch_size=, tau=, mu=, nu=, alpha=, scale_hessian_by_tau=)")
     p.add_argument("--data", required=True, metavar="STORE")
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
     p.add_argument("--solver", default="newton", choices=("newton", "gd"),
@@ -180,6 +183,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"result store {args.out!r} exists; pass --overwrite to replace it")
+    if args.model == "ggn-score":
+        from dsketch.api import fit_network
+
+        result = fit_network(args.data, **_parse_params(args.param), seed=args.seed)
+        save_result(result, args.out, overwrite=args.overwrite)
+        print(result.history_table())
+        print(f"{result.message} steps={result.nit} time={result.wall_time:.2f}s loss={result.fun:.6e} -> {args.out}")
+        return 0
     checkpoint = args.out.rstrip("/") + ".checkpoint"
     if args.resume and not os.path.exists(checkpoint):
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")

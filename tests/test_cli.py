@@ -130,3 +130,28 @@ def test_scheduler_from_environment(client, tmp_path, monkeypatch):
     # the tasks ran on the session cluster's workers
     assert set(client.scheduler_info()["workers"]) == before
     assert client.run_on_scheduler(curvature_seconds) > t_before
+
+
+def test_fit_ggn_score_from_cli(tmp_path, capsys):
+    """GGN-SCORE from the command line on a store with one-hot targets as a member."""
+    rng = np.random.default_rng(5)
+    n, d, k = 600, 4, 3
+    X = rng.standard_normal((n, d))
+    labels = np.argmax(X[:, :k], axis=1)
+    store = str(tmp_path / "xy.zarr")
+    dsketch.write_problem(store, X, labels.astype(float), extra={"Y": np.eye(k)[labels]})
+    out = str(tmp_path / "net.zarr")
+    assert main(["fit", "--model", "ggn-score", "--data", store, "--out", out, "--param", "hidden=32",
+                 "--param", "target=Y", "--param", "epochs=4", "--param", "batch_size=50"]) == 0
+    res = dsketch.load_result(out)
+    assert res.success and res.info["n_outputs"] == k
+    loss = res.history["loss"]
+    assert loss[-1] < 0.5 * loss[0]
+    from dsketch.models.twolayer_net import TwoLayerNet
+
+    net = TwoLayerNet(d, 32, k, "relu")
+    acc = np.mean(np.argmax(net.predict(res.x, X), axis=1) == labels)
+    assert acc > 0.8
+    assert main(["fit", "--model", "ggn-score", "--data", store, "--out", str(tmp_path / "x.zarr"),
+                 "--param", "target=nope"]) == 2
+    assert "nope" in capsys.readouterr().err

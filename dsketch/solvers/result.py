@@ -32,6 +32,7 @@ class Status(enum.IntEnum):
     LINE_SEARCH_FAILED = 3
     CALLBACK_STOP = 4
     NUMERICAL_ERROR = 5
+    COMPLETED = 6
 
 
 STATUS_MESSAGES = {
@@ -44,9 +45,10 @@ STATUS_MESSAGES = {
     Status.LINE_SEARCH_FAILED: "Stopped: the line search found no step that decreases the loss.",
     Status.CALLBACK_STOP: "Stopped: the callback raised StopIteration.",
     Status.NUMERICAL_ERROR: "Stopped: non-finite loss or gradient.",
+    Status.COMPLETED: "Finished: ran the requested number of epochs.",
 }
 
-SUCCESS = {Status.CONVERGED_GRADIENT, Status.CONVERGED_DECREMENT}
+SUCCESS = {Status.CONVERGED_GRADIENT, Status.CONVERGED_DECREMENT, Status.COMPLETED}
 
 
 @dataclass(frozen=True)
