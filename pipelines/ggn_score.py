@@ -8,7 +8,7 @@
    (25 steps per GGN-SCORE epoch) and Adam (learning rate 1e-2, 20 epochs per GGN-SCORE
    epoch): final train/test loss and accuracy, and time.
 3. Sparsity: "#zeros" (p - k0, k0 = the fewest parameters holding 99.9% of ||theta||_1)
-   of the teacher-student solution against tau.
+   of the teacher-student solution against tau and against mu.
 
 Usage::
 
@@ -119,6 +119,14 @@ def main() -> None:
         for _ in range(100):
             th, _ = sv.step(th, Xs, ys)
         lines.append(f"| {tau:g} | {n_zeros(th)} | {net_s.loss(th, Xs, ys):.3e} |")
+    lines += ["", "### #zeros against mu (same problem, tau = 1e-4)", "",
+              "| mu | #zeros of p = %d | train loss |" % net_s.n_params, "|---|---|---|"]
+    for mu in (1e-3, 1e-2, 1e-1, 1.0):
+        sv = GGNScore(net_s, GGNScoreConfig(tau=1e-4, mu=mu, alpha=0.95))
+        th = th0.copy()
+        for _ in range(100):
+            th, _ = sv.step(th, Xs, ys)
+        lines.append(f"| {mu:g} | {n_zeros(th)} | {net_s.loss(th, Xs, ys):.3e} |")
     lines.append("")
 
     # 2. real data
