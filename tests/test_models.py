@@ -5,10 +5,7 @@ validation. Every random draw comes from an explicit ``np.random.default_rng(see
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
-import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_helpers import design, fd, scalars_of, strict_fp
 from scipy.special import expit, softmax
 
 import dsketch.models as models_pkg
@@ -25,7 +23,6 @@ from dsketch.models import (
     ExpRegression,
     LeastSquares,
     LogisticRegression,
-    Model,
     PoissonRegression,
     SoftmaxRegression,
     get_model,
@@ -40,29 +37,10 @@ SHAPES = [(7, 3), (60, 6)]
 L2 = 1e-3
 
 
-@contextlib.contextmanager
-def strict_fp() -> Iterator[None]:
-    """Every warning is an error and overflow / invalid / divide raise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with np.errstate(over="raise", invalid="raise", divide="raise"):
-            yield
-
-
-def _design(rng: np.random.Generator, n: int, d: int, sparse: bool):
-    if sparse:
-        A = sp.random(n, d, density=0.6, format="csr", random_state=rng,
-                      data_rvs=rng.standard_normal)
-        A = (A / np.sqrt(d)).tocsr()
-        return A, A.toarray()
-    A = rng.standard_normal((n, d)) / np.sqrt(d)
-    return A, A
-
-
 def _problem(name: str, n: int, d: int, sparse: bool, seed: int):
     """A, dense A, b, w, x for ``name``: targets drawn from a planted x, x moved away from it."""
     rng = np.random.default_rng(seed)
-    A, Ad = _design(rng, n, d, sparse)
+    A, Ad = design(rng, n, d, sparse)
     model = get_model(name, l2=L2) if name in GLMS else get_model(name)
     xp = rng.standard_normal(d)
     eta = Ad @ xp
@@ -76,23 +54,6 @@ def _problem(name: str, n: int, d: int, sparse: bool, seed: int):
         w = None
     x = xp + 0.5 * rng.standard_normal(d)
     return model, A, Ad, b, w, x
-
-
-def _fd(fun: Callable[[np.ndarray], np.ndarray | float], x: np.ndarray, h: float) -> np.ndarray:
-    """Five-point central differences of ``fun`` along each coordinate (columns)."""
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h
-        cols.append(
-            (-np.asarray(fun(x + 2 * e)) + 8 * np.asarray(fun(x + e)) - 8 * np.asarray(fun(x - e))
-             + np.asarray(fun(x - 2 * e))) / (12 * h)
-        )
-    return np.array(cols).T
-
-
-def _scalars(model: Model, eta: np.ndarray, b: np.ndarray, w=None) -> dict[str, float]:
-    return model.scalars(model.stats(eta, b, w))
 
 
 # --------------------------------------------------------------------------------------
@@ -112,8 +73,8 @@ def test_gradient_and_hessian_match_finite_differences(name, n, d, sparse):
         return loss_gradient_hessian(model, A, b, z, w)[1]
 
     h = 1e-3
-    g_fd = _fd(f, x, h).ravel()
-    h_fd = _fd(g, x, h)
+    g_fd = fd(f, x, h).ravel()
+    h_fd = fd(g, x, h)
     # scales: the softmax gradient is O(1/n) (MODELS.md section 1.1b), so compare relative
     # to the size of the quantity itself; five-point differences are accurate to ~1e-11 here.
     assert np.max(np.abs(g_fd - grad)) <= 1e-8 * np.max(np.abs(grad))
@@ -189,7 +150,7 @@ def test_gram_assembly_equals_independent_dense_reference(name, n, d, sparse):
 def test_row_terms_shapes_and_core(name):
     model, _, Ad, b, w, x = _problem(name, 11, 3, False, seed=5)
     eta = Ad @ x
-    sc = _scalars(model, eta, b, w)
+    sc = scalars_of(model, eta, b, w)
     t = model.row_terms(eta, b, w, sc)
     assert t.grad_weight.shape == t.diag.shape == (11,)
     C = model.core(sc)
@@ -282,7 +243,7 @@ def _assert_scalars_close(got, ref, rtol=2e-14):
 def test_merged_stats_equal_single_block(name):
     model, _, Ad, b, w, x = _problem(name, 60, 4, False, seed=3)
     eta = Ad @ x
-    ref = _scalars(model, eta, b, w)
+    ref = scalars_of(model, eta, b, w)
     rng = np.random.default_rng(4)
     blockings = [
         list(range(1, 60)),  # single-row blocks
@@ -306,7 +267,7 @@ def test_merge_property_any_blocking(name, cuts, seed):
     model = get_model(name)
     eta = rng.normal(0.0, 3.0, 40) + rng.uniform(-600, 600)
     b = rng.random(40)
-    ref = _scalars(model, eta, b)
+    ref = scalars_of(model, eta, b)
     (merged, *_) = _orders(model, _block_stats(model, eta, b, None, cuts))
     _assert_scalars_close(model.scalars(merged), ref, rtol=1e-13)
 
@@ -331,7 +292,7 @@ def test_softmax_scalars_are_shift_invariant_at_700():
     model = SoftmaxRegression()
     eta = rng.normal(0.0, 2.0, 500)
     b = rng.random(500) / 500
-    ref = _scalars(model, eta, b)
+    ref = scalars_of(model, eta, b)
     for shift in (700.0, -700.0):
         with strict_fp():
             parts = _block_stats(model, eta + shift, b, None, [1, 100, 250, 499])
@@ -357,7 +318,7 @@ def test_softmax_blocks_at_plus_and_minus_700():
             loss_lo = model.loss_terms(lo, bl, w, sc)
             t = model.row_terms(lo, bl, w, sc)
             _assert_scalars_close({k: v for k, v in sc.items() if k != "n"},
-                                  {k: v for k, v in _scalars(model, hi, bh).items() if k != "n"})
+                                  {k: v for k, v in scalars_of(model, hi, bh).items() if k != "n"})
             assert sc["n"] == 100
     np.testing.assert_allclose(loss_lo, 0.5 * bl @ bl + 0.5 * np.sum((w * lo) ** 2), rtol=1e-14)
     assert np.all(np.isfinite(t.grad_weight)) and np.all(np.isfinite(t.diag))
@@ -422,7 +383,7 @@ def test_extreme_eta_gives_no_warnings_and_no_nan(name):
     for k in (slice(0, 6), slice(2, 5), slice(0, 3)):  # all; |eta| <= 350; only negative
         wk = None if w is None else w[k]
         with strict_fp():
-            sc = _scalars(model, eta[k], b[k], wk)
+            sc = scalars_of(model, eta[k], b[k], wk)
             losses.append(model.loss_terms(eta[k], b[k], wk, sc))
             t = model.row_terms(eta[k], b[k], wk, sc)
         assert not np.isnan(losses[-1])
@@ -475,7 +436,7 @@ def test_sample_targets_distribution(name):
     n, noise = 20_000, 0.1
     model = get_model(name)
     eta = np.random.default_rng(31).normal(0.0, 1.0, n)
-    sc = _scalars(model, eta, np.zeros(n))
+    sc = scalars_of(model, eta, np.zeros(n))
     b = model.sample_targets(eta, sc, np.random.default_rng(32), noise=noise)
     again = model.sample_targets(eta, sc, np.random.default_rng(32), noise=noise)
     np.testing.assert_array_equal(b, again)

@@ -4,15 +4,13 @@ contract of the normaliser. Every random draw comes from ``np.random.default_rng
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
-import warnings
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from model_helpers import design, fd, scalars_of, strict_fp
 from scipy.optimize import brentq
 from scipy.special import softmax
 
@@ -50,25 +48,6 @@ def _phi(kind: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.maximum(v, 0.0), pos, np.zeros_like(v)
 
 
-@contextlib.contextmanager
-def strict_fp() -> Iterator[None]:
-    """Every warning is an error and overflow / invalid / divide raise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with np.errstate(over="raise", invalid="raise", divide="raise"):
-            yield
-
-
-def _design(rng: np.random.Generator, n: int, d: int, sparse: bool):
-    if sparse:
-        A = sp.random(n, d, density=0.6, format="csr", random_state=rng,
-                      data_rvs=rng.standard_normal)
-        A = (A / np.sqrt(d)).tocsr()
-        return A, A.toarray()
-    A = rng.standard_normal((n, d)) / np.sqrt(d)
-    return A, A
-
-
 def _problem(kind: str, n: int, d: int, sparse: bool, seed: int):
     """Model, A, dense A, b, w, x: targets from a planted x, x moved away from it.
 
@@ -78,7 +57,7 @@ def _problem(kind: str, n: int, d: int, sparse: bool, seed: int):
     least three are positive (with one, reading B's f is locally constant).
     """
     rng = np.random.default_rng(seed)
-    A, Ad = _design(rng, n, d, sparse)
+    A, Ad = design(rng, n, d, sparse)
     model = _model(kind)
     xp = rng.standard_normal(d)
     eta = Ad @ xp
@@ -97,23 +76,6 @@ def _problem(kind: str, n: int, d: int, sparse: bool, seed: int):
     return model, A, Ad, b, w, x
 
 
-def _fd(fun: Callable[[np.ndarray], np.ndarray | float], x: np.ndarray, h: float) -> np.ndarray:
-    """Five-point central differences of ``fun`` along each coordinate (columns)."""
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h
-        cols.append(
-            (-np.asarray(fun(x + 2 * e)) + 8 * np.asarray(fun(x + e)) - 8 * np.asarray(fun(x - e))
-             + np.asarray(fun(x - 2 * e))) / (12 * h)
-        )
-    return np.array(cols).T
-
-
-def _scalars(model, eta, b, w=None):
-    return model.scalars(model.stats(eta, b, w))
-
-
 # --------------------------------------------------------------------------------------
 # derivatives
 # --------------------------------------------------------------------------------------
@@ -130,8 +92,8 @@ def test_gradient_and_hessian_match_finite_differences(kind, n, d, sparse):
     def g(z):
         return loss_gradient_hessian(model, A, b, z, w)[1]
 
-    g_fd = _fd(f, x, H).ravel()
-    h_fd = _fd(g, x, H)
+    g_fd = fd(f, x, H).ravel()
+    h_fd = fd(g, x, H)
     assert np.max(np.abs(g_fd - grad)) <= 1e-7 * np.max(np.abs(grad))
     assert np.max(np.abs(h_fd - hess)) <= 1e-7 * np.max(np.abs(hess))
     np.testing.assert_allclose(hess, hess.T, rtol=0, atol=1e-13 * np.max(np.abs(hess)))
@@ -192,7 +154,7 @@ def test_reading_a_with_positive_predictor_is_softmax():
 def test_row_terms_shapes_core_and_missing_w(kind):
     model, A, Ad, b, w, x = _problem(kind, 11, 3, False, seed=5)
     eta = Ad @ x
-    sc = _scalars(model, eta, b, w)
+    sc = scalars_of(model, eta, b, w)
     t = model.row_terms(eta, b, w, sc)
     assert t.grad_weight.shape == t.diag.shape == (11,) and t.lowrank.shape == (11, 2)
     C = model.core(sc)
@@ -240,7 +202,7 @@ def test_merged_stats_equal_single_block(kind, offset):
     if kind == "resnet" and offset < 0:
         eta[1::3] += 400.0  # keep alpha > 0
     b = rng.random(60) / 60
-    ref = _scalars(model, eta, b)
+    ref = scalars_of(model, eta, b)
     assert ref["valid"] == 1.0
     blockings = [list(range(1, 60)), [1, 2, 30, 59],
                  sorted(rng.choice(np.arange(1, 60), size=7, replace=False).tolist()), []]
@@ -256,7 +218,7 @@ def test_scalars_match_direct_sums(kind):
     rng = np.random.default_rng(8)
     model = _model(kind)
     eta, b = rng.normal(0.5, 1.5, 200), rng.random(200) / 200
-    sc = _scalars(model, eta, b)
+    sc = scalars_of(model, eta, b)
     u = _phi(kind, eta)[0]
     f = u / u.sum()
     np.testing.assert_allclose(sc["ff"], f @ f, rtol=1e-13)
@@ -311,7 +273,7 @@ def test_blocks_at_plus_and_minus_700_match_softmax(kind):
     model, soft = _model(kind), SoftmaxRegression()
     hi, lo = 700.0 + rng.normal(0, 1, 50), -700.0 + rng.normal(0, 1, 50)
     bh, bl = rng.random(50) / 50, rng.random(50) / 50
-    ref = _scalars(soft, hi, bh)
+    ref = scalars_of(soft, hi, bh)
     with strict_fp():
         for first, second in (((hi, bh), (lo, bl)), ((lo, bl), (hi, bh))):
             sc = model.scalars(model.merge_stats(model.stats(*first, None),
@@ -332,7 +294,7 @@ def test_merge_over_a_million_rows_spread_over_700():
     with strict_fp():
         merged = functools.reduce(model.merge_stats, [model.stats(e, bb, None) for e, bb in blocks])
         sc = model.scalars(merged)
-    ref = _scalars(model, np.concatenate([e for e, _ in blocks]),
+    ref = scalars_of(model, np.concatenate([e for e, _ in blocks]),
                    np.concatenate([bb for _, bb in blocks]))
     _assert_scalars_close(sc, ref, rtol=1e-12)
     assert sc["n"] == 10**6 and sc["valid"] == 1.0
@@ -359,7 +321,7 @@ def test_resnet_nonpositive_alpha():
     model = ResNetSoftmaxRegression()
     eta, b = np.full(4, -1.0), np.zeros(4)  # e^-1 - 1 < 0
     with strict_fp():
-        sc = _scalars(model, eta, b)
+        sc = scalars_of(model, eta, b)
     assert sc["valid"] == 0.0 and np.isnan(sc["ff"])
     assert model.loss_terms(eta, b, None, sc) == np.inf
     msg = (r"alpha\(x\) = sum\(exp\(Ax\) \+ Ax\) = -2\.52848 <= 0; the ResNet-softmax model "
@@ -373,7 +335,7 @@ def test_resnet_nonpositive_alpha():
     # alpha = 0 up to rounding: rejected as "too close to 0"
     v2 = brentq(lambda t: np.exp(t) + t + np.exp(1.0) + 1.0, -10.0, 0.0, xtol=1e-15)
     eta = np.array([1.0, v2 + 1e-11])  # alpha ~ 1e-11 > 0, its terms ~ 3.7
-    sc = _scalars(model, eta, np.zeros(2))
+    sc = scalars_of(model, eta, np.zeros(2))
     assert 0 < sc["S0"] < 1e-8 * sc["Sa"]
     assert sc["valid"] == 0.0 and model.loss_terms(eta, np.zeros(2), None, sc) == np.inf
     with pytest.raises(ModelDomainError, match="too close to 0 relative to its terms"):
@@ -382,7 +344,7 @@ def test_resnet_nonpositive_alpha():
     A = np.array([[0.1], [-1.0], [-1.0]])  # alpha(0) = 3, alpha(3) = -4.25
     for x, ok in ((0.0, True), (3.0, False)):
         eta = A @ np.array([x])
-        sc = _scalars(model, eta, np.zeros(3))
+        sc = scalars_of(model, eta, np.zeros(3))
         assert np.isfinite(model.loss_terms(eta, np.zeros(3), None, sc)) == ok
 
 
@@ -390,12 +352,12 @@ def test_reading_b_needs_a_positive_predictor():
     model = SoftmaxReluRegression(reading="B")
     eta = np.array([-1.0, 0.0, -2.0])
     with strict_fp():
-        sc = _scalars(model, eta, np.zeros(3))
+        sc = scalars_of(model, eta, np.zeros(3))
     assert sc["valid"] == 0.0 and model.loss_terms(eta, np.zeros(3), None, sc) == np.inf
     with pytest.raises(ModelDomainError, match=r"sum\(ReLU\(Ax\)\) = 0 <= 0; the normalised"):
         model.row_terms(eta, np.zeros(3), None, sc)
     # reading A is always valid, even with no positive entry: f is uniform
-    scA = _scalars(SoftmaxReluRegression(), eta, np.zeros(3))
+    scA = scalars_of(SoftmaxReluRegression(), eta, np.zeros(3))
     assert scA["valid"] == 1.0 and scA["ff"] == pytest.approx(1 / 3)
 
 
@@ -406,7 +368,7 @@ def test_reading_b_is_scale_invariant_and_warm_start_recovers_f():
     A = sp.random(n, d, density=0.7, format="csr", random_state=rng, data_rvs=rng.standard_normal)
     xp = rng.standard_normal(d)
     eta = A @ xp
-    b = model.sample_targets(eta, _scalars(model, eta, np.zeros(n)), rng, noise=0.0)
+    b = model.sample_targets(eta, scalars_of(model, eta, np.zeros(n)), rng, noise=0.0)
     assert np.isclose(loss_gradient_hessian(model, A, b, 3.0 * xp)[0], 0.0, atol=1e-30)
     parts = [model.init_terms(A[a:a + 100], b[a:a + 100], None) for a in range(0, n, 100)]
     total = {k: sum(p[k] for p in parts) for k in parts[0]}
@@ -429,7 +391,7 @@ def test_damped_newton_converges(kind):
     model = _model(kind)
     A = rng.standard_normal((n, d)) / np.sqrt(d)
     xp = rng.standard_normal(d)
-    b = model.sample_targets(A @ xp, _scalars(model, A @ xp, np.zeros(n)), rng, noise=0.05)
+    b = model.sample_targets(A @ xp, scalars_of(model, A @ xp, np.zeros(n)), rng, noise=0.05)
     w = np.full(n, model.default_w(n, "weak"))
     x = xp + 0.1 * rng.standard_normal(d)
     g0 = np.linalg.norm(loss_gradient_hessian(model, A, b, x, w)[1])

@@ -1,0 +1,48 @@
+"""Helpers shared by the model tests: strict floating point, designs, finite differences."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@contextlib.contextmanager
+def strict_fp() -> Iterator[None]:
+    """Every warning is an error and overflow / invalid / divide raise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            yield
+
+
+def design(rng: np.random.Generator, n: int, d: int, sparse: bool):
+    """A (dense or CSR) and its dense copy, entries of order 1/sqrt(d)."""
+    if sparse:
+        A = sp.random(n, d, density=0.6, format="csr", random_state=rng,
+                      data_rvs=rng.standard_normal)
+        A = (A / np.sqrt(d)).tocsr()
+        return A, A.toarray()
+    A = rng.standard_normal((n, d)) / np.sqrt(d)
+    return A, A
+
+
+def fd(fun: Callable[[np.ndarray], np.ndarray | float], x: np.ndarray, h: float) -> np.ndarray:
+    """Five-point central differences of ``fun`` along each coordinate (columns)."""
+    cols = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = h
+        cols.append(
+            (-np.asarray(fun(x + 2 * e)) + 8 * np.asarray(fun(x + e)) - 8 * np.asarray(fun(x - e))
+             + np.asarray(fun(x - 2 * e))) / (12 * h)
+        )
+    return np.array(cols).T
+
+
+def scalars_of(model, eta: np.ndarray, b: np.ndarray, w=None) -> dict[str, float]:  # noqa: ANN001
+    """The model's global scalars with all rows in one block."""
+    return model.scalars(model.stats(eta, b, w))
