@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from distributed import Client
 
 from dsketch.models import Model, get_model
-from dsketch.store import ProblemBuilder, ProblemSpec
+from dsketch.store import ProblemBuilder, ProblemSpec, default_chunk_rows
 
 logger = logging.getLogger("dsketch")
 
@@ -201,7 +201,9 @@ def make_problem(
         has_w=w_value is not None,
         attrs=attrs,
         overwrite=overwrite,
-        chunk_rows=_chunk_rows(n_features, density, block_rows),
+        # a power of two, so it divides the generation blocks and the engine's blocks
+        chunk_rows=min(block_rows, default_chunk_rows(n_features, n_samples=n_samples,
+                                                      density=1.0 if density is None else density)),
     )
     try:
         xp = client.scatter(x_planted, broadcast=True, hash=False)
@@ -232,10 +234,3 @@ def make_problem(
         raise
     logger.info("wrote %s: %d x %d (%s)", path, n_samples, n_features, "dense" if density is None else f"csr, nnz={nnz}")
     return spec
-
-
-def _chunk_rows(n_features: int, density: float | None, block_rows: int) -> int:
-    """A power-of-two row chunk (~16 MiB of dense values) dividing the generation block."""
-    per_row = 8.0 * n_features * (1.0 if density is None else max(density, 1.0 / n_features))
-    rows = 1 << int(np.clip(np.floor(np.log2(16 * 2**20 / per_row)), 10, 17))
-    return min(rows, block_rows)
