@@ -131,6 +131,7 @@ def fit(
         mdl = model
     else:
         mdl = get_model(model, **(model_params or {}))
+    mdl = mdl.bind(spec)
     sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
     if solver == "gd":
         size = 1
@@ -176,7 +177,8 @@ def fit(
         saved = load_checkpoint(ckpt_path)
         check_settings(saved.settings, settings, ckpt_path)
     with _client_for(client, scheduler, n_workers) as c:
-        engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist)
+        engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist,
+                        members=mdl.row_members)
         try:
             result = NewtonSolver(
                 engine, mdl, sk, sketch_size=size, config=config, callback=callback,
@@ -216,7 +218,8 @@ def initial_point(
     spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
     mdl = model if isinstance(model, Model) else get_model(model, **(model_params or {}))
     with _client_for(client, scheduler, n_workers) as c:
-        engine = Engine(spec, c, block_rows=block_rows)
+        mdl = mdl.bind(spec)
+        engine = Engine(spec, c, block_rows=block_rows, members=mdl.row_members)
         try:
             return engine.initial_coef(mdl)
         finally:

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regime", choices=("weak", "strong"), default="weak", help="row weights w for softmax-type models")
     p.add_argument("--noise", type=float, default=0.05)
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter (repeatable)")
+    p.add_argument("--outputs", type=int, default=8,
+                   help="m, the number of targets of the paired models two-layer and softmax-relu "
+                        "reading C (default 8)")
+    p.add_argument("--solve", action="store_true",
+                   help="also compute the optimum x* (exact Newton, tol 1e-12) and record it in the metadata")
     p.add_argument("--overwrite", action="store_true")
     _add_cluster_args(p)
 
@@ -140,6 +145,8 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
             model_params=_parse_params(args.param),
             overwrite=args.overwrite,
             client=client,
+            n_outputs=args.outputs,
+            solve=args.solve,
         )
     print(f"wrote {spec.path}: {spec.n_samples} x {spec.n_features}, nnz={spec.nnz}")
     return 0

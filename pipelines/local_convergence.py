@@ -1,7 +1,7 @@
 """Reproduction: local convergence of (sketched) Newton on the Song-family models.
 
 For each model, on a problem in the papers' regime (strong row weights w, so the
-Hessian is positive definite; MODELS.md sections 1.6, 2-5) with ``n`` rows written to a
+Hessian is positive definite; MODELS.md sections 1.6, 2-6) with ``n`` rows written to a
 Zarr store: ``||x_t - x*||`` against iteration for exact Newton, leverage-sketched Newton
 at eps in {0.5, 0.25, 0.1} (sketch size = the documented (1 +- eps) size), and gradient
 descent, all started from ``x0 = x* + r0 max(1, ||x*||) u`` with a random unit ``u``
@@ -9,12 +9,14 @@ descent, all started from ``x0 = x* + r0 max(1, ||x*||) u`` with a random unit `
 Newton started at the planted solution and run to the rounding level. Reports the measured
 contraction factor ``max r_(t+1)/r_t`` (the framework of MODELS.md 1.6 predicts <= 0.4
 for eps0 <= 0.0889; sketched steps contract at roughly eps) and the iterations needed to
-reach ``r_t <= 1e-10 max(1, ||x*||)``.
+reach ``r_t <= 1e-10 max(1, ||x*||)`` (or 10x the error at which exact Newton itself stops,
+when the loss cannot resolve x to 1e-10: the two-layer model's noisy O(1) data term).
 
 Usage::
 
     python pipelines/local_convergence.py [--n-samples 1000000] [--n-features 50]
-        [--density 0.1] [--models softmax,resnet-softmax,softmax-relu,exp,cosh,sinh] [--out results/local_convergence]
+        [--density 0.1] [--models softmax,resnet-softmax,softmax-relu,two-layer,exp,cosh,sinh]
+        [--outputs 8] [--out results/local_convergence]
 
 Writes ``OUT/local_convergence.md`` (the table) and ``OUT/local_convergence.png``.
 """
@@ -48,10 +50,11 @@ def _errors(client, spec, model, x_star, x0, **kw):  # noqa: ANN001, ANN003
     return np.asarray(errs[: res.nit + 1]), res
 
 
-def _summary(errs: np.ndarray, scale: float) -> tuple[float, int | None]:
-    floor = 1e-12 * scale
-    ratios = [errs[t + 1] / errs[t] for t in range(len(errs) - 1) if errs[t] > floor and errs[t + 1] > 0]
-    hit = np.flatnonzero(errs <= ERR_TOL * scale)
+def _summary(errs: np.ndarray, target: float) -> tuple[float, int | None]:
+    """Largest contraction ratio while the error is above ``target / 100``, and the first
+    iteration with error <= ``target``."""
+    ratios = [errs[t + 1] / errs[t] for t in range(len(errs) - 1) if errs[t] > 1e-2 * target and errs[t + 1] > 0]
+    hit = np.flatnonzero(errs <= target)
     return (max(ratios) if ratios else float("nan")), (int(hit[0]) if hit.size else None)
 
 
@@ -60,9 +63,10 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=1_000_000)
     ap.add_argument("--n-features", type=int, default=50)
     ap.add_argument("--density", type=float, default=0.1)
-    ap.add_argument("--models", default="softmax,resnet-softmax,softmax-relu,exp,cosh,sinh")
+    ap.add_argument("--models", default="softmax,resnet-softmax,softmax-relu,two-layer,exp,cosh,sinh")
     ap.add_argument("--gd-iters", type=int, default=40)
     ap.add_argument("--r0", type=float, default=0.1, help="relative distance of x0 from x*")
+    ap.add_argument("--outputs", type=int, default=8, help="m, targets of the two-layer model")
     ap.add_argument("--out", default=os.path.join("results", "local_convergence"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -74,7 +78,8 @@ def main() -> None:
             store = os.path.join(args.out, f"{name}.zarr")
             spec = dsketch.make_problem(store, model=name, n_samples=args.n_samples,
                                         n_features=args.n_features, density=args.density,
-                                        regime="strong", client=client, overwrite=True, seed=1)
+                                        regime="strong", client=client, overwrite=True, seed=1,
+                                        n_outputs=args.outputs)
             x_planted = np.asarray(spec.metadata["dsketch"]["x_planted"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -92,21 +97,29 @@ def main() -> None:
                                 {"sketch": "leverage", "sketch_size": size, "tol": 1e-14, "max_iter": 40}))
             methods.append(("gradient descent", {"solver": "gd", "tol": 1e-14, "max_iter": args.gd_iters}))
             curves[name] = {}
+            target = ERR_TOL * scale
             for label, kw in methods:
                 errs, res = _errors(client, spec, name, x_star, x0, **kw)
                 curves[name][label] = errs
-                rate, hit = _summary(errs, scale)
-                rows.append((name, label, rate, hit, res.nit, res.n_passes, res.wall_time))
+                if label == "exact Newton":
+                    # the loss resolves x only to about sqrt(eps * L(x*) / lambda_min): where
+                    # exact Newton's own floor is above 1e-10, measure against 10x that floor
+                    target = max(target, 10.0 * float(errs[-1]))
+                rate, hit = _summary(errs, target)
+                rows.append((name, label, rate, hit, target, res.nit, res.n_passes, res.wall_time))
             get_model(name)  # validates the name list early for typos
     lines = [
         f"n = {args.n_samples}, d = {args.n_features}, density = {args.density}, strong regime; "
         f"x0 = x* + {args.r0} max(1, ‖x*‖) u; x* from exact Newton to the rounding level",
         "",
-        "| model | method | max r(t+1)/r(t) | iterations to r <= 1e-10 max(1,‖x*‖) | iterations run | passes | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| model | method | max r(t+1)/r(t) | target r | iterations to target | iterations run | passes | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, label, rate, hit, nit, passes, sec in rows:
-        lines.append(f"| {name} | {label} | {rate:.3g} | {hit if hit is not None else '—'} | {nit} | {passes} | {sec:.1f} |")
+    for name, label, rate, hit, target, nit, passes, sec in rows:
+        lines.append(f"| {name} | {label} | {rate:.3g} | {target:.1e} | {hit if hit is not None else '—'} | {nit} "
+                     f"| {passes} | {sec:.1f} |")
+    lines += ["", "target r = 1e-10 max(1, ‖x*‖), or 10x the error at which exact Newton stops when that "
+              "is larger (the loss cannot resolve x more finely); ratios are taken while r > target/100."]
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(args.out, "local_convergence.md"), "w") as fh:

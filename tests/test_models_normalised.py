@@ -462,7 +462,8 @@ def test_registry_and_parameters():
     assert get_model("resnet-softmax").describe() == {"model": "resnet-softmax"}
     assert repr(m) == "SoftmaxReluRegression(reading='B')"
     assert repr(get_model("resnet-softmax")) == "ResNetSoftmaxRegression()"
-    with pytest.raises(ValueError, match=r"reading must be one of \('A', 'B'\); got 'C'"):
-        get_model("softmax-relu", reading="C")
+    with pytest.raises(ValueError, match=r"reading must be one of \('A', 'B', 'C'\); got 'D'"):
+        get_model("softmax-relu", reading="D")
+    assert get_model("softmax-relu", reading="C").describe() == {"model": "softmax-relu", "reading": "C"}
     with pytest.raises(TypeError, match="reading"):
         get_model("resnet-softmax", reading="A")

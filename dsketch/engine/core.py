@@ -73,6 +73,8 @@ class Engine:
         store on every pass. Faster when the data fit in the workers' memory.
     split_every : int, default 8
         Fan-in of the reduction tree.
+    members : sequence of str
+        Row-aligned store members read with every block (a model's ``row_members``).
 
     Notes
     -----
@@ -89,6 +91,7 @@ class Engine:
         bounds: Sequence[tuple[int, int]] | None = None,
         persist: bool = False,
         split_every: int = 8,
+        members: Sequence[str] = (),
     ) -> None:
         if split_every < 2:
             raise ValueError(f"split_every must be >= 2; got {split_every}")
@@ -102,7 +105,8 @@ class Engine:
         self.split_every = split_every
         self.persist = persist
         self.n_passes = 0
-        self._sources: list[Any] = [tasks.Source(problem, a, b) for a, b in self.bounds]
+        self.members = tuple(members)
+        self._sources: list[Any] = [tasks.Source(problem, a, b, self.members) for a, b in self.bounds]
         if persist:
             futs = client.map(tasks.load_source, self._sources, pure=False)
             self._sources = futs
@@ -134,11 +138,12 @@ class Engine:
         return value
 
     # ------------------------------------------------------------------ passes
-    def init(self, x: np.ndarray) -> None:
-        """Read every block once: cache ``A x``, ``b``, ``w`` and row norms (one pass)."""
+    def init(self, x: np.ndarray, model: Model | None = None) -> None:
+        """Read every block once: cache ``A x``, the model's row data (``b``), ``w`` and row
+        norms (one pass)."""
         xs = self._scatter(np.asarray(x, dtype=np.float64))
         self.rows = [
-            self._submit(tasks.init_rows, src, r0, xs)
+            self._submit(tasks.init_rows, src, r0, xs, model)
             for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
         ]
         self.n_passes += 1
@@ -195,7 +200,8 @@ class Engine:
             self._submit(tasks.trial_losses, model, r, a, ts, scalars)
             for r, a in zip(self.rows, aps, strict=True)
         ]
-        return np.asarray(self._tree(parts, tasks.sum_parts), dtype=np.float64)
+        data = np.asarray(self._tree(parts, tasks.sum_parts), dtype=np.float64)
+        return data + np.array([model.global_loss(sc) for sc in scalars], dtype=np.float64)
 
     def curvature(self, model: Model, sketch: Any, scalars: Scalars, ctx: Any) -> tuple[dict[str, Any], Any]:
         """Loss, gradient, ``A^T U`` and the sketch's result at the current point.
@@ -221,6 +227,7 @@ class Engine:
             for src, r in zip(self._sources, self.rows, strict=True)
         ]
         total = self._tree(parts, tasks.sum_parts)
+        total["loss"] = float(total["loss"]) + float(model.global_loss(scalars))
         self.n_passes += 1
         return total, ctx
 

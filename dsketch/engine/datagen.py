@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from distributed import Client
 
 from dsketch.models import Model, get_model
+from dsketch.models.paired import PairedModel
 from dsketch.store import ProblemBuilder, ProblemSpec, default_chunk_rows
 
 logger = logging.getLogger("dsketch")
@@ -80,6 +81,7 @@ def _design_task(
     nnz_offset: int,
     x_planted: np.ndarray,
     w_value: float | None,
+    n_total: int,
 ) -> dict[str, Any]:
     """Generate and write block ``k`` of A (and w); return its predictor and stats."""
     if density is None:
@@ -92,6 +94,11 @@ def _design_task(
     if w_value is not None:
         builder.write_vector("w", r0, np.full(n_rows, w_value))
     eta = np.asarray(A @ x_planted, dtype=np.float64).ravel()
+    if isinstance(model, PairedModel):
+        # the rows of A2^T, paired with the rows of A; targets are drawn on the driver
+        P = _block_rng(seed, k, 4).standard_normal((n_rows, model._b().size)) * model.a2_scale(n_total)
+        builder.write_vector("A2T", r0, P)
+        return {"eta": None, "stats": model.stats(eta, P, None), "edges": edges}
     stats = model.stats(eta, np.zeros(n_rows), None)
     return {"eta": eta, "stats": stats, "edges": edges}
 
@@ -129,6 +136,8 @@ def make_problem(
     model_params: dict[str, Any] | None = None,
     overwrite: bool = False,
     block_rows: int = GEN_BLOCK_ROWS,
+    n_outputs: int = 8,
+    solve: bool = False,
 ) -> ProblemSpec:
     """Generate a problem for ``model`` with a planted coefficient vector and write it.
 
@@ -150,6 +159,14 @@ def make_problem(
         positive definite Hessian (MODELS.md sections 1.1b, 2, 3).
     noise : float
         Relative noise of the targets (model-specific, see ``Model.sample_targets``).
+    n_outputs : int
+        ``m``, the number of targets of the paired models (``two-layer``, ``softmax-relu``
+        reading C); their store holds ``A2T`` (n x m, entries ``N(0, a2_scale(n)^2)``) and
+        ``global/b`` instead of a row-aligned ``b``.
+    solve : bool
+        Also compute the optimum ``x*`` with a tight exact Newton fit and record it in the
+        metadata (``x_star``, with the relative gradient norm reached), so the problem has a
+        known optimum besides the planted ``x``.
 
     Returns
     -------
@@ -163,6 +180,11 @@ def make_problem(
     if regime not in ("weak", "strong"):
         raise ValueError(f"regime must be 'weak' or 'strong'; got {regime!r}")
     mdl = get_model(model, **(model_params or {}))
+    paired = isinstance(mdl, PairedModel)
+    if paired:
+        if n_outputs < 1:
+            raise ValueError(f"n_outputs must be a positive integer; got {n_outputs}")
+        mdl = get_model(model, **(model_params or {}), targets=np.zeros(n_outputs))
     x_planted = _block_rng(seed, 2**31, 3).standard_normal(n_features)
     w_value = float(mdl.default_w(n_samples, regime)) if mdl.uses_w else None
     bounds = [(r0, min(r0 + block_rows, n_samples)) for r0 in range(0, n_samples, block_rows)]
@@ -190,6 +212,7 @@ def make_problem(
             "regime": regime if mdl.uses_w else None,
             "noise": noise,
             "density": density,
+            **({"n_outputs": n_outputs} if paired else {}),
         }
     }
     builder = ProblemBuilder.create(
@@ -199,6 +222,8 @@ def make_problem(
         sparse=density is not None,
         nnz=nnz,
         has_w=w_value is not None,
+        has_b=not paired,
+        extra={"A2T": ((n_outputs,), "float64")} if paired else None,
         attrs=attrs,
         overwrite=overwrite,
         # a power of two, so it divides the generation blocks and the engine's blocks
@@ -210,7 +235,7 @@ def make_problem(
         design = [
             client.submit(
                 _design_task, builder, mdl, seed, k, r0, r1 - r0, n_features, density,
-                int(offsets[k]), xp, w_value, pure=False,
+                int(offsets[k]), xp, w_value, n_samples, pure=False,
             )
             for k, (r0, r1) in enumerate(bounds)
         ]
@@ -221,16 +246,57 @@ def make_problem(
         for _, s in metas[1:]:
             stats = mdl.merge_stats(stats, s)
         scalars = mdl.scalars(stats)
-        client.gather(
-            [
-                client.submit(_target_task, builder, mdl, seed, k, r0, f, scalars, noise, pure=False)
-                for k, ((r0, _), f) in enumerate(zip(bounds, design, strict=True))
-            ]
-        )
+        if paired:
+            targets = mdl.sample_targets(scalars, _block_rng(seed, 2**31, 5), noise=noise)
+            builder.write_global("b", targets)
+        else:
+            client.gather(
+                [
+                    client.submit(_target_task, builder, mdl, seed, k, r0, f, scalars, noise, pure=False)
+                    for k, ((r0, _), f) in enumerate(zip(bounds, design, strict=True))
+                ]
+            )
         del design
         spec = builder.commit()
     except BaseException:
         builder.abort()
         raise
     logger.info("wrote %s: %d x %d (%s)", path, n_samples, n_features, "dense" if density is None else f"csr, nnz={nnz}")
+    if solve:
+        spec = record_optimum(spec, model, model_params=model_params, client=client)
     return spec
+
+
+def record_optimum(
+    spec: ProblemSpec,
+    model: str,
+    *,
+    client: Client,
+    model_params: dict[str, Any] | None = None,
+    tol: float = 1e-12,
+    max_iter: int = 100,
+) -> ProblemSpec:
+    """Solve the problem tightly (exact Newton) and record ``x_star`` in its metadata.
+
+    Writes ``metadata["dsketch"]["x_star"]``, ``"x_star_grad_norm"`` (relative gradient
+    norm reached) and ``"x_star_iterations"``; returns the reopened store.
+    """
+    import warnings
+
+    import zarr
+
+    from dsketch.api import fit
+    from dsketch.store import open_problem
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit(spec, model, model_params=model_params, sketch="exact", tol=tol, max_iter=max_iter,
+                  client=client)
+    g = zarr.open_group(spec.path, mode="r+")
+    meta = dict(g.attrs.get("dsketch", {}))
+    g0 = float(res.history["grad_norm"][0]) if len(res.history.get("grad_norm", ())) else res.grad_norm
+    meta.update(x_star=np.asarray(res.x).tolist(), x_star_grad_norm=float(res.grad_norm) / max(g0, 1e-300),
+                x_star_iterations=int(res.nit), x_star_converged=bool(res.success))
+    g.attrs["dsketch"] = meta
+    logger.info("recorded x* of %s (%d exact Newton iterations, success=%s)", spec.path, res.nit, res.success)
+    return open_problem(spec.path)

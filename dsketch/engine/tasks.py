@@ -25,6 +25,7 @@ class Source:
     spec: ProblemSpec
     r0: int
     r1: int
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,11 @@ class RowState:
         Global index of the block's first row.
     eta : ndarray of shape (n_rows,)
         The cached predictor ``A_b x``.
-    b, w : ndarray of shape (n_rows,)
-        Targets and (optional) regularisation weights.
+    b : ndarray of shape (n_rows,) or (n_rows, m)
+        The model's per-row data (:meth:`Model.row_data`): the targets, or the rows of
+        ``A2^T`` for the paired models.
+    w : ndarray of shape (n_rows,) or None
+        Regularisation weights.
     rownorm2 : ndarray of shape (n_rows,)
         Squared Euclidean norms of the rows of ``A_b``.
     """
@@ -53,13 +57,13 @@ class RowState:
 def load(source: Source | Block) -> Block:
     """Return the block itself (persisted mode) or read it from the store (streaming)."""
     if isinstance(source, Source):
-        return read_block(source.spec, source.r0, source.r1)
+        return read_block(source.spec, source.r0, source.r1, members=source.members)
     return source
 
 
 def load_source(source: Source) -> Block:
     """Read a block from the store (used to persist blocks in cluster memory)."""
-    return read_block(source.spec, source.r0, source.r1)
+    return read_block(source.spec, source.r0, source.r1, members=source.members)
 
 
 def _matvec(A: Any, x: FloatArray) -> FloatArray:
@@ -76,13 +80,14 @@ def _row_norms2(A: Any) -> FloatArray:
     return np.einsum("ij,ij->i", A, A, dtype=np.float64)
 
 
-def init_rows(source: Source | Block, r0: int, x: FloatArray) -> RowState:
-    """First pass: the predictor ``A_b x`` and the row norms, plus ``b`` and ``w``."""
+def init_rows(source: Source | Block, r0: int, x: FloatArray, model: Model | None = None) -> RowState:
+    """First pass: the predictor ``A_b x`` and the row norms, plus the model's row data and ``w``."""
     blk = load(source)
+    data = blk.b if model is None else model.row_data(blk)
     return RowState(
         r0=r0,
         eta=_matvec(blk.A, x),
-        b=np.asarray(blk.b, dtype=np.float64),
+        b=None if data is None else np.asarray(data, dtype=np.float64),
         w=None if blk.w is None else np.asarray(blk.w, dtype=np.float64),
         rownorm2=_row_norms2(blk.A),
     )
@@ -91,7 +96,7 @@ def init_rows(source: Source | Block, r0: int, x: FloatArray) -> RowState:
 def init_terms(model: Model, source: Source | Block) -> Any:
     """A block's share of the model's data-driven starting point."""
     blk = load(source)
-    return model.init_terms(blk.A, np.asarray(blk.b, dtype=np.float64), blk.w)
+    return model.init_terms(blk.A, np.asarray(model.row_data(blk), dtype=np.float64), blk.w)
 
 
 def matvec(source: Source | Block, p: FloatArray) -> FloatArray:
@@ -198,5 +203,5 @@ def check_targets(model: Model, rows: RowState) -> int:
     try:
         model.check_targets(rows.b)
     except ValueError as exc:
-        raise type(exc)(f"rows [{rows.r0}, {rows.r0 + rows.b.size}): {exc}") from None
-    return int(rows.b.size)
+        raise type(exc)(f"rows [{rows.r0}, {rows.r0 + rows.eta.size}): {exc}") from None
+    return int(rows.eta.size)

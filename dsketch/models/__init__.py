@@ -1,7 +1,8 @@
 """Per-block model maths (pure NumPy/SciPy) and the model registry.
 
 Registry names (``dsketch fit --model NAME``): ``softmax``, ``exp``, ``cosh``, ``sinh``,
-``logistic``, ``poisson``, ``least-squares``. Nothing in this package imports dask.
+``logistic``, ``poisson``, ``least-squares``, ``resnet-softmax``, ``softmax-relu``
+(``reading`` A, B or C) and ``two-layer``. Nothing in this package imports dask.
 """
 
 from __future__ import annotations
@@ -15,7 +16,22 @@ from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
 from dsketch.models.exp_regression import ExpRegression
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
 from dsketch.models.normalised import ResNetSoftmaxRegression, SoftmaxReluRegression
+from dsketch.models.paired import SoftmaxReluPaired, TwoLayerSoftmax
 from dsketch.models.softmax import SoftmaxRegression
+
+def softmax_relu(reading: str = "A", targets: Any = None) -> Model:
+    """Softmax-ReLU regression in one of its three readings (MODELS.md 5).
+
+    ``"A"`` and ``"B"`` are :class:`SoftmaxReluRegression` (one matrix, row-aligned ``b``);
+    ``"C"`` is the paired :class:`SoftmaxReluPaired` (``A``, ``A2T`` and ``global/b``).
+    ``targets`` (the m targets of reading C) is only valid with ``reading="C"``.
+    """
+    if reading == "C":
+        return SoftmaxReluPaired(targets=targets)
+    if targets is not None:
+        raise TypeError("targets= is only taken by reading 'C' of softmax-relu")
+    return SoftmaxReluRegression(reading=reading)
+
 
 MODELS: dict[str, Callable[..., Model]] = {
     "softmax": SoftmaxRegression,
@@ -26,7 +42,8 @@ MODELS: dict[str, Callable[..., Model]] = {
     "poisson": PoissonRegression,
     "least-squares": LeastSquares,
     "resnet-softmax": ResNetSoftmaxRegression,
-    "softmax-relu": SoftmaxReluRegression,
+    "softmax-relu": softmax_relu,
+    "two-layer": TwoLayerSoftmax,
 }
 
 
@@ -76,7 +93,9 @@ __all__ = [
     "ResNetSoftmaxRegression",
     "RowTerms",
     "SoftmaxRegression",
+    "SoftmaxReluPaired",
     "SoftmaxReluRegression",
+    "TwoLayerSoftmax",
     "get_model",
     "loss_gradient_hessian",
 ]

@@ -68,6 +68,49 @@ class Model(ABC):
     name: ClassVar[str] = ""
     rank: ClassVar[int] = 0
     uses_w: ClassVar[bool] = False
+    #: Row-aligned store members the model reads besides ``A``, ``b`` and ``w``.
+    row_members: ClassVar[tuple[str, ...]] = ()
+    #: Whether the model needs the row-aligned targets ``b`` of the store.
+    needs_b: ClassVar[bool] = True
+
+    # -- binding to a store -----------------------------------------------------------
+    def row_data(self, block: Any) -> Any:
+        """What the per-row methods receive as ``b`` for one :class:`~dsketch.store.Block`.
+
+        The targets ``block.b`` for every model except the paired ones, which pair the rows
+        of ``A`` with the rows of another row-aligned member.
+        """
+        return block.b
+
+    def bind(self, spec: Any) -> Model:
+        """Check that a problem store has what the model reads; return the model to fit it.
+
+        Paired models load their global targets here (a new, bound model is returned).
+
+        Raises
+        ------
+        StoreFormatError
+            When the store lacks a member the model needs (the message names it).
+        """
+        from dsketch.errors import StoreFormatError
+
+        if self.needs_b and not spec.has_b:
+            raise StoreFormatError(
+                f"model {self.name!r} needs row-aligned targets 'b', which store {spec.path!r} does not "
+                f"have (its members: {list(spec.members)}, global: {list(spec.global_members)})"
+            )
+        missing = [m for m in self.row_members if m not in spec.members]
+        if missing:
+            raise StoreFormatError(
+                f"model {self.name!r} reads the row-aligned member(s) {missing}, which store "
+                f"{spec.path!r} does not have (its members: {list(spec.members)})"
+            )
+        return self
+
+    def global_loss(self, scalars: Scalars) -> float:
+        """The part of the objective that is a function of the global scalars alone (added
+        once, not per block); 0 for row-separable losses."""
+        return 0.0
 
     # -- global statistics ----------------------------------------------------------
     @abstractmethod
@@ -143,6 +186,8 @@ def loss_gradient_hessian(
     model : Model
     A : ndarray or scipy.sparse matrix of shape (n_samples, n_features)
     b : ndarray of shape (n_samples,)
+        The targets; for the paired models (``two-layer``, ``softmax-relu`` reading C) the
+        matrix ``A2^T`` of shape (n_samples, m), with the m targets given to the model.
     x : ndarray of shape (n_features,)
     w : ndarray of shape (n_samples,), optional
 
@@ -154,13 +199,13 @@ def loss_gradient_hessian(
     """
     A = _as_matrix(A)
     x = np.asarray(x, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    b = np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float64)
     w = None if w is None else np.asarray(w, dtype=np.float64)
     eta = np.asarray(A @ x, dtype=np.float64).ravel()
     sc = model.scalars(model.stats(eta, b, w))
     terms = model.row_terms(eta, b, w, sc)
     pv, pg, ph = model.penalty(x)
-    loss = float(model.loss_terms(eta, b, w, sc)) + pv
+    loss = float(model.loss_terms(eta, b, w, sc)) + float(model.global_loss(sc)) + pv
     grad = np.asarray(A.T @ terms.grad_weight).ravel() + pg
     if sp.issparse(A):
         hess = np.asarray((A.T @ sp.diags(terms.diag) @ A).todense())

@@ -360,7 +360,7 @@ class SoftmaxReluRegression(NormalisedMapModel):
 
     def __init__(self, reading: str = "A") -> None:
         if reading not in READINGS:
-            raise ValueError(f"reading must be one of {READINGS}; got {reading!r}")
+            raise ValueError(f"reading must be one of ('A', 'B', 'C'); got {reading!r} (reading C is dsketch.models.SoftmaxReluPaired)")
         self.reading = reading
 
     def __repr__(self) -> str:

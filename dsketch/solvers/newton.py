@@ -239,7 +239,7 @@ class NewtonSolver:
         elif x0 is None:
             x0 = self.engine.initial_coef(self.model)
         x = np.array(x0, dtype=np.float64, copy=True)
-        self.engine.init(x)
+        self.engine.init(x, self.model)
         self.engine.check_targets(self.model)
         it = _Iterate(x=x, scalars=self.engine.trial_scalars(self.model)[0])
         status: Status | None = None

@@ -4,13 +4,14 @@ This layer knows nothing about the maths and does not import dask. Public API:
 
 * :func:`open_problem` -> :class:`ProblemSpec` (validated, picklable handle);
 * :func:`read_block` -> :class:`Block` (rows ``[r0, r1)`` in memory, validated);
+* :func:`read_global` -> an array of the ``global`` subgroup (not row-aligned);
 * :func:`write_problem` and :class:`ProblemBuilder` (parallel, block by block), atomic;
 * :func:`write_group` / :func:`read_group` for results and checkpoints;
 * :mod:`dsketch.store.convert`: ``convert`` from npy / npz / svmlight / AnnData, ``describe``.
 """
 
 from dsketch.errors import StoreExistsError
-from dsketch.store.blocks import clear_cache, read_block
+from dsketch.store.blocks import clear_cache, read_block, read_global
 from dsketch.store.builder import EdgePieces, ProblemBuilder, default_chunk_rows, write_problem
 from dsketch.store.groups import read_group, write_group
 from dsketch.store.problem import open_problem
@@ -26,6 +27,7 @@ __all__ = [
     "default_chunk_rows",
     "open_problem",
     "read_block",
+    "read_global",
     "read_group",
     "write_group",
     "write_problem",

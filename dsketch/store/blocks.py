@@ -20,6 +20,7 @@ import zarr
 
 from dsketch.errors import StoreNotFoundError
 from dsketch.store.spec import (
+    GLOBAL_GROUP,
     Block,
     ProblemSpec,
     check_csr_indices,
@@ -50,7 +51,7 @@ def _open_arrays(path: str, sparse: bool, members: tuple[str, ...], ident: tuple
     csr = {k: a[k] for k in ("data", "indices", "indptr")} if sparse else dict.fromkeys(("data", "indices", "indptr"))
     return _Arrays(
         A=None if sparse else a,
-        b=g["b"],
+        b=g["b"] if "b" in g else None,
         w=g["w"] if "w" in g else None,
         extra={name: g[name] for name in members},
         **csr,
@@ -152,8 +153,10 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
     else:
         A = np.ascontiguousarray(arrs.A[r0:r1], dtype=np.float64)
         check_finite(where, "A", A, r0)
-    b = np.asarray(arrs.b[r0:r1], dtype=np.float64)
-    check_finite(where, "b", b, r0)
+    b = None
+    if arrs.b is not None:
+        b = np.asarray(arrs.b[r0:r1], dtype=np.float64)
+        check_finite(where, "b", b, r0)
     w = None
     if arrs.w is not None:
         w = np.asarray(arrs.w[r0:r1], dtype=np.float64)
@@ -163,3 +166,28 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
         extra[name] = np.ascontiguousarray(arrs.extra[name][r0:r1], dtype=np.float64)
         check_finite(where, name, extra[name], r0)
     return Block(A=A, b=b, w=w, extra=extra)
+
+
+def read_global(spec: ProblemSpec, name: str) -> np.ndarray:
+    """Read a whole array of the store's ``global`` subgroup (not row-aligned) as float64.
+
+    Raises
+    ------
+    ValueError
+        When the store has no such global member (the message lists those it has).
+    NonFiniteError
+        When the array holds NaN or infinite values.
+    StoreNotFoundError
+        When the store was removed after it was opened.
+    """
+    if name not in spec.global_members:
+        raise ValueError(
+            f"store {spec.path!r} has no global member {name!r} (in its 'global' group); "
+            f"available: {list(spec.global_members)}"
+        )
+    if not os.path.exists(spec.path):
+        raise StoreNotFoundError(f"store {spec.path!r} no longer exists (it was opened earlier)")
+    arr = zarr.open_group(spec.path, mode="r")[f"{GLOBAL_GROUP}/{name}"]
+    values = np.asarray(arr[...], dtype=np.float64)
+    check_finite(f"store {spec.path!r}", f"{GLOBAL_GROUP}/{name}", values.reshape(1, -1), 0)
+    return values

@@ -28,6 +28,7 @@ from dsketch.store.problem import open_problem
 from dsketch.store.spec import (
     CSR_ENCODING,
     CSR_ENCODING_VERSION,
+    GLOBAL_GROUP,
     RESERVED,
     ProblemSpec,
     check_csr_indices,
@@ -155,6 +156,7 @@ class ProblemBuilder:
         attrs: dict[str, Any] | None = None,
         overwrite: bool = False,
         nnz_chunk: int = NNZ_CHUNK,
+        has_b: bool = True,
     ) -> ProblemBuilder:
         """Create the temporary store with every member allocated (values still unwritten).
 
@@ -182,6 +184,9 @@ class ProblemBuilder:
             Replace an existing store at ``path`` at commit time.
         nnz_chunk : int
             Entries per chunk of CSR ``data`` / ``indices``.
+        has_b : bool
+            Allocate row-aligned targets ``b`` (False for the paired models' stores, whose
+            targets are written with :meth:`write_global`).
 
         Returns
         -------
@@ -222,7 +227,7 @@ class ProblemBuilder:
                 a.create_array("indptr", shape=(n + 1,), chunks=(rows,), dtype="int64", fill_value=-1)
             else:
                 g.create_array("A", shape=(n, d), chunks=(rows, d), dtype=vdt, fill_value=np.nan)
-            vectors = ["b", *(["w"] if has_w else [])]
+            vectors = [*(["b"] if has_b else []), *(["w"] if has_w else [])]
             for name in vectors:
                 g.create_array(name, shape=(n,), chunks=(rows,), dtype="float64", fill_value=np.nan)
             for name, (tail, dt) in extra.items():
@@ -276,6 +281,18 @@ class ProblemBuilder:
         check_value_dtype("input", name, values.dtype)
         check_finite("input", name, values, int(r0))
         self._array(name)[r0 : r0 + values.shape[0]] = values
+
+    def write_global(self, name: str, values: Any) -> None:
+        """Write a whole array that is not row-aligned into the ``global`` subgroup."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"global member name {name!r} is invalid; use a plain name")
+        arr = np.asarray(values)
+        check_value_dtype("input", f"{GLOBAL_GROUP}/{name}", arr.dtype)
+        if arr.ndim == 0 or arr.size == 0:
+            raise ShapeMismatchError(f"global member {name!r} must be a non-empty array; got shape {arr.shape}")
+        check_finite("input", f"{GLOBAL_GROUP}/{name}", arr.reshape(1, -1), 0)
+        g = zarr.open_group(os.path.join(self.tmp, GLOBAL_GROUP), mode="a")
+        g.create_array(name, shape=arr.shape, dtype=arr.dtype, overwrite=True)[...] = arr
 
     def write_csr_rows(
         self, r0: int, indptr_local: np.ndarray, indices: np.ndarray, data: np.ndarray, nnz_offset: int
@@ -403,6 +420,7 @@ def write_problem(
     w: Any = None,
     *,
     extra: dict[str, Any] | None = None,
+    global_arrays: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
     chunk_rows: int | None = None,
     overwrite: bool = False,
@@ -416,10 +434,14 @@ def write_problem(
     A : ndarray or scipy.sparse matrix of shape (n_samples, n_features)
         Dense ``A`` is stored chunked by rows; sparse ``A`` in CSR (duplicates summed,
         indices sorted). float32 stays float32; other numeric dtypes become float64.
-    b : array-like of shape (n_samples,)
+    b : array-like of shape (n_samples,) or None
+        Row-aligned targets; None for the paired models' stores (their targets go into
+        ``global_arrays={"b": ...}``).
     w : array-like of shape (n_samples,), optional
     extra : dict of str to array-like, optional
         Row-aligned members (first axis ``n_samples``), stored with their dtype.
+    global_arrays : dict of str to array-like, optional
+        Arrays that are not row-aligned, stored in the ``global`` subgroup.
     attrs : dict, optional
         JSON-serialisable metadata stored as group attributes.
     chunk_rows : int, optional
@@ -445,7 +467,12 @@ def write_problem(
         raise ShapeMismatchError(f"A must be 2-D (n_samples, n_features); got shape {A.shape}")
     dt = check_value_dtype("input", "A", A.dtype)
     n, d = A.shape
-    vecs = {"b": b, **({"w": w} if w is not None else {})}
+    if b is None and not global_arrays:
+        raise ShapeMismatchError(
+            "a problem needs targets: pass b (one per row), or global_arrays={'b': ...} for the "
+            "paired models (two-layer, softmax-relu reading C)"
+        )
+    vecs = {**({"b": b} if b is not None else {}), **({"w": w} if w is not None else {})}
     arrays = {k: np.asarray(v) for k, v in {**vecs, **(extra or {})}.items()}
     for name, arr in arrays.items():
         check_value_dtype("input", name, arr.dtype)
@@ -458,7 +485,7 @@ def write_problem(
     dtype = "float32" if dt == np.float32 else "float64"
     builder = ProblemBuilder.create(
         target, n_samples=n, n_features=d, sparse=sparse, nnz=int(A.nnz) if sparse else None,
-        dtype=dtype, has_w=w is not None,
+        dtype=dtype, has_w=w is not None, has_b=b is not None,
         extra={k: (arrays[k].shape[1:], str(arrays[k].dtype)) for k in (extra or {})},
         chunk_rows=chunk_rows or default_chunk_rows(d, n_samples=n, itemsize=8 if dtype == "float64" else 4,
                                                     density=(A.nnz / max(1, n * d)) if sparse else 1.0),
@@ -471,6 +498,8 @@ def write_problem(
             builder.write_dense_rows(0, A.astype(dtype, copy=False))
         for name, arr in arrays.items():
             builder.write_vector(name, 0, arr)
+        for name, arr in (global_arrays or {}).items():
+            builder.write_global(name, arr)
         return builder.commit()
     except BaseException:
         builder.abort()

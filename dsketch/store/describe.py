@@ -77,11 +77,17 @@ def describe(spec: ProblemSpec) -> dict[str, Any]:
             chunks[f"A/{k}"] = list(g["A"][k].chunks)
     else:
         chunks["A"] = list(g["A"].chunks)
-    for name in ("b", *(("w",) if spec.has_w else ()), *spec.members):
+    for name in (*(("b",) if spec.has_b else ()), *(("w",) if spec.has_w else ()), *spec.members):
         chunks[name] = list(g[name].chunks)
-    target = _target_summary(g["b"], max(spec.a_chunk_rows, 2**20 // spec.a_chunk_rows * spec.a_chunk_rows))
     models: list[str] = []
-    if target["non_finite"] == 0:
+    if not spec.has_b:
+        # a paired store: the m targets are global/b, the rows of A2 are A2T
+        target = _target_summary(g["global"]["b"], 2**20) if "b" in spec.global_members else {}
+        if "A2T" in spec.members and "b" in spec.global_members:
+            models = ["two-layer", "softmax-relu (reading C)"]
+    else:
+        target = _target_summary(g["b"], max(spec.a_chunk_rows, 2**20 // spec.a_chunk_rows * spec.a_chunk_rows))
+    if spec.has_b and target["non_finite"] == 0:
         models += ["logistic"] if target["binary"] else []
         models += ["poisson"] if target["nonnegative_integer"] else []
         models += ["softmax"] if target["sums_to_one"] else []
@@ -97,6 +103,7 @@ def describe(spec: ProblemSpec) -> dict[str, Any]:
         "chunks": chunks,
         "has_w": spec.has_w,
         "extra_members": list(spec.members),
+        "global_members": list(spec.global_members),
         "target": target,
         "models": models,
         "metadata": _short(spec.metadata),

@@ -7,6 +7,10 @@ A problem store is one Zarr group (v3, or v2 as written by AnnData and older too
   ``shape: [n, d]``; arrays ``data``, ``indices`` (int32/int64) and ``indptr`` (``n + 1``));
 * ``b``: ``(n,)`` targets; optional ``w``: ``(n,)`` row weights;
 * optional further arrays whose first axis has length ``n`` (row-aligned members);
+* an optional group ``global`` of arrays that are not row-aligned. The paired models
+  (``two-layer``, ``softmax-relu`` reading C) keep their m-vector of targets there as
+  ``global/b`` together with the row-aligned ``A2T`` (the transpose of ``A2``, chunked like
+  the rows of ``A``); such stores have no row-aligned ``b``;
 * group attributes with free-form JSON metadata (``{"dsketch": {...}}``).
 
 Values may be bool (read as 0/1), integer or floating point. Nothing here knows the maths.
@@ -34,6 +38,7 @@ from dsketch.store._atomic import absolute
 from dsketch.store.blocks import read_block
 from dsketch.store.spec import (
     CSR_ENCODING,
+    GLOBAL_GROUP,
     RESERVED,
     ProblemSpec,
     check_index_dtype,
@@ -188,6 +193,21 @@ def _check_rows(node: Any, where: str, name: str, n: int, *, vector: bool) -> No
         )
 
 
+def _global_members(g: zarr.Group, where: str) -> tuple[str, ...]:
+    """Names of the numeric arrays in the ``global`` subgroup (anything else is an error)."""
+    node = g[GLOBAL_GROUP]
+    if not isinstance(node, zarr.Group):
+        raise StoreFormatError(
+            f"{where}: member {GLOBAL_GROUP!r} must be a group of arrays that are not row-aligned; "
+            "found an array"
+        )
+    names = []
+    for name in sorted(node.array_keys()):
+        check_value_dtype(where, f"{GLOBAL_GROUP}/{name}", node[name].dtype)
+        names.append(name)
+    return tuple(names)
+
+
 def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "full"] = "metadata") -> ProblemSpec:
     """Open a problem store and validate it.
 
@@ -248,7 +268,12 @@ def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "fu
             f"{where}: the design matrix 'A' is empty (shape ({n}, {d}), {nnz} stored entries); a "
             "problem needs at least one row, one column and one stored entry"
         )
-    _check_rows(get_member(g, where, "b", names=names), where, "b", n, vector=True)
+    has_b = "b" in names
+    if has_b:
+        _check_rows(get_member(g, where, "b", names=names), where, "b", n, vector=True)
+    elif GLOBAL_GROUP not in names:
+        get_member(g, where, "b", names=names)  # raises: a store needs targets somewhere
+    globals_ = _global_members(g, where) if GLOBAL_GROUP in names else ()
     has_w = "w" in names
     if has_w:
         _check_rows(get_member(g, where, "w", names=names), where, "w", n, vector=True)
@@ -272,6 +297,8 @@ def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "fu
         a_chunk_rows=chunk_rows,
         index_dtype=index_dtype,
         attrs=json.dumps(dict(g.attrs)),
+        has_b=has_b,
+        global_members=globals_,
     )
     if check == "full":
         _full_check(spec)

@@ -17,7 +17,10 @@ import scipy.sparse as sp
 from dsketch.errors import DTypeError, InvalidIndicesError, NonFiniteError, ShapeMismatchError
 
 #: Members with a fixed meaning; every other array in a problem group is row-aligned extra.
-RESERVED = ("A", "b", "w")
+#: ``global`` is a subgroup of arrays that are *not* row-aligned (for example the m-vector of
+#: targets of the two-layer model, whose rows are paired with the row-aligned ``A2T``).
+RESERVED = ("A", "b", "w", "global")
+GLOBAL_GROUP = "global"
 CSR_ENCODING = "csr_matrix"
 CSR_ENCODING_VERSION = "0.1.0"
 #: dtype kinds accepted for values: bool (read as 0/1), signed, unsigned, floating.
@@ -50,6 +53,11 @@ class ProblemSpec:
         Whether the store has row weights ``w``.
     members : tuple of str
         Names of further row-aligned members, sorted.
+    has_b : bool
+        Whether the store has row-aligned targets ``b`` (every store except those of the
+        paired models, whose targets are the global member ``global/b``).
+    global_members : tuple of str
+        Names of the arrays in the ``global`` subgroup (not row-aligned), sorted.
     a_chunk_rows : int
         Rows per chunk of dense ``A``; for CSR the chunk length of ``indptr``.
     index_dtype : str or None
@@ -69,6 +77,8 @@ class ProblemSpec:
     a_chunk_rows: int = 0
     index_dtype: str | None = None
     attrs: str = field(default="{}", repr=False)
+    has_b: bool = True
+    global_members: tuple[str, ...] = ()
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -94,8 +104,8 @@ class Block:
     ----------
     A : ndarray of shape (n_rows, n_features) or scipy.sparse.csr_matrix
         C-contiguous float64, or CSR float64 with sorted, unique, in-range indices.
-    b : ndarray of shape (n_rows,)
-        Targets, float64.
+    b : ndarray of shape (n_rows,) or None
+        Targets, float64 (None when the store has no row-aligned ``b``).
     w : ndarray of shape (n_rows,) or None
         Row weights, float64, when the store has ``w``.
     extra : dict of str to ndarray
@@ -103,14 +113,14 @@ class Block:
     """
 
     A: np.ndarray | sp.csr_matrix
-    b: np.ndarray
+    b: np.ndarray | None
     w: np.ndarray | None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
         """Number of rows in the block."""
-        return int(self.b.shape[0])
+        return int(self.A.shape[0])
 
 
 def _as_dtype(dtype: Any) -> np.dtype[Any] | None:
