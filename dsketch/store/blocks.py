@@ -9,7 +9,6 @@ reopened rather than read through stale metadata.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ import scipy.sparse as sp
 import zarr
 
 from dsketch.errors import StoreNotFoundError
+from dsketch.store import _fs
 from dsketch.store.spec import (
     GLOBAL_GROUP,
     Block,
@@ -45,7 +45,7 @@ class _Arrays:
 
 
 @functools.lru_cache(maxsize=32)
-def _open_arrays(path: str, sparse: bool, members: tuple[str, ...], ident: tuple[int, int]) -> _Arrays:
+def _open_arrays(path: str, sparse: bool, members: tuple[str, ...], ident: tuple[object, ...]) -> _Arrays:
     g = zarr.open_group(path, mode="r")
     a = g["A"]
     csr = {k: a[k] for k in ("data", "indices", "indptr")} if sparse else dict.fromkeys(("data", "indices", "indptr"))
@@ -61,13 +61,13 @@ def _open_arrays(path: str, sparse: bool, members: tuple[str, ...], ident: tuple
 def arrays_for(spec: ProblemSpec) -> _Arrays:
     """The cached opened arrays of ``spec``'s store in this process."""
     try:
-        st = os.stat(spec.path)
+        ident = _fs.identity(spec.path)
     except FileNotFoundError:
         raise StoreNotFoundError(
             f"store {spec.path!r} no longer exists (it was opened earlier); reopen it with "
             "dsketch.store.open_problem"
         ) from None
-    return _open_arrays(spec.path, spec.sparse, spec.members, (st.st_ino, st.st_mtime_ns))
+    return _open_arrays(spec.path, spec.sparse, spec.members, ident)
 
 
 def clear_cache() -> None:
@@ -185,7 +185,7 @@ def read_global(spec: ProblemSpec, name: str) -> np.ndarray:
             f"store {spec.path!r} has no global member {name!r} (in its 'global' group); "
             f"available: {list(spec.global_members)}"
         )
-    if not os.path.exists(spec.path):
+    if not _fs.exists(spec.path):
         raise StoreNotFoundError(f"store {spec.path!r} no longer exists (it was opened earlier)")
     arr = zarr.open_group(spec.path, mode="r")[f"{GLOBAL_GROUP}/{name}"]
     values = np.asarray(arr[...], dtype=np.float64)

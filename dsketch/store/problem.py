@@ -34,7 +34,8 @@ from dsketch.errors import (
     StoreFormatError,
     StoreNotFoundError,
 )
-from dsketch.store._atomic import absolute
+from dsketch.store import _fs
+from dsketch.store._fs import absolute
 from dsketch.store.blocks import read_block
 from dsketch.store.spec import (
     CSR_ENCODING,
@@ -60,7 +61,7 @@ _ARRAY_NOT_GROUP = tuple(
 
 def open_group(path: str, *, what: str = "problem store") -> zarr.Group:
     """Open an existing Zarr group read-only, with specific errors when it is not one."""
-    if not os.path.lexists(path):
+    if not _fs.exists(path):
         raise StoreNotFoundError(
             f"no {what} at {path!r}; create one with 'dsketch make-data', 'dsketch convert' or "
             "dsketch.store.write_problem"
@@ -85,6 +86,23 @@ def member_names(path: str) -> list[str]:
     Listed from the directory rather than with ``Group.keys()``, which in zarr 3 parses every
     member's metadata and fails outright on one it cannot represent (pickled objects).
     """
+    if _fs.is_url(path):
+        # one listing per member is cheap locally but a request each remotely: list the
+        # entries that carry Zarr metadata in one recursive-free pass per member
+        entries = [n for n in _fs.listdir(path) if not n.startswith(".")]
+        v3 = "zarr.json" in entries
+        markers = ("zarr.json",) if v3 else (".zgroup", ".zarray")
+        out = []
+        for name in entries:
+            if name in ("zarr.json", ".zgroup", ".zattrs", ".zmetadata"):
+                continue
+            try:
+                inner = set(_fs.listdir(_fs.join(path, name)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if inner & set(markers):
+                out.append(name)
+        return sorted(out)
     v3 = os.path.exists(os.path.join(path, "zarr.json"))
     markers = ("zarr.json",) if v3 else (".zgroup", ".zarray")
     return sorted(
@@ -260,7 +278,7 @@ def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "fu
     names = member_names(path)
     a = get_member(g, where, "A", names=names)
     if isinstance(a, zarr.Group):
-        n, d, nnz, dtype, chunk_rows, index_dtype = _open_csr(a, os.path.join(path, "A"), where, INDPTR_SCAN_LIMIT)
+        n, d, nnz, dtype, chunk_rows, index_dtype = _open_csr(a, _fs.join(path, "A"), where, INDPTR_SCAN_LIMIT)
     else:
         n, d, nnz, dtype, chunk_rows, index_dtype = _open_dense(a, where)
     if n == 0 or d == 0 or nnz == 0:
