@@ -114,3 +114,63 @@ def test_cli_resume_after_sigkill(client, tmp_path):
     assert not os.path.exists(ckpt)
     assert res.nit == ref.nit
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
+
+
+def _corrupt_chunk(store: str, member: str = "A") -> str:
+    """Overwrite the start of one stored chunk of ``member`` with bytes no codec accepts."""
+    chunks = sorted(
+        os.path.join(root, f) for root, _, files in os.walk(os.path.join(store, member, "c")) for f in files
+    )
+    target = chunks[len(chunks) // 2]
+    with open(target, "r+b") as fh:
+        fh.write(b"\x00not a chunk\xff" * 4)
+    return target
+
+
+def test_corrupted_chunk_mid_fit_is_named_and_no_result_is_written(client, tmp_path):
+    from dsketch.errors import StoreFormatError
+    from dsketch.solvers.checkpoint import load_checkpoint
+
+    path = _problem(tmp_path)
+    ckpt = str(tmp_path / "run.checkpoint")
+
+    def corrupt(state):
+        if state.iteration == 1:
+            _corrupt_chunk(path)
+
+    with pytest.raises(StoreFormatError, match=r"member 'A' could not be read .*corrupt"):
+        dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, tol=1e-12, client=client, block_rows=3000,
+                    checkpoint=ckpt, callback=corrupt)
+    # what survives is the checkpoint of the last finished iteration, marked as such
+    assert load_checkpoint(ckpt).iteration >= 1
+
+
+def test_corrupted_chunk_from_cli_is_one_line_and_leaves_no_result(client, tmp_path, capsys):
+    from dsketch.cli import main
+
+    path = _problem(tmp_path)
+    _corrupt_chunk(path)
+    out = tmp_path / "r.zarr"
+    code = main(["fit", "--model", "logistic", "--data", path, "--out", str(out),
+                 "--scheduler", client.scheduler.address])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "could not be read" in err and "'A'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_store_deleted_during_fit_is_a_clear_error(client, tmp_path):
+    import shutil
+
+    from dsketch.errors import StoreNotFoundError
+
+    path = _problem(tmp_path)
+
+    def delete(state):
+        if state.iteration == 1:
+            shutil.rmtree(path)
+
+    with pytest.raises(StoreNotFoundError, match="no longer exists|disappeared"):
+        dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, tol=1e-12, client=client, block_rows=3000,
+                    callback=delete)
