@@ -75,7 +75,7 @@ def clear_cache() -> None:
     _open_arrays.cache_clear()
 
 
-def _slice(spec: ProblemSpec, arr: Any, name: str, lo: int, hi: int, r0: int) -> Any:
+def read_slice(path: str, arr: Any, name: str, lo: Any, hi: Any = None, r0: int = 0) -> Any:
     """``arr[lo:hi]`` with storage failures turned into errors that name the store and member.
 
     A chunk that cannot be decoded (truncated or overwritten bytes: the codec raises) becomes
@@ -84,17 +84,18 @@ def _slice(spec: ProblemSpec, arr: Any, name: str, lo: int, hi: int, r0: int) ->
     the checks after the read report.
     """
     try:
-        return arr[lo:hi]
+        return arr[lo] if hi is None else arr[lo:hi]
     except DSketchError:
         raise
     except Exception as exc:  # codec, I/O and metadata errors of any storage backend
-        if not _fs.exists(spec.path):
+        if not _fs.exists(path):
             raise StoreNotFoundError(
-                f"store {spec.path!r} disappeared while member {name!r} was being read (rows from {r0}); "
+                f"store {path!r} disappeared while member {name!r} was being read (rows from {r0}); "
                 "the fit cannot continue without its data — restore the store and resume"
             ) from None
+        at = f"positions [{lo}, {hi})" if hi is not None else "the requested positions"
         raise StoreFormatError(
-            f"store {spec.path!r}: member {name!r} could not be read at positions [{lo}, {hi}) "
+            f"store {path!r}: member {name!r} could not be read at {at} "
             f"(rows from {r0}): {type(exc).__name__}: {exc} — a chunk is corrupt or truncated; "
             "rewrite the store or restore it from a copy"
         ) from None
@@ -102,11 +103,11 @@ def _slice(spec: ProblemSpec, arr: Any, name: str, lo: int, hi: int, r0: int) ->
 
 def _read_csr(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int) -> sp.csr_matrix:
     where = f"store {spec.path!r}, member 'A'"
-    ip = np.asarray(_slice(spec, arrs.indptr, "A/indptr", r0, r1 + 1, r0), dtype=np.int64)
+    ip = np.asarray(read_slice(spec.path, arrs.indptr, "A/indptr", r0, r1 + 1, r0), dtype=np.int64)
     check_indptr(where, ip, r0, spec.nnz)
     lo, hi = int(ip[0]), int(ip[-1])
-    data = np.asarray(_slice(spec, arrs.data, "A/data", lo, hi, r0), dtype=np.float64)
-    indices = np.asarray(_slice(spec, arrs.indices, "A/indices", lo, hi, r0))
+    data = np.asarray(read_slice(spec.path, arrs.data, "A/data", lo, hi, r0), dtype=np.float64)
+    indices = np.asarray(read_slice(spec.path, arrs.indices, "A/indices", lo, hi, r0))
     ip -= lo
     check_csr_indices(where, ip, indices, spec.n_features, r0)
     check_finite(f"store {spec.path!r}", "A", data, r0, indptr=ip)
@@ -176,19 +177,19 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
     if spec.sparse:
         A: np.ndarray | sp.csr_matrix = _read_csr(spec, arrs, r0, r1)
     else:
-        A = np.ascontiguousarray(_slice(spec, arrs.A, "A", r0, r1, r0), dtype=np.float64)
+        A = np.ascontiguousarray(read_slice(spec.path, arrs.A, "A", r0, r1, r0), dtype=np.float64)
         check_finite(where, "A", A, r0)
     b = None
     if arrs.b is not None:
-        b = np.asarray(_slice(spec, arrs.b, "b", r0, r1, r0), dtype=np.float64)
+        b = np.asarray(read_slice(spec.path, arrs.b, "b", r0, r1, r0), dtype=np.float64)
         check_finite(where, "b", b, r0)
     w = None
     if arrs.w is not None:
-        w = np.asarray(_slice(spec, arrs.w, "w", r0, r1, r0), dtype=np.float64)
+        w = np.asarray(read_slice(spec.path, arrs.w, "w", r0, r1, r0), dtype=np.float64)
         check_finite(where, "w", w, r0)
     extra = {}
     for name in members:
-        extra[name] = np.ascontiguousarray(_slice(spec, arrs.extra[name], name, r0, r1, r0), dtype=np.float64)
+        extra[name] = np.ascontiguousarray(read_slice(spec.path, arrs.extra[name], name, r0, r1, r0), dtype=np.float64)
         check_finite(where, name, extra[name], r0)
     return Block(A=A, b=b, w=w, extra=extra)
 
@@ -213,6 +214,6 @@ def read_global(spec: ProblemSpec, name: str) -> np.ndarray:
     if not _fs.exists(spec.path):
         raise StoreNotFoundError(f"store {spec.path!r} no longer exists (it was opened earlier)")
     arr = zarr.open_group(spec.path, mode="r")[f"{GLOBAL_GROUP}/{name}"]
-    values = np.asarray(arr[...], dtype=np.float64)
+    values = np.asarray(read_slice(spec.path, arr, f"{GLOBAL_GROUP}/{name}", Ellipsis), dtype=np.float64)
     check_finite(f"store {spec.path!r}", f"{GLOBAL_GROUP}/{name}", values.reshape(1, -1), 0)
     return values

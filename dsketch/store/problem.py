@@ -36,7 +36,7 @@ from dsketch.errors import (
 )
 from dsketch.store import _fs
 from dsketch.store._fs import absolute
-from dsketch.store.blocks import read_block
+from dsketch.store.blocks import read_block, read_slice
 from dsketch.store.spec import (
     CSR_ENCODING,
     GLOBAL_GROUP,
@@ -73,7 +73,7 @@ def open_group(path: str, *, what: str = "problem store") -> zarr.Group:
             f"{path!r} is a Zarr array, not a group; a {what} is a Zarr group (with members 'A' "
             "and 'b' for a problem)"
         ) from None
-    except (FileNotFoundError, zarr.errors.BaseZarrError, NotADirectoryError, ValueError) as exc:
+    except Exception as exc:  # unreadable or invalid group metadata, of any kind
         raise StoreFormatError(
             f"{path!r} exists but is not a Zarr group ({type(exc).__name__}: {exc}); a {what} is "
             "a Zarr group directory (with members 'A' and 'b' for a problem)"
@@ -130,6 +130,11 @@ def get_member(group: zarr.Group, where: str, name: str, *, names: list[str] | N
             f"{where}: member {name!r} has a dtype zarr cannot read ({exc}); stores hold numbers "
             "only (object/pickled arrays are never unpickled) — rewrite it as float64"
         ) from None
+    except Exception as exc:  # any other metadata zarr cannot parse (wrong types, bad codecs)
+        raise StoreFormatError(
+            f"{where}: the metadata of member {name!r} is invalid ({type(exc).__name__}: {exc}); "
+            "the store is damaged — rewrite it"
+        ) from None
 
 
 def _open_csr(a: zarr.Group, a_path: str, where: str, scan_limit: int) -> tuple[int, int, int, str, int, str]:
@@ -150,6 +155,7 @@ def _open_csr(a: zarr.Group, a_path: str, where: str, scan_limit: int) -> tuple[
             f"{where}: CSR group 'A' needs a 'shape' attribute [n_samples, n_features]; got {shape!r}"
         )
     n, d = int(shape[0]), int(shape[1])
+    store = a_path[: -len("A")].rstrip("/\\")
     names = member_names(a_path)
     arrs = {k: get_member(a, f"{where}, group 'A'", k, names=names) for k in ("data", "indices", "indptr")}
     for k, arr in arrs.items():
@@ -172,10 +178,10 @@ def _open_csr(a: zarr.Group, a_path: str, where: str, scan_limit: int) -> tuple[
         )
     if n > 0:
         if n + 1 <= scan_limit:
-            ends = np.asarray(indptr[:], dtype=np.int64)
+            ends = np.asarray(read_slice(store, indptr, "A/indptr", 0, n + 1), dtype=np.int64)
             check_indptr(f"{where}, member 'A'", ends, 0)
         else:
-            ends = np.asarray(indptr[np.array([0, n])], dtype=np.int64)
+            ends = np.asarray(read_slice(store, indptr, "A/indptr", np.array([0, n])), dtype=np.int64)
         if ends[0] != 0 or ends[-1] != nnz:
             raise ShapeMismatchError(
                 f"{where}: CSR 'A/indptr' must start at 0 and end at len(A/data) = {nnz}; got "
