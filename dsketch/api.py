@@ -62,6 +62,7 @@ def fit(
     seed: int = 0,
     tol: float = 1e-8,
     max_iter: int = 50,
+    ftol: float | None = None,
     client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int = 2,
@@ -103,6 +104,9 @@ def fit(
     tol : float
         Stop when ``||grad|| <= tol * ||grad_0||``.
     max_iter : int
+    ftol : float, optional
+        Convergence in loss value (:class:`~dsketch.solvers.newton.NewtonConfig`); by
+        default on (1e-12) only for the non-smooth ReLU models.
     client : distributed.Client, optional
         Run on this client. Otherwise ``scheduler`` / ``$DSKETCH_SCHEDULER`` is joined, or
         an embedded local cluster with ``n_workers`` processes is started and stopped.
@@ -142,9 +146,9 @@ def fit(
     if size < 1:
         raise ValueError(f"sketch_size must be a positive integer; got {sketch_size!r}")
     config = (
-        NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60)
+        NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60, ftol=ftol)
         if solver == "gd"
-        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed)
+        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol)
     )
     if isinstance(x0, str):
         if x0 not in ("auto", "zeros"):

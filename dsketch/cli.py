@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-8)
     p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--ftol", type=float, default=None,
+                   help="also stop when a step decreases the loss by at most FTOL relative to it "
+                        "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
     p.add_argument("--block-rows", type=int, default=2**17)
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
@@ -215,6 +218,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         tol=args.tol,
         max_iter=args.max_iter,
+        ftol=args.ftol,
         scheduler=args.scheduler,
         n_workers=args.workers,
         block_rows=args.block_rows,

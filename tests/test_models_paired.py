@@ -229,9 +229,10 @@ def test_fit_through_engine_matches_scipy(client, tmp_path, kind):
         # ReLU(A x) makes the loss only continuous across the 4000 kinks: convergence in loss
         # value (the paper's relaxed claim). Newton may stop at a point that is stationary for
         # its own sign pattern, a hair above the best value across patterns (measured: 5e-5
-        # relative), or when no step decreases the loss.
+        # relative), or when the loss stops decreasing (CONVERGED_LOSS, still a success).
         for res in (exact, lev):
-            assert res.status.name in ("CONVERGED_GRADIENT", "CONVERGED_DECREMENT", "LINE_SEARCH_FAILED")
+            assert res.success, res
+            assert res.status.name in ("CONVERGED_GRADIENT", "CONVERGED_DECREMENT", "CONVERGED_LOSS")
             assert ref(res.x) <= ref(x_ref) * (1 + 2e-4)
         assert ref(x_ref) < 0.01 * ref(np.zeros(6))
 

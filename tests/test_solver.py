@@ -287,3 +287,19 @@ def test_normalised_family_fits_match_scipy(client, tmp_path, model, phi):
     res = dsketch.fit(path, model, x0=xt, tol=1e-12, max_iter=100, client=client, block_rows=700)
     assert res.success, res.message
     assert _rel(res.x, ref) < 1e-5  # limited by BFGS with finite-difference gradients
+
+
+def test_loss_value_convergence(client, logistic_store):
+    """ftol stops at the first step whose decrease is <= ftol * loss, reported as success."""
+    path = logistic_store[0]
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-14, ftol=1e-6,
+                      client=client)
+    assert res.status.name == "CONVERGED_LOSS" and res.success
+    loss = res.history["loss"]
+    drops = loss[:-1] - loss[1:]
+    assert drops[-1] <= 1e-6 * abs(loss[-1])
+    assert (drops[:-1] > 1e-6 * np.abs(loss[1:-1])).all()
+    full = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-14, client=client)
+    assert full.nit > res.nit and full.status.name != "CONVERGED_LOSS"  # off by default for smooth models
+    with pytest.raises(ValueError, match="ftol"):
+        dsketch.fit(path, "logistic", ftol=-1.0, client=client)

@@ -72,6 +72,9 @@ class Model(ABC):
     row_members: ClassVar[tuple[str, ...]] = ()
     #: Whether the model needs the row-aligned targets ``b`` of the store.
     needs_b: ClassVar[bool] = True
+    #: False when the Hessian jumps (ReLU kinks): the solver then also accepts convergence
+    #: in loss value (``NewtonConfig.ftol``).
+    smooth: ClassVar[bool] = True
 
     # -- binding to a store -----------------------------------------------------------
     def row_data(self, block: Any) -> Any:

@@ -357,6 +357,8 @@ class SoftmaxReluRegression(NormalisedMapModel):
     """
 
     name: ClassVar[str] = "softmax-relu"
+    #: The Hessian jumps across (A x)_i = 0: the solver also stops on convergence in loss value.
+    smooth: ClassVar[bool] = False
 
     def __init__(self, reading: str = "A") -> None:
         if reading not in READINGS:

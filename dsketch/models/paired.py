@@ -364,6 +364,8 @@ class SoftmaxReluPaired(PairedModel):
     """
 
     name: ClassVar[str] = "softmax-relu"
+    #: The Hessian jumps across (A x)_i = 0: the solver also stops on convergence in loss value.
+    smooth: ClassVar[bool] = False
     _a2_power: ClassVar[float] = -0.5
     _strong_power: ClassVar[float] = -0.5
 

@@ -68,6 +68,13 @@ class NewtonConfig:
         ``"newton"`` solves the (sketched) Newton system; ``"gradient"`` is the
         gradient-descent baseline: ``p = -tau g`` with ``tau`` doubled after every accepted
         step and the backtracking taking care of the rest (the curvature is not used).
+    ftol : float or None, default None
+        Convergence in loss value: stop with ``Status.CONVERGED_LOSS`` when an accepted step
+        decreases the loss by at most ``ftol * |loss|``, and, for a model that is not smooth
+        (``model.smooth = False``: the ReLU models, whose Hessian jumps across
+        ``(Ax)_i = 0``), also when the line search finds no decrease right after such a
+        step (``<= sqrt(ftol) * |loss|``). None: ``1e-12`` for non-smooth models, off (0)
+        for smooth ones, which converge in the gradient.
     """
 
     tol: float = 1e-8
@@ -76,8 +83,11 @@ class NewtonConfig:
     max_halvings: int = 30
     seed: int = 0
     direction: str = "newton"
+    ftol: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ftol is not None and not (np.isfinite(self.ftol) and 0 <= self.ftol < 1):
+            raise ValueError(f"ftol must be a number in [0, 1) or None; got {self.ftol!r}")
         if not (np.isfinite(self.tol) and self.tol >= 0):
             raise ValueError(f"tol must be a finite number >= 0; got {self.tol!r}")
         if int(self.max_iter) != self.max_iter or self.max_iter < 0:
@@ -245,6 +255,10 @@ class NewtonSolver:
         status: Status | None = None
         step = np.nan
         last_dec = np.nan
+        smooth = bool(getattr(self.model, "smooth", True))
+        ftol = cfg.ftol if cfg.ftol is not None else (0.0 if smooth else 1e-12)
+        last_drop = np.inf
+        loss_flat = False
         while True:
             self.update_gradient_hessian(it, iteration)
             assert it.grad is not None and it.hess is not None
@@ -277,6 +291,10 @@ class NewtonSolver:
                 self._record(it, iteration, np.nan, np.nan, t0)
                 status = Status.CONVERGED_GRADIENT
                 break
+            if loss_flat:
+                self._record(it, iteration, np.nan, np.nan, t0)
+                status = Status.CONVERGED_LOSS
+                break
             if iteration >= cfg.max_iter:
                 self._record(it, iteration, np.nan, np.nan, t0)
                 status = Status.MAX_ITER
@@ -303,9 +321,15 @@ class NewtonSolver:
             accepted = self.line_search(it, p, gp)
             if accepted is None:
                 self._record(it, iteration, dec, 0.0, t0)
-                status = Status.CONVERGED_DECREMENT if at_rounding else Status.LINE_SEARCH_FAILED
+                if at_rounding:
+                    status = Status.CONVERGED_DECREMENT
+                elif not smooth and last_drop <= np.sqrt(ftol) * abs(it.loss):
+                    status = Status.CONVERGED_LOSS
+                else:
+                    status = Status.LINE_SEARCH_FAILED
                 break
             step, scalars, new_loss = accepted
+            last_drop = it.loss - new_loss
             if tau is not None:
                 tau *= 2.0 * step
             self._record(it, iteration, dec, step, t0)
@@ -314,6 +338,7 @@ class NewtonSolver:
             it = _Iterate(x=it.x + step * p, scalars=scalars, loss=new_loss)
             assert g0 is not None
             self._save(it.x, iteration, g0, prev_gnorm, tau, t0)
+            loss_flat = ftol > 0 and last_drop <= ftol * abs(new_loss)
         message = STATUS_MESSAGES[status]
         if status not in SUCCESS and status is not Status.CALLBACK_STOP:
             warnings.warn(message, ConvergenceWarning, stacklevel=3)

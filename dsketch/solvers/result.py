@@ -33,6 +33,7 @@ class Status(enum.IntEnum):
     CALLBACK_STOP = 4
     NUMERICAL_ERROR = 5
     COMPLETED = 6
+    CONVERGED_LOSS = 7
 
 
 STATUS_MESSAGES = {
@@ -46,9 +47,13 @@ STATUS_MESSAGES = {
     Status.CALLBACK_STOP: "Stopped: the callback raised StopIteration.",
     Status.NUMERICAL_ERROR: "Stopped: non-finite loss or gradient.",
     Status.COMPLETED: "Finished: ran the requested number of epochs.",
+    Status.CONVERGED_LOSS: (
+        "Converged in loss value: the last step decreased the loss by less than ftol relative "
+        "to it (the convergence notion of the non-smooth models)."
+    ),
 }
 
-SUCCESS = {Status.CONVERGED_GRADIENT, Status.CONVERGED_DECREMENT, Status.COMPLETED}
+SUCCESS = {Status.CONVERGED_GRADIENT, Status.CONVERGED_DECREMENT, Status.COMPLETED, Status.CONVERGED_LOSS}
 
 
 @dataclass(frozen=True)
