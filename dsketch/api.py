@@ -240,23 +240,51 @@ def fit_network(
     batch_size: int = 64,
     tau: float = 1e-4,
     mu: float | None = None,
-    nu: float = 2.6,
+    nu: float | None = None,
     alpha: float = 1.0,
     scale_hessian_by_tau: bool = False,
+    smoother: str = "pseudo-huber",
+    sketch_size: int | None = None,
     seed: int = 0,
+    client: Client | None = None,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    block_rows: int = 2**16,
+    persist: bool = False,
 ) -> FitResult:
     """Train the two-layer network of MODELS.md 7 with GGN-SCORE on a problem store.
 
     ``A`` holds the inputs and ``target`` (``"b"``, or a row-aligned member such as
-    one-hot ``"Y"``) the outputs; mini-batches are streamed from the store on the driver
-    (GGN-SCORE's (k+1)-sized solve is per mini-batch, so there is nothing to distribute).
-    ``mu`` defaults to ``sqrt(hidden)``. The result's ``x`` is ``theta = [vec(U); vec(V)]``
-    (column-major) and its history has one row per epoch.
+    one-hot ``"Y"``) the outputs. Two modes:
+
+    * ``sketch_size=None`` (default): mini-batch GGN-SCORE, mini-batches streamed from the
+      store on the driver (the (k+1)-sized solve is per mini-batch, so there is nothing to
+      distribute); the history has one row per epoch.
+    * ``sketch_size=s`` (an int): full-data GGN-SCORE through the cluster
+      (:class:`~dsketch.solvers.ggn_sketched.SketchedGGN`): exact loss and gradient, and
+      ``J^T Q J`` estimated from about ``s`` rows sampled by their Jacobian norms
+      (``s >= n`` gives the exact matrix). ``epochs`` full-data steps are taken, two passes
+      each; the history has one row per iterate. ``batch_size`` is not used.
+
+    Parameters
+    ----------
+    smoother : {"pseudo-huber", "ostrovskii-bach"}
+        The self-concordant smoother of the l1 regulariser.
+    nu : float, optional
+        Its GSC exponent (default: 2.6 for pseudo-Huber, 3 for Ostrovskii-Bach).
+    mu : float, optional
+        Smoothing parameter, default ``sqrt(hidden)``.
+    client, scheduler, n_workers, block_rows, persist
+        Cluster and row blocking of the sketched mode, as in :func:`fit` (ignored when
+        ``sketch_size`` is None).
+
+    The result's ``x`` is ``theta = [vec(U); vec(V)]`` (column-major).
     """
     import time as _time
 
     from dsketch.models.twolayer_net import TwoLayerNet
     from dsketch.solvers.ggn_score import GGNScore, GGNScoreConfig, fit_store
+    from dsketch.solvers.ggn_sketched import SketchedGGN
     from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, Status
 
     spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
@@ -270,11 +298,30 @@ def fit_network(
         n_out = int(shape[1]) if len(shape) > 1 else 1
     net = TwoLayerNet(spec.n_features, hidden, n_out, activation)
     cfg = GGNScoreConfig(tau=tau, mu=float(np.sqrt(hidden)) if mu is None else mu, nu=nu, alpha=alpha,
-                         scale_hessian_by_tau=scale_hessian_by_tau)
-    solver = GGNScore(net, cfg)
+                         scale_hessian_by_tau=scale_hessian_by_tau, smoother=smoother)
+    theta0 = net.init_params(np.random.default_rng(seed))
+    info = {"model": "ggn-score", "hidden": hidden, "activation": activation, "n_outputs": n_out,
+            "target": target, "tau": tau, "mu": cfg.mu, "nu": cfg.nu, "alpha": alpha, "smoother": smoother,
+            "scale_hessian_by_tau": scale_hessian_by_tau, "epochs": epochs, "seed": seed, "data": spec.path}
     t0 = _time.perf_counter()
-    res = fit_store(solver, spec, theta0=net.init_params(np.random.default_rng(seed)), target=target,
-                    epochs=epochs, batch_size=batch_size, seed=seed)
+    if sketch_size is not None:
+        sk = SketchedGGN(net, cfg, sketch_size=sketch_size, seed=seed, target=target, block_rows=block_rows,
+                         persist=persist)
+        with _client_for(client, scheduler, n_workers) as c:
+            sres = sk.fit_store(spec, c, theta0=theta0, iters=epochs)
+        h = sres.history
+        history = {k: np.asarray(h[k], dtype=np.float64) for k in HISTORY_COLUMNS if k != "loss"}
+        history["loss"] = np.asarray(h["objective"], dtype=np.float64)
+        return FitResult(
+            x=sres.theta, fun=float(h["objective"][-1]), success=True, status=Status.COMPLETED,
+            message=STATUS_MESSAGES[Status.COMPLETED], nit=int(epochs), n_passes=sres.n_passes,
+            wall_time=_time.perf_counter() - t0, grad_norm=float(h["grad_norm"][-1]),
+            history={k: history[k] for k in HISTORY_COLUMNS},
+            info={**info, "solver": "ggn-score-sketched", "sketch_size": int(sketch_size),
+                  "data_loss": float(h["loss"][-1]), "block_rows": block_rows, "persist": persist},
+        )
+    solver = GGNScore(net, cfg)
+    res = fit_store(solver, spec, theta0=theta0, target=target, epochs=epochs, batch_size=batch_size, seed=seed)
     steps = len(res.history["step_size"])
     per_epoch = max(1, steps // max(1, epochs))
     history = {k: [] for k in HISTORY_COLUMNS}
@@ -289,8 +336,5 @@ def fit_network(
         success=True, status=Status.COMPLETED, message=STATUS_MESSAGES[Status.COMPLETED], nit=steps,
         n_passes=epochs, wall_time=_time.perf_counter() - t0, grad_norm=float("nan"),
         history={k: np.asarray(v) for k, v in history.items()},
-        info={"model": "ggn-score", "hidden": hidden, "activation": activation, "n_outputs": n_out,
-              "target": target, "tau": tau, "mu": cfg.mu, "nu": nu, "alpha": alpha,
-              "scale_hessian_by_tau": scale_hessian_by_tau, "epochs": epochs, "batch_size": batch_size,
-              "seed": seed, "data": spec.path},
+        info={**info, "batch_size": batch_size},
     )

@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit a model to a problem store")
     p.add_argument("--model", required=True,
-                   help="softmax, resnet-softmax, softmax-relu, exp, cosh, sinh, logistic, poisson, "
+                   help="softmax, resnet-softmax, softmax-relu (--param reading=A|B|C), two-layer "
+                   "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, poisson, "
                    "least-squares, or ggn-score (two-layer network; --param hidden=, activation=, "
-                   "target=, epochs=, batch_size=, tau=, mu=, nu=, alpha=, scale_hessian_by_tau=)")
+                   "target=, epochs=, batch_size=, tau=, mu=, nu=, alpha=, scale_hessian_by_tau=, "
+                   "smoother=pseudo-huber|ostrovskii-bach; --sketch-size S: full-data GGN with S sampled rows)")
     p.add_argument("--data", required=True, metavar="STORE")
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
     p.add_argument("--solver", default="newton", choices=("newton", "gd"),
@@ -196,7 +198,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.model == "ggn-score":
         from dsketch.api import fit_network
 
-        result = fit_network(args.data, **_parse_params(args.param), seed=args.seed)
+        params = _parse_params(args.param)
+        if args.sketch_size is not None:  # full-data sketched GGN-SCORE on the cluster
+            params.setdefault("sketch_size", args.sketch_size)
+        if params.get("sketch_size") is not None:
+            params.setdefault("scheduler", args.scheduler)
+            params.setdefault("n_workers", args.workers)
+        result = fit_network(args.data, **params, seed=args.seed)
         save_result(result, args.out, overwrite=args.overwrite)
         print(result.history_table())
         print(f"{result.message} steps={result.nit} time={result.wall_time:.2f}s loss={result.fun:.6e} -> {args.out}")

@@ -7,11 +7,15 @@ import pytest
 
 from dsketch.models.twolayer_net import TwoLayerNet
 from dsketch.solvers.ggn_score import (
+    SMOOTHERS,
     GGNScore,
     GGNScoreConfig,
+    OstrovskiiBach,
     PseudoHuber,
     ggn_score_direction,
+    make_smoother,
     pseudo_huber_constant,
+    score_constant,
 )
 
 
@@ -142,3 +146,148 @@ def test_streaming_from_store_matches_in_memory_steps(tmp_path):
     spec = dsketch.write_problem(str(tmp_path / "big.zarr"), Xb, np.zeros(big), extra={"Y": Yb})
     res = fit_store(solver, spec, theta0=theta0, target="Y", epochs=3, batch_size=32, seed=1)
     assert res.history["loss"][-1] < 0.5 * net.loss(theta0, Xb, Yb)
+
+
+# --------------------------------------------------------------------------- Ostrovskii-Bach smoother
+
+
+def _osba_package_form(t, mu):
+    """The package's two-logarithm form (MODELS.md 7.3), scaled: mu * phi(t / mu), t != 0."""
+    u = t / mu
+    s = np.sqrt(1 + 4 * u * u)
+    phi = (s / 2 - 0.5 + 0.5 * np.log((2 * u - s + 1) / u) - np.log(2.0)
+           + 0.5 * np.log((s - 1 + 2 * u) / u))
+    return mu * phi
+
+
+def _fd(f, t, h):
+    """Five-point central difference."""
+    return (-f(t + 2 * h) + 8 * f(t + h) - 8 * f(t - h) + f(t - 2 * h)) / (12 * h)
+
+
+@pytest.mark.parametrize("mu", [0.05, 1.0, 30.0])
+def test_ostrovskii_bach_value_and_derivatives(mu):
+    ob = OstrovskiiBach(mu=mu)
+    t = mu * np.concatenate([np.linspace(-4, 4, 41), [-0.013, 0.27, 7.5, -25.0]])
+    t = t[t != 0]
+    np.testing.assert_allclose(ob.value(t), _osba_package_form(t, mu), rtol=1e-9, atol=1e-12 * mu)
+    h = 1e-3 * mu
+    np.testing.assert_allclose(ob.d1(t), _fd(ob.value, t, h), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ob.d2(t), _fd(ob.d1, t, h), rtol=1e-7, atol=1e-9 / mu)
+    np.testing.assert_allclose(ob.d3(t), _fd(ob.d2, t, h), rtol=1e-6, atol=1e-9 / mu**2)
+    assert ob.value(np.array([0.0]))[0] == 0.0 and ob.d1(np.array([0.0]))[0] == 0.0
+    assert ob.d2(np.array([0.0]))[0] == pytest.approx(1.0 / mu, rel=1e-15)  # phi''(0) = 1
+
+
+def test_smoother_derivatives_are_stable_at_extreme_arguments():
+    tiny, huge = np.array([1e-300, -1e-170, 1e-20]), np.array([1e150, -1e200, 1e300])
+    for sm in (OstrovskiiBach(mu=2.0), PseudoHuber(mu=2.0)):
+        # near 0: h ~ t^2 / (2 mu), h' ~ t / mu, h'' ~ 1 / mu (both smoothers)
+        np.testing.assert_allclose(sm.value(tiny), tiny**2 / 4.0, rtol=1e-12)
+        np.testing.assert_allclose(sm.d1(tiny), tiny / 2.0, rtol=1e-12)
+        np.testing.assert_allclose(sm.d2(tiny), 0.5, rtol=1e-12)
+        for f in (sm.value, sm.d1, sm.d2, sm.d3):
+            assert np.all(np.isfinite(f(huge)))
+        np.testing.assert_allclose(sm.d1(huge), np.sign(huge), rtol=1e-12)
+        assert np.all(sm.value(huge) > 0) and np.all(sm.d2(huge) >= 0)
+    ob = OstrovskiiBach(mu=2.0)
+    # |t| -> inf: h(t) = |t| - (mu/2) log(|t|/mu) - mu/2 + o(1)
+    np.testing.assert_allclose(ob.value(huge), np.abs(huge) - np.log(np.abs(huge) / 2.0) - 1.0, rtol=1e-14)
+    # PseudoHuber's value is the same function as sqrt(mu^2 + t^2) - mu where that is accurate
+    t = np.linspace(-5, 5, 11)
+    np.testing.assert_allclose(PseudoHuber(mu=2.0).value(t), np.sqrt(4 + t * t) - 2, atol=1e-15)
+
+
+@pytest.mark.parametrize("mu", [1.0, 0.1, 25.0])
+def test_ostrovskii_bach_is_generalised_self_concordant_with_tight_constant(mu):
+    """|h'''| <= M_mu h''^{3/2} with M_mu = 2 sqrt 2 mu^{-1/2}, and 2.7 mu^{-1/2} fails."""
+    ob = OstrovskiiBach(mu=mu)
+    t = mu * np.concatenate([np.linspace(-50, 50, 100_001), np.geomspace(50, 1e8, 4000)])
+    d2 = ob.d2(t)
+    d3 = ob.d3(t)
+    # the closed-form third derivative agrees with finite differences of h'' on a sub-grid
+    sub = t[::997]
+    np.testing.assert_allclose(d3[::997], _fd(ob.d2, sub, 1e-4 * mu * np.maximum(1, np.abs(sub) / mu)),
+                               rtol=1e-5, atol=1e-12 / mu**2)
+    ratio = np.abs(d3) / d2**1.5
+    M_mu = ob.M * mu ** (3 / 2 - 2)
+    assert ob.M == pytest.approx(2 * np.sqrt(2), rel=1e-15)
+    assert ratio.max() <= M_mu * (1 + 1e-9)
+    assert np.any(ratio > 2.7 / np.sqrt(mu))  # a smaller constant is violated: the check can fail
+    assert ratio.max() >= M_mu * (1 - 1e-6)  # sup = 2 sqrt 2 (approached as |t| -> inf)
+
+
+def test_step_size_constant_for_nu_3_does_not_depend_on_p():
+    mu = 7.0
+    for hidden in (4, 40):
+        net = TwoLayerNet(5, hidden, 2)
+        solver = GGNScore(net, GGNScoreConfig(mu=mu, smoother="ostrovskii-bach"))
+        assert solver.config.nu == 3.0
+        assert solver.M_g == pytest.approx(2 * np.sqrt(2) / np.sqrt(mu), rel=1e-15)
+    # pseudo-Huber keeps the p^{(3 - nu)/2} factor
+    net = TwoLayerNet(5, 40, 2)
+    ph = GGNScore(net, GGNScoreConfig(mu=mu))
+    assert ph.M_g == pytest.approx(pseudo_huber_constant(2.6) * net.n_params ** 0.2 * mu ** (1.3 - 2), rel=1e-14)
+    assert score_constant(OstrovskiiBach(mu=4.0), 10**6) == pytest.approx(np.sqrt(2), rel=1e-15)
+
+
+def test_ostrovskii_bach_step_matches_hand_computation():
+    rng = np.random.default_rng(5)
+    net = TwoLayerNet(3, 5, 1, "silu")
+    X, Y = rng.standard_normal((12, 3)), rng.standard_normal(12)
+    theta = net.init_params(rng)
+    tau, mu, alpha = 1e-2, 0.5, 0.9
+    solver = GGNScore(net, GGNScoreConfig(tau=tau, mu=mu, alpha=alpha, smoother="ostrovskii-bach"))
+    new, a_k = solver.step(theta, X, Y)
+    # independent reference: h' and h'' of mu * phi(t / mu) by the unsimplified formulas
+    u = theta / mu
+    s = np.sqrt(1 + 4 * u * u)
+    g = tau * 2 * u / (1 + s)
+    h = 2 / (s * (1 + s)) / mu
+    r, J = net.residual_jacobian(theta, X, Y)
+    d = -np.linalg.solve(J.T @ J / J.shape[0] + np.diag(h), J.T @ r + g)
+    eta = np.sqrt(np.sum(g * g / h))
+    expected_a = min(1.0, alpha / (1 + 2 * np.sqrt(2) / np.sqrt(mu) * eta))
+    assert a_k == pytest.approx(expected_a, rel=1e-12)
+    np.testing.assert_allclose(new, theta + expected_a * d, rtol=1e-10, atol=1e-13)
+
+
+def test_smoother_registry_and_errors():
+    assert set(SMOOTHERS) == {"pseudo-huber", "ostrovskii-bach"}
+    assert isinstance(make_smoother("ostrovskii-bach", mu=2.0), OstrovskiiBach)
+    assert make_smoother("pseudo-huber", mu=2.0).nu == 2.6
+    with pytest.raises(ValueError, match="valid smoothers: pseudo-huber, ostrovskii-bach"):
+        GGNScoreConfig(smoother="huber")
+    with pytest.raises(ValueError, match="nu = 3"):
+        GGNScoreConfig(smoother="ostrovskii-bach", nu=2.6)
+    with pytest.raises(ValueError, match="mu"):
+        OstrovskiiBach(mu=0.0)
+    assert GGNScoreConfig().nu == 2.6
+
+
+def test_teacher_student_with_ostrovskii_bach_and_fit_network(tmp_path):
+    import dsketch
+    from dsketch.api import fit_network
+    from dsketch.cli import main
+
+    rng = np.random.default_rng(6)
+    m, n0 = 300, 4
+    X = rng.standard_normal((m, n0))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Z = X @ rng.standard_normal((3, n0)).T
+    y = (Z / (1 + np.exp(-Z))) @ np.array([1.0, -1.0, 1.0])
+    net = TwoLayerNet(n0, 30, 1, "silu")
+    theta0 = net.init_params(rng)
+    res = GGNScore(net, GGNScoreConfig(tau=1e-4, mu=np.sqrt(30), alpha=0.95, smoother="ostrovskii-bach")).fit(
+        X, y, theta0=theta0, epochs=10)
+    loss = np.asarray(res.history["loss"])
+    assert loss[-1] < 0.05 * loss[0] and np.all(np.diff(loss) < 0)
+    path = str(tmp_path / "ts.zarr")
+    spec = dsketch.write_problem(path, X, y)
+    out = fit_network(spec, hidden=16, activation="silu", epochs=3, batch_size=300, smoother="ostrovskii-bach")
+    assert out.info["smoother"] == "ostrovskii-bach" and out.info["nu"] == 3.0
+    assert out.history["loss"][-1] < out.history["loss"][0]
+    rc = main(["--quiet", "fit", "--model", "ggn-score", "--data", path, "--out", str(tmp_path / "r"), "--param",
+               "smoother=ostrovskii-bach", "--param", "hidden=8", "--param", "epochs=2"])
+    assert rc == 0
+    assert dsketch.load_result(str(tmp_path / "r")).info["smoother"] == "ostrovskii-bach"

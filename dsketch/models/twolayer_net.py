@@ -118,6 +118,20 @@ class TwoLayerNet:
             J[rows, n1 * n0 + j :: ny] = self.kappa * H
         return r, J
 
+    def jacobian_sq_norms(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Per sample, the squared Frobenius norm of its ``ny`` Jacobian rows, shape (m,).
+
+        ``q_i = sum_j ||dPhi_j(x_i) / dtheta||^2
+              = kappa^2 (||x_i||^2 sum_a pi'(z_ia)^2 sum_j V_ja^2 + ny sum_a pi(z_ia)^2)``,
+        without forming ``J`` (O(m n1 n0) work).
+        """
+        X = np.asarray(X, dtype=np.float64)
+        U, V = self.unpack(theta)
+        H, Hp = _act(X @ U.T, self.activation)
+        vcol = np.sum(V * V, axis=0)  # (n1,)
+        xx = np.einsum("ij,ij->i", X, X)
+        return self.kappa**2 * (xx * ((Hp * Hp) @ vcol) + self.n_outputs * np.einsum("ij,ij->i", H, H))
+
     def loss_gradient(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss and gradient ``J^T r`` by back-propagation (no Jacobian is formed)."""
         X = np.asarray(X, dtype=np.float64)

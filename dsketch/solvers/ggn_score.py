@@ -15,6 +15,12 @@ The second line (push-through identity) needs only a (k+1) x (k+1) solve: the p 
 matrix is never formed. ``scale_hessian_by_tau=False`` (default) follows the authors'
 code for k + 1 <= p; ``True`` uses ``tau * diag(h'')``, the choice consistent with the
 self-concordance of ``tau h`` (MODELS.md 7.2).
+
+Smoothers (:data:`SMOOTHERS`, MODELS.md 7.3): pseudo-Huber (``nu`` in [2, 8/3], default 2.6
+with its valid constant 2.537) and Ostrovskii-Bach (``(M_h, nu) = (2 sqrt 2, 3)``, for which
+``M_g = M_h / sqrt(mu)`` does not grow with ``p``). For large ``n`` and few parameters,
+:mod:`dsketch.solvers.ggn_sketched` takes full-data steps with ``J^T Q J`` sketched by row
+sampling on a cluster, reusing :func:`regulariser_terms` and :func:`score_step_size`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg as sla
@@ -48,16 +55,30 @@ def pseudo_huber_constant(nu: float) -> float:
     return 3.0 * math.sqrt(s2) * (1.0 + s2) ** a
 
 
+def _check_mu(mu: float) -> None:
+    if isinstance(mu, bool) or not isinstance(mu, (int, float, np.integer, np.floating)):
+        raise TypeError(f"mu must be a positive number; got {type(mu).__name__} {mu!r}")
+    if not (mu > 0 and math.isfinite(mu)):
+        raise ValueError(f"mu must be a positive number; got {mu!r}")
+
+
 @dataclass(frozen=True)
 class PseudoHuber:
-    """``h_mu(t) = sqrt(mu^2 + t^2) - mu`` with its valid GSC constant at ``nu``."""
+    """``h_mu(t) = sqrt(mu^2 + t^2) - mu`` with its valid GSC constant at ``nu``.
+
+    ``h_mu(t) = mu phi(t / mu)`` with ``phi(s) = sqrt(1 + s^2) - 1``::
+
+        h_mu'(t) = t / sqrt(mu^2 + t^2),      h_mu''(t) = mu^2 (mu^2 + t^2)^{-3/2},
+        h_mu'''(t) = -3 mu^2 t (mu^2 + t^2)^{-5/2}.
+    """
 
     mu: float = 1.0
     nu: float = 2.6
+    name: ClassVar[str] = "pseudo-huber"
+    default_nu: ClassVar[float] = 2.6
 
     def __post_init__(self) -> None:
-        if not (self.mu > 0 and math.isfinite(self.mu)):
-            raise ValueError(f"mu must be a positive number; got {self.mu!r}")
+        _check_mu(self.mu)
         pseudo_huber_constant(self.nu)
 
     @property
@@ -66,30 +87,185 @@ class PseudoHuber:
         return pseudo_huber_constant(self.nu)
 
     def value(self, t: np.ndarray) -> np.ndarray:
-        return np.sqrt(self.mu**2 + t * t) - self.mu
+        t = np.asarray(t, dtype=np.float64)
+        # sqrt(mu^2 + t^2) - mu = t^2 / (sqrt(mu^2 + t^2) + mu): no cancellation at small |t|
+        return t * (t / (np.hypot(self.mu, t) + self.mu))
 
     def d1(self, t: np.ndarray) -> np.ndarray:
-        return t / np.sqrt(self.mu**2 + t * t)
+        t = np.asarray(t, dtype=np.float64)
+        return t / np.hypot(self.mu, t)
 
     def d2(self, t: np.ndarray) -> np.ndarray:
-        return self.mu**2 * (self.mu**2 + t * t) ** -1.5
+        t = np.asarray(t, dtype=np.float64)
+        r = self.mu / np.hypot(self.mu, t)
+        return r**3 / self.mu
+
+    def d3(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        rho = np.hypot(self.mu, t)
+        r = self.mu / rho
+        return -3.0 * (t / rho) * r**3 / (self.mu * rho)
+
+
+@dataclass(frozen=True)
+class OstrovskiiBach:
+    """The Ostrovskii-Bach smoother of ``|t|``, scaled: ``h_mu(t) = mu phi(t / mu)``.
+
+    With ``s = s(u) = sqrt(1 + 4 u^2)`` (MODELS.md 7.3; the package's two-logarithm form
+    simplifies to the first line, since the product of its two log arguments is
+    ``2 (s - 1) / u^2``)::
+
+        phi(u)    = (s - 1) / 2 - log((1 + s) / 2) / 2,
+        phi'(u)   = 2 u / (1 + s),
+        phi''(u)  = 2 / (s (1 + s)),
+        phi'''(u) = -8 u (1 + 2 s) / (s^3 (1 + s)^2),
+
+    and ``h_mu' = phi'(t/mu)``, ``h_mu'' = phi''(t/mu) / mu``, ``h_mu''' = phi'''(t/mu) / mu^2``.
+    ``phi`` is generalised self-concordant with ``(M_h, nu) = (2 sqrt 2, 3)``: the ratio
+    ``|phi'''| / phi''^{3/2} = 2 sqrt 2 |u| (1 + 2 s) / (s^{3/2} (1 + s)^{1/2})`` increases
+    to ``2 sqrt 2`` as ``|u| -> inf``, so the constant is the smallest valid one. The
+    scaled smoother has ``M_mu = M_h mu^{nu/2 - 2} = 2 sqrt 2 / sqrt(mu)``.
+
+    Every formula is evaluated through ``h = hypot(1/2, u) = s / 2`` and ratios bounded by
+    one, so nothing overflows for large ``|t| / mu`` and nothing cancels for small ones.
+
+    References
+    ----------
+    D. Ostrovskii, F. Bach. Finite-sample analysis of M-estimators using self-concordance.
+    Electron. J. Statist. 15, 2021.
+    T. Sun, Q. Tran-Dinh. Generalized self-concordant functions: a recipe for Newton-type
+    methods. Math. Program. 178, 2019.
+    """
+
+    mu: float = 1.0
+    nu: float = 3.0
+    name: ClassVar[str] = "ostrovskii-bach"
+    default_nu: ClassVar[float] = 3.0
+
+    def __post_init__(self) -> None:
+        _check_mu(self.mu)
+        if self.nu != 3.0:
+            raise ValueError(
+                f"the Ostrovskii-Bach smoother is used with nu = 3 (M_h = 2 sqrt 2); got nu={self.nu!r}"
+            )
+
+    @property
+    def M(self) -> float:
+        """``M_h = 2 sqrt 2`` of the unit-scale smoother."""
+        return 2.0 * math.sqrt(2.0)
+
+    def _uh(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = np.asarray(t, dtype=np.float64) / self.mu
+        return u, np.hypot(0.5, u)  # h = s / 2
+
+    def value(self, t: np.ndarray) -> np.ndarray:
+        u, h = self._uh(t)
+        a = u * (u / (0.5 + h))  # (s - 1) / 2 = 2 u^2 / (1 + s) = u phi'(u)
+        return self.mu * (a - 0.5 * np.log1p(a))  # log((1 + s) / 2) = log1p((s - 1) / 2)
+
+    def d1(self, t: np.ndarray) -> np.ndarray:
+        u, h = self._uh(t)
+        return u / (0.5 + h)
+
+    def d2(self, t: np.ndarray) -> np.ndarray:
+        _, h = self._uh(t)
+        return (0.5 / h) / (0.5 + h) / self.mu
+
+    def d3(self, t: np.ndarray) -> np.ndarray:
+        u, h = self._uh(t)
+        # -8 u (1 + 2s) / (s^3 (1 + s)^2) = -u (1 + 4h) / (h^3 (1 + 2h)^2) with s = 2h,
+        # written as products of bounded ratios
+        ratio = (u / h) * ((1.0 + 4.0 * h) / (1.0 + 2.0 * h))
+        return -ratio / h / h / (1.0 + 2.0 * h) / self.mu**2
+
+
+Smoother = PseudoHuber | OstrovskiiBach
+
+SMOOTHERS: dict[str, type[PseudoHuber | OstrovskiiBach]] = {
+    PseudoHuber.name: PseudoHuber,
+    OstrovskiiBach.name: OstrovskiiBach,
+}
+
+
+def make_smoother(name: str, *, mu: float, nu: float | None = None) -> Smoother:
+    """The smoother registered as ``name``; ``nu=None`` takes its default exponent.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones), a non-positive ``mu`` or
+        an exponent the smoother is not self-concordant with.
+    """
+    try:
+        cls = SMOOTHERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown smoother {name!r}; valid smoothers: {', '.join(SMOOTHERS)}") from None
+    return cls(mu=mu, nu=cls.default_nu if nu is None else float(nu))
+
+
+def score_constant(smoother: Smoother, n_params: int) -> float:
+    """``M_g = M_h p^{(3 - nu)/2} mu^{nu/2 - 2}`` (MODELS.md 7.2, ``0 < nu <= 3``).
+
+    For ``nu = 3`` (Ostrovskii-Bach) the factor in ``p`` is one: ``M_g = M_h / sqrt(mu)``.
+    """
+    nu, mu = smoother.nu, smoother.mu
+    return smoother.M * float(n_params) ** ((3.0 - nu) / 2.0) * mu ** (nu / 2.0 - 2.0)
+
+
+def regulariser_terms(
+    smoother: Smoother, theta: np.ndarray, *, tau: float, scale_hessian_by_tau: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``g = tau h_mu'(theta)`` and the diagonal ``H``: ``h_mu''(theta)``, times ``tau`` if asked."""
+    g = tau * smoother.d1(theta)
+    h = smoother.d2(theta) * (tau if scale_hessian_by_tau else 1.0)
+    return g, h
+
+
+def score_step_size(g: np.ndarray, h: np.ndarray, *, M_g: float, alpha: float) -> float:
+    """``alpha_k = min(1, alpha / (1 + M_g eta))`` with ``eta = sqrt(g^T H^{-1} g)``."""
+    eta = math.sqrt(float(g @ (g / h)))
+    return min(1.0, alpha / (1.0 + M_g * eta))
 
 
 @dataclass(frozen=True)
 class GGNScoreConfig:
-    """Settings of GGN-SCORE (MODELS.md 7.2; defaults of the synthetic experiment)."""
+    """Settings of GGN-SCORE (MODELS.md 7.2; defaults of the synthetic experiment).
+
+    Parameters
+    ----------
+    tau : float
+        Weight of the regulariser ``tau sum_p h_mu(theta_p)``.
+    mu : float
+        Smoothing parameter.
+    nu : float, optional
+        GSC exponent. ``None`` takes the smoother's own (2.6 for pseudo-Huber, 3 for
+        Ostrovskii-Bach); after construction the field holds the value in use.
+    alpha : float
+        User step in ``(0, 1]``.
+    scale_hessian_by_tau : bool
+        Use ``tau diag(h'')`` instead of the authors' ``diag(h'')``.
+    smoother : {"pseudo-huber", "ostrovskii-bach"}
+        The self-concordant smoother of ``|t|`` (:data:`SMOOTHERS`).
+    """
 
     tau: float = 1e-4
     mu: float = 1.0
-    nu: float = 2.6
+    nu: float | None = None
     alpha: float = 0.95
     scale_hessian_by_tau: bool = False
+    smoother: str = "pseudo-huber"
 
     def __post_init__(self) -> None:
         if not (self.tau >= 0 and math.isfinite(self.tau)):
             raise ValueError(f"tau must be a finite number >= 0; got {self.tau!r}")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must lie in (0, 1]; got {self.alpha!r}")
+        sm = make_smoother(self.smoother, mu=self.mu, nu=self.nu)  # validates name, mu and nu
+        object.__setattr__(self, "nu", sm.nu)
+
+    def make_smoother(self) -> Smoother:
+        """The configured smoother."""
+        return make_smoother(self.smoother, mu=self.mu, nu=self.nu)
 
 
 def ggn_score_direction(J: np.ndarray, r: np.ndarray, g: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -124,9 +300,8 @@ class GGNScore:
     def __init__(self, net: TwoLayerNet, config: GGNScoreConfig) -> None:
         self.net = net
         self.config = config
-        self.smoother = PseudoHuber(mu=config.mu, nu=config.nu)
-        p, nu, mu = net.n_params, config.nu, config.mu
-        self.M_g = self.smoother.M * p ** ((3.0 - nu) / 2.0) * mu ** (nu / 2.0 - 2.0)
+        self.smoother = config.make_smoother()
+        self.M_g = score_constant(self.smoother, net.n_params)
 
     def objective(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
         """Loss plus ``tau * sum h_mu(theta)``."""
@@ -136,11 +311,9 @@ class GGNScore:
         """One GGN-SCORE step on the batch; returns the new parameters and ``alpha_k``."""
         cfg = self.config
         r, J = self.net.residual_jacobian(theta, X, Y)
-        g = cfg.tau * self.smoother.d1(theta)
-        h = self.smoother.d2(theta) * (cfg.tau if cfg.scale_hessian_by_tau else 1.0)
+        g, h = regulariser_terms(self.smoother, theta, tau=cfg.tau, scale_hessian_by_tau=cfg.scale_hessian_by_tau)
         d = ggn_score_direction(J, r, g, h)
-        eta = math.sqrt(float(g @ (g / h)))
-        a_k = min(1.0, cfg.alpha / (1.0 + self.M_g * eta))
+        a_k = score_step_size(g, h, M_g=self.M_g, alpha=cfg.alpha)
         return theta + a_k * d, a_k
 
     def fit(
