@@ -251,6 +251,7 @@ def fit_network(
     n_workers: int = 2,
     block_rows: int = 2**16,
     persist: bool = False,
+    backtracking: bool = False,
 ) -> FitResult:
     """Train the two-layer network of MODELS.md 7 with GGN-SCORE on a problem store.
 
@@ -277,6 +278,8 @@ def fit_network(
     client, scheduler, n_workers, block_rows, persist
         Cluster and row blocking of the sketched mode, as in :func:`fit` (ignored when
         ``sketch_size`` is None).
+    backtracking : bool
+        Sketched mode: halve a step that raises the objective (small sketches need it).
 
     The result's ``x`` is ``theta = [vec(U); vec(V)]`` (column-major).
     """
@@ -306,7 +309,7 @@ def fit_network(
     t0 = _time.perf_counter()
     if sketch_size is not None:
         sk = SketchedGGN(net, cfg, sketch_size=sketch_size, seed=seed, target=target, block_rows=block_rows,
-                         persist=persist)
+                         persist=persist, backtracking=backtracking)
         with _client_for(client, scheduler, n_workers) as c:
             sres = sk.fit_store(spec, c, theta0=theta0, iters=epochs)
         h = sres.history

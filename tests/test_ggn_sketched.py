@@ -210,6 +210,10 @@ def test_fit_network_sketched_mode(client, stores):
     assert res.n_passes == 7
     net = TwoLayerNet(N0, 8, 1, "silu")
     assert res.info["data_loss"] == pytest.approx(net.loss(res.x, stores["X"], stores["Y"][:, 0]), rel=1e-13)
+    # a tiny sketch with backtracking: the objective never rises
+    bt = fit_network(stores["one"], hidden=8, activation="silu", epochs=4, sketch_size=20, client=client,
+                     block_rows=600, backtracking=True, scale_hessian_by_tau=True)
+    assert np.all(np.diff(bt.history["objective"] if "objective" in bt.history else bt.history["loss"]) <= 0)
 
 
 def test_bad_input(client, stores):
