@@ -24,7 +24,7 @@ from dsketch.store import ProblemSpec, open_problem
 
 logger = logging.getLogger("dsketch")
 
-SOLVERS = ("newton", "gd")
+SOLVERS = ("newton", "newton-cg", "gd")
 
 
 def default_sketch_size(kind: str, n_samples: int, n_features: int) -> int:
@@ -90,10 +90,13 @@ def fit(
         (1 +- 0.5) approximation, see :func:`default_sketch_size`).
     sketch_params : dict, optional
         Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage).
-    solver : {"newton", "gd"}
+    solver : {"newton", "newton-cg", "gd"}
         ``"newton"``: approximate Newton with the chosen curvature (``sketch="exact"``
-        gives exact Newton). ``"gd"``: gradient descent with Armijo backtracking on the
-        same engine (a baseline; ``sketch`` is ignored).
+        gives exact Newton). ``"newton-cg"``: exact Newton steps solved inexactly by
+        conjugate gradients on exact Hessian-vector products (one pass over A each),
+        preconditioned by the chosen sketch; no accuracy ceiling. ``"gd"``: gradient
+        descent with Armijo backtracking on the same engine (a baseline; ``sketch`` is
+        ignored).
     x0 : ndarray of shape (n_features,), "auto" or "zeros"
         Starting point. ``"auto"`` (default) uses the model's data-driven initialiser
         when it has one (softmax: the log-linear least-squares fit, one pass over A) and
@@ -148,7 +151,8 @@ def fit(
     config = (
         NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60, ftol=ftol)
         if solver == "gd"
-        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol)
+        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol,
+                          direction="newton-cg" if solver == "newton-cg" else "newton")
     )
     if isinstance(x0, str):
         if x0 not in ("auto", "zeros"):

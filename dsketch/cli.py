@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "smoother=pseudo-huber|ostrovskii-bach; --sketch-size S: full-data GGN with S sampled rows)")
     p.add_argument("--data", required=True, metavar="STORE")
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
-    p.add_argument("--solver", default="newton", choices=("newton", "gd"),
-                   help="newton: (sketched) Newton; gd: gradient-descent baseline")
+    p.add_argument("--solver", default="newton", choices=("newton", "newton-cg", "gd"),
+                   help="newton: (sketched) Newton; newton-cg: exact Newton by conjugate gradients "
+                        "preconditioned by the sketch; gd: gradient-descent baseline")
     p.add_argument("--sketch", default="exact", choices=SKETCH_KINDS)
     p.add_argument("--sketch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

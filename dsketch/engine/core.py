@@ -231,6 +231,17 @@ class Engine:
         self.n_passes += 1
         return total, ctx
 
+    def hessvec(self, model: Model, scalars: Scalars, v: np.ndarray) -> np.ndarray:
+        """``A^T diag(D) A v`` at the current point, exactly (one pass over A)."""
+        assert self.rows is not None
+        vs = self._scatter(np.asarray(v, dtype=np.float64))
+        parts = [
+            self._submit(tasks.hessvec, model, src, r, scalars, vs)
+            for src, r in zip(self._sources, self.rows, strict=True)
+        ]
+        self.n_passes += 1
+        return np.asarray(self._tree(parts, tasks.sum_parts), dtype=np.float64)
+
     def check_targets(self, model: Model) -> None:
         """Check every block's targets against the model's domain (no read of A)."""
         assert self.rows is not None

@@ -205,3 +205,10 @@ def check_targets(model: Model, rows: RowState) -> int:
     except ValueError as exc:
         raise type(exc)(f"rows [{rows.r0}, {rows.r0 + rows.eta.size}): {exc}") from None
     return int(rows.eta.size)
+
+
+def hessvec(model: Model, source: Source | Block, rows: RowState, scalars: Scalars, v: FloatArray) -> FloatArray:
+    """``A_b^T (D * (A_b v))``: the block's share of the diagonal part of ``H v`` (one read of A)."""
+    A = load(source).A
+    D = model.row_terms(rows.eta, rows.b, rows.w, scalars).diag
+    return _rmatvec(A, D * _matvec(A, v))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
@@ -53,3 +54,58 @@ def solve_newton_system(hess: np.ndarray, grad: np.ndarray, *, stacklevel: int =
             stacklevel=stacklevel,
         )
     return p, method
+
+
+def preconditioner(hess: np.ndarray) -> Any:
+    """``z = M^{-1} r`` for the symmetrised ``hess`` as a function (Cholesky, or the
+    eigendecomposition with |eigenvalues| floored at ``1e-10 * max|lambda|`` when ``hess``
+    is not positive definite, as in :func:`solve_newton_system`)."""
+    H = 0.5 * (hess + hess.T)
+    try:
+        factor = sla.cho_factor(H, lower=True, check_finite=True)
+        return lambda r: sla.cho_solve(factor, r)
+    except (np.linalg.LinAlgError, ValueError):
+        lam, V = np.linalg.eigh(H)
+        scale = float(np.max(np.abs(lam))) if lam.size else 0.0
+        lam_mod = np.maximum(np.abs(lam), max(scale * 1e-10, np.finfo(float).tiny))
+        return lambda r: V @ ((V.T @ r) / lam_mod)
+
+
+def pcg(
+    hessvec: Any, grad: np.ndarray, precond: Any, *, rtol: float, maxiter: int
+) -> tuple[np.ndarray, int, str]:
+    """Preconditioned conjugate gradients for ``H p = -g`` from ``p = 0``.
+
+    Stops when ``||H p + g|| <= rtol ||g||`` or after ``maxiter`` products. A direction of
+    non-positive curvature (a non-convex point) ends the iteration: with the first product
+    the preconditioned step ``-M^{-1} g`` is returned, later the current iterate (a descent
+    direction either way, since ``M`` is positive definite).
+
+    Returns
+    -------
+    p : ndarray
+    n_products : int
+        Hessian-vector products used (each one pass over A).
+    reason : {"converged", "maxiter", "negative-curvature"}
+    """
+    p = np.zeros_like(grad)
+    r = -grad
+    z = precond(r)
+    d = z.copy()
+    rz = float(r @ z)
+    gnorm = float(np.linalg.norm(grad))
+    for k in range(1, maxiter + 1):
+        hd = hessvec(d)
+        dhd = float(d @ hd)
+        if not dhd > 0.0:
+            return (z if k == 1 else p), k, "negative-curvature"
+        alpha = rz / dhd
+        p += alpha * d
+        r -= alpha * hd
+        if float(np.linalg.norm(r)) <= rtol * gnorm:
+            return p, k, "converged"
+        z = precond(r)
+        rz_new = float(r @ z)
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+    return p, maxiter, "maxiter"

@@ -32,7 +32,7 @@ from dsketch.errors import ConvergenceWarning
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
-from dsketch.solvers.linalg import solve_newton_system
+from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
 from dsketch.solvers.result import (
     HISTORY_COLUMNS,
     STATUS_MESSAGES,
@@ -65,9 +65,16 @@ class NewtonConfig:
     seed : int, default 0
         Key of the counter-based sketch randomness.
     direction : {"newton", "gradient"}, default "newton"
-        ``"newton"`` solves the (sketched) Newton system; ``"gradient"`` is the
-        gradient-descent baseline: ``p = -tau g`` with ``tau`` doubled after every accepted
-        step and the backtracking taking care of the rest (the curvature is not used).
+        ``"newton"`` solves the (sketched) Newton system; ``"newton-cg"`` solves the
+        *exact* Newton system by conjugate gradients on exact Hessian-vector products
+        (``A^T (D * (A v))`` in one pass over A, plus the exact low-rank part),
+        preconditioned by the Cholesky factor of the sketched Hessian, to the relative
+        residual ``min(0.1, sqrt(||g|| / ||g_0||))`` (superlinear, no accuracy ceiling);
+        ``"gradient"`` is the gradient-descent baseline: ``p = -tau g`` with ``tau``
+        doubled after every accepted step and the backtracking taking care of the rest
+        (the curvature is not used).
+    cg_max_iter : int, default 20
+        ``direction="newton-cg"``: most Hessian-vector products (passes over A) per step.
     ftol : float or None, default None
         Convergence in loss value: stop with ``Status.CONVERGED_LOSS`` when an accepted step
         decreases the loss by at most ``ftol * |loss|``, and, for a model that is not smooth
@@ -84,6 +91,7 @@ class NewtonConfig:
     seed: int = 0
     direction: str = "newton"
     ftol: float | None = None
+    cg_max_iter: int = 20
 
     def __post_init__(self) -> None:
         if self.ftol is not None and not (np.isfinite(self.ftol) and 0 <= self.ftol < 1):
@@ -98,8 +106,10 @@ class NewtonConfig:
             raise ValueError(f"max_halvings must lie in [0, 60]; got {self.max_halvings!r}")
         if int(self.seed) != self.seed or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        if self.direction not in ("newton", "gradient"):
-            raise ValueError(f"direction must be 'newton' or 'gradient'; got {self.direction!r}")
+        if self.direction not in ("newton", "newton-cg", "gradient"):
+            raise ValueError(f"direction must be 'newton', 'newton-cg' or 'gradient'; got {self.direction!r}")
+        if int(self.cg_max_iter) != self.cg_max_iter or self.cg_max_iter < 1:
+            raise ValueError(f"cg_max_iter must be an integer >= 1; got {self.cg_max_iter!r}")
 
 
 @dataclass
@@ -110,6 +120,8 @@ class _Iterate:
     grad: np.ndarray | None = None
     hess: np.ndarray | None = None
     sketch_rows: int = 0
+    lowrank: tuple[np.ndarray, np.ndarray] | None = None  # (A^T U, C) for exact products
+    penalty_hess: np.ndarray | None = None
 
 
 class NewtonSolver:
@@ -172,12 +184,37 @@ class NewtonSolver:
         H = np.array(sk.gram, dtype=np.float64, copy=True)
         if "AU" in total:
             AU = total["AU"]
-            H += AU @ self.model.core(it.scalars) @ AU.T
+            C = self.model.core(it.scalars)
+            H += AU @ C @ AU.T
+            it.lowrank = (AU, C)
         H[np.diag_indices_from(H)] += ph
+        it.penalty_hess = ph
         it.loss = float(total["loss"]) + pv
         it.grad = np.asarray(total["grad"], dtype=np.float64) + pg
         it.hess = H
         it.sketch_rows = int(sk.n_rows)
+
+    def hessvec(self, it: _Iterate, v: np.ndarray) -> np.ndarray:
+        """The exact ``H v`` at the iterate (one pass over A for the diagonal part)."""
+        hv = self.engine.hessvec(self.model, it.scalars, v)
+        if it.lowrank is not None:
+            AU, C = it.lowrank
+            hv = hv + AU @ (C @ (AU.T @ v))
+        if it.penalty_hess is not None:
+            hv = hv + it.penalty_hess * v
+        return hv
+
+    def newton_cg(self, it: _Iterate, rel_grad: float) -> np.ndarray:
+        """Inexact Newton direction by PCG on exact products, preconditioned by the sketch."""
+        assert it.hess is not None and it.grad is not None
+        rtol = min(0.1, float(np.sqrt(rel_grad)))
+        p, _n, reason = pcg(lambda v: self.hessvec(it, v), it.grad, preconditioner(it.hess),
+                            rtol=rtol, maxiter=self.config.cg_max_iter)
+        if reason == "negative-curvature":
+            logger.debug("newton-cg: negative curvature; taking the preconditioned step")
+        if not np.all(np.isfinite(p)) or float(it.grad @ p) >= 0.0:
+            p, _method = solve_newton_system(it.hess, it.grad, stacklevel=5)
+        return p
 
     def line_search(self, it: _Iterate, p: np.ndarray, gp: float) -> tuple[float, Scalars, float] | None:
         """Armijo backtracking on the cached predictor; one pass over A for ``A p``.
@@ -305,6 +342,10 @@ class NewtonSolver:
                 p = -tau * it.grad
                 gp = -tau * gnorm**2
                 dec = np.nan
+            elif cfg.direction == "newton-cg":
+                p = self.newton_cg(it, gnorm / g0)
+                gp = float(it.grad @ p)
+                dec = float(np.sqrt(max(-gp, 0.0)))
             else:
                 p, _method = solve_newton_system(it.hess, it.grad, stacklevel=4)
                 gp = float(it.grad @ p)
