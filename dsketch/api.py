@@ -15,7 +15,7 @@ from dsketch.engine.client import connect
 from dsketch.engine.core import DEFAULT_BLOCK_ROWS, Engine
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
-from dsketch.errors import StoreNotFoundError
+from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.solvers.baselines import GradientOnly
 from dsketch.solvers.checkpoint import check_settings, load_checkpoint
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
@@ -47,6 +47,34 @@ def _client_for(client: Client | None, scheduler: str | None, n_workers: int) ->
         return
     with connect(scheduler, n_workers=n_workers) as c:
         yield c
+
+
+def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) -> None:
+    """Turn the errors of a vanished scheduler into one :class:`ClusterConnectionError`.
+
+    When the scheduler goes away the futures of the fit are cancelled (after the client's
+    reconnection timeout) or its communications fail; the message then says what happened
+    and where the last finished iteration is, instead of an empty ``CancelledError``.
+    """
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm.core import CommClosedError
+
+    from dsketch.errors import ClusterConnectionError
+
+    lost = isinstance(exc, (concurrent.futures.CancelledError, asyncio.CancelledError, CommClosedError,
+                            TimeoutError, OSError)) and not isinstance(exc, DSketchError)
+    if not lost or client.status == "running" and not isinstance(exc, CommClosedError):
+        return
+    address = getattr(client.scheduler, "address", None) or "?"
+    where = (f"the last finished iteration is in the checkpoint {os.fspath(checkpoint)!r}: restart the "
+             "cluster and rerun with resume=True (dsketch fit ... --resume)") if checkpoint is not None else (
+             "no checkpoint was requested, so the fit must start again (pass checkpoint= to keep progress)")
+    detail = " ".join(str(exc).split()) or "futures cancelled"
+    raise ClusterConnectionError(
+        f"lost the Dask scheduler at {address} during the fit ({type(exc).__name__}: {detail}); {where}"
+    ) from None
 
 
 def fit(
@@ -192,6 +220,9 @@ def fit(
                 engine, mdl, sk, sketch_size=size, config=config, callback=callback,
                 checkpoint=None if checkpoint is None else os.fspath(checkpoint), settings=settings,
             ).run(start, resume=saved)
+        except Exception as exc:
+            _raise_if_cluster_lost(c, exc, checkpoint)
+            raise
         finally:
             engine.close()
     result.info = {

@@ -26,6 +26,10 @@ def _setup_logging(quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
     logging.captureWarnings(False)
+    if not os.environ.get("DSKETCH_DEBUG"):
+        # distributed logs lost connections with full tracebacks; the command reports them
+        # as one line of its own (DSKETCH_DEBUG=1 shows everything)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:

@@ -174,3 +174,64 @@ def test_store_deleted_during_fit_is_a_clear_error(client, tmp_path):
     with pytest.raises(StoreNotFoundError, match="no longer exists|disappeared"):
         dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, tol=1e-12, client=client, block_rows=3000,
                     callback=delete)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_scheduler_gone_mid_fit_is_a_clear_error_and_no_result(tmp_path):
+    """Real ``dask scheduler`` / ``dask worker`` processes; the scheduler is SIGKILLed while a
+    command-line fit runs: exit 2, one line naming the scheduler and how to resume, no result
+    store, and a checkpoint that the resume can use."""
+    import subprocess
+    import sys
+    import time
+
+    from dsketch.solvers.checkpoint import load_checkpoint
+
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                             **quiet)
+    worker = subprocess.Popen([dask, "worker", addr, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                              **quiet)
+    proc = None
+    try:
+        path = _problem(tmp_path, n=40_000)
+        out = str(tmp_path / "r.zarr")
+        time.sleep(2.0)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dsketch.cli", "--quiet", "fit", "--model", "logistic", "--data", path,
+             "--param", "l2=1e-4", "--sketch", "uniform", "--sketch-size", "400", "--tol", "1e-14",
+             "--max-iter", "300", "--block-rows", "4000", "--scheduler", addr, "--out", out],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ckpt = out + ".checkpoint"
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if load_checkpoint(ckpt).iteration >= 2:
+                    break
+            except Exception:  # noqa: BLE001 - not written yet, or mid-swap
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None, "the fit finished before the scheduler could be stopped"
+        sched.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=90)  # bounded: the client gives up, it does not hang
+        assert proc.returncode == 2, err
+        lines = [ln for ln in err.strip().splitlines() if ln.startswith("dsketch fit")]
+        assert len(lines) == 1 and "lost the Dask scheduler at " + addr in lines[0] and "--resume" in lines[0]
+        assert "Traceback" not in err
+        assert not os.path.exists(out)
+        assert load_checkpoint(ckpt).iteration >= 2
+    finally:
+        for p in (proc, worker, sched):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
