@@ -80,3 +80,10 @@ __all__ = [
     "StoreFormatError",
     "StoreNotFoundError",
 ]
+
+
+class ClusterConnectionError(DSketchError, ConnectionError):
+    """The Dask scheduler cannot be reached, or refuses this client (TLS settings)."""
+
+
+__all__.append("ClusterConnectionError")
