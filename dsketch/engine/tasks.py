@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import Block, ProblemSpec, read_block
+from dsketch.store.blocks import ALIGNMENT, aligned
 
 FloatArray = np.ndarray
 
@@ -55,9 +56,19 @@ class RowState:
 
 
 def load(source: Source | Block) -> Block:
-    """Return the block itself (persisted mode) or read it from the store (streaming)."""
+    """Return the block itself (persisted mode) or read it from the store (streaming).
+
+    A persisted block that was moved to another worker arrives at an arbitrary memory
+    alignment; its dense arrays are re-aligned (:func:`dsketch.store.blocks.aligned`) so
+    that BLAS sums in the same order as on a freshly read block.
+    """
     if isinstance(source, Source):
         return read_block(source.spec, source.r0, source.r1, members=source.members)
+    if isinstance(source.A, np.ndarray) and source.A.ctypes.data % ALIGNMENT:
+        source = Block(A=aligned(source.A), b=source.b, w=source.w, extra=source.extra)
+    if any(v.ctypes.data % ALIGNMENT for v in source.extra.values()):
+        source = Block(A=source.A, b=source.b, w=source.w,
+                       extra={k: aligned(v) for k, v in source.extra.items()})
     return source
 
 
