@@ -29,7 +29,12 @@ def _setup_logging(quiet: bool) -> None:
     if not os.environ.get("DSKETCH_DEBUG"):
         # distributed logs lost connections with full tracebacks; the command reports them
         # as one line of its own (DSKETCH_DEBUG=1 shows everything)
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        import distributed  # noqa: F401 - its logging set-up runs on import; override it after
+
+        dist = logging.getLogger("distributed")
+        dist.setLevel(logging.CRITICAL)
+        for h in dist.handlers:  # child loggers (distributed.client, ...) have levels of their own
+            h.setLevel(logging.CRITICAL)
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:

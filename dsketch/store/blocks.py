@@ -88,10 +88,13 @@ def aligned(values: Any, dtype: Any = np.float64) -> np.ndarray:
     if a.dtype == dtype and a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0:
         return a
     dt = np.dtype(dtype)
-    nbytes = max(int(np.prod(a.shape, dtype=np.int64)) * dt.itemsize, 1)
+    size = int(np.prod(a.shape, dtype=np.int64))
+    if size == 0:
+        return np.empty(a.shape, dtype=dt)
+    nbytes = size * dt.itemsize
     buf = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     off = (-buf.ctypes.data) % ALIGNMENT
-    out = buf[off : off + nbytes].view(dt)[: int(np.prod(a.shape, dtype=np.int64))].reshape(a.shape)
+    out = buf[off : off + nbytes].view(dt).reshape(a.shape)
     out[...] = a
     return out
 
