@@ -250,3 +250,22 @@ def test_backtracking_keeps_small_sketches_monotone(client, stores):
     halvings = np.round(np.log2(a_full[0] / steps)).astype(int)  # alpha_k stays ~0.95 at this tau
     assert safe.n_passes == 1 + 2 * 6 + int(halvings.sum())
     assert halvings.max() >= 1
+
+
+def test_make_data_teacher_student_has_a_zero_loss_optimum(client, tmp_path):
+    """`make-data --model ggn-score`: the recorded teacher fits the written targets exactly."""
+    from dsketch.engine.datagen import make_problem
+    from dsketch.store import read_block
+
+    spec = make_problem(str(tmp_path / "ts.zarr"), model="ggn-score", n_samples=5000, n_features=6,
+                        client=client, block_rows=2048, seed=3, noise=0.0)
+    meta = spec.metadata["dsketch"]
+    U, v = np.array(meta["teacher_U"]), np.array(meta["teacher_v"])
+    blk = read_block(spec, 0, spec.n_samples)
+    np.testing.assert_allclose(np.linalg.norm(blk.A, axis=1), 1.0, rtol=1e-12)
+    Z = blk.A @ U.T
+    np.testing.assert_allclose(blk.b, (Z / (1 + np.exp(-Z))) @ v, rtol=1e-12, atol=1e-14)
+    # a student with the teacher's width, parameters set to the teacher (V absorbs 1/sqrt(n1)):
+    net = TwoLayerNet(6, 5, 1, "silu")
+    theta = net.pack(U, (v * np.sqrt(5))[None, :])
+    assert net.loss(theta, blk.A, blk.b) < 1e-28

@@ -175,6 +175,10 @@ def make_problem(
     """
     if n_samples < 1 or n_features < 1:
         raise ValueError(f"n_samples and n_features must be positive; got {n_samples}, {n_features}")
+    if model == "ggn-score":
+        return make_teacher_student(path, n_samples=n_samples, n_features=n_features, client=client, seed=seed,
+                                    noise=noise, overwrite=overwrite, block_rows=block_rows,
+                                    **(model_params or {}))
     if density is not None and not 0.0 < density <= 1.0:
         raise ValueError(f"density must lie in (0, 1]; got {density}")
     if regime not in ("weak", "strong"):
@@ -264,6 +268,70 @@ def make_problem(
     logger.info("wrote %s: %d x %d (%s)", path, n_samples, n_features, "dense" if density is None else f"csr, nnz={nnz}")
     if solve:
         spec = record_optimum(spec, model, model_params=model_params, client=client)
+    return spec
+
+
+def _teacher_task(builder: ProblemBuilder, seed: int, k: int, r0: int, n_rows: int, U: np.ndarray,
+                  v: np.ndarray, activation: str, noise: float) -> int:
+    from dsketch.models.twolayer_net import _act
+
+    rng = _block_rng(seed, k, 1)
+    X = rng.standard_normal((n_rows, U.shape[1]))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = _act(X @ U.T, activation)[0] @ v
+    if noise:
+        y = y + noise * _block_rng(seed, k, 2).standard_normal(n_rows)
+    builder.write_dense_rows(r0, X)
+    builder.write_vector("b", r0, y)
+    return n_rows
+
+
+def make_teacher_student(
+    path: str,
+    *,
+    n_samples: int,
+    n_features: int,
+    client: Client,
+    seed: int = 0,
+    teacher: int = 5,
+    activation: str = "silu",
+    noise: float = 0.0,
+    overwrite: bool = False,
+    block_rows: int = GEN_BLOCK_ROWS,
+) -> ProblemSpec:
+    """The synthetic teacher-student problem of GGN-SCORE (MODELS.md 7.5), in parallel.
+
+    Inputs are Gaussian rows normalised to the unit sphere (``A``, n x n_features); the
+    targets ``b`` are the outputs of a teacher network ``sum_j v_j pi(u_j^T x)`` with
+    ``teacher`` units, unit-norm ``u_j`` and ``v_j = +-1`` (plus ``noise * N(0, 1)``). The
+    known optimum: with ``noise = 0`` the teacher itself fits the data exactly, so any
+    student with at least ``teacher`` hidden units (and the scaling ``1/sqrt(n1)`` absorbed
+    into ``V``) reaches zero loss; the teacher's ``U`` and ``v`` are in the metadata.
+    """
+    if activation not in ("relu", "silu"):
+        raise ValueError(f"activation must be 'relu' or 'silu'; got {activation!r}")
+    if teacher < 1:
+        raise ValueError(f"teacher must be a positive number of units; got {teacher}")
+    rng = _block_rng(seed, 2**31, 6)
+    U = rng.standard_normal((teacher, n_features))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    v = rng.choice([-1.0, 1.0], size=teacher)
+    attrs = {"dsketch": {"generator": "dsketch make-data", "model": "ggn-score", "seed": seed, "noise": noise,
+                         "teacher_U": U.tolist(), "teacher_v": v.tolist(), "activation": activation,
+                         "optimum": "zero loss, reached by the teacher network" if noise == 0 else None}}
+    bounds = [(r0, min(r0 + block_rows, n_samples)) for r0 in range(0, n_samples, block_rows)]
+    builder = ProblemBuilder.create(
+        path, n_samples=n_samples, n_features=n_features, sparse=False, attrs=attrs, overwrite=overwrite,
+        chunk_rows=min(block_rows, default_chunk_rows(n_features, n_samples=n_samples)),
+    )
+    try:
+        client.gather([client.submit(_teacher_task, builder, seed, k, r0, r1 - r0, U, v, activation, noise,
+                                     pure=False) for k, (r0, r1) in enumerate(bounds)])
+        spec = builder.commit()
+    except BaseException:
+        builder.abort()
+        raise
+    logger.info("wrote %s: teacher-student, %d x %d", path, n_samples, n_features)
     return spec
 
 
