@@ -11,7 +11,13 @@ from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.models import get_model, loss_gradient_hessian
 from dsketch.sketch import make_sketch
-from dsketch.solvers.result import FitResult, NewtonState, Status, load_result, save_result
+from dsketch.solvers.result import (
+    FitResult,
+    NewtonState,
+    Status,
+    load_result,
+    save_result,
+)
 from dsketch.store import open_problem, write_problem
 
 __version__ = "0.1.0"

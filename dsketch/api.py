@@ -13,9 +13,9 @@ from distributed import Client
 
 from dsketch.engine.client import connect
 from dsketch.engine.core import DEFAULT_BLOCK_ROWS, Engine
+from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
-from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.solvers.baselines import GradientOnly
 from dsketch.solvers.checkpoint import check_settings, load_checkpoint
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver

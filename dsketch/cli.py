@@ -59,6 +59,42 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         "else an embedded local cluster on 127.0.0.1",
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes of the embedded cluster (default 2)")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up joining the scheduler after SECONDS (default: dask config "
+                        "distributed.comm.timeouts.connect, 30 s)")
+    p.add_argument("--tls-ca-file", metavar="PEM", default=None,
+                   help="CA certificate of a tls:// scheduler (default: dask config distributed.comm.tls.ca-file, "
+                        "e.g. $DASK_DISTRIBUTED__COMM__TLS__CA_FILE)")
+    p.add_argument("--tls-cert", metavar="PEM", default=None,
+                   help="client certificate signed by that CA (default: distributed.comm.tls.client.cert)")
+    p.add_argument("--tls-key", metavar="PEM", default=None,
+                   help="key of the client certificate (default: distributed.comm.tls.client.key)")
+
+
+def _connection_config(args: argparse.Namespace) -> Any:
+    """Scope --tls-ca-file/--tls-cert/--tls-key/--connect-timeout as dask config for the command.
+
+    ``connect()`` builds the client's ``distributed.Security`` (TLS credentials win over the
+    ``DASK_DISTRIBUTED__COMM__TLS__*`` environment; giving any of them requires encryption)
+    and its timeout from this config when it joins the scheduler, so bad input is still
+    reported before any connection is tried.
+    """
+    import dask.config
+
+    config: dict[str, Any] = {}
+    tls = {"distributed.comm.tls.ca-file": getattr(args, "tls_ca_file", None),
+           "distributed.comm.tls.client.cert": getattr(args, "tls_cert", None),
+           "distributed.comm.tls.client.key": getattr(args, "tls_key", None)}
+    given = {key: path for key, path in tls.items() if path}
+    if given:
+        config.update(given)
+        config["distributed.comm.require-encryption"] = True
+    timeout = getattr(args, "connect_timeout", None)
+    if timeout is not None:
+        if not 0 < timeout < float("inf"):
+            raise ValueError(f"--connect-timeout must be a positive number of seconds; got {timeout}")
+        config["distributed.comm.timeouts.connect"] = f"{timeout}s"
+    return dask.config.set(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +237,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from dsketch.api import fit
-    from dsketch.solvers.result import TABLE_HEADER, save_result
+    from dsketch.solvers.result import save_result
 
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"result store {args.out!r} exists; pass --overwrite to replace it")
@@ -224,8 +260,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
     if args.resume:
         print(f"resuming from {checkpoint}")
-    if not args.quiet:
-        print(TABLE_HEADER)
     result = fit(
         args.data,
         args.model,
@@ -287,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.quiet)
     warnings.simplefilter("default")
     try:
-        return COMMANDS[args.command](args)
+        with _connection_config(args):
+            return COMMANDS[args.command](args)
     except (DSketchError, ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         if os.environ.get("DSKETCH_DEBUG"):
             raise

@@ -20,13 +20,13 @@ from dsketch.engine.client import connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.plot import plot_convergence
-from dsketch.solvers.result import TABLE_HEADER, save_result
+from dsketch.solvers.result import save_result
 from dsketch.store import open_problem
 
 logger = logging.getLogger("dsketch")
 
 
-def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3) -> list[float]:  # noqa: ANN001
+def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3) -> list[float]:
     """Wall times of ``repeats`` streamed passes ``A x`` over all blocks (each reduced to a scalar)."""
     engine = Engine(spec, client)
     times = []
@@ -58,7 +58,6 @@ def run_demo(
     lines = []
     t_start = time.perf_counter()
     with connect(scheduler, n_workers=n_workers) as client:
-        print(f"dashboard: {client.dashboard_link}")
         for model, params in (("softmax", {}), ("logistic", {"l2": 1e-4})):
             store = os.path.join(out, f"{model}.zarr")
             t0 = time.perf_counter()
@@ -69,7 +68,6 @@ def run_demo(
             )
             print(f"\n== {model}: wrote {store} ({spec.n_samples} x {spec.n_features}, "
                   f"nnz={spec.nnz}) in {time.perf_counter() - t0:.1f}s; sketch={sketch}")
-            print(TABLE_HEADER)
             res = fit(spec, model, model_params=params, sketch=sketch, sketch_size=sketch_size,
                       seed=seed, tol=1e-10, max_iter=30, client=client)
             print(res.message)

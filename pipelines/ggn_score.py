@@ -46,7 +46,7 @@ def n_zeros(theta: np.ndarray) -> int:
     return theta.size - k0
 
 
-def gd(net, theta, X, Y, iters, lr, batch=None, rng=None, adam=False):  # noqa: ANN001
+def gd(net, theta, X, Y, iters, lr, batch=None, rng=None, adam=False):
     """Gradient descent (full batch) or Adam (mini-batches); returns theta and a trace."""
     m = X.shape[0]
     mom, vel, t = np.zeros_like(theta), np.zeros_like(theta), 0
@@ -68,7 +68,7 @@ def gd(net, theta, X, Y, iters, lr, batch=None, rng=None, adam=False):  # noqa: 
     return theta, trace
 
 
-def accuracy(net, theta, X, labels):  # noqa: ANN001
+def accuracy(net, theta, X, labels):
     return float(np.mean(np.argmax(net.predict(theta, X), axis=1) == labels))
 
 
@@ -168,7 +168,7 @@ def main() -> None:
     _plot(curves, os.path.join(args.out, "ggn_score.png"))
 
 
-def _plot(curves, path: str) -> None:  # noqa: ANN001
+def _plot(curves, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

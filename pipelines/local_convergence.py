@@ -37,10 +37,10 @@ EPSILONS = (0.5, 0.25, 0.1)
 ERR_TOL = 1e-10
 
 
-def _errors(client, spec, model, x_star, x0, **kw):  # noqa: ANN001, ANN003
+def _errors(client, spec, model, x_star, x0, **kw):
     errs = [float(np.linalg.norm(x0 - x_star))]
 
-    def cb(state):  # noqa: ANN001
+    def cb(state):
         errs.append(float(np.linalg.norm(state.coef - x_star)))
 
     with warnings.catch_warnings():

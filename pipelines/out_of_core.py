@@ -79,7 +79,7 @@ def _du(path: str) -> int:
     return int(out.stdout.split()[0])
 
 
-def _fit(spec, limit: str, persist: bool, args) -> tuple[dsketch.FitResult, dict[str, int], float]:  # noqa: ANN001
+def _fit(spec, limit: str, persist: bool, args) -> tuple[dsketch.FitResult, dict[str, int], float]:
     with _cluster(limit) as cluster, Client(cluster) as client:
         print(f"  dashboard: {client.dashboard_link}", flush=True)
         t0 = time.perf_counter()

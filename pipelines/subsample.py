@@ -93,7 +93,7 @@ def main() -> None:
     _plot(table, lev_pred, os.path.join(args.out, "subsample.png"), title=lines[0])
 
 
-def _plot(table, pred, path: str, title: str) -> None:  # noqa: ANN001
+def _plot(table, pred, path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,7 +9,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ARG001
+def pytest_collection_modifyitems(config, items):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         skip = pytest.mark.skip(reason="slow test: skipped when CI=true")
         for item in items:

@@ -43,6 +43,6 @@ def fd(fun: Callable[[np.ndarray], np.ndarray | float], x: np.ndarray, h: float)
     return np.array(cols).T
 
 
-def scalars_of(model, eta: np.ndarray, b: np.ndarray, w=None) -> dict[str, float]:  # noqa: ANN001
+def scalars_of(model, eta: np.ndarray, b: np.ndarray, w=None) -> dict[str, float]:
     """The model's global scalars with all rows in one block."""
     return model.scalars(model.stats(eta, b, w))

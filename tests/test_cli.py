@@ -114,7 +114,7 @@ def test_scheduler_from_environment(client, tmp_path, monkeypatch):
     dsketch.write_problem(store, A, y)
     before = set(client.scheduler_info()["workers"])
 
-    def curvature_seconds(dask_scheduler):  # noqa: ANN001
+    def curvature_seconds(dask_scheduler):
         tp = dask_scheduler.task_prefixes.get("curvature")
         return 0.0 if tp is None else float(sum(tp.all_durations.values()))
 

@@ -21,7 +21,12 @@ import dsketch
 from dsketch.cli import main
 from dsketch.engine.datagen import make_problem
 from dsketch.errors import ModelDomainError, StoreFormatError
-from dsketch.models import SoftmaxReluPaired, TwoLayerSoftmax, get_model, loss_gradient_hessian
+from dsketch.models import (
+    SoftmaxReluPaired,
+    TwoLayerSoftmax,
+    get_model,
+    loss_gradient_hessian,
+)
 from dsketch.store import open_problem, read_global, write_problem
 
 OUTER = {
@@ -32,20 +37,20 @@ OUTER = {
 }
 
 
-def _two_layer_loss(x, A, P, b, w, h):  # noqa: ANN001
+def _two_layer_loss(x, A, P, b, w, h):
     """1/2 ||h(A2 softmax(A x)) - b||^2 + 1/2 ||w * A x||^2, written from MODELS.md 6."""
     v = np.asarray(A @ x).ravel()
     z = P.T @ softmax(v)
     return 0.5 * np.sum((h(z) - b) ** 2) + 0.5 * np.sum((w * v) ** 2)
 
 
-def _relu_c_loss(x, A, P, b, w):  # noqa: ANN001
+def _relu_c_loss(x, A, P, b, w):
     """1/2 ||softmax(A2 ReLU(A x)) - b||^2 + 1/2 ||w * A x||^2 (MODELS.md 5, reading C)."""
     v = np.asarray(A @ x).ravel()
     return 0.5 * np.sum((softmax(P.T @ np.maximum(v, 0.0)) - b) ** 2) + 0.5 * np.sum((w * v) ** 2)
 
 
-def _paired_problem(rng, n, d, m, sparse, kind):  # noqa: ANN001
+def _paired_problem(rng, n, d, m, sparse, kind):
     A, Ad = design(rng, n, d, sparse)
     scale = np.sqrt(n) if kind == "two-layer" else 1.0 / np.sqrt(n)
     P = rng.standard_normal((n, m)) * scale
@@ -54,7 +59,7 @@ def _paired_problem(rng, n, d, m, sparse, kind):  # noqa: ANN001
     return A, Ad, P, b, w
 
 
-def _away_from_kinks(rng, Ad, d):  # noqa: ANN001
+def _away_from_kinks(rng, Ad, d):
     """An x with every |(A x)_i| >= 1e-2 (reading C is smooth only off the kinks)."""
     for _ in range(200):
         x = rng.standard_normal(d)
@@ -79,7 +84,7 @@ def test_two_layer_matches_definition_and_finite_differences(h, sparse):
     x = rng.standard_normal(d)
     with strict_fp():
         L, g, H = loss_gradient_hessian(model, A, P, x, w)
-    ref = lambda x: _two_layer_loss(x, Ad, P, b, w, href)  # noqa: E731
+    ref = lambda x: _two_layer_loss(x, Ad, P, b, w, href)
     assert L == pytest.approx(ref(x), rel=1e-12)
     np.testing.assert_allclose(g, fd(ref, x, 1e-4), rtol=1e-7, atol=1e-9 * np.abs(g).max())
     Hfd = fd(lambda y: loss_gradient_hessian(model, A, P, y, w)[1], x, 1e-4)
@@ -97,7 +102,7 @@ def test_softmax_relu_c_matches_definition_and_finite_differences(sparse):
     x = _away_from_kinks(rng, Ad, d)
     with strict_fp():
         L, g, H = loss_gradient_hessian(model, A, P, x, w)
-    ref = lambda x: _relu_c_loss(x, Ad, P, b, w)  # noqa: E731
+    ref = lambda x: _relu_c_loss(x, Ad, P, b, w)
     assert L == pytest.approx(ref(x), rel=1e-12)
     h = 1e-4 * min(1.0, np.abs(Ad @ x).min() / 4)  # the stencil must not cross a kink
     np.testing.assert_allclose(g, fd(ref, x, h), rtol=1e-6, atol=1e-9 * np.abs(g).max())
@@ -165,7 +170,7 @@ def test_bad_parameters_are_rejected():
         get_model("softmax-relu", reading="A", targets=np.zeros(2))
 
 
-def _write_paired(tmp_path, rng, n=3000, d=6, m=4, kind="two-layer", sparse=False):  # noqa: ANN001
+def _write_paired(tmp_path, rng, n=3000, d=6, m=4, kind="two-layer", sparse=False):
     A, Ad, P, b, w = _paired_problem(rng, n, d, m, sparse, kind)
     if kind == "relu-c":
         # targets from a planted x, light regularisation: a smooth minimiser near it (with
@@ -208,10 +213,10 @@ def test_fit_through_engine_matches_scipy(client, tmp_path, kind):
     spec, Ad, P, b, w = _write_paired(tmp_path, rng, n=4000, d=6, m=8, kind=kind)
     if kind == "two-layer":
         name, params = "two-layer", {"h": "softplus"}
-        ref = lambda x: _two_layer_loss(x, Ad, P, b, w, OUTER["softplus"])  # noqa: E731
+        ref = lambda x: _two_layer_loss(x, Ad, P, b, w, OUTER["softplus"])
     else:
         name, params = "softmax-relu", {"reading": "C"}
-        ref = lambda x: _relu_c_loss(x, Ad, P, b, w)  # noqa: E731
+        ref = lambda x: _relu_c_loss(x, Ad, P, b, w)
     x_ref = minimize(ref, np.zeros(6) + 0.01, method="BFGS", options={"gtol": 1e-12, "maxiter": 2000}).x
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -250,7 +255,7 @@ def test_make_data_paired_records_a_known_optimum(client, tmp_path):
     blk = read_block(g, 0, g.n_samples, members=("A2T",))
     b = read_global(g, "b")
     x_star = np.array(meta["x_star"])
-    ref = lambda x: _two_layer_loss(x, blk.A, blk.extra["A2T"], b, blk.w, np.tanh)  # noqa: E731
+    ref = lambda x: _two_layer_loss(x, blk.A, blk.extra["A2T"], b, blk.w, np.tanh)
     grad = fd(ref, x_star, 1e-5)
     grad0 = fd(ref, np.zeros(5), 1e-5)
     assert np.linalg.norm(grad) <= 1e-6 * np.linalg.norm(grad0)

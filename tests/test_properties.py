@@ -29,7 +29,7 @@ SETTINGS = settings(max_examples=40, deadline=None,
 _TEMPLATES: dict[str, str] = {}
 
 
-def _template(root, sparse: bool) -> str:  # noqa: ANN001
+def _template(root, sparse: bool) -> str:
     """A small valid store (written once per session and kind, copied per example)."""
     key = "csr" if sparse else "dense"
     if key not in _TEMPLATES:
@@ -43,7 +43,7 @@ def _template(root, sparse: bool) -> str:  # noqa: ANN001
     return _TEMPLATES[key]
 
 
-def _fresh(tmp_path_factory, sparse: bool) -> str:  # noqa: ANN001
+def _fresh(tmp_path_factory, sparse: bool) -> str:
     src = _template(tmp_path_factory.getbasetemp(), sparse)
     dst = str(tmp_path_factory.mktemp("damaged") / "p.zarr")
     shutil.copytree(src, dst)
@@ -140,7 +140,7 @@ def test_bad_values_are_found_and_named(tmp_path_factory, sparse, row, col, valu
     arr = g[member]
     idx = (row % arr.shape[0],) + ((col % arr.shape[1],) if arr.ndim == 2 else ())
     if arr.dtype.kind in "iu":
-        arr[idx] = int(-1 if not np.isfinite(value) else 10**6)
+        arr[idx] = -1 if not np.isfinite(value) else 10**6
     else:
         arr[idx] = value
     bad = arr.dtype.kind in "iu" or not np.isfinite(value)

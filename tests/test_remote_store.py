@@ -16,7 +16,7 @@ from dsketch.store import open_problem, read_block, read_global, write_problem
 from dsketch.store.convert import describe
 
 
-def _url(path) -> str:  # noqa: ANN001
+def _url(path) -> str:
     return "file://" + str(path)
 
 

@@ -2,29 +2,63 @@
 
 The embedded cluster listens on 127.0.0.1 only. ``DSKETCH_SCHEDULER`` (or the
 ``scheduler=`` argument / ``--scheduler`` flag) joins an existing cluster instead.
+
+TLS credentials for a ``tls://`` scheduler come from an explicit
+:class:`distributed.Security` (``security=``) or, by default, from dask's configuration:
+the ``distributed.comm.tls`` keys, e.g. the environment variables
+``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT``,
+``DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY``, and
+``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True`` to refuse plain ``tcp://`` (the
+command line's ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key`` set those keys for one
+command). Joining a scheduler gives up after ``timeout`` seconds (dask's
+``distributed.comm.timeouts.connect``, 30 s by default) with a
+:class:`~dsketch.errors.ClusterConnectionError`, never a hang. The dashboard address is
+logged once connected.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import math
 import os
 from collections.abc import Iterator
 
+import dask.config
+from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
+from distributed.security import Security
+
+from dsketch.errors import ClusterConnectionError
 
 logger = logging.getLogger("dsketch")
 
 SCHEDULER_ENV = "DSKETCH_SCHEDULER"
+TIMEOUT_KEY = "distributed.comm.timeouts.connect"  # dask's own connect timeout, 30 s by default
+ENCRYPTED_SCHEMES = ("tls", "wss")
+TLS_HELP = (
+    "pass --tls-ca-file CA.pem --tls-cert CLIENT.pem --tls-key CLIENT-KEY.pem "
+    "(Python: security=distributed.Security(tls_ca_file=..., tls_client_cert=..., "
+    "tls_client_key=...)) or set DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"
+)
 
 
 def start_local_cluster(
-    *, n_workers: int = 2, threads_per_worker: int = 1, memory_limit: str | int = "auto"
+    *,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    memory_limit: str | int = "auto",
+    security: Security | None = None,
 ) -> LocalCluster:
     """Start a process-based :class:`distributed.LocalCluster` bound to 127.0.0.1.
 
     Worker processes run single-threaded BLAS (distributed's default environment), so a
-    task's floating-point result does not depend on how many workers there are.
+    task's floating-point result does not depend on how many workers there are. The
+    scheduler, the workers and the dashboard listen on 127.0.0.1 only. ``security``, when
+    given, must hold scheduler, worker and client certificates (e.g.
+    :meth:`distributed.Security.temporary`); the cluster then speaks ``tls://``.
     """
     cluster = LocalCluster(
         n_workers=n_workers,
@@ -33,8 +67,124 @@ def start_local_cluster(
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
         memory_limit=memory_limit,
+        security=security,
     )
     return cluster
+
+
+def resolve_timeout(timeout: float | None = None) -> float:
+    """The connection timeout in seconds: ``timeout``, else dask's
+    ``distributed.comm.timeouts.connect`` (30 s by default; environment variable
+    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT``, ``dsketch --connect-timeout``)."""
+    raw: object = timeout
+    source = "timeout"
+    if timeout is None:
+        raw, source = dask.config.get(TIMEOUT_KEY), f"dask config {TIMEOUT_KEY}"
+    try:
+        value = float(parse_timedelta(raw, default="seconds"))
+    except (TypeError, ValueError, KeyError):
+        raise ValueError(f"{source} must be a duration such as 30 or '30s'; got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{source} must be a positive number of seconds; got {raw!r}")
+    return value
+
+
+def _scheme(address: str) -> str:
+    return address.split("://", 1)[0].lower() if "://" in address else "tcp"
+
+
+def _is_file_ref(value: str) -> bool:
+    """Security fields hold a file path or, as in Security.temporary(), the PEM text."""
+    return "\n" not in value
+
+
+def check_security(address: str, security: Security) -> None:
+    """Raise :class:`ClusterConnectionError` if ``security`` cannot open ``address``.
+
+    A ``tls://`` (or ``wss://``) scheduler needs a CA file and a client certificate with
+    its key (the key may sit in the certificate file); every file named must exist. With
+    ``require_encryption`` set, a plain ``tcp://`` address is refused.
+    """
+    scheme = _scheme(address)
+    if scheme not in ENCRYPTED_SCHEMES:
+        if security.require_encryption:
+            raise ClusterConnectionError(
+                f"encryption is required (TLS credentials given, or distributed.comm."
+                f"require-encryption set) but the scheduler address {address} is not "
+                f"tls://; use the scheduler's tls:// address"
+            )
+        return
+    fields = {
+        "CA file": security.tls_ca_file,
+        "client certificate": security.tls_client_cert,
+    }
+    missing = [what for what, value in fields.items() if not value]
+    for what, value in fields.items():
+        if value and _is_file_ref(value) and not os.path.isfile(value):
+            raise ClusterConnectionError(f"TLS {what} {value!r} does not exist (scheduler {address})")
+    key = security.tls_client_key
+    cert = security.tls_client_cert
+    if key:
+        if _is_file_ref(key) and not os.path.isfile(key):
+            raise ClusterConnectionError(f"TLS client key {key!r} does not exist (scheduler {address})")
+    elif cert and not _pem_has_key(cert):
+        missing.append("client key")
+    if missing:
+        raise ClusterConnectionError(
+            f"scheduler {address} uses TLS but the client has no {', no '.join(missing)}: {TLS_HELP}"
+        )
+
+
+def _pem_has_key(cert: str) -> bool:
+    if not _is_file_ref(cert):
+        return "PRIVATE KEY" in cert
+    try:
+        with open(cert, encoding="ascii", errors="replace") as f:
+            return "PRIVATE KEY" in f.read()
+    except OSError:
+        return False
+
+
+def dashboard_link(client: Client) -> str | None:
+    """The scheduler's dashboard URL, or None when it runs without a dashboard."""
+    try:
+        return client.dashboard_link
+    except (KeyError, AttributeError, ValueError):
+        return None
+
+
+def _reachable(url: str, *, timeout: float = 2.0) -> bool:
+    """Whether an HTTP server answers at ``url`` (any status counts)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _open_client(address: str, security: Security, timeout: float) -> Client:
+    try:
+        return Client(address, security=security, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        reason = _one_line(exc)
+        if "certificate" in reason.lower() or "ssl" in reason.lower():
+            hint = ("the TLS handshake failed: use a client certificate signed by the cluster's CA, "
+                    "and that CA as --tls-ca-file")
+        else:
+            hint = (f"check that the scheduler is running, reachable from here and speaks this protocol "
+                    f"(tcp:// or tls://); the limit is {timeout:g} s (--connect-timeout, dask config "
+                    f"{TIMEOUT_KEY})")
+        raise ClusterConnectionError(f"cannot connect to the Dask scheduler at {address}: {reason}; {hint}") from exc
 
 
 @contextlib.contextmanager
@@ -44,9 +194,12 @@ def connect(
     n_workers: int = 2,
     threads_per_worker: int = 1,
     memory_limit: str | int = "auto",
-    security: object | None = None,
+    security: Security | None = None,
+    timeout: float | None = None,
 ) -> Iterator[Client]:
     """Yield a :class:`distributed.Client`, closing whatever this call started.
+
+    The dashboard address is logged (logger ``"dsketch"``, level INFO) once connected.
 
     Parameters
     ----------
@@ -56,26 +209,68 @@ def connect(
         with ``n_workers`` worker processes is started on 127.0.0.1.
     n_workers, threads_per_worker, memory_limit
         Settings of the embedded cluster (ignored when joining a scheduler).
-    security : distributed.security.Security, optional
-        TLS settings for ``tls://`` schedulers.
+    security : distributed.Security, optional
+        Client TLS credentials (``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``).
+        Default: ``distributed.Security()``, i.e. dask's ``distributed.comm.tls``
+        configuration (``DASK_DISTRIBUTED__COMM__TLS__...`` environment variables). When
+        encryption is required and no scheduler is named, the embedded cluster runs over
+        TLS with temporary in-memory certificates.
+    timeout : float, optional
+        Seconds to wait for a scheduler before giving up (default: dask config
+        ``distributed.comm.timeouts.connect``, 30 s unless set).
+
+    Raises
+    ------
+    ClusterConnectionError
+        The scheduler cannot be reached within ``timeout``, refuses the TLS credentials,
+        or needs credentials that are missing.
+    ValueError
+        ``timeout`` is not a positive number.
     """
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    wait = resolve_timeout(timeout)
+    sec = security if security is not None else Security()
     if address:
-        client = Client(address, security=security, set_as_default=False)
-        logger.info("joined scheduler %s (dashboard: %s)", address, client.dashboard_link)
+        check_security(address, sec)
+        client = _open_client(address, sec, wait)
+        link = dashboard_link(client)
+        if link is None:
+            link = "none: the scheduler runs without one"
+        elif not link.startswith(("http://", "https://")) or not _reachable(link):
+            link += " - not reachable from this host (disabled, or forward its port: ssh -L)"
+        logger.info("joined scheduler %s (dashboard: %s)", address, link)
         try:
             yield client
         finally:
             client.close()
         return
+    cluster_security = None
+    if sec.require_encryption:
+        try:
+            cluster_security = Security.temporary()
+        except ImportError as exc:
+            raise ClusterConnectionError(
+                "encryption is required but no scheduler is named, and the embedded cluster's "
+                "temporary TLS certificates need the cryptography package: pip install "
+                "cryptography, or pass a tls:// scheduler"
+            ) from exc
     cluster = start_local_cluster(
-        n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit
+        n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        security=cluster_security,
     )
-    client = Client(cluster, set_as_default=False)
+    try:
+        client = Client(cluster, security=cluster_security, set_as_default=False)
+    except BaseException:
+        cluster.close()
+        raise
+    link = dashboard_link(client)
+    if link and importlib.util.find_spec("bokeh") is None:
+        link += " - its plots need bokeh>=3.1"
     logger.info(
-        "started local cluster: %d workers on 127.0.0.1 (dashboard: %s)",
+        "started local cluster: %d workers on 127.0.0.1%s (dashboard: %s)",
         n_workers,
-        client.dashboard_link,
+        " over TLS" if cluster_security is not None else "",
+        link,
     )
     try:
         yield client

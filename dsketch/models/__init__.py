@@ -19,6 +19,7 @@ from dsketch.models.normalised import ResNetSoftmaxRegression, SoftmaxReluRegres
 from dsketch.models.paired import SoftmaxReluPaired, TwoLayerSoftmax
 from dsketch.models.softmax import SoftmaxRegression
 
+
 def softmax_relu(reading: str = "A", targets: Any = None) -> Model:
     """Softmax-ReLU regression in one of its three readings (MODELS.md 5).
 

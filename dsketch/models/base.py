@@ -160,7 +160,7 @@ class Model(ABC):
         return np.zeros(n_features)
 
     # -- validation -----------------------------------------------------------------
-    def check_targets(self, b: FloatArray) -> None:  # noqa: B027 - optional hook
+    def check_targets(self, b: FloatArray) -> None:
         """Raise ``ValueError`` when targets are outside the model's domain."""
 
     def describe(self) -> dict[str, Any]:

@@ -28,10 +28,25 @@ from typing import Any
 import numpy as np
 
 from dsketch.errors import ChunkLayoutError
-from dsketch.sketch.base import Partial, Sketch, SketchContext, SketchResult, as_block, check_weights, row_norms2
+from dsketch.sketch.base import (
+    Partial,
+    Sketch,
+    SketchContext,
+    SketchResult,
+    as_block,
+    check_weights,
+    row_norms2,
+)
 from dsketch.sketch.embed import CountSketch, GaussianSketch
 from dsketch.sketch.leverage import LeverageSampler
-from dsketch.sketch.rowsample import ExactGram, RowNormSampler, SampledRows, Sampler, UniformSampler, leverage_size
+from dsketch.sketch.rowsample import (
+    ExactGram,
+    RowNormSampler,
+    SampledRows,
+    Sampler,
+    UniformSampler,
+    leverage_size,
+)
 
 SKETCHES: dict[str, type[Sketch]] = {
     "exact": ExactGram,

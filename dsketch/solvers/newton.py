@@ -37,6 +37,7 @@ from dsketch.solvers.result import (
     HISTORY_COLUMNS,
     STATUS_MESSAGES,
     SUCCESS,
+    TABLE_HEADER,
     FitResult,
     NewtonState,
     Status,
@@ -163,6 +164,7 @@ class NewtonSolver:
         self.checkpoint = checkpoint
         self.settings = dict(settings or {})
         self._t_offset = 0.0
+        self._header_logged = False
 
     # ------------------------------------------------------------------ stages
     def update_gradient_hessian(self, it: _Iterate, iteration: int) -> None:
@@ -253,6 +255,9 @@ class NewtonSolver:
         }
         for k in HISTORY_COLUMNS:
             self.history[k].append(float(row[k]))
+        if not self._header_logged:  # after the cluster is up, so its lines come first
+            logger.info("%s", TABLE_HEADER)
+            self._header_logged = True
         logger.info("%s", format_row(row))
 
     def _save(self, x: np.ndarray, iteration: int, g0: float, prev_gnorm: float | None,

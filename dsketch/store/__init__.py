@@ -12,7 +12,12 @@ This layer knows nothing about the maths and does not import dask. Public API:
 
 from dsketch.errors import StoreExistsError
 from dsketch.store.blocks import clear_cache, read_block, read_global
-from dsketch.store.builder import EdgePieces, ProblemBuilder, default_chunk_rows, write_problem
+from dsketch.store.builder import (
+    EdgePieces,
+    ProblemBuilder,
+    default_chunk_rows,
+    write_problem,
+)
 from dsketch.store.groups import read_group, write_group
 from dsketch.store.problem import open_problem
 from dsketch.store.spec import Block, ProblemSpec

@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from dsketch.errors import DTypeError, InvalidIndicesError, NonFiniteError, ShapeMismatchError
+from dsketch.errors import (
+    DTypeError,
+    InvalidIndicesError,
+    NonFiniteError,
+    ShapeMismatchError,
+)
 
 #: Members with a fixed meaning; every other array in a problem group is row-aligned extra.
 #: ``global`` is a subgroup of arrays that are *not* row-aligned (for example the m-vector of
