@@ -27,6 +27,28 @@ logger = logging.getLogger("dsketch")
 SOLVERS = ("newton", "newton-cg", "gd")
 
 
+#: Width of the Johnson-Lindenstrauss transform the approximate leverage scores apply to
+#: every row, for the cost model of :func:`choose_curvature`.
+_JL_COST = 24
+
+
+def choose_curvature(spec: ProblemSpec) -> str:
+    """``sketch="auto"``: the exact Gram when it is cheap, leverage sampling otherwise.
+
+    Cost model in multiply-adds per iteration: the exact Gram ``A^T diag(D) A`` costs
+    ``sum_i nnz_i^2 ~ nnz^2 / n``; the leverage sketch costs an extra pass that applies a
+    ``_JL_COST``-column transform to every stored entry (``2 * _JL_COST * nnz``) plus the
+    Gram of its ``s`` sampled rows (``s * d^2``, ``s`` the default size). Exact wins for few
+    non-zeros per row or few rows (the demo's 2 per row), leverage for wide dense rows.
+    """
+    n, d = spec.n_samples, spec.n_features
+    per_row = spec.nnz / max(n, 1)
+    s = default_sketch_size("leverage", n, d)
+    exact = n * per_row**2
+    sketch = 2 * _JL_COST * spec.nnz + s * float(d) ** 2
+    return "exact" if exact <= sketch else "leverage"
+
+
 def default_sketch_size(kind: str, n_samples: int, n_features: int) -> int:
     """The sketch size used when none is given: the documented size for eps = 0.5.
 
@@ -91,6 +113,7 @@ def fit(
     tol: float = 1e-8,
     max_iter: int = 50,
     ftol: float | None = None,
+    adaptive_sketch: bool = False,
     client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int = 2,
@@ -111,8 +134,9 @@ def fit(
         A registry name (``"softmax"``, ``"logistic"``, ...) or a model instance.
     model_params : dict, optional
         Parameters of the model when ``model`` is a name (e.g. ``{"l2": 1e-3}``).
-    sketch : {"exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
-        How ``A^T diag(D) A`` is estimated; ``"exact"`` gives exact Newton.
+    sketch : {"exact", "auto", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
+        How ``A^T diag(D) A`` is estimated; ``"exact"`` gives exact Newton, ``"auto"``
+        picks exact or leverage by cost (:func:`choose_curvature`).
     sketch_size : int, optional
         Expected sampled rows / embedding dimension (default: the documented size for a
         (1 +- 0.5) approximation, see :func:`default_sketch_size`).
@@ -135,6 +159,9 @@ def fit(
     tol : float
         Stop when ``||grad|| <= tol * ||grad_0||``.
     max_iter : int
+    adaptive_sketch : bool
+        Grow / shrink the sketch size from each step's actual against predicted decrease
+        (:class:`~dsketch.solvers.newton.NewtonConfig`); ``sketch_size`` is the start.
     ftol : float, optional
         Convergence in loss value (:class:`~dsketch.solvers.newton.NewtonConfig`); by
         default on (1e-12) only for the non-smooth ReLU models.
@@ -167,6 +194,8 @@ def fit(
     else:
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
+    if sketch == "auto":
+        sketch = choose_curvature(spec)
     sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
     if solver == "gd":
         size = 1
@@ -179,7 +208,7 @@ def fit(
     config = (
         NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60, ftol=ftol)
         if solver == "gd"
-        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol,
+        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol, adaptive_sketch=adaptive_sketch,
                           direction="newton-cg" if solver == "newton-cg" else "newton")
     )
     if isinstance(x0, str):
@@ -202,6 +231,7 @@ def fit(
         "seed": seed,
         "data": spec.path,
         "block_rows": block_rows if bounds is None else [list(b) for b in bounds],
+        **({"adaptive_sketch": True} if adaptive_sketch else {}),
     }
     saved = None
     if resume:

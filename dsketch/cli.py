@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="newton", choices=("newton", "newton-cg", "gd"),
                    help="newton: (sketched) Newton; newton-cg: exact Newton by conjugate gradients "
                         "preconditioned by the sketch; gd: gradient-descent baseline")
-    p.add_argument("--sketch", default="exact", choices=SKETCH_KINDS)
+    p.add_argument("--sketch", default="exact", choices=("auto", *SKETCH_KINDS),
+                   help="curvature of A^T diag(D) A (auto: exact when cheap, else leverage)")
+    p.add_argument("--adaptive-sketch", action="store_true",
+                   help="grow/shrink the sketch size when steps miss/meet their predicted decrease")
     p.add_argument("--sketch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-8)
@@ -271,6 +274,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         tol=args.tol,
         max_iter=args.max_iter,
         ftol=args.ftol,
+        adaptive_sketch=args.adaptive_sketch,
         scheduler=args.scheduler,
         n_workers=args.workers,
         block_rows=args.block_rows,

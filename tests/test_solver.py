@@ -370,3 +370,48 @@ def test_newton_cg_reaches_full_accuracy_where_the_sketch_alone_stalls(client, t
     assert np.linalg.norm(grad(cg.x)) <= 1e-11 * g0
     assert np.linalg.norm(grad(plain.x)) > 1e3 * np.linalg.norm(grad(cg.x))
     assert _rel(cg.x, ref) < 1e-7
+
+
+def test_auto_curvature_follows_the_cost_model(tmp_path):
+    """Exact Gram for few non-zeros per row, leverage sampling for wide dense rows."""
+    from dsketch.api import choose_curvature
+    from dsketch.store import ProblemSpec
+
+    def spec(n, d, nnz):
+        return ProblemSpec(path="p", n_samples=n, n_features=d, sparse=nnz < n * d, nnz=nnz, dtype="float64",
+                           has_w=False)
+
+    assert choose_curvature(spec(2_000_000, 200, 4_000_000)) == "exact"  # the demo: 2 per row
+    assert choose_curvature(spec(2_000_000, 500, 1_000_000_000)) == "leverage"  # dense, d = 500
+    assert choose_curvature(spec(5_000, 500, 2_500_000)) == "exact"  # few rows: the sample is most of them
+
+
+def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(client, tmp_path):
+    rng = np.random.default_rng(9)
+    n, d = 20000, 12
+    A = rng.standard_normal((n, d))
+    A[:, :3] *= 30.0
+    y = (rng.random(n) < expit(A @ (rng.standard_normal(d) / 10))).astype(float)
+    path = str(tmp_path / "p.zarr")
+    write_problem(path, A, y)
+    kw = dict(model_params={"l2": 1e-6}, sketch="uniform", sketch_size=30, tol=1e-10, client=client,
+              block_rows=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fixed = dsketch.fit(path, "logistic", max_iter=25, **kw)
+    adaptive = dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, **kw)
+    rows = adaptive.history["sketch_rows"]
+    assert adaptive.success and not fixed.success
+    assert rows.max() > 4 * rows[0]  # it grew
+    # a resumed adaptive fit continues with the size it had reached
+    ckpt = str(tmp_path / "run.ckpt")
+
+    def stop(state):
+        if state.iteration == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, checkpoint=ckpt, callback=stop, **kw)
+    resumed = dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, checkpoint=ckpt, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.history["sketch_rows"], rows)
+    np.testing.assert_allclose(resumed.x, adaptive.x, rtol=1e-12)

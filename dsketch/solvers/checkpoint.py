@@ -45,6 +45,8 @@ class Checkpoint:
     history : dict of str to ndarray
     settings : dict
         Model, curvature, seed and data of the fit; a resume must match them.
+    sketch_size : int or None
+        The sketch size of the next iteration (it changes with ``adaptive_sketch``).
     """
 
     x: np.ndarray
@@ -56,6 +58,7 @@ class Checkpoint:
     tau: float | None
     history: dict[str, np.ndarray]
     settings: dict[str, Any]
+    sketch_size: int | None = None
 
 
 def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
@@ -71,6 +74,7 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
         "prev_gnorm": None if ckpt.prev_gnorm is None else float(ckpt.prev_gnorm),
         "tau": None if ckpt.tau is None else float(ckpt.tau),
         "settings": json.loads(json.dumps(ckpt.settings, default=str)),
+        "sketch_size": None if ckpt.sketch_size is None else int(ckpt.sketch_size),
     }
     write_group(path, arrays, {CHECKPOINT_ATTR: meta}, overwrite=True)
 
@@ -92,6 +96,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         tau=meta["tau"],
         history=history,
         settings=dict(meta["settings"]),
+        sketch_size=meta.get("sketch_size"),
     )
 
 

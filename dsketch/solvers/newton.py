@@ -74,6 +74,12 @@ class NewtonConfig:
         ``"gradient"`` is the gradient-descent baseline: ``p = -tau g`` with ``tau``
         doubled after every accepted step and the backtracking taking care of the rest
         (the curvature is not used).
+    adaptive_sketch : bool, default False
+        ``direction="newton"`` with a sampled or embedded sketch: double the sketch size
+        when a step falls short of the decrease its quadratic model predicts (a step below
+        1 was needed, or the actual decrease is under half the predicted one), and shrink
+        it by a quarter when the full step delivers 0.9-1.1 times the prediction; between
+        ``n_features`` and ``n_samples``.
     cg_max_iter : int, default 20
         ``direction="newton-cg"``: most Hessian-vector products (passes over A) per step.
     ftol : float or None, default None
@@ -93,6 +99,7 @@ class NewtonConfig:
     direction: str = "newton"
     ftol: float | None = None
     cg_max_iter: int = 20
+    adaptive_sketch: bool = False
 
     def __post_init__(self) -> None:
         if self.ftol is not None and not (np.isfinite(self.ftol) and 0 <= self.ftol < 1):
@@ -196,6 +203,21 @@ class NewtonSolver:
         it.hess = H
         it.sketch_rows = int(sk.n_rows)
 
+    def _adapt_sketch_size(self, step: float, actual: float, predicted: float, loss: float) -> None:
+        """Grow or shrink the sketch from the step's actual against predicted decrease."""
+        if getattr(self.sketch, "kind", "") == "exact" or not predicted > 1e3 * EPS * abs(loss):
+            return  # exact curvature, or a decrease the loss cannot measure
+        n, d = self.engine.problem.n_samples, self.engine.problem.n_features
+        ratio = actual / predicted
+        old = self.sketch_size
+        if step < 1.0 or ratio < 0.5:
+            self.sketch_size = min(n, 2 * old)
+        elif 0.9 <= ratio <= 1.1:
+            self.sketch_size = max(min(d, n), int(0.75 * old))
+        if self.sketch_size != old:
+            logger.debug("sketch size %d -> %d (step %.3g, actual/predicted %.3f)", old, self.sketch_size,
+                         step, ratio)
+
     def hessvec(self, it: _Iterate, v: np.ndarray) -> np.ndarray:
         """The exact ``H v`` at the iterate (one pass over A for the diagonal part)."""
         hv = self.engine.hessvec(self.model, it.scalars, v)
@@ -268,7 +290,7 @@ class NewtonSolver:
             x=x, iteration=iteration, n_passes=self.engine.n_passes,
             seconds=time.perf_counter() - t0 + self._t_offset, g0=g0, prev_gnorm=prev_gnorm,
             tau=tau, history={k: np.asarray(v) for k, v in self.history.items()},
-            settings=self.settings,
+            settings=self.settings, sketch_size=self.sketch_size,
         ))
 
     def run(self, x0: np.ndarray | None = None, *, resume: Checkpoint | None = None) -> FitResult:
@@ -287,6 +309,8 @@ class NewtonSolver:
             g0, prev_gnorm, tau, iteration = resume.g0, resume.prev_gnorm, resume.tau, resume.iteration
             self.history = {k: [float(v) for v in resume.history[k]] for k in HISTORY_COLUMNS}
             self.engine.n_passes = resume.n_passes
+            if resume.sketch_size is not None:
+                self.sketch_size = int(resume.sketch_size)
             self._t_offset = resume.seconds
         elif x0 is None:
             x0 = self.engine.initial_coef(self.model)
@@ -376,6 +400,8 @@ class NewtonSolver:
                 break
             step, scalars, new_loss = accepted
             last_drop = it.loss - new_loss
+            if cfg.adaptive_sketch and cfg.direction == "newton":
+                self._adapt_sketch_size(step, last_drop, -0.5 * gp, it.loss)
             if tau is not None:
                 tau *= 2.0 * step
             self._record(it, iteration, dec, step, t0)
