@@ -41,20 +41,28 @@ class _GLM(Model):
     rank: ClassVar[int] = 0
     uses_w: ClassVar[bool] = False
 
-    def __init__(self, l2: float = 1e-4) -> None:
+    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
         try:
             value = float(l2)
         except (TypeError, ValueError):
             raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}") from None
         if not (np.isfinite(value) and value >= 0.0):
             raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}")
+        if isinstance(n_unpenalized, bool) or int(n_unpenalized) != n_unpenalized or n_unpenalized < 0:
+            raise ValueError(f"n_unpenalized must be an integer >= 0; got {n_unpenalized!r}")
         self.l2 = value
+        #: The last ``n_unpenalized`` coefficients (an intercept column) carry no penalty.
+        self.n_unpenalized = int(n_unpenalized)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(l2={self.l2!r})"
+        extra = f", n_unpenalized={self.n_unpenalized}" if self.n_unpenalized else ""
+        return f"{type(self).__name__}(l2={self.l2!r}{extra})"
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "l2": self.l2}
+        out: dict[str, Any] = {"model": self.name, "l2": self.l2}
+        if self.n_unpenalized:
+            out["n_unpenalized"] = self.n_unpenalized
+        return out
 
     @abstractmethod
     def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
@@ -96,8 +104,13 @@ class _GLM(Model):
 
     # -- coefficient-space penalty ---------------------------------------------------
     def penalty(self, x: FloatArray) -> tuple[float, FloatArray, FloatArray]:
-        """``(1/2 l2 ||x||^2, l2 x, l2 * ones)``."""
-        return 0.5 * self.l2 * float(x @ x), self.l2 * x, np.full(x.shape, self.l2)
+        """``(1/2 l2 ||x_p||^2, l2 x_p, l2 * 1_p)`` over the penalised coefficients ``x_p``
+        (all but the last ``n_unpenalized``)."""
+        mask = np.full(x.shape, self.l2)
+        if self.n_unpenalized:
+            mask[x.size - self.n_unpenalized :] = 0.0
+        xp = mask * x
+        return 0.5 * float(x @ xp), xp, mask
 
 
 class LogisticRegression(_GLM):
