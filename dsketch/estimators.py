@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-from abc import ABC, abstractmethod
 import os
 import shutil
 import tempfile
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -42,7 +42,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dsketch.errors import ConvergenceWarning
-from dsketch.store import ProblemBuilder, ProblemSpec, default_chunk_rows, open_problem, read_block, write_problem
+from dsketch.store import (
+    ProblemBuilder,
+    ProblemSpec,
+    default_chunk_rows,
+    open_problem,
+    read_block,
+    write_problem,
+)
 
 _SHARED: dict[str, Any] = {}
 _SHARED_LOCK = threading.Lock()
