@@ -45,7 +45,8 @@ def _errors(client, spec, model, x_star, x0, **kw):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = dsketch.fit(spec, model, x0=x0, client=client, callback=cb, **kw)
+        # the blocks (tens of MB) stay in worker memory: the study is about iterations
+        res = dsketch.fit(spec, model, x0=x0, client=client, callback=cb, persist=True, **kw)
     errs.append(float(np.linalg.norm(res.x - x_star)))
     return np.asarray(errs[: res.nit + 1]), res
 
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--n-features", type=int, default=50)
     ap.add_argument("--density", type=float, default=0.1)
     ap.add_argument("--models", default="softmax,resnet-softmax,softmax-relu,two-layer,exp,cosh,sinh")
-    ap.add_argument("--gd-iters", type=int, default=40)
+    ap.add_argument("--gd-iters", type=int, default=30)
     ap.add_argument("--r0", type=float, default=0.1, help="relative distance of x0 from x*")
     ap.add_argument("--outputs", type=int, default=8, help="m, targets of the two-layer model")
     ap.add_argument("--out", default=os.path.join("results", "local_convergence"))
