@@ -179,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sketch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     _add_cluster_args(p)
+
+    p = sub.add_parser("bench", help="benchmark against scipy, scikit-learn and dask-ml (see dsketch.bench)")
+    p.add_argument("--out", default=os.path.join("results", "benchmark"), metavar="DIR")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the full row counts (default 1)")
+    p.add_argument("--problems", default="ill-dense,sparse,well-dense,coherent")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per solver; the median is reported")
+    p.add_argument("--max-memory-gb", type=float, default=6.0,
+                   help="largest A loaded into memory for the in-memory peers (scipy, scikit-learn)")
+    p.add_argument("--keep-stores", action="store_true")
     return parser
 
 
@@ -310,12 +319,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dsketch.bench import PROBLEMS, run_benchmark
+
+    names = tuple(x for x in args.problems.split(",") if x)
+    unknown = sorted(set(names) - {p.name for p in PROBLEMS})
+    if unknown:
+        raise ValueError(f"unknown benchmark problem(s) {unknown}; valid: {[p.name for p in PROBLEMS]}")
+    if not args.scale > 0:
+        raise ValueError(f"--scale must be positive; got {args.scale}")
+    print(run_benchmark(args.out, scale=args.scale, problems=names, repeats=args.repeats,
+                        max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores))
+    return 0
+
+
 COMMANDS = {
     "make-data": _cmd_make_data,
     "convert": _cmd_convert,
     "info": _cmd_info,
     "fit": _cmd_fit,
     "demo": _cmd_demo,
+    "bench": _cmd_bench,
 }
 
 

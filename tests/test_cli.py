@@ -14,7 +14,7 @@ import dsketch
 from dsketch.cli import main
 
 
-@pytest.mark.parametrize("sub", [[], ["fit"], ["make-data"], ["convert"], ["info"], ["demo"]])
+@pytest.mark.parametrize("sub", [[], ["fit"], ["make-data"], ["convert"], ["info"], ["demo"], ["bench"]])
 def test_help(sub, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*sub, "--help"])
@@ -155,3 +155,9 @@ def test_fit_ggn_score_from_cli(tmp_path, capsys):
     assert main(["fit", "--model", "ggn-score", "--data", store, "--out", str(tmp_path / "x.zarr"),
                  "--param", "target=nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_bench_arguments_are_checked(tmp_path, capsys):
+    assert main(["bench", "--problems", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark problem" in capsys.readouterr().err
+    assert main(["bench", "--scale", "0", "--out", str(tmp_path)]) == 2
