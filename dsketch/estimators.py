@@ -363,7 +363,23 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         return tags
 
 
-class PoissonRegressor(RegressorMixin, _EngineGLM):
+class _EngineRegressor(RegressorMixin, _EngineGLM):
+    """A regressor: ``coef_`` of shape (n_features,) and a scalar ``intercept_``."""
+
+    def fit(self, X: Any, y: Any = None) -> _EngineRegressor:
+        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
+        w, c = self._split(self._fit_problem(X, y))
+        self.coef_, self.intercept_ = w, c
+        return self
+
+    def _coef_vector(self) -> np.ndarray:
+        return self.coef_
+
+    def _intercept_value(self) -> float:
+        return float(self.intercept_)
+
+
+class PoissonRegressor(_EngineRegressor):
     """Poisson regression with log link and scikit-learn's parameters.
 
     Minimises ``mean(exp(eta) - y eta) + alpha ||w||^2 / 2`` with ``eta = X w + c`` (the
@@ -393,18 +409,6 @@ class PoissonRegressor(RegressorMixin, _EngineGLM):
             raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
         return y
 
-    def fit(self, X: Any, y: Any = None) -> PoissonRegressor:
-        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
-        w, c = self._split(self._fit_problem(X, y))
-        self.coef_, self.intercept_ = w, c
-        return self
-
-    def _coef_vector(self) -> np.ndarray:
-        return self.coef_
-
-    def _intercept_value(self) -> float:
-        return float(self.intercept_)
-
     def predict(self, X: Any) -> np.ndarray:
         """The predicted mean ``exp(X w + c)``."""
         return np.exp(self._linear(X))
@@ -421,7 +425,7 @@ class PoissonRegressor(RegressorMixin, _EngineGLM):
         return tags
 
 
-class LinearRegression(RegressorMixin, _EngineGLM):
+class LinearRegression(_EngineRegressor):
     """Ordinary least squares with scikit-learn's parameters (no penalty).
 
     Minimises ``mean((X w + c - y)^2) / 2``; rank-deficient ``X`` is handled by the
@@ -433,18 +437,6 @@ class LinearRegression(RegressorMixin, _EngineGLM):
 
     def _l2(self, n_samples: int) -> float:
         return 0.0
-
-    def fit(self, X: Any, y: Any = None) -> LinearRegression:
-        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
-        w, c = self._split(self._fit_problem(X, y))
-        self.coef_, self.intercept_ = w, c
-        return self
-
-    def _coef_vector(self) -> np.ndarray:
-        return self.coef_
-
-    def _intercept_value(self) -> float:
-        return float(self.intercept_)
 
     def predict(self, X: Any) -> np.ndarray:
         """``X w + c``."""

@@ -17,6 +17,13 @@ from dsketch import estimators as est
 from dsketch.store import write_problem
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_shared_cluster():
+    """Stop the estimators' shared in-process cluster while pytest still captures output."""
+    yield
+    est._close_shared()
+
+
 @parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor()])
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():

@@ -345,16 +345,23 @@ def test_exact_hessian_vector_products_match_dense_hessian(client, tmp_path, mod
     engine.close()
 
 
-def test_newton_cg_reaches_full_accuracy_where_the_sketch_alone_stalls(client, tmp_path):
-    """Ill-conditioned logistic regression: a 200-row uniform sketch gives slow linear
-    convergence, Newton-CG preconditioned by the same sketch reaches 1e-12."""
-    rng = np.random.default_rng(8)
+def _ill_logistic(tmp_path, seed):
+    """Logistic data with three columns 30x larger than the rest (condition number ~1e3)."""
+    rng = np.random.default_rng(seed)
     n, d = 20000, 12
     A = rng.standard_normal((n, d))
     A[:, :3] *= 30.0
     y = (rng.random(n) < expit(A @ (rng.standard_normal(d) / 10))).astype(float)
     path = str(tmp_path / "p.zarr")
     write_problem(path, A, y)
+    return path, A, y
+
+
+def test_newton_cg_reaches_full_accuracy_where_the_sketch_alone_stalls(client, tmp_path):
+    """Ill-conditioned logistic regression: a 200-row uniform sketch gives slow linear
+    convergence, Newton-CG preconditioned by the same sketch reaches 1e-12."""
+    path, A, y = _ill_logistic(tmp_path, 8)
+    n, d = A.shape
     kw = dict(model_params={"l2": 1e-6}, sketch="uniform", sketch_size=200, tol=1e-12, client=client,
               block_rows=4096)
     with pytest.warns(ConvergenceWarning):
@@ -387,13 +394,7 @@ def test_auto_curvature_follows_the_cost_model(tmp_path):
 
 
 def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(client, tmp_path):
-    rng = np.random.default_rng(9)
-    n, d = 20000, 12
-    A = rng.standard_normal((n, d))
-    A[:, :3] *= 30.0
-    y = (rng.random(n) < expit(A @ (rng.standard_normal(d) / 10))).astype(float)
-    path = str(tmp_path / "p.zarr")
-    write_problem(path, A, y)
+    path, A, y = _ill_logistic(tmp_path, 9)
     kw = dict(model_params={"l2": 1e-6}, sketch="uniform", sketch_size=30, tol=1e-10, client=client,
               block_rows=4096)
     with warnings.catch_warnings():
