@@ -52,13 +52,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsketch.models import get_model
-from dsketch.models.splits import (
+from dsketch.models.split_sampling import (
     approximate_newton,
+    sketched_hessian,
+    solve_exact,
+)
+from dsketch.models.splits import (
     hessian_split_b,
     normalised_pieces,
     sampling_gram,
-    sketched_hessian,
-    solve_exact,
     spectral_error,
     top_direction,
 )

@@ -22,19 +22,21 @@ from dsketch.models import (
     SoftmaxReluRegression,
     loss_gradient_hessian,
 )
-from dsketch.models.splits import (
+from dsketch.models.split_sampling import (
     approximate_newton,
+    inclusion_probabilities,
+    leverage_scores,
+    sketched_hessian,
+    solve_exact,
+)
+from dsketch.models.splits import (
     curvature_lowrank,
     hessian_split_a,
     hessian_split_b,
-    inclusion_probabilities,
     jacobian_rows,
     kappa,
-    leverage_scores,
     normalised_pieces,
     sampling_gram,
-    sketched_hessian,
-    solve_exact,
     spectral_error,
     top_direction,
 )
