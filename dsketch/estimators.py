@@ -126,6 +126,22 @@ class _EngineGLM(BaseEstimator, ABC):
     def _targets(self, y: np.ndarray) -> np.ndarray:
         return y.astype(np.float64)
 
+    @property
+    def _has_intercept(self) -> bool:
+        """Whether a column of ones is appended to the design (the GLMs' ``fit_intercept``)."""
+        return bool(self.fit_intercept)
+
+    def _model_params(self, n_samples: int) -> dict[str, Any]:
+        """``model_params`` of :func:`dsketch.fit`: the L2 weight, the intercept unpenalised."""
+        params: dict[str, Any] = {"l2": self._l2(n_samples)}
+        if self._has_intercept:
+            params["n_unpenalized"] = 1
+        return params
+
+    def _row_weight(self) -> float | None:
+        """Constant row weight ``w`` written to the store (None: no ``w``; the GLMs)."""
+        return None
+
     # -- data -----------------------------------------------------------------------
     @contextlib.contextmanager
     def _client(self) -> Iterator[Any]:
@@ -140,53 +156,64 @@ class _EngineGLM(BaseEstimator, ABC):
             yield _shared_client()
 
     def _write_memory(self, tmp: str, X: Any, y: np.ndarray) -> ProblemSpec:
-        if self.fit_intercept:
+        if self._has_intercept:
             ones = np.ones((X.shape[0], 1))
             X = sp.hstack([X, ones], format="csr") if sp.issparse(X) else np.hstack([X, ones])
-        return write_problem(os.path.join(tmp, "p.zarr"), X, y)
+        w = self._row_weight()
+        return write_problem(os.path.join(tmp, "p.zarr"), X, y, None if w is None else np.full(X.shape[0], w))
 
     def _write_dask(self, tmp: str, X: Any, y: Any) -> ProblemSpec:
         """Row block by row block: the dask array is never gathered whole."""
         n, d = (int(s) for s in X.shape)
-        rows = default_chunk_rows(d + int(self.fit_intercept), n_samples=n)
+        rows = default_chunk_rows(d + int(self._has_intercept), n_samples=n)
         X = X.rechunk((rows, d))
-        yv = self._targets(np.asarray(y.compute() if _is_dask(y) else y, dtype=np.float64).ravel())
+        yv = np.asarray(y.compute() if _is_dask(y) else y, dtype=np.float64).ravel()
         if yv.shape != (n,):
             raise ValueError(f"y must have {n} entries, one per row of X; got shape {yv.shape}")
-        builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=n, n_features=d + int(self.fit_intercept),
-                                        sparse=False, chunk_rows=rows)
+        yv = self._targets(yv)
+        w = self._row_weight()
+        builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=n,
+                                        n_features=d + int(self._has_intercept), sparse=False, chunk_rows=rows,
+                                        has_w=w is not None)
         try:
             for k in range(X.numblocks[0]):
                 block = np.asarray(X.blocks[k, 0].compute(), dtype=np.float64)
-                if self.fit_intercept:
+                if self._has_intercept:
                     block = np.hstack([block, np.ones((block.shape[0], 1))])
                 builder.write_dense_rows(k * rows, block)
             builder.write_vector("b", 0, yv)
+            if w is not None:
+                builder.write_vector("w", 0, np.full(n, w))
             return builder.commit()
         except BaseException:
             builder.abort()
             raise
 
-    def _store_with_intercept(self, tmp: str, spec: ProblemSpec) -> ProblemSpec:
-        """A copy of a store with a column of ones appended (streamed block by block)."""
+    def _copy_store(self, tmp: str, spec: ProblemSpec) -> ProblemSpec:
+        """A copy of a store with a column of ones appended when there is an intercept, and
+        the constant row weight :meth:`_row_weight` as its ``w`` (streamed block by block)."""
         rows = spec.a_chunk_rows
-        d = spec.n_features + 1
-        builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=spec.n_samples, n_features=d,
-                                        sparse=spec.sparse, nnz=spec.nnz + spec.n_samples if spec.sparse else None,
-                                        chunk_rows=rows)
+        extra = int(self._has_intercept)
+        w = self._row_weight()
+        builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=spec.n_samples,
+                                        n_features=spec.n_features + extra, sparse=spec.sparse,
+                                        nnz=spec.nnz + extra * spec.n_samples if spec.sparse else None,
+                                        chunk_rows=rows, has_w=w is not None)
         try:
             offset, edges = 0, []
             for r0 in range(0, spec.n_samples, rows):
                 blk = read_block(spec, r0, min(spec.n_samples, r0 + rows))
-                ones = np.ones((blk.n_rows, 1))
+                ones = np.ones((blk.n_rows, extra))
                 if spec.sparse:
-                    A = sp.hstack([blk.A, ones], format="csr")
+                    A = sp.hstack([blk.A, ones], format="csr") if extra else sp.csr_matrix(blk.A)
                     A.sort_indices()
                     edges.append(builder.write_csr_rows(r0, A.indptr, A.indices, A.data, offset))
                     offset += A.nnz
                 else:
                     builder.write_dense_rows(r0, np.hstack([blk.A, ones]))
                 builder.write_vector("b", r0, blk.b)
+                if w is not None:
+                    builder.write_vector("w", r0, np.full(blk.n_rows, w))
             if spec.sparse:
                 builder.write_edges(edges)
             return builder.commit()
@@ -210,8 +237,8 @@ class _EngineGLM(BaseEstimator, ABC):
                 spec = X if isinstance(X, ProblemSpec) else open_problem(os.fspath(X))
                 self.n_features_in_ = spec.n_features
                 self._check_store_targets(spec)
-                if self.fit_intercept:
-                    spec = self._store_with_intercept(tmp, spec)
+                if self._has_intercept or self._row_weight() is not None:
+                    spec = self._copy_store(tmp, spec)
             elif _is_dask(X):
                 if X.ndim != 2:
                     raise ValueError(f"X must be 2-D; got a dask array of shape {X.shape}")
@@ -220,9 +247,7 @@ class _EngineGLM(BaseEstimator, ABC):
             else:
                 X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
                 spec = self._write_memory(tmp, X, self._targets(y))
-            params = {"l2": self._l2(spec.n_samples)}
-            if self.fit_intercept:
-                params["n_unpenalized"] = 1
+            params = self._model_params(spec.n_samples)
             with self._client() as c, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = fit(spec, self._model, model_params=params, sketch=self.sketch, sketch_size=self.sketch_size,
@@ -244,7 +269,7 @@ class _EngineGLM(BaseEstimator, ABC):
             raise ValueError(f"store {spec.path!r} has no row-aligned targets 'b'")
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        return (x[:-1], float(x[-1])) if self.fit_intercept else (x, 0.0)
+        return (x[:-1], float(x[-1])) if self._has_intercept else (x, 0.0)
 
     def _linear(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
