@@ -114,6 +114,7 @@ def fit(
     max_iter: int = 50,
     ftol: float | None = None,
     adaptive_sketch: bool = False,
+    fused: bool = True,
     client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int = 2,
@@ -165,6 +166,12 @@ def fit(
     ftol : float, optional
         Convergence in loss value (:class:`~dsketch.solvers.newton.NewtonConfig`); by
         default on (1e-12) only for the non-smooth ReLU models.
+    fused : bool, default True
+        For the GLMs (logistic, Poisson, least squares), whose global scalars do not depend
+        on ``A x``: compute the line search's ``A p`` and the next iteration's loss, gradient
+        and sketch in one pass over A (speculatively at the full step), so an iteration with
+        a full Newton step costs one pass instead of two; leverage scores are then reused
+        from the previous iterate. ``False``: the two-pass iteration. Other models ignore it.
     client : distributed.Client, optional
         Run on this client. Otherwise ``scheduler`` / ``$DSKETCH_SCHEDULER`` is joined, or
         an embedded local cluster with ``n_workers`` processes is started and stopped.
@@ -209,6 +216,7 @@ def fit(
         NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60, ftol=ftol)
         if solver == "gd"
         else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol, adaptive_sketch=adaptive_sketch,
+                          fused=fused,
                           direction="newton-cg" if solver == "newton-cg" else "newton")
     )
     if isinstance(x0, str):

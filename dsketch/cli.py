@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
     p.add_argument("--block-rows", type=int, default=2**17)
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
+    p.add_argument("--no-fused", dest="fused", action="store_false",
+                   help="GLMs: two passes per iteration instead of one fused pass (A p, trial losses "
+                        "and the next curvature together)")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a convergence plot")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--resume", action="store_true",
@@ -284,6 +287,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         ftol=args.ftol,
         adaptive_sketch=args.adaptive_sketch,
+        fused=args.fused,
         scheduler=args.scheduler,
         n_workers=args.workers,
         block_rows=args.block_rows,

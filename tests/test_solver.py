@@ -115,9 +115,38 @@ def test_logistic_exact_newton_matches_scipy(client, logistic_store):
     ref = _logistic_reference(A, y, 1e-3)
     assert res.success, res.message
     assert _rel(res.x, ref) < 1e-8
-    # exact Newton: init pass, then 2 passes per iteration, then the final curvature pass
-    assert res.n_passes == 2 * res.nit + 2
+    # exact Newton with fused passes: the init pass and the first curvature pass, then one
+    # pass per iteration (A p, trial losses and the next curvature together), all steps full
+    assert np.all(res.history["step_size"][:-1] == 1.0)
+    assert res.n_passes == res.nit + 2
     assert res.nit <= 12
+    two = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-13, client=client,
+                      block_rows=512, fused=False)
+    # the two-pass iteration: init, then A p and the curvature pass per iteration, then the last
+    assert two.n_passes == 2 * two.nit + 2
+    assert _rel(two.x, ref) < 1e-8 and two.nit == res.nit
+
+
+@pytest.mark.parametrize(("sketch", "solver"), [("leverage", "newton"), ("leverage", "newton-cg"),
+                                                ("rownorm", "newton")])
+def test_fused_passes_reach_the_same_optimum_in_fewer_passes(client, logistic_store, sketch, solver):
+    """Fused iterations (leverage scores one step old) against the two-pass iteration."""
+    path, A, y = logistic_store
+    ref = _logistic_reference(A, y, 1e-3)
+    runs = {f: dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-12, client=client,
+                           block_rows=512, sketch=sketch, sketch_size=400, solver=solver, fused=f)
+            for f in (True, False)}
+    for res in runs.values():
+        assert res.success, res.message
+        assert _rel(res.x, ref) < 1e-8
+    fused, two = runs[True], runs[False]
+    assert fused.n_passes < two.n_passes
+    if sketch == "leverage" and solver == "newton":
+        # two-pass: init + (leverage pass, curvature, A p) per iteration + the last two;
+        # fused: init + leverage + curvature, then one pass per iteration with a full step
+        assert two.n_passes == 3 * two.nit + 3
+        full = int(np.sum(fused.history["step_size"][:-1] == 1.0))
+        assert fused.n_passes <= 3 + fused.nit + 3 * (fused.nit - full)
 
 
 @pytest.mark.parametrize("sketch", ["leverage", "uniform", "countsketch"])
@@ -416,3 +445,27 @@ def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(clie
     resumed = dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, checkpoint=ckpt, resume=True, **kw)
     np.testing.assert_array_equal(resumed.history["sketch_rows"], rows)
     np.testing.assert_allclose(resumed.x, adaptive.x, rtol=1e-12)
+
+
+def test_fused_leverage_fit_resumes_on_the_same_path(client, tmp_path):
+    """A resumed fused fit redraws its sketch with the saved (one step old) leverage transform."""
+    path, A, y = _ill_logistic(tmp_path, 11)
+    kw = dict(model_params={"l2": 1e-6}, sketch="leverage", sketch_size=300, tol=1e-10, client=client,
+              block_rows=4096, sketch_params={"scores": "approx", "jl_dim": 4})
+    whole = dsketch.fit(path, "logistic", max_iter=30, **kw)
+    ckpt = str(tmp_path / "lev.ckpt")
+
+    def stop(state):
+        if state.iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dsketch.fit(path, "logistic", max_iter=30, checkpoint=ckpt, callback=stop, **kw)
+    from dsketch.solvers.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(ckpt)
+    assert saved.drawn_info is not None and saved.drawn_info["T"].shape[1] == 4  # the JL width
+    resumed = dsketch.fit(path, "logistic", max_iter=30, checkpoint=ckpt, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.history["sketch_rows"], whole.history["sketch_rows"])
+    np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-12)
+    assert resumed.nit == whole.nit

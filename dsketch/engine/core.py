@@ -15,6 +15,7 @@ to :attr:`Engine.n_passes`; reductions over the cached per-row vectors add nothi
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,17 +132,21 @@ class Engine:
             ]
         return level[0].result()
 
-    def _scatter(self, value: Any) -> Any:
-        """Broadcast a large argument once instead of embedding it in every task."""
-        if isinstance(value, np.ndarray) and value.nbytes > 1 << 16:
-            return self.client.scatter(value, broadcast=True, hash=False)
-        return value
+    def _share(self, value: Any) -> Any:
+        """Send an argument that every block's task reads (a vector, a sketch context) once.
+
+        It becomes the result of a task that returns it, so the scheduler holds the value in
+        the task's definition and can recompute it when the worker holding it dies; a
+        ``scatter`` could not be recomputed, and a broadcast ``scatter`` replicates to a
+        worker that died without the scheduler knowing yet and retries it for ever.
+        """
+        return self._submit(tasks.identity, value)
 
     # ------------------------------------------------------------------ passes
     def init(self, x: np.ndarray, model: Model | None = None) -> None:
         """Read every block once: cache ``A x``, the model's row data (``b``), ``w`` and row
         norms (one pass)."""
-        xs = self._scatter(np.asarray(x, dtype=np.float64))
+        xs = self._share(np.asarray(x, dtype=np.float64))
         self.rows = [
             self._submit(tasks.init_rows, src, r0, xs, model)
             for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
@@ -160,7 +165,7 @@ class Engine:
 
     def matvec(self, p: np.ndarray) -> list[Future]:
         """``A p`` as per-block futures (one pass)."""
-        ps = self._scatter(np.asarray(p, dtype=np.float64))
+        ps = self._share(np.asarray(p, dtype=np.float64))
         self.n_passes += 1
         return [self._submit(tasks.matvec, src, ps) for src in self._sources]
 
@@ -203,25 +208,18 @@ class Engine:
         data = np.asarray(self._tree(parts, tasks.sum_parts), dtype=np.float64)
         return data + np.array([model.global_loss(sc) for sc in scalars], dtype=np.float64)
 
-    def curvature(self, model: Model, sketch: Any, scalars: Scalars, ctx: Any) -> tuple[dict[str, Any], Any]:
+    def curvature(self, model: Model, sketch: Any, scalars: Scalars, ctx: Any, *,
+                  pre_stages: bool = True) -> tuple[dict[str, Any], Any]:
         """Loss, gradient, ``A^T U`` and the sketch's result at the current point.
 
-        Runs the sketch's preliminary stages first (each one a pass over A if it reads A),
-        then the fused curvature pass. Returns the reduced totals and the final context.
+        Runs the sketch's preliminary stages first (each one a pass over A if it reads A;
+        skipped with ``pre_stages=False``, when ``ctx`` already holds their result), then
+        the fused curvature pass. Returns the reduced totals and the final context.
         """
         assert self.rows is not None
-        ctx_f = self.client.scatter(ctx, broadcast=True, hash=False)
-        for stage in range(sketch.n_pre_stages):
-            reads = bool(sketch.pre_stage_reads_A[stage])
-            parts = [
-                self._submit(tasks.pre_stage, model, sketch, stage, src if reads else None, r, scalars, ctx_f)
-                for src, r in zip(self._sources, self.rows, strict=True)
-            ]
-            total = self._tree(parts, tasks.sum_parts)
-            if reads:
-                self.n_passes += 1
-            ctx = sketch.pre_finish(stage, total, ctx)
-            ctx_f = self.client.scatter(ctx, broadcast=True, hash=False)
+        for stage in range(sketch.n_pre_stages if pre_stages else 0):
+            ctx = self.pre_stage(model, sketch, stage, scalars, ctx)
+        ctx_f = self._share(ctx)
         parts = [
             self._submit(tasks.curvature, model, sketch, src, r, scalars, ctx_f)
             for src, r in zip(self._sources, self.rows, strict=True)
@@ -231,10 +229,56 @@ class Engine:
         self.n_passes += 1
         return total, ctx
 
+    def pre_stage(self, model: Model, sketch: Any, stage: int, scalars: Scalars, ctx: Any) -> Any:
+        """Run one preliminary stage of ``sketch`` at the current point; the updated context.
+
+        A pass over A when ``sketch.pre_stage_reads_A[stage]``; otherwise a reduction over
+        the cached per-row vectors only.
+        """
+        assert self.rows is not None
+        reads = bool(sketch.pre_stage_reads_A[stage])
+        ctx_f = self._share(ctx)
+        parts = [
+            self._submit(tasks.pre_stage, model, sketch, stage, src if reads else None, r, scalars, ctx_f)
+            for src, r in zip(self._sources, self.rows, strict=True)
+        ]
+        total = self._tree(parts, tasks.sum_parts)
+        if reads:
+            self.n_passes += 1
+        return sketch.pre_finish(stage, total, ctx)
+
+    def fused_step(
+        self, model: Model, sketch: Any, scalars: Scalars, p: np.ndarray, ts: Sequence[float], ctx: Any
+    ) -> tuple[list[Future], dict[str, Any]]:
+        """One pass for a whole iteration of a model whose scalars do not depend on ``A x``.
+
+        Computes ``A p`` (returned as per-block futures, for :meth:`advance`) and the reduced
+        partials of :func:`dsketch.engine.tasks.fused_step`: the losses at ``x + t p`` for
+        every ``t`` in ``ts`` (``ts[0] == 1``), and loss, gradient, ``A^T U`` and the sketch
+        (``ctx``) at ``x + p``. The cached predictor is not moved: call :meth:`advance` with
+        the accepted step.
+        """
+        assert self.rows is not None
+        ts = tuple(float(t) for t in ts)
+        ps = self._share(np.asarray(p, dtype=np.float64))
+        ctx_f = self._share(ctx)
+        outs = [
+            self._submit(tasks.fused_step, model, sketch, src, r, ps, ts, scalars, ctx_f)
+            for src, r in zip(self._sources, self.rows, strict=True)
+        ]
+        ap = [self._submit(operator.getitem, o, 0) for o in outs]
+        parts = [self._submit(operator.getitem, o, 1) for o in outs]
+        total = self._tree(parts, tasks.sum_parts)
+        self.n_passes += 1
+        glob = float(model.global_loss(scalars))
+        total["trial_losses"] = np.asarray(total["trial_losses"], dtype=np.float64) + glob
+        total["loss"] = float(total["loss"]) + glob
+        return ap, total
+
     def hessvec(self, model: Model, scalars: Scalars, v: np.ndarray) -> np.ndarray:
         """``A^T diag(D) A v`` at the current point, exactly (one pass over A)."""
         assert self.rows is not None
-        vs = self._scatter(np.asarray(v, dtype=np.float64))
+        vs = self._share(np.asarray(v, dtype=np.float64))
         parts = [
             self._submit(tasks.hessvec, model, src, r, scalars, vs)
             for src, r in zip(self._sources, self.rows, strict=True)

@@ -157,6 +157,11 @@ def trial_losses(
     return vals
 
 
+def identity(value: Any) -> Any:
+    """Return the value: a task whose result is an argument shared by many tasks."""
+    return value
+
+
 def sum_parts(*parts: Any) -> Any:
     """Sum partial results: arrays, floats, or dicts of them (key by key)."""
     first = parts[0]
@@ -207,6 +212,63 @@ def curvature(
     for key, val in sketch.block(A, terms.diag, rows.r0, ctx).items():
         out["sketch:" + key] = val
     return out
+
+
+def fused_step(
+    model: Model,
+    sketch: Any,
+    source: Source | Block,
+    rows: RowState,
+    p: FloatArray,
+    ts: tuple[float, ...],
+    scalars: Scalars,
+    ctx: Any,
+) -> tuple[FloatArray, dict[str, Any]]:
+    """One read of the block for a whole Newton iteration of a model with fixed scalars.
+
+    With ``ap = A_b p`` it returns ``ap`` (kept on the worker for the line search) and a
+    partial with the data losses at ``eta + t ap`` for every trial ``t`` (``"trial_losses"``;
+    ``ts[0]`` must be 1) and, speculatively at the full step ``eta1 = eta + ap``, everything
+    :func:`curvature` returns there: ``"loss"``, ``"grad"``, ``"AU"``, the sketch's partial
+    (``"sketch:"`` keys, sampled with ``ctx``) and, for a sketch whose first preliminary
+    stage reads A (leverage scores), that stage's partial at ``eta1`` (``"pre:"`` keys), from
+    which the driver refreshes the sketch's context for the next iteration.
+
+    The model's scalars must not depend on ``eta`` (``Model.fixed_scalars``): they are the
+    same at every trial point. Where the full step leaves the model's domain (non-finite
+    weights) the curvature part is computed with zero weights and ``"curvature_bad"``
+    counts the block, so the driver knows to discard it.
+    """
+    if ts[0] != 1.0:
+        raise ValueError(f"the first trial step of a fused pass must be 1; got {ts[0]!r}")
+    A = load(source).A
+    ap = _matvec(A, p)
+    vals = np.empty(len(ts))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j, t in enumerate(ts):
+            vals[j] = model.loss_terms(rows.eta + t * ap, rows.b, rows.w, scalars)
+        eta1 = rows.eta + 1.0 * ap
+        terms = model.row_terms(eta1, rows.b, rows.w, scalars)
+    r, D, U = terms.grad_weight, terms.diag, terms.lowrank
+    bad = not (np.isfinite(vals[0]) and np.all(np.isfinite(r)) and np.all(np.isfinite(D))
+               and (U is None or np.all(np.isfinite(U))))
+    if bad:
+        r, D = np.zeros_like(eta1), np.zeros_like(eta1)
+        U = None if U is None else np.zeros_like(U)
+    out: dict[str, Any] = {
+        "trial_losses": vals,
+        "loss": 0.0 if bad else float(vals[0]),
+        "grad": _rmatvec(A, r),
+        "curvature_bad": float(bad),
+    }
+    if U is not None and U.shape[1] > 0:
+        out["AU"] = np.asarray(A.T @ U, dtype=np.float64)
+    for key, val in sketch.block(A, D, rows.r0, ctx).items():
+        out["sketch:" + key] = val
+    if sketch.n_pre_stages and sketch.pre_stage_reads_A[0]:
+        for key, val in sketch.pre_block(0, A, D, rows.rownorm2, rows.r0, ctx).items():
+            out["pre:" + key] = val
+    return ap, out
 
 
 def check_targets(model: Model, rows: RowState) -> int:

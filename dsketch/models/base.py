@@ -75,6 +75,10 @@ class Model(ABC):
     #: False when the Hessian jumps (ReLU kinks): the solver then also accepts convergence
     #: in loss value (``NewtonConfig.ftol``).
     smooth: ClassVar[bool] = True
+    #: True when the global scalars do not depend on ``eta`` (row-separable losses): a pass
+    #: can then evaluate the curvature at a trial point without a reduction first, and the
+    #: solver fuses the line search with the next iteration's curvature pass.
+    fixed_scalars: ClassVar[bool] = False
 
     # -- binding to a store -----------------------------------------------------------
     def row_data(self, block: Any) -> Any:

@@ -40,6 +40,7 @@ class _GLM(Model):
 
     rank: ClassVar[int] = 0
     uses_w: ClassVar[bool] = False
+    fixed_scalars: ClassVar[bool] = True  # the scalars are the row count alone
 
     def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
         try:

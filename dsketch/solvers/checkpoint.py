@@ -47,6 +47,15 @@ class Checkpoint:
         Model, curvature, seed and data of the fit; a resume must match them.
     sketch_size : int or None
         The sketch size of the next iteration (it changes with ``adaptive_sketch``).
+    drawn_info : dict or None
+        With fused passes: the sketch context ``info`` (for leverage scores, the score
+        transform of the iterate before) with which the current iterate's curvature was
+        drawn; the resumed fit redraws it with the same, so it stays on the same path.
+        None when the current curvature came from its own pass.
+    drawn_size : int or None
+        The sketch size of that draw (adaptive sizes change after it).
+    next_info : dict or None
+        The sketch context ``info`` the next fused pass draws with.
     """
 
     x: np.ndarray
@@ -59,6 +68,30 @@ class Checkpoint:
     history: dict[str, np.ndarray]
     settings: dict[str, Any]
     sketch_size: int | None = None
+    drawn_info: dict[str, Any] | None = None
+    drawn_size: int | None = None
+    next_info: dict[str, Any] | None = None
+
+
+def _split_info(prefix: str, info: dict[str, Any] | None, arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Arrays of a sketch context's info go to ``arrays``; the rest (numbers, names) to JSON."""
+    if info is None:
+        return None
+    plain: dict[str, Any] = {}
+    for k, v in info.items():
+        if isinstance(v, np.ndarray):
+            arrays[f"{prefix}__{k}"] = v
+            plain[k] = {"array": f"{prefix}__{k}"}
+        else:
+            plain[k] = v.item() if isinstance(v, np.generic) else v
+    return plain
+
+
+def _join_info(plain: dict[str, Any] | None, arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    if plain is None:
+        return None
+    return {k: np.asarray(arrays[v["array"]]) if isinstance(v, dict) and "array" in v else v
+            for k, v in plain.items()}
 
 
 def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
@@ -75,6 +108,9 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
         "tau": None if ckpt.tau is None else float(ckpt.tau),
         "settings": json.loads(json.dumps(ckpt.settings, default=str)),
         "sketch_size": None if ckpt.sketch_size is None else int(ckpt.sketch_size),
+        "drawn_info": _split_info("drawn_info", ckpt.drawn_info, arrays),
+        "next_info": _split_info("next_info", ckpt.next_info, arrays),
+        "drawn_size": None if ckpt.drawn_size is None else int(ckpt.drawn_size),
     }
     write_group(path, arrays, {CHECKPOINT_ATTR: meta}, overwrite=True)
 
@@ -97,6 +133,9 @@ def load_checkpoint(path: str) -> Checkpoint:
         history=history,
         settings=dict(meta["settings"]),
         sketch_size=meta.get("sketch_size"),
+        drawn_info=_join_info(meta.get("drawn_info"), arrays),
+        next_info=_join_info(meta.get("next_info"), arrays),
+        drawn_size=meta.get("drawn_size"),
     )
 
 

@@ -22,7 +22,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,14 @@ class NewtonConfig:
         1 was needed, or the actual decrease is under half the predicted one), and shrink
         it by a quarter when the full step delivers 0.9-1.1 times the prediction; between
         ``n_features`` and ``n_samples``.
+    fused : bool, default True
+        For a model whose global scalars do not depend on ``A x`` (``Model.fixed_scalars``:
+        the GLMs), fold the line search's ``A p`` and the next iteration's curvature into one
+        pass (:meth:`NewtonSolver.fused_line_search`): an iteration whose full step is
+        accepted costs one pass over A instead of two (plus the leverage-score pass, which
+        the fused pass also replaces). The sketch is then drawn with the previous
+        iteration's context (leverage scores one step old; still unbiased). Ignored for
+        other models.
     cg_max_iter : int, default 20
         ``direction="newton-cg"``: most Hessian-vector products (passes over A) per step.
     ftol : float or None, default None
@@ -100,6 +108,7 @@ class NewtonConfig:
     ftol: float | None = None
     cg_max_iter: int = 20
     adaptive_sketch: bool = False
+    fused: bool = True
 
     def __post_init__(self) -> None:
         if self.ftol is not None and not (np.isfinite(self.ftol) and 0 <= self.ftol < 1):
@@ -130,6 +139,7 @@ class _Iterate:
     sketch_rows: int = 0
     lowrank: tuple[np.ndarray, np.ndarray] | None = None  # (A^T U, C) for exact products
     penalty_hess: np.ndarray | None = None
+    drawn: SketchContext | None = None  # the context of a fused pass's sketch draw
 
 
 class NewtonSolver:
@@ -172,20 +182,35 @@ class NewtonSolver:
         self.settings = dict(settings or {})
         self._t_offset = 0.0
         self._header_logged = False
+        self._info: dict[str, Any] = {}  # the sketch context's info of the last curvature pass
+        self._resume_info: tuple[SketchContext, dict[str, Any] | None] | None = None
 
     # ------------------------------------------------------------------ stages
-    def update_gradient_hessian(self, it: _Iterate, iteration: int) -> None:
-        """Fused curvature pass; sets ``it.loss``, ``it.grad``, ``it.hess``."""
-        d = self.engine.problem.n_features
-        ctx = SketchContext(
+    def _context(self, iteration: int, info: dict[str, Any] | None = None) -> SketchContext:
+        return SketchContext(
             seed=self.config.seed,
             iteration=iteration,
             n_samples=self.engine.problem.n_samples,
-            n_features=d,
+            n_features=self.engine.problem.n_features,
             sketch_size=self.sketch_size,
-            info={},
+            info=dict(info or {}),
         )
-        total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, ctx)
+
+    def update_gradient_hessian(self, it: _Iterate, iteration: int) -> None:
+        """Fused curvature pass; sets ``it.loss``, ``it.grad``, ``it.hess``."""
+        if self._resume_info is not None:  # redraw a fused pass's sketch as it was drawn
+            drawn, nxt_info = self._resume_info
+            self._resume_info = None
+            total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, drawn, pre_stages=False)
+            self._info = dict(nxt_info if nxt_info is not None else drawn.info)
+            it.drawn = drawn
+        else:
+            total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, self._context(iteration))
+            self._info = ctx.info
+        self._assemble(it, total, ctx)
+
+    def _assemble(self, it: _Iterate, total: dict[str, Any], ctx: SketchContext) -> None:
+        """``H~ = sketch + (A^T U) C (A^T U)^T + penalty``, loss and gradient from reduced partials."""
         sk = self.sketch.finish(
             {k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx
         )
@@ -240,28 +265,79 @@ class NewtonSolver:
             p, _method = solve_newton_system(it.hess, it.grad, stacklevel=5)
         return p
 
-    def line_search(self, it: _Iterate, p: np.ndarray, gp: float) -> tuple[float, Scalars, float] | None:
-        """Armijo backtracking on the cached predictor; one pass over A for ``A p``.
-
-        Trial steps ``1, 1/2, 1/4, ...`` are evaluated four at a time (one round trip of
-        two small reductions each, no read of A). Returns ``(t, scalars, loss)`` of the
-        largest accepted step, or None when none satisfies the sufficient-decrease
-        condition.
-        """
-        ap = self.engine.matvec(p)
+    def _armijo(self, it: _Iterate, p: np.ndarray, gp: float, ts: tuple[float, ...],
+                data_loss: np.ndarray) -> tuple[int, float] | None:
+        """Index and objective of the largest trial step with sufficient decrease, or None."""
         # tolerance for rounding in the loss itself (sums over many rows)
         slack = 16.0 * EPS * max(abs(it.loss), 1e-300)
+        for j, t in enumerate(ts):
+            lt = float(data_loss[j]) + self.model.penalty(it.x + t * p)[0]
+            if np.isfinite(lt) and lt <= it.loss + self.config.armijo * t * gp + slack:
+                return j, lt
+        return None
+
+    def line_search(self, it: _Iterate, p: np.ndarray, gp: float, ap: list[Any] | None = None,
+                    start: int = 0) -> tuple[float, Scalars, float] | None:
+        """Armijo backtracking on the cached predictor; one pass over A for ``A p``.
+
+        Trial steps ``2**-start, 2**-(start+1), ...`` are evaluated four at a time (one round
+        trip of two small reductions each, no read of A). ``ap``: ``A p`` already computed
+        (by a fused pass), so no pass at all. Returns ``(t, scalars, loss)`` of the largest
+        accepted step, or None when none satisfies the sufficient-decrease condition.
+        """
+        if ap is None:
+            ap = self.engine.matvec(p)
         per_round = 4
-        for j0 in range(0, self.config.max_halvings + 1, per_round):
+        for j0 in range(start, self.config.max_halvings + 1, per_round):
             ts = tuple(0.5**j for j in range(j0, min(j0 + per_round, self.config.max_halvings + 1)))
             scal = self.engine.trial_scalars(self.model, ap, ts)
-            data_loss = self.engine.trial_losses(self.model, scal, ap, ts)
-            for j, t in enumerate(ts):
-                lt = float(data_loss[j]) + self.model.penalty(it.x + t * p)[0]
-                if np.isfinite(lt) and lt <= it.loss + self.config.armijo * t * gp + slack:
-                    self.engine.advance(ap, t)
-                    return t, scal[j], lt
+            found = self._armijo(it, p, gp, ts, self.engine.trial_losses(self.model, scal, ap, ts))
+            if found is not None:
+                j, lt = found
+                self.engine.advance(ap, ts[j])
+                return ts[j], scal[j], lt
         return None
+
+    def fused_line_search(self, it: _Iterate, p: np.ndarray, gp: float,
+                          iteration: int) -> tuple[tuple[float, Scalars, float] | None, _Iterate | None]:
+        """Line search and the next iteration's curvature in one pass (fixed-scalar models).
+
+        One pass computes ``A p``, the losses at ``t = 1, 1/2, 1/4, 1/8`` and, speculatively,
+        loss, gradient and sketch at the full step ``x + p`` (sampled with the previous
+        iteration's sketch context: for leverage scores, the score transform of the point
+        before, refreshed from the same pass for the next iteration). When ``t = 1`` is
+        accepted (near the optimum always) the next iterate comes back complete and the
+        iteration cost one pass; otherwise the shorter step is taken on the cached predictor
+        and the next iteration runs its own curvature pass. Returns ``(accepted, next)``
+        with ``next`` None when the speculative curvature is not usable.
+        """
+        ctx = self._context(iteration + 1, self._info)
+        ts = tuple(0.5**j for j in range(min(4, self.config.max_halvings + 1)))
+        ap, total = self.engine.fused_step(self.model, self.sketch, it.scalars, p, ts, ctx)
+        found = self._armijo(it, p, gp, ts, total["trial_losses"])
+        if found is None:
+            if len(ts) > self.config.max_halvings:
+                return None, None
+            return self.line_search(it, p, gp, ap=ap, start=len(ts)), None
+        j, lt = found
+        self.engine.advance(ap, ts[j])
+        if j > 0 or float(total["curvature_bad"]) > 0:
+            return (ts[j], it.scalars, lt), None
+        nxt = _Iterate(x=it.x + ts[0] * p, scalars=it.scalars, drawn=ctx)
+        self._assemble(nxt, total, ctx)
+        nxt.loss = lt
+        # refresh the sketch's context at the new point for the next fused pass
+        for stage in range(self.sketch.n_pre_stages):
+            if self.sketch.pre_stage_reads_A[stage]:
+                if stage > 0:
+                    break  # only the first stage comes with the fused pass; keep the older context
+                pre = {k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("pre:")}
+                ctx = self.sketch.pre_finish(0, pre, ctx)
+            else:
+                ctx = self.engine.pre_stage(self.model, self.sketch, stage, it.scalars, ctx)
+        else:
+            self._info = ctx.info
+        return (ts[0], it.scalars, lt), nxt
 
     # ------------------------------------------------------------------ driver
     def _record(self, it: _Iterate, iteration: int, dec: float, step: float, t0: float) -> None:
@@ -282,15 +358,18 @@ class NewtonSolver:
             self._header_logged = True
         logger.info("%s", format_row(row))
 
-    def _save(self, x: np.ndarray, iteration: int, g0: float, prev_gnorm: float | None,
+    def _save(self, it: _Iterate, iteration: int, g0: float, prev_gnorm: float | None,
               tau: float | None, t0: float) -> None:
         if self.checkpoint is None:
             return
         save_checkpoint(self.checkpoint, Checkpoint(
-            x=x, iteration=iteration, n_passes=self.engine.n_passes,
+            x=it.x, iteration=iteration, n_passes=self.engine.n_passes,
             seconds=time.perf_counter() - t0 + self._t_offset, g0=g0, prev_gnorm=prev_gnorm,
             tau=tau, history={k: np.asarray(v) for k, v in self.history.items()},
             settings=self.settings, sketch_size=self.sketch_size,
+            drawn_info=None if it.drawn is None else it.drawn.info,
+            drawn_size=None if it.drawn is None else it.drawn.sketch_size,
+            next_info=None if it.drawn is None else self._info,
         ))
 
     def run(self, x0: np.ndarray | None = None, *, resume: Checkpoint | None = None) -> FitResult:
@@ -311,6 +390,10 @@ class NewtonSolver:
             self.engine.n_passes = resume.n_passes
             if resume.sketch_size is not None:
                 self.sketch_size = int(resume.sketch_size)
+            if resume.drawn_info is not None and cfg.fused:
+                drawn = replace(self._context(iteration, resume.drawn_info),
+                                sketch_size=int(resume.drawn_size or self.sketch_size))
+                self._resume_info = (drawn, resume.next_info)
             self._t_offset = resume.seconds
         elif x0 is None:
             x0 = self.engine.initial_coef(self.model)
@@ -325,8 +408,10 @@ class NewtonSolver:
         ftol = cfg.ftol if cfg.ftol is not None else (0.0 if smooth else 1e-12)
         last_drop = np.inf
         loss_flat = False
+        fused = cfg.fused and bool(getattr(self.model, "fixed_scalars", False))
         while True:
-            self.update_gradient_hessian(it, iteration)
+            if it.grad is None:
+                self.update_gradient_hessian(it, iteration)
             assert it.grad is not None and it.hess is not None
             gnorm = float(np.linalg.norm(it.grad))
             if not (np.isfinite(it.loss) and np.isfinite(gnorm)):
@@ -388,7 +473,11 @@ class NewtonSolver:
                 status = Status.CONVERGED_DECREMENT
                 break
             prev_gnorm = gnorm
-            accepted = self.line_search(it, p, gp)
+            nxt = None
+            if fused:
+                accepted, nxt = self.fused_line_search(it, p, gp, iteration)
+            else:
+                accepted = self.line_search(it, p, gp)
             if accepted is None:
                 self._record(it, iteration, dec, 0.0, t0)
                 if at_rounding:
@@ -407,9 +496,9 @@ class NewtonSolver:
             self._record(it, iteration, dec, step, t0)
             last_dec = dec
             iteration += 1
-            it = _Iterate(x=it.x + step * p, scalars=scalars, loss=new_loss)
+            it = nxt if nxt is not None else _Iterate(x=it.x + step * p, scalars=scalars, loss=new_loss)
             assert g0 is not None
-            self._save(it.x, iteration, g0, prev_gnorm, tau, t0)
+            self._save(it, iteration, g0, prev_gnorm, tau, t0)
             loss_flat = ftol > 0 and last_drop <= ftol * abs(new_loss)
         message = STATUS_MESSAGES[status]
         if status not in SUCCESS and status is not Status.CALLBACK_STOP:
