@@ -14,6 +14,7 @@ import statistics
 import time
 
 import numpy as np
+from distributed import wait
 
 from dsketch.api import fit
 from dsketch.engine.client import connect
@@ -26,9 +27,15 @@ from dsketch.store import open_problem
 logger = logging.getLogger("dsketch")
 
 
-def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3) -> list[float]:
-    """Wall times of ``repeats`` streamed passes ``A x`` over all blocks (each reduced to a scalar)."""
-    engine = Engine(spec, client)
+def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3, *, persist: bool = False) -> list[float]:
+    """Wall times of ``repeats`` passes ``A x`` over all blocks (each reduced to a scalar).
+
+    Streamed from the store, or with ``persist=True`` over blocks loaded into cluster
+    memory first (the loading is not timed).
+    """
+    engine = Engine(spec, client, persist=persist)
+    if persist:
+        wait(engine._sources)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

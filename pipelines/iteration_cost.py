@@ -1,18 +1,24 @@
 """Cost of one Newton iteration against one bare pass A·x, side by side in one run.
 
-Writes (or reuses) a synthetic sparse logistic problem, starts an embedded 2-worker
-cluster, and measures, with medians over repeated runs:
+Writes a synthetic L2 logistic problem to Zarr, starts an embedded 2-worker cluster, and
+measures, with medians over repeated runs:
 
-* one streamed pass ``A x`` (read from Zarr, multiply, reduce to a scalar);
-* one iteration of the Newton solver with each curvature kind (exact Gram and the
-  sketches), from the fits' own per-iteration timings.
+* one pass ``A x`` over all blocks (read, multiply, reduce to a scalar), streamed from the
+  store, or over blocks held in cluster memory with ``--persist``;
+* one iteration of the Newton solver with each curvature kind, fused (one pass per
+  iteration with a full step: ``A p``, the trial losses and the next iteration's loss,
+  gradient and sketch together) and two-pass (``fused=False``), from the fits' own
+  per-iteration timings.
+
+Two problems: ``--problem dense`` (the issue's case: dense, d = 500, AR(1)-correlated
+columns, as the benchmark's ``ill-dense``) and ``--problem sparse`` (1% density).
 
 Usage::
 
-    python pipelines/iteration_cost.py [--n-samples 2000000] [--n-features 200]
-        [--density 0.01] [--out results/iteration_cost]
+    python pipelines/iteration_cost.py [--problem dense] [--n-samples 400000]
+        [--n-features 500] [--persist] [--out results/iteration_cost]
 
-Prints a markdown table and writes it to ``OUT/iteration_cost.md``.
+Prints a markdown table and writes it to ``OUT/iteration_cost_PROBLEM.md``.
 """
 
 from __future__ import annotations
@@ -25,48 +31,61 @@ import warnings
 import numpy as np
 
 import dsketch
+from dsketch.bench import ProblemDef, write_benchmark_problem
 from dsketch.demo import bare_pass_times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--n-samples", type=int, default=2_000_000)
-    ap.add_argument("--n-features", type=int, default=200)
-    ap.add_argument("--density", type=float, default=0.01)
+    ap.add_argument("--problem", choices=("dense", "sparse"), default="dense")
+    ap.add_argument("--n-samples", type=int, default=400_000)
+    ap.add_argument("--n-features", type=int, default=500)
+    ap.add_argument("--density", type=float, default=0.01, help="sparse problem only")
+    ap.add_argument("--persist", action="store_true", help="hold the blocks in cluster memory")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--kinds", default="exact,leverage,uniform")
     ap.add_argument("--out", default=os.path.join("results", "iteration_cost"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    store = os.path.join(args.out, "logistic.zarr")
-    kinds = ("exact", "leverage", "uniform", "rownorm", "countsketch")
+    store = os.path.join(args.out, f"{args.problem}.zarr")
+    l2 = 1e-6 if args.problem == "dense" else 1e-4
     rows = []
     with dsketch.connect(n_workers=2) as client:
-        spec = dsketch.make_problem(store, model="logistic", n_samples=args.n_samples,
-                                    n_features=args.n_features, density=args.density,
-                                    client=client, overwrite=True, model_params={"l2": 1e-4})
-        bare = bare_pass_times(spec, client, np.ones(args.n_features), args.repeats)
-        for kind in kinds:
-            size = None if kind != "countsketch" else 8 * args.n_features
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = dsketch.fit(spec, "logistic", model_params={"l2": 1e-4}, sketch=kind,
-                                  sketch_size=size, tol=1e-10, max_iter=40, client=client)
-            per_it = np.diff(np.asarray(res.history["seconds"]))
-            rows.append((kind, float(np.median(per_it)), res.nit, res.n_passes,
-                         int(np.median(res.history["sketch_rows"])), res.success))
+        if args.problem == "dense":
+            spec = write_benchmark_problem(store, ProblemDef("ill-dense", args.n_samples, args.n_features, "ill"),
+                                           client)
+        else:
+            spec = dsketch.make_problem(store, model="logistic", n_samples=args.n_samples,
+                                        n_features=args.n_features, density=args.density,
+                                        client=client, overwrite=True, model_params={"l2": l2})
+        x = np.ones(args.n_features) / np.sqrt(args.n_features)
+        bare = bare_pass_times(spec, client, x, args.repeats, persist=args.persist)
+        for kind in args.kinds.split(","):
+            for fused in (True, False):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = dsketch.fit(spec, "logistic", model_params={"l2": l2}, sketch=kind, x0="zeros",
+                                      tol=1e-10, max_iter=40, client=client, fused=fused, persist=args.persist)
+                per_it = np.diff(np.asarray(res.history["seconds"]))
+                rows.append((kind, fused, float(np.median(per_it)), res.nit, res.n_passes,
+                             int(np.median(res.history["sketch_rows"])), res.success))
     b = statistics.median(bare)
+    where = "blocks in cluster memory" if args.persist else "streamed from Zarr"
     lines = [
-        f"n = {args.n_samples}, d = {args.n_features}, density = {args.density}; "
-        f"bare pass A·x: median {b:.3f} s over {args.repeats} runs",
+        f"{args.problem}: n = {args.n_samples}, d = {args.n_features}"
+        + (f", density = {args.density}" if args.problem == "sparse" else "")
+        + f"; {where}; bare pass A·x: median {b:.3f} s over {args.repeats} runs",
         "",
-        "| curvature | median s / iteration | ratio to bare pass | iterations to tol 1e-10 | passes | sketch rows | converged |",
-        "|---|---|---|---|---|---|---|",
+        "| curvature | passes per iteration | median s / iteration | ratio to bare pass | iterations to tol 1e-10 "
+        "| passes in all | sketch rows | converged |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for kind, t, nit, passes, srows, ok in rows:
-        lines.append(f"| {kind} | {t:.3f} | {t / b:.1f} | {nit} | {passes} | {srows} | {ok} |")
+    for kind, fused, t, nit, passes, srows, ok in rows:
+        lines.append(f"| {kind} | {'fused (1)' if fused else 'two-pass (2+)'} | {t:.3f} | {t / b:.2f} | {nit} | "
+                     f"{passes} | {srows} | {ok} |")
     text = "\n".join(lines)
     print(text)
-    with open(os.path.join(args.out, "iteration_cost.md"), "w") as fh:
+    with open(os.path.join(args.out, f"iteration_cost_{args.problem}.md"), "w") as fh:
         fh.write(text + "\n")
 
 
