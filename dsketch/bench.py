@@ -15,13 +15,17 @@ cluster; scipy L-BFGS-B and trust-ncg with exact gradients and Hessian-vector pr
 and scikit-learn ``LogisticRegression`` (newton-cholesky, lbfgs), in memory where the data
 fit (``--max-memory-gb``); dask-ml ``LogisticRegression`` (newton, lbfgs, admm) on a
 2-worker LocalCluster over the same Zarr store, when dask-ml is installed
-(``pip install -e '.[bench]'``).
+(``pip install -e '.[bench]'``): with ``normalize=False`` (dask-glm's default standardises the
+columns and so penalises ``std * x``), sparse stores as pydata ``sparse.COO`` chunks, and a
+ladder of ``max_iter`` values (``--daskml-max-iter``, cut by ``--daskml-budget-s``). dask-ml's
+newton ignores the penalty, so it solves the unpenalised problem.
 
 For every solver: the wall time and the passes over A (where countable) to reach relative
 suboptimality ``(L - L*) / |L*|`` of 1e-6, 1e-8 and 1e-10, where ``L*`` is the best value
 of a tight exact solve and every solver's run; peak resident memory of the driver and of
-the workers; or the error it failed with. Timed runs are repeated (``--repeats``) and the
-median reported. Writes ``OUT/benchmark.md`` and ``OUT/benchmark.png``.
+the workers; or the error it failed with; and a note (what a peer solves and what stopped it,
+from its source). Timed runs are repeated (``--repeats``) and the median reported. Writes
+``OUT/benchmark.md`` and ``OUT/benchmark.png``.
 """
 
 from __future__ import annotations
@@ -184,6 +188,7 @@ class Run:
     error: str | None = None
     peak_driver: int = 0
     peak_workers: int = 0
+    note: str = ""
 
 
 def _objective(A: Any, y: np.ndarray, l2: float) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
@@ -278,48 +283,128 @@ def _memory_runs(A: Any, y: np.ndarray, pdef: ProblemDef) -> list[tuple[str, Cal
             ("scikit-learn newton-cholesky", sk_run("newton-cholesky")), ("scikit-learn lbfgs", sk_run("lbfgs"))]
 
 
-def _daskml_runs(spec: Any, pdef: ProblemDef) -> list[tuple[str, Callable[[], Run]]]:
+#: dask-ml ``max_iter`` values, each a fit from zeros; the ladder stops early once a solver's own
+#: test ends a fit before ``max_iter`` (a larger ``max_iter`` would return the same coefficients).
+DASKML_MAX_ITERS = (5, 20, 100, 300)
+#: Seconds a single dask-ml fit of the ladder may be expected to take before the ladder stops.
+DASKML_BUDGET_S = 600.0
+
+#: The table's note per solver row: for dask-ml, what each solver solves and what stops it, read
+#: from the dask-ml 2025.1 / dask-glm 0.4 sources (``dask_ml/linear_model/glm.py``,
+#: ``dask_glm/algorithms.py``). Rows not listed get an empty note.
+NOTES = {
+    "dask-ml newton": "ignores the L2 penalty (dask-ml drops C for newton; dask-glm's newton has no regulariser): "
+                      "solves the unpenalised problem; stops when no coefficient changes by more than tol",
+    "dask-ml lbfgs": "scipy fmin_l_bfgs_b with pgtol = tol and its default factr = 1e7, which dask-glm does not "
+                     "expose: stops once the relative decrease is <= 2.2e-9",
+    "dask-ml admm": "dask-ml ignores tol for admm: abstol = reltol = 1e-12 passed instead of dask-glm's 1e-4 / "
+                    "1e-2; rho = 1 and the local L-BFGS solves (maxiter 200, default tolerances) are fixed in dask-glm",
+}
+
+
+def _coo_rows(spec: Any, r0: int, r1: int) -> Any:
+    """Rows ``[r0, r1)`` of a CSR store as a pydata ``sparse.COO`` (the sparse type dask-glm supports)."""
+    import sparse
+
+    from dsketch.store import read_block
+
+    return sparse.COO.from_scipy_sparse(read_block(spec, r0, r1).A)
+
+
+def daskml_inputs(spec: Any) -> tuple[Any, Any]:
+    """``A`` and ``b`` of a problem store as dask arrays that dask-ml / dask-glm accept.
+
+    Parameters
+    ----------
+    spec : dsketch.store.ProblemSpec
+        The problem store.
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features)
+        Row-chunked, one column block: NumPy chunks read from Zarr for a dense ``A``; for a
+        CSR ``A``, pydata ``sparse.COO`` chunks with a ``COO`` meta.
+    y : dask.array.Array of shape (n_samples,)
+        ``b``, with the row chunks of ``X`` (dask-glm's admm pairs the blocks of ``X`` and ``y``).
+
+    Notes
+    -----
+    dask-glm handles sparse chunks only as pydata ``sparse`` arrays
+    (``dask_glm.utils.is_dask_array_sparse`` tests the meta for ``sparse.SparseArray``). With
+    ``scipy.sparse`` chunks, dask's ``mean``/``std`` reductions fail (scipy's ``sum`` takes no
+    ``keepdims``; the fallback then indexes a CSR meta: "IndexError: Index dimension must be 1
+    or 2. Got 0"), and dask's scipy ``tensordot`` asserts 2-D operands, so ``X.dot(beta)``
+    fails for a 1-D ``beta``.
+    """
+    import dask
+    import dask.array as da
+
+    if spec.sparse:
+        import sparse
+
+        rows = max(spec.a_chunk_rows, 2**16)
+        meta = sparse.COO.from_numpy(np.zeros((0, spec.n_features)))
+        parts = [da.from_delayed(dask.delayed(_coo_rows)(spec, r0, min(spec.n_samples, r0 + rows)),
+                                 shape=(min(spec.n_samples, r0 + rows) - r0, spec.n_features), dtype=np.float64,
+                                 meta=meta)
+                 for r0 in range(0, spec.n_samples, rows)]
+        X = da.concatenate(parts, axis=0)
+    else:
+        X = da.from_zarr(os.path.join(spec.path, "A"))
+    y = da.from_zarr(os.path.join(spec.path, "b")).rechunk({0: X.chunks[0]})
+    return X, y
+
+
+def _daskml_runs(spec: Any, pdef: ProblemDef, max_iters: tuple[int, ...] = DASKML_MAX_ITERS,
+                 budget_s: float = DASKML_BUDGET_S) -> list[tuple[str, Callable[[], Run]]]:
+    """dask-ml ``LogisticRegression`` on the store, one fit per ``max_iter`` of ``max_iters``.
+
+    dask-ml passes ``lamduh = 1 / C`` to dask-glm, whose loss is a sum over rows
+    (``Logistic.loglike``) plus ``lamduh ||x||^2 / 2`` (``L2.f``), so ``C = 1 / (l2 n)`` is
+    ``n`` times our objective. dask-glm's default ``normalize=True`` solves on standardised
+    columns, which puts the penalty on ``std * x`` (another objective; on sparse chunks it
+    fails), so every fit passes ``normalize=False``.
+
+    The ladder stops when a fit returns the coefficients of the previous one (the solver's
+    own test ended both before ``max_iter``), or when the next fit, extrapolated linearly in
+    ``max_iter`` from the last one, would take more than ``budget_s`` seconds; the row's note
+    says which.
+    """
     try:
         from dask_ml.linear_model import LogisticRegression
     except ImportError:
         return []
-    import dask.array as da
+    max_iters = tuple(sorted(set(max_iters)))
 
     def go_factory(solver: str) -> Callable[[], Run]:
         def go() -> Run:
-            run = Run(f"dask-ml {solver}")
-            if spec.sparse:
-                import zarr
-
-                g = zarr.open_group(spec.path, mode="r")
-                rows = max(spec.a_chunk_rows, 2**16)
-
-                def part(r0: int) -> sp.csr_matrix:
-                    from dsketch.store import read_block
-
-                    return read_block(spec, r0, min(spec.n_samples, r0 + rows)).A
-
-                parts = [da.from_delayed(__import__("dask").delayed(part)(r0),
-                                         shape=(min(spec.n_samples, r0 + rows) - r0, spec.n_features),
-                                         dtype=float, meta=sp.csr_matrix((0, 0)))
-                         for r0 in range(0, spec.n_samples, rows)]
-                X = da.concatenate(parts, axis=0)
-                y = da.from_zarr(g["b"])
-            else:
-                X = da.from_zarr(os.path.join(spec.path, "A"))
-                y = da.from_zarr(os.path.join(spec.path, "b"))
-            t_total = 0.0
-            for max_iter in (5, 20, 100):
+            label = f"dask-ml {solver}"
+            run = Run(label, note=NOTES.get(label, ""))
+            X, y = daskml_inputs(spec)
+            kwargs: dict[str, Any] = {"normalize": False}
+            if solver == "admm":
+                kwargs.update(abstol=1e-12, reltol=1e-12)
+            stop = f"max_iter up to {max_iters[-1]}"
+            prev: tuple[int, float, np.ndarray] | None = None  # (max_iter, seconds, coef) of the last fit
+            for max_iter in max_iters:
+                if prev is not None and prev[1] * max_iter / prev[0] > budget_s:
+                    stop = (f"max_iter up to {prev[0]}: {max_iter} would take about "
+                            f"{prev[1] * max_iter / prev[0]:.0f} s, over the {budget_s:g} s budget")
+                    break
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     m = LogisticRegression(C=1.0 / (pdef.l2 * spec.n_samples), fit_intercept=False, solver=solver,
-                                           max_iter=max_iter, tol=1e-12).fit(X, y)
+                                           max_iter=max_iter, tol=1e-12, solver_kwargs=kwargs).fit(X, y)
                 dt = time.perf_counter() - t0
-                t_total = max(t_total, dt)
+                run.seconds = dt if np.isnan(run.seconds) else max(run.seconds, dt)
                 coef = np.asarray(m.coef_).ravel()
                 run.trace.append((dt, _store_objective(spec, coef, pdef.l2), float("nan")))
-            run.seconds = t_total
+                if prev is not None and np.array_equal(coef, prev[2]):
+                    stop = f"its own test stopped it within max_iter = {prev[0]}"
+                    break
+                prev = (max_iter, dt, coef)
+            run.note += f"; {stop}"
             return run
         return go
 
@@ -343,7 +428,8 @@ def _measure(go: Callable[[], Run], label: str, client: Any) -> Run:
         try:
             run = go()
         except Exception as exc:  # noqa: BLE001 - a failing peer is a result of the benchmark
-            run = Run(label, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
+            run = Run(label, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}",
+                      note=NOTES.get(label, ""))
             traceback.print_exc()
     run.peak_driver, run.peak_workers = mem.driver, mem.workers
     return run
@@ -356,6 +442,11 @@ def _time_to(run: Run, fstar: float, level: float) -> tuple[float, float]:
     return float("nan"), float("nan")
 
 
+def _cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (pipes escaped)."""
+    return text.replace("|", "\\|")
+
+
 def _fmt_time(t: float, passes: float) -> str:
     if not np.isfinite(t):
         return "—"
@@ -363,8 +454,14 @@ def _fmt_time(t: float, passes: float) -> str:
 
 
 def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | None = None, repeats: int = 1,
-                  max_memory_gb: float = 6.0, n_workers: int = 2, seed: int = 0, keep_stores: bool = False) -> str:
-    """Run the benchmark; return the markdown table (also written to ``out``)."""
+                  max_memory_gb: float = 6.0, n_workers: int = 2, seed: int = 0, keep_stores: bool = False,
+                  daskml_max_iters: tuple[int, ...] = DASKML_MAX_ITERS,
+                  daskml_budget_s: float = DASKML_BUDGET_S) -> str:
+    """Run the benchmark; return the markdown table (also written to ``out``).
+
+    ``daskml_max_iters`` is the ladder of dask-ml ``max_iter`` values (one fit each, from
+    zeros), cut where one fit would take more than ``daskml_budget_s`` seconds.
+    """
     from distributed import Client, LocalCluster
 
     from dsketch.store import read_block
@@ -372,7 +469,9 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
     os.makedirs(out, exist_ok=True)
     chosen = [p for p in PROBLEMS if problems is None or p.name in problems]
     lines = [f"L2 logistic regression, no intercept; scale {scale:g}; {n_workers} workers; cells: median seconds "
-             "(of the timed repeats) / passes over A to the relative suboptimality; '—' not reached.", ""]
+             "(of the timed repeats) / passes over A to the relative suboptimality; '—' not reached. dask-ml "
+             "runs with normalize=False: its default standardises the columns and so penalises std-scaled "
+             "coefficients, another objective.", ""]
     traces: dict[str, list[Run]] = {}
     for base in chosen:
         pdef = ProblemDef(base.name, max(1000, int(base.n * scale)), base.d, base.kind, base.density, base.l2)
@@ -391,7 +490,7 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
                 blk = read_block(spec, 0, spec.n_samples)
                 A, y = blk.A, blk.b
                 jobs += _memory_runs(A, y, pdef)
-            jobs += _daskml_runs(spec, pdef)
+            jobs += _daskml_runs(spec, pdef, daskml_max_iters, daskml_budget_s)
             for label, go in jobs:
                 print(f"   {label} ...", flush=True)
                 reps = [_measure(go, label, client) for _ in range(max(1, repeats))]
@@ -407,13 +506,14 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
         traces[pdef.name] = runs
         lines += [f"### {pdef.name} (n = {pdef.n:,}, d = {pdef.d}, nnz = {spec.nnz:,}, l2 = {pdef.l2:g}; "
                   f"L* = {fstar:.15g})", "",
-                  "| solver | 1e-6 | 1e-8 | 1e-10 | best suboptimality | peak RSS driver | peak RSS worker | error |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| solver | 1e-6 | 1e-8 | 1e-10 | best suboptimality | peak RSS driver | peak RSS worker | error "
+                  "| note |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             cells = [_fmt_time(*_time_to(r, fstar, lv)) for lv in LEVELS]
             best = min(((f - fstar) / abs(fstar) for _, f, _ in r.trace if np.isfinite(f)), default=float("nan"))
             lines.append(f"| {r.solver} | {' | '.join(cells)} | {best:.1e} | {r.peak_driver / 2**30:.2f} GiB | "
-                         f"{r.peak_workers / 2**30:.2f} GiB | {r.error or ''} |")
+                         f"{r.peak_workers / 2**30:.2f} GiB | {_cell(r.error or '')} | {_cell(r.note)} |")
         lines.append("")
         if not keep_stores:
             shutil.rmtree(store, ignore_errors=True)
@@ -422,7 +522,7 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
         fh.write(text + "\n")
     _plot(traces, os.path.join(out, "benchmark.png"))
     with open(os.path.join(out, "benchmark.json"), "w") as fh:
-        json.dump({k: [{"solver": r.solver, "trace": r.trace, "error": r.error} for r in v]
+        json.dump({k: [{"solver": r.solver, "trace": r.trace, "error": r.error, "note": r.note} for r in v]
                    for k, v in traces.items()}, fh)
     return text
 
@@ -459,9 +559,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-memory-gb", type=float, default=6.0,
                     help="largest A loaded into driver memory for the in-memory peers")
     ap.add_argument("--keep-stores", action="store_true")
+    ap.add_argument("--daskml-max-iter", default=",".join(map(str, DASKML_MAX_ITERS)),
+                    help="comma-separated ladder of dask-ml max_iter values, one fit each")
+    ap.add_argument("--daskml-budget-s", type=float, default=DASKML_BUDGET_S,
+                    help="skip the dask-ml fits predicted to take longer than this many seconds")
     args = ap.parse_args(argv)
+    try:
+        ladder = tuple(int(v) for v in args.daskml_max_iter.split(","))
+    except ValueError:
+        ap.error(f"--daskml-max-iter must be comma-separated integers, got {args.daskml_max_iter!r}")
+    if not ladder or min(ladder) < 1:
+        ap.error(f"--daskml-max-iter values must be >= 1, got {args.daskml_max_iter!r}")
     print(run_benchmark(args.out, scale=args.scale, problems=tuple(args.problems.split(",")),
-                        repeats=args.repeats, max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores))
+                        repeats=args.repeats, max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores,
+                        daskml_max_iters=ladder, daskml_budget_s=args.daskml_budget_s))
     return 0
 
 
