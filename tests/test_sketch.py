@@ -494,3 +494,31 @@ def test_registry_and_partials_contract():
     assert make_sketch("rownorm", waterfill=False).n_pre_stages == 1
     assert LeverageSampler().pre_stage_reads_A == (True,)
     assert make_sketch("rownorm").pre_stage_reads_A == (False, False)
+
+
+def test_leverage_context_from_gram_gives_the_scores_of_that_gram():
+    """Scores rebuilt from a Gram (no pass over A) against QR leverage scores of sqrt|D| A."""
+    from dsketch.sketch import LeverageSampler, SketchContext
+
+    rng = np.random.default_rng(21)
+    n, d = 3000, 6
+    A = rng.standard_normal((n, d)) * np.array([1, 1, 1, 30, 0.1, 5.0])
+    A[:5] *= 40.0  # a few high-leverage rows
+    D = rng.uniform(0.05, 0.25, n)
+    Q, _ = np.linalg.qr(np.sqrt(D)[:, None] * A)
+    tau = np.einsum("ij,ij->i", Q, Q)  # exact leverage scores, independent of the sampler
+    sk = LeverageSampler(jl_dim=64)  # jl_dim >= d: no JL step, exact transform
+    ctx = SketchContext(seed=0, iteration=3, n_samples=n, n_features=d, sketch_size=500)
+    exact = sk.context_from_gram(A.T @ (D[:, None] * A), ctx)
+    assert exact.info["scores"] == "sketch" and exact.info["rank"] == d
+    np.testing.assert_allclose(sk.leverage_scores(A, D, exact), tau, rtol=1e-9, atol=1e-14)
+    # from a (1 +- eps) approximation M~ of the Gram the scores are within 1/(1 +- eps)
+    E = rng.standard_normal((d, d))
+    M = A.T @ (D[:, None] * A)
+    L = np.linalg.cholesky(M)
+    eps = 0.2
+    S = E @ E.T
+    S *= eps / np.abs(np.linalg.eigvalsh(S)).max()  # ||S|| = eps: (1 - eps) M <= M~ <= (1 + eps) M
+    approx = sk.context_from_gram(L @ (np.eye(d) + S) @ L.T, ctx)
+    ratio = sk.leverage_scores(A, D, approx) / tau
+    assert ratio.min() >= 1 / (1 + eps) - 1e-12 and ratio.max() <= 1 / (1 - eps) + 1e-12

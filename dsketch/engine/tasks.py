@@ -231,8 +231,9 @@ def fused_step(
     ``ts[0]`` must be 1) and, speculatively at the full step ``eta1 = eta + ap``, everything
     :func:`curvature` returns there: ``"loss"``, ``"grad"``, ``"AU"``, the sketch's partial
     (``"sketch:"`` keys, sampled with ``ctx``) and, for a sketch whose first preliminary
-    stage reads A (leverage scores), that stage's partial at ``eta1`` (``"pre:"`` keys), from
-    which the driver refreshes the sketch's context for the next iteration.
+    stage reads A and that cannot rebuild its context from the sketched Gram
+    (``Sketch.refreshes_from_gram``), that stage's partial at ``eta1`` (``"pre:"`` keys),
+    from which the driver refreshes the sketch's context for the next iteration.
 
     The model's scalars must not depend on ``eta`` (``Model.fixed_scalars``): they are the
     same at every trial point. Where the full step leaves the model's domain (non-finite
@@ -265,7 +266,7 @@ def fused_step(
         out["AU"] = np.asarray(A.T @ U, dtype=np.float64)
     for key, val in sketch.block(A, D, rows.r0, ctx).items():
         out["sketch:" + key] = val
-    if sketch.n_pre_stages and sketch.pre_stage_reads_A[0]:
+    if sketch.n_pre_stages and sketch.pre_stage_reads_A[0] and not sketch.refreshes_from_gram:
         for key, val in sketch.pre_block(0, A, D, rows.rownorm2, rows.r0, ctx).items():
             out["pre:" + key] = val
     return ap, out

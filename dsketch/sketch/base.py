@@ -122,11 +122,15 @@ class Sketch(ABC):
     pre_stage_reads_A : tuple of bool
         Whether each preliminary stage needs ``A_b`` (a pass over A) or only ``D_b`` and
         the cached squared row norms.
+    refreshes_from_gram : bool
+        Whether :meth:`context_from_gram` can stand in for the preliminary stages.
     """
 
     kind: ClassVar[str] = ""
     n_pre_stages: int = 0
     pre_stage_reads_A: tuple[bool, ...] = ()
+    #: Whether :meth:`context_from_gram` rebuilds the preliminary context (no pass needed).
+    refreshes_from_gram: ClassVar[bool] = False
 
     def pre_block(
         self, stage: int, A_b: Block | None, D_b: np.ndarray, rownorm2_b: np.ndarray, r0: int, ctx: SketchContext
@@ -137,6 +141,15 @@ class Sketch(ABC):
     def pre_finish(self, stage: int, total: Partial, ctx: SketchContext) -> SketchContext:
         """Driver step after preliminary stage ``stage``: the context for the next pass."""
         raise ValueError(f"sketch {self.kind!r} has no preliminary stage {stage!r} (it has {self.n_pre_stages})")
+
+    def context_from_gram(self, gram: np.ndarray, ctx: SketchContext) -> SketchContext | None:
+        """The context of the preliminary stages rebuilt from an estimate of ``A^T |D| A``.
+
+        Sketches whose preliminary pass estimates a ``d x d`` quantity (leverage scores)
+        can take it from the previous iteration's sketched Gram instead of a pass over A;
+        they return the new context. None (the default): not possible, run the stages.
+        """
+        return None
 
     @abstractmethod
     def block(self, A_b: Block, D_b: np.ndarray, r0: int, ctx: SketchContext) -> Partial:

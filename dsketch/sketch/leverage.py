@@ -19,6 +19,7 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from dsketch.sketch import random as crng
 from dsketch.sketch.base import (
@@ -30,7 +31,6 @@ from dsketch.sketch.base import (
     check_param_int,
     check_weights,
     matmul_dense,
-    scale_rows,
     sym,
     weighted_gram,
 )
@@ -109,6 +109,7 @@ class LeverageSampler(Sampler):
     """
 
     kind: ClassVar[str] = "leverage"
+    refreshes_from_gram: ClassVar[bool] = True
     AUTO_EXACT_MAX_FEATURES: ClassVar[int] = 64
     APPROX_INFLATION: ClassVar[float] = 4.0
 
@@ -154,7 +155,7 @@ class LeverageSampler(Sampler):
         if self.mode(ctx.n_features) == "exact":
             return {"M": weighted_gram(A_b, absD), "lowp_rows": lowp}
         Pi = osnap_matrix(A_b.shape[0], r0, self._osnap_rows(ctx.n_features), self.osnap_nnz, ctx.seed, ctx.iteration)
-        Y = Pi.astype(A_b.dtype) @ scale_rows(A_b, np.sqrt(absD))
+        Y = (Pi @ sp.diags(np.sqrt(absD))).astype(A_b.dtype) @ A_b  # Pi sqrt|D| A without a copy of A
         Y = Y.toarray() if hasattr(Y, "toarray") else Y
         return {"Y": np.asarray(Y, dtype=np.float64), "lowp_rows": lowp}
 
@@ -180,6 +181,32 @@ class LeverageSampler(Sampler):
             G = crng.standard_normal(ctx.seed, ctx.iteration, JL_STREAM, np.arange(r), self.jl_dim)
             T = T @ G / math.sqrt(self.jl_dim)
         return ctx.with_info(T=T, rank=r, scores="approx")
+
+    def _transform(self, lam: np.ndarray, V: np.ndarray, d: int, ctx: SketchContext, scores: str) -> SketchContext:
+        """``T = V_r diag(lam_r)^{-1/2}`` (rank-safe), JL-projected to ``jl_dim`` columns if wider."""
+        keep = lam > max(float(lam[-1]), 0.0) * d * float(np.finfo(np.float64).eps)
+        if float(lam[-1]) <= 0.0:
+            keep[:] = False
+        T = V[:, keep] / np.sqrt(lam[keep])
+        r = int(keep.sum())
+        if 0 < self.jl_dim < r:
+            G = crng.standard_normal(ctx.seed, ctx.iteration, JL_STREAM, np.arange(r), self.jl_dim)
+            T = T @ G / math.sqrt(self.jl_dim)
+        return ctx.with_info(T=T, rank=r, scores=scores)
+
+    def context_from_gram(self, gram: np.ndarray, ctx: SketchContext) -> SketchContext:
+        """Scores from a sketched ``A^T |D| A`` (the previous iteration's): no pass over A.
+
+        ``M~ = V diag(lam) V^T`` (``eigh``, rank-safe) gives ``T = V_r diag(lam_r)^{-1/2}``,
+        JL-projected to ``jl_dim`` columns when wider, so ``tau~_i = |D_i| ||a_i^T T||^2``.
+        If ``(1 - eps) M <= M~ <= (1 + eps) M`` then ``tau~_i >= tau_i / (1 + eps)`` (before
+        the JL step): a sketch good enough to take Newton steps with also gives scores good
+        enough to sample the next one, and the samples improve as the iteration goes on.
+        ``ctx.info["scores"]`` is ``"sketch"``.
+        """
+        d = ctx.n_features
+        lam, V = np.linalg.eigh(sym(gram, d))
+        return self._transform(lam, V, d, ctx, "sketch")
 
     def leverage_scores(self, A_b: Block, D_b: np.ndarray, ctx: SketchContext) -> np.ndarray:
         """``tau_i = |D_i| ||a_i^T T||^2`` for the block's rows (exact or approximate)."""

@@ -209,7 +209,7 @@ class NewtonSolver:
             self._info = ctx.info
         self._assemble(it, total, ctx)
 
-    def _assemble(self, it: _Iterate, total: dict[str, Any], ctx: SketchContext) -> None:
+    def _assemble(self, it: _Iterate, total: dict[str, Any], ctx: SketchContext) -> Any:
         """``H~ = sketch + (A^T U) C (A^T U)^T + penalty``, loss and gradient from reduced partials."""
         sk = self.sketch.finish(
             {k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx
@@ -227,6 +227,7 @@ class NewtonSolver:
         it.grad = np.asarray(total["grad"], dtype=np.float64) + pg
         it.hess = H
         it.sketch_rows = int(sk.n_rows)
+        return sk
 
     def _adapt_sketch_size(self, step: float, actual: float, predicted: float, loss: float) -> None:
         """Grow or shrink the sketch from the step's actual against predicted decrease."""
@@ -305,7 +306,8 @@ class NewtonSolver:
         One pass computes ``A p``, the losses at ``t = 1, 1/2, 1/4, 1/8`` and, speculatively,
         loss, gradient and sketch at the full step ``x + p`` (sampled with the previous
         iteration's sketch context: for leverage scores, the score transform of the point
-        before, refreshed from the same pass for the next iteration). When ``t = 1`` is
+        before; the next one comes from this iteration's sketched Gram,
+        :meth:`~dsketch.sketch.Sketch.context_from_gram`, without a pass). When ``t = 1`` is
         accepted (near the optimum always) the next iterate comes back complete and the
         iteration cost one pass; otherwise the shorter step is taken on the cached predictor
         and the next iteration runs its own curvature pass. Returns ``(accepted, next)``
@@ -324,9 +326,12 @@ class NewtonSolver:
         if j > 0 or float(total["curvature_bad"]) > 0:
             return (ts[j], it.scalars, lt), None
         nxt = _Iterate(x=it.x + ts[0] * p, scalars=it.scalars, drawn=ctx)
-        self._assemble(nxt, total, ctx)
+        sk = self._assemble(nxt, total, ctx)
         nxt.loss = lt
         # refresh the sketch's context at the new point for the next fused pass
+        if self.sketch.refreshes_from_gram:
+            self._info = self.sketch.context_from_gram(sk.gram, ctx).info
+            return (ts[0], it.scalars, lt), nxt
         for stage in range(self.sketch.n_pre_stages):
             if self.sketch.pre_stage_reads_A[stage]:
                 if stage > 0:
