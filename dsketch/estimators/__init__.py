@@ -1,0 +1,41 @@
+"""scikit-learn compatible estimators on the dsketch engine.
+
+:class:`LogisticRegression`, :class:`PoissonRegressor` and :class:`LinearRegression` take
+scikit-learn's parameters with scikit-learn's meanings (``C``, ``alpha``,
+``fit_intercept``, ``tol``, ``max_iter``): with the same parameters they minimise the same
+objective, so at convergence they return the same coefficients as
+``sklearn.linear_model.LogisticRegression`` (binary), ``PoissonRegressor`` and
+``LinearRegression``. The intercept is not penalised.
+
+``fit(X, y)`` accepts a NumPy array, a scipy.sparse matrix, a dask array (written block by
+block, never gathered whole), or the path / URL of a problem store (``y`` omitted: the
+store's ``b``). In-memory and dask inputs are written to a temporary Zarr store that is
+deleted after the fit. The fit runs on ``client``, on the scheduler at ``scheduler`` /
+``$DSKETCH_SCHEDULER``, or on a small in-process cluster shared by the estimators of this
+process (threads; created on first use).
+
+Objectives (mean form, ``n`` rows, ``w`` the coefficients without the intercept):
+
+* logistic: ``mean(log(1 + e^eta) - y eta) + ||w||^2 / (2 C n)``, i.e. scikit-learn's
+  ``C sum(loss) + ||w||^2 / 2`` divided by ``C n``;
+* Poisson: ``mean(e^eta - y eta) + alpha ||w||^2 / 2`` (half the mean deviance up to a
+  constant, as scikit-learn);
+* least squares: ``mean((eta - y)^2) / 2``.
+
+:class:`SoftmaxRegression` (no intercept: softmax over the rows is invariant to a shift of
+every row's logit) fits a target distribution ``y`` over the rows of ``X`` by
+``softmax(X x)``: ``1/2 ||softmax(X x) - y||^2 + alpha/2 ||X x||^2``, the engine model
+"softmax" with the store's row weights ``w_i = sqrt(alpha)``.
+"""
+
+from __future__ import annotations
+
+from dsketch.estimators._base import _close_shared  # noqa: F401 - tests close the shared cluster
+from dsketch.estimators.glm import (
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+)
+from dsketch.estimators.softmax import SoftmaxRegression
+
+__all__ = ["LinearRegression", "LogisticRegression", "PoissonRegressor", "SoftmaxRegression"]

@@ -1,0 +1,201 @@
+"""scikit-learn's GLM estimators on the engine: logistic, Poisson and least squares."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+
+from dsketch.estimators._base import _EngineGLM
+from dsketch.store import (
+    ProblemSpec,
+)
+
+
+class LogisticRegression(ClassifierMixin, _EngineGLM):
+    """Binary L2-penalised logistic regression with scikit-learn's parameters.
+
+    Minimises ``C sum_i log(1 + exp(-y_i (x_i w + c))) + ||w||^2 / 2`` (``y`` in {-1, 1};
+    the intercept ``c`` unpenalised), the objective of
+    ``sklearn.linear_model.LogisticRegression(C=C)`` for two classes.
+
+    Parameters
+    ----------
+    C : float, default 1.0
+        Inverse regularisation strength (> 0).
+    fit_intercept, tol, max_iter
+        As in scikit-learn; ``tol`` is dsketch's relative gradient norm
+        ``||g|| <= tol ||g_0||``.
+    solver : {"newton", "newton-cg", "gd"}, default "newton"
+    sketch : {"auto", "exact", "leverage", ...}, default "auto"
+    sketch_size, random_state, client, scheduler, block_rows
+        As in :func:`dsketch.fit` (``random_state`` is its ``seed``).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+    coef_ : ndarray of shape (1, n_features)
+    intercept_ : ndarray of shape (1,)
+    n_iter_ : ndarray of shape (1,)
+    n_passes_ : int
+        Passes over the data of the fit.
+    fit_result_ : dsketch.FitResult
+    """
+
+    _model: ClassVar[str] = "logistic"
+
+    def __init__(self, C: float = 1.0, *, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
+                 solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
+                 random_state: int = 0, client: Any = None, scheduler: str | None = None,
+                 block_rows: int = 2**17) -> None:
+        super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
+                         sketch_size=sketch_size, random_state=random_state, client=client,
+                         scheduler=scheduler, block_rows=block_rows)
+        self.C = C
+
+    def _l2(self, n_samples: int) -> float:
+        if not (isinstance(self.C, (int, float, np.floating)) and self.C > 0):
+            raise ValueError(f"C must be a positive number; got {self.C!r}")
+        return 1.0 / (float(self.C) * n_samples)
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        from sklearn.utils.multiclass import check_classification_targets
+
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if classes.size != 2:
+            raise ValueError(
+                f"Only binary classification is supported by dsketch's LogisticRegression: y must hold exactly "
+                f"2 classes; got {classes.size} class(es) {classes[:5].tolist()}"
+            )
+        self.classes_ = classes
+        return (y == classes[1]).astype(np.float64)
+
+    def _check_store_targets(self, spec: ProblemSpec) -> None:
+        super()._check_store_targets(spec)
+        self.classes_ = np.array([0.0, 1.0])
+
+    def fit(self, X: Any, y: Any = None) -> LogisticRegression:
+        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
+        x = self._fit_problem(X, y)
+        w, c = self._split(x)
+        self.coef_ = w[None, :]
+        self.intercept_ = np.array([c])
+        return self
+
+    def _coef_vector(self) -> np.ndarray:
+        return self.coef_[0]
+
+    def _intercept_value(self) -> float:
+        return float(self.intercept_[0])
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``X w + c`` (positive: the second class)."""
+        return self._linear(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities of the two classes, shape (n_samples, 2)."""
+        from scipy.special import expit
+
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log-probabilities of the two classes (computed without overflow)."""
+        z = self.decision_function(X)
+        return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The more probable class label."""
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(int)]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+
+class _EngineRegressor(RegressorMixin, _EngineGLM):
+    """A regressor: ``coef_`` of shape (n_features,) and a scalar ``intercept_``."""
+
+    def fit(self, X: Any, y: Any = None) -> _EngineRegressor:
+        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
+        w, c = self._split(self._fit_problem(X, y))
+        self.coef_, self.intercept_ = w, c
+        return self
+
+    def _coef_vector(self) -> np.ndarray:
+        return self.coef_
+
+    def _intercept_value(self) -> float:
+        return float(self.intercept_)
+
+
+class PoissonRegressor(_EngineRegressor):
+    """Poisson regression with log link and scikit-learn's parameters.
+
+    Minimises ``mean(exp(eta) - y eta) + alpha ||w||^2 / 2`` with ``eta = X w + c`` (the
+    objective of ``sklearn.linear_model.PoissonRegressor(alpha=alpha)`` up to a constant).
+    ``score`` is scikit-learn's D² (fraction of Poisson deviance explained).
+    """
+
+    _model: ClassVar[str] = "poisson"
+
+    def __init__(self, *, alpha: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
+                 solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
+                 random_state: int = 0, client: Any = None, scheduler: str | None = None,
+                 block_rows: int = 2**17) -> None:
+        super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
+                         sketch_size=sketch_size, random_state=random_state, client=client,
+                         scheduler=scheduler, block_rows=block_rows)
+        self.alpha = alpha
+
+    def _l2(self, n_samples: int) -> float:
+        if not (isinstance(self.alpha, (int, float, np.floating)) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a number >= 0; got {self.alpha!r}")
+        return float(self.alpha)
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float64)
+        if (y < 0).any():
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
+        return y
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predicted mean ``exp(X w + c)``."""
+        return np.exp(self._linear(X))
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """D², the fraction of Poisson deviance explained (as scikit-learn's)."""
+        from sklearn.metrics import d2_tweedie_score
+
+        return float(d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight, power=1))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True
+        return tags
+
+
+class LinearRegression(_EngineRegressor):
+    """Ordinary least squares with scikit-learn's parameters (no penalty).
+
+    Minimises ``mean((X w + c - y)^2) / 2``; rank-deficient ``X`` is handled by the
+    solver's eigenvalue-floored fallback (a ``NumericalWarning``), which returns a
+    minimiser, not necessarily the minimum-norm one that scikit-learn returns.
+    """
+
+    _model: ClassVar[str] = "least-squares"
+
+    def _l2(self, n_samples: int) -> float:
+        return 0.0
+
+    def predict(self, X: Any) -> np.ndarray:
+        """``X w + c``."""
+        return self._linear(X)
+
+
+#: Tolerance on ``|sum(y) - 1|`` of a distribution target; the one ``dsketch info`` uses for
+#: its ``sums_to_one`` flag (:func:`dsketch.store.describe.describe`).
