@@ -505,13 +505,29 @@ def test_leverage_context_from_gram_gives_the_scores_of_that_gram():
     A = rng.standard_normal((n, d)) * np.array([1, 1, 1, 30, 0.1, 5.0])
     A[:5] *= 40.0  # a few high-leverage rows
     D = rng.uniform(0.05, 0.25, n)
-    Q, _ = np.linalg.qr(np.sqrt(D)[:, None] * A)
-    tau = np.einsum("ij,ij->i", Q, Q)  # exact leverage scores, independent of the sampler
+    M = A.T @ (D[:, None] * A)
+
+    def ridge_scores(lam):
+        """Ridge leverage scores D_i a_i^T (M + lam I)^{-1} a_i by QR of [sqrt(D) A; sqrt(lam) I]."""
+        Q, _ = np.linalg.qr(np.vstack([np.sqrt(D)[:, None] * A, np.sqrt(lam) * np.eye(d)]))
+        return np.einsum("ij,ij->i", Q[:n], Q[:n])
+
+    tau = ridge_scores(1e-6 * np.trace(M) / d)  # the documented floor of the ridge
     sk = LeverageSampler(jl_dim=64)  # jl_dim >= d: no JL step, exact transform
     ctx = SketchContext(seed=0, iteration=3, n_samples=n, n_features=d, sketch_size=500)
-    exact = sk.context_from_gram(A.T @ (D[:, None] * A), ctx)
+    exact = sk.context_from_gram(M, ctx)
     assert exact.info["scores"] == "sketch" and exact.info["rank"] == d
     np.testing.assert_allclose(sk.leverage_scores(A, D, exact), tau, rtol=1e-9, atol=1e-14)
+    # an explicit ridge (the Hessian's penalty) gives its ridge scores
+    np.testing.assert_allclose(sk.leverage_scores(A, D, sk.context_from_gram(M, ctx, ridge=5.0)), ridge_scores(5.0),
+                               rtol=1e-9, atol=1e-14)
+    # a row whose direction the sampled Gram lacks gets a large score (kept), not a small one
+    e = np.zeros(d)
+    e[4] = 1.0
+    P = np.eye(d) - np.outer(e, e)
+    lacking = sk.context_from_gram(P @ M @ P, ctx)
+    full = sk.leverage_scores(e[None, :], np.ones(1), exact)[0]
+    assert sk.leverage_scores(e[None, :], np.ones(1), lacking)[0] > 10 * full  # a pseudo-inverse gives 0
     # from a (1 +- eps) approximation M~ of the Gram the scores are within 1/(1 +- eps)
     E = rng.standard_normal((d, d))
     M = A.T @ (D[:, None] * A)

@@ -142,8 +142,10 @@ class Sketch(ABC):
         """Driver step after preliminary stage ``stage``: the context for the next pass."""
         raise ValueError(f"sketch {self.kind!r} has no preliminary stage {stage!r} (it has {self.n_pre_stages})")
 
-    def context_from_gram(self, gram: np.ndarray, ctx: SketchContext) -> SketchContext | None:
-        """The context of the preliminary stages rebuilt from an estimate of ``A^T |D| A``.
+    def context_from_gram(self, gram: np.ndarray, ctx: SketchContext,
+                          ridge: np.ndarray | float = 0.0) -> SketchContext | None:
+        """The context of the preliminary stages rebuilt from an estimate of ``A^T |D| A``
+        (plus ``diag(ridge)``, the Hessian's penalty).
 
         Sketches whose preliminary pass estimates a ``d x d`` quantity (leverage scores)
         can take it from the previous iteration's sketched Gram instead of a pass over A;

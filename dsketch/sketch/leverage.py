@@ -19,6 +19,7 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from dsketch.sketch import random as crng
@@ -194,18 +195,39 @@ class LeverageSampler(Sampler):
             T = T @ G / math.sqrt(self.jl_dim)
         return ctx.with_info(T=T, rank=r, scores=scores)
 
-    def context_from_gram(self, gram: np.ndarray, ctx: SketchContext) -> SketchContext:
+    def context_from_gram(self, gram: np.ndarray, ctx: SketchContext, ridge: np.ndarray | float = 0.0) -> SketchContext:
         """Scores from a sketched ``A^T |D| A`` (the previous iteration's): no pass over A.
 
-        ``M~ = V diag(lam) V^T`` (``eigh``, rank-safe) gives ``T = V_r diag(lam_r)^{-1/2}``,
-        JL-projected to ``jl_dim`` columns when wider, so ``tau~_i = |D_i| ||a_i^T T||^2``.
-        If ``(1 - eps) M <= M~ <= (1 + eps) M`` then ``tau~_i >= tau_i / (1 + eps)`` (before
-        the JL step): a sketch good enough to take Newton steps with also gives scores good
+        With the Cholesky factor ``M~ = L L^T``, ``T = L^{-T} G`` for a ``d x jl_dim`` Gaussian
+        ``G / sqrt(jl_dim)`` (``G = I`` when ``jl_dim >= d``), so ``tau~_i = |D_i| ||a_i^T T||^2``;
+        when ``M~`` is singular (fewer kept rows than columns) the rank-safe
+        ``T = V_r diag(lam_r)^{-1/2}`` of ``eigh`` instead, JL-projected the same way.
+        The scores are ridge leverage scores of ``M~ + lambda I``, ``lambda`` the ``ridge``
+        (the Hessian's own L2 penalty) but at least ``1e-6`` of ``M~``'s mean eigenvalue: a
+        sampled Gram lacks the directions of rows that were not kept, and a pseudo-inverse
+        would give those rows low scores, so that they would never be kept; with the ridge
+        they get large ones (``p = 1``). If ``(1 - eps) M <= M~ <= (1 + eps) M`` then
+        ``tau~_i >= tau_i / (1 + eps)`` for the ridge scores of ``M`` (before the JL step): a sketch good enough to take Newton steps with also gives scores good
         enough to sample the next one, and the samples improve as the iteration goes on.
         ``ctx.info["scores"]`` is ``"sketch"``.
         """
         d = ctx.n_features
-        lam, V = np.linalg.eigh(sym(gram, d))
+        M = sym(gram, d)
+        # ridge: a row whose direction the sample missed gets a large score (p = 1) instead
+        # of being dropped with the null space; at least 1e-6 of the mean eigenvalue
+        floor = 1e-6 * max(float(np.trace(M)) / d, 0.0)
+        M[np.diag_indices(d)] += np.maximum(np.asarray(ridge, dtype=np.float64), floor)
+        try:  # M = L L^T: T = L^{-T} G costs d^3/3 + d^2 k, a tenth of an eigendecomposition
+            L = np.linalg.cholesky(M)
+        except np.linalg.LinAlgError:
+            L = None
+        if L is not None and np.all(np.diag(L) > np.sqrt(d * np.finfo(np.float64).eps) * np.sqrt(np.abs(M).max())):
+            k = self.jl_dim if 0 < self.jl_dim < d else d
+            G = (crng.standard_normal(ctx.seed, ctx.iteration, JL_STREAM, np.arange(d), k) / math.sqrt(k)
+                 if k < d else np.eye(d))
+            T = scipy.linalg.solve_triangular(L, G, lower=True, trans="T")
+            return ctx.with_info(T=T, rank=d, scores="sketch")
+        lam, V = np.linalg.eigh(M)  # singular (fewer sampled rows than columns): rank-safe route
         return self._transform(lam, V, d, ctx, "sketch")
 
     def leverage_scores(self, A_b: Block, D_b: np.ndarray, ctx: SketchContext) -> np.ndarray:

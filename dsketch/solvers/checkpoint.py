@@ -47,6 +47,9 @@ class Checkpoint:
         Model, curvature, seed and data of the fit; a resume must match them.
     sketch_size : int or None
         The sketch size of the next iteration (it changes with ``adaptive_sketch``).
+    last_dec : float or None
+        The Newton decrement of the last iteration (adaptive sketch sizes use its
+        contraction).
     drawn_info : dict or None
         With fused passes: the sketch context ``info`` (for leverage scores, the score
         transform of the iterate before) with which the current iterate's curvature was
@@ -68,6 +71,7 @@ class Checkpoint:
     history: dict[str, np.ndarray]
     settings: dict[str, Any]
     sketch_size: int | None = None
+    last_dec: float | None = None
     drawn_info: dict[str, Any] | None = None
     drawn_size: int | None = None
     next_info: dict[str, Any] | None = None
@@ -111,6 +115,7 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
         "drawn_info": _split_info("drawn_info", ckpt.drawn_info, arrays),
         "next_info": _split_info("next_info", ckpt.next_info, arrays),
         "drawn_size": None if ckpt.drawn_size is None else int(ckpt.drawn_size),
+        "last_dec": None if ckpt.last_dec is None or not np.isfinite(ckpt.last_dec) else float(ckpt.last_dec),
     }
     write_group(path, arrays, {CHECKPOINT_ATTR: meta}, overwrite=True)
 
@@ -136,6 +141,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         drawn_info=_join_info(meta.get("drawn_info"), arrays),
         next_info=_join_info(meta.get("next_info"), arrays),
         drawn_size=meta.get("drawn_size"),
+        last_dec=meta.get("last_dec"),
     )
 
 

@@ -77,9 +77,10 @@ class NewtonConfig:
     adaptive_sketch : bool, default False
         ``direction="newton"`` with a sampled or embedded sketch: double the sketch size
         when a step falls short of the decrease its quadratic model predicts (a step below
-        1 was needed, or the actual decrease is under half the predicted one), and shrink
-        it by a quarter when the full step delivers 0.9-1.1 times the prediction; between
-        ``n_features`` and ``n_samples``.
+        1 was needed, or the actual decrease is under half the predicted one) or when the
+        Newton decrement shrank by less than half over the last step (slow progress), and
+        shrink it by a quarter when a full step delivered 0.9-1.1 times the prediction and
+        the decrement shrank twentyfold (slack); between ``n_features`` and ``n_samples``.
     fused : bool, default True
         For a model whose global scalars do not depend on ``A x`` (``Model.fixed_scalars``:
         the GLMs), fold the line search's ``A p`` and the next iteration's curvature into one
@@ -184,6 +185,7 @@ class NewtonSolver:
         self._header_logged = False
         self._info: dict[str, Any] = {}  # the sketch context's info of the last curvature pass
         self._resume_info: tuple[SketchContext, dict[str, Any] | None] | None = None
+        self._last_dec = float("nan")  # the Newton decrement of the last iteration (for adaptive sizes)
 
     # ------------------------------------------------------------------ stages
     def _context(self, iteration: int, info: dict[str, Any] | None = None) -> SketchContext:
@@ -229,20 +231,29 @@ class NewtonSolver:
         it.sketch_rows = int(sk.n_rows)
         return sk
 
-    def _adapt_sketch_size(self, step: float, actual: float, predicted: float, loss: float) -> None:
-        """Grow or shrink the sketch from the step's actual against predicted decrease."""
+    def _adapt_sketch_size(self, step: float, actual: float, predicted: float, loss: float,
+                           contraction: float) -> None:
+        """Grow the sketch when a step misses its prediction or progress is slow; shrink on slack.
+
+        ``contraction`` is ``dec_k / dec_{k-1}``, how much the last step shrank the Newton
+        decrement. A sketched Newton method contracts about as fast as its sketch is
+        accurate, so a full step that only halved the decrement says the sketch is too
+        rough (grow), and one that divided it by 20 or more says a smaller one would do
+        (shrink). Agreement of the actual with the predicted decrease alone is no sign of
+        slack: near the optimum every adequate sketch predicts its own step well.
+        """
         if getattr(self.sketch, "kind", "") == "exact" or not predicted > 1e3 * EPS * abs(loss):
             return  # exact curvature, or a decrease the loss cannot measure
         n, d = self.engine.problem.n_samples, self.engine.problem.n_features
         ratio = actual / predicted
         old = self.sketch_size
-        if step < 1.0 or ratio < 0.5:
+        if step < 1.0 or ratio < 0.5 or contraction > 0.5:
             self.sketch_size = min(n, 2 * old)
-        elif 0.9 <= ratio <= 1.1:
+        elif contraction < 0.05 and 0.9 <= ratio <= 1.1:
             self.sketch_size = max(min(d, n), int(0.75 * old))
         if self.sketch_size != old:
-            logger.debug("sketch size %d -> %d (step %.3g, actual/predicted %.3f)", old, self.sketch_size,
-                         step, ratio)
+            logger.debug("sketch size %d -> %d (step %.3g, actual/predicted %.3f, decrement contraction %.3g)",
+                         old, self.sketch_size, step, ratio, contraction)
 
     def hessvec(self, it: _Iterate, v: np.ndarray) -> np.ndarray:
         """The exact ``H v`` at the iterate (one pass over A for the diagonal part)."""
@@ -330,7 +341,7 @@ class NewtonSolver:
         nxt.loss = lt
         # refresh the sketch's context at the new point for the next fused pass
         if self.sketch.refreshes_from_gram:
-            self._info = self.sketch.context_from_gram(sk.gram, ctx).info
+            self._info = self.sketch.context_from_gram(sk.gram, ctx, ridge=nxt.penalty_hess).info
             return (ts[0], it.scalars, lt), nxt
         for stage in range(self.sketch.n_pre_stages):
             if self.sketch.pre_stage_reads_A[stage]:
@@ -372,6 +383,7 @@ class NewtonSolver:
             seconds=time.perf_counter() - t0 + self._t_offset, g0=g0, prev_gnorm=prev_gnorm,
             tau=tau, history={k: np.asarray(v) for k, v in self.history.items()},
             settings=self.settings, sketch_size=self.sketch_size,
+            last_dec=self._last_dec,
             drawn_info=None if it.drawn is None else it.drawn.info,
             drawn_size=None if it.drawn is None else it.drawn.sketch_size,
             next_info=None if it.drawn is None else self._info,
@@ -395,6 +407,8 @@ class NewtonSolver:
             self.engine.n_passes = resume.n_passes
             if resume.sketch_size is not None:
                 self.sketch_size = int(resume.sketch_size)
+            if resume.last_dec is not None:
+                self._last_dec = float(resume.last_dec)
             if resume.drawn_info is not None and cfg.fused:
                 drawn = replace(self._context(iteration, resume.drawn_info),
                                 sketch_size=int(resume.drawn_size or self.sketch_size))
@@ -408,7 +422,7 @@ class NewtonSolver:
         it = _Iterate(x=x, scalars=self.engine.trial_scalars(self.model)[0])
         status: Status | None = None
         step = np.nan
-        last_dec = np.nan
+        last_dec = self._last_dec
         smooth = bool(getattr(self.model, "smooth", True))
         ftol = cfg.ftol if cfg.ftol is not None else (0.0 if smooth else 1e-12)
         last_drop = np.inf
@@ -495,11 +509,13 @@ class NewtonSolver:
             step, scalars, new_loss = accepted
             last_drop = it.loss - new_loss
             if cfg.adaptive_sketch and cfg.direction == "newton":
-                self._adapt_sketch_size(step, last_drop, -0.5 * gp, it.loss)
+                contraction = dec / last_dec if np.isfinite(last_dec) and last_dec > 0 else np.nan
+                self._adapt_sketch_size(step, last_drop, -0.5 * gp, it.loss, contraction)
             if tau is not None:
                 tau *= 2.0 * step
             self._record(it, iteration, dec, step, t0)
             last_dec = dec
+            self._last_dec = float(dec)
             iteration += 1
             it = nxt if nxt is not None else _Iterate(x=it.x + step * p, scalars=scalars, loss=new_loss)
             assert g0 is not None
