@@ -528,14 +528,19 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
         lines.append("")
         if not keep_stores:
             shutil.rmtree(store, ignore_errors=True)
+        _write_outputs(out, lines, traces)  # after every problem: a stopped run keeps what it measured
     text = "\n".join(lines)
+    return text
+
+
+def _write_outputs(out: str, lines: list[str], traces: dict[str, list[Run]]) -> None:
+    """The table, the plot and the traces of the problems run so far."""
     with open(os.path.join(out, "benchmark.md"), "w") as fh:
-        fh.write(text + "\n")
+        fh.write("\n".join(lines) + "\n")
     _plot(traces, os.path.join(out, "benchmark.png"))
     with open(os.path.join(out, "benchmark.json"), "w") as fh:
         json.dump({k: [{"solver": r.solver, "trace": r.trace, "error": r.error, "note": r.note} for r in v]
                    for k, v in traces.items()}, fh)
-    return text
 
 
 def _plot(traces: dict[str, list[Run]], path: str) -> None:
