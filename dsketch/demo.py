@@ -14,7 +14,6 @@ import statistics
 import time
 
 import numpy as np
-from distributed import wait
 
 from dsketch.api import fit
 from dsketch.engine.client import connect
@@ -27,6 +26,10 @@ from dsketch.store import open_problem
 logger = logging.getLogger("dsketch")
 
 
+def _n_rows(block) -> int:
+    return int(block.A.shape[0])
+
+
 def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3, *, persist: bool = False) -> list[float]:
     """Wall times of ``repeats`` passes ``A x`` over all blocks (each reduced to a scalar).
 
@@ -34,8 +37,8 @@ def bare_pass_times(spec, client, x: np.ndarray, repeats: int = 3, *, persist: b
     memory first (the loading is not timed).
     """
     engine = Engine(spec, client, persist=persist)
-    if persist:
-        wait(engine._sources)
+    if persist:  # the blocks are in worker memory before the clock starts
+        client.gather([client.submit(_n_rows, src, pure=False) for src in engine._sources])
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
