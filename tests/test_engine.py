@@ -140,3 +140,13 @@ def test_bad_bounds(client, problem, bounds, match):
 def test_bad_block_rows(client, problem):
     with pytest.raises(ChunkLayoutError, match="positive"):
         Engine(problem[0], client, block_rows=0)
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_bare_pass_times_streamed_and_persisted(client, problem, persist):
+    """The benchmark's bare pass runs on a client that is not the default one, in both modes."""
+    from dsketch.demo import bare_pass_times
+
+    spec, _, _, _ = problem
+    times = bare_pass_times(spec, client, np.ones(D), 2, persist=persist)
+    assert len(times) == 2 and all(np.isfinite(t) and t > 0 for t in times)
