@@ -12,7 +12,7 @@ import numpy as np
 from distributed import Client
 
 from dsketch.engine.client import connect
-from dsketch.engine.core import DEFAULT_BLOCK_ROWS, Engine
+from dsketch.engine.core import Engine, auto_block_rows
 from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
@@ -27,38 +27,54 @@ logger = logging.getLogger("dsketch")
 SOLVERS = ("newton", "newton-cg", "gd")
 
 
-#: Width of the Johnson-Lindenstrauss transform the approximate leverage scores apply to
-#: every row, for the cost model of :func:`choose_curvature`.
-_JL_COST = 24
+#: Cost model of :func:`choose_curvature`, in multiply-adds of a dense Gram update, measured
+#: on the reference machine (2 cores, blocks in worker memory, d = 500): reading a stored
+#: entry in a pass (loss, gradient, ``A p``) costs as much as ``_PASS_COST`` of them, the
+#: leverage scores' ``jl_dim``-column transform ``_SCORE_COST`` more per entry.
+_PASS_COST = 160.0
+_SCORE_COST = 100.0
+#: Iterations to converge with the exact Hessian and with a sketch of the default size
+#: (the benchmark problems: 5-6 and 10-12).
+_EXACT_ITERS, _SKETCH_ITERS = 6.0, 12.0
+#: Start of an adaptive sketch, in rows per feature (it grows when steps fall short).
+ADAPTIVE_ROWS_PER_FEATURE = 100
 
 
-def choose_curvature(spec: ProblemSpec) -> str:
+def choose_curvature(spec: ProblemSpec, sketch_size: int | None = None) -> str:
     """``sketch="auto"``: the exact Gram when it is cheap, leverage sampling otherwise.
 
-    Cost model in multiply-adds per iteration: the exact Gram ``A^T diag(D) A`` costs
-    ``sum_i nnz_i^2 ~ nnz^2 / n``; the leverage sketch costs an extra pass that applies a
-    ``_JL_COST``-column transform to every stored entry (``2 * _JL_COST * nnz``) plus the
-    Gram of its ``s`` sampled rows (``s * d^2``, ``s`` the default size). Exact wins for few
-    non-zeros per row or few rows (the demo's 2 per row), leverage for wide dense rows.
+    With ``r = nnz / n`` stored entries a row, an exact iteration costs ``n r^2`` for the
+    Gram ``A^T diag(D) A`` plus a pass, ``_PASS_COST * nnz``; a leverage-sketched one costs
+    ``s r^2`` for the ``s`` sampled rows' Gram plus a pass with the scores,
+    ``(_PASS_COST + _SCORE_COST) * nnz``, and needs about twice the iterations. Exact wins
+    for short rows (``r`` below about 360: sparse data, narrow dense data) and when the
+    sample would be a large part of the rows; leverage for long rows and ``n`` well above
+    ``s`` (dense d = 500: from about ``7 s`` rows). ``s`` defaults to the adaptive start
+    (:func:`default_sketch_size`).
     """
     n, d = spec.n_samples, spec.n_features
-    per_row = spec.nnz / max(n, 1)
-    s = default_sketch_size("leverage", n, d)
-    exact = n * per_row**2
-    sketch = 2 * _JL_COST * spec.nnz + s * float(d) ** 2
+    r = spec.nnz / max(n, 1)
+    s = default_sketch_size("leverage", n, d, adaptive=True) if sketch_size is None else int(sketch_size)
+    exact = _EXACT_ITERS * (n * r**2 + _PASS_COST * spec.nnz)
+    sketch = _SKETCH_ITERS * (min(s, n) * r**2 + (_PASS_COST + _SCORE_COST) * spec.nnz)
     return "exact" if exact <= sketch else "leverage"
 
 
-def default_sketch_size(kind: str, n_samples: int, n_features: int) -> int:
-    """The sketch size used when none is given: the documented size for eps = 0.5.
+def default_sketch_size(kind: str, n_samples: int, n_features: int, *, adaptive: bool = False) -> int:
+    """The sketch size used when none is given.
 
-    Row samplers get the (1 +- 0.5) size of their guarantee at delta = 0.1 (capped at
-    ``n_samples``); embeddings get their documented size as well.
+    Fixed size: the documented size of the sketch's guarantee for eps = 0.5, delta = 0.1
+    (capped at ``n_samples``). Adaptive: the smaller of that and
+    :data:`ADAPTIVE_ROWS_PER_FEATURE` ``* n_features``, a start the adaptive rule grows
+    when steps fall short of their prediction (the guarantee's constants are worst-case:
+    at d = 500 the leverage bound asks for 221,000 rows where 50,000 converge as fast).
     """
     if kind == "exact":
         return n_samples
     sk = make_sketch(kind)
     size = int(sk.size_for(0.5, 0.1, n_features))
+    if adaptive:
+        size = min(size, ADAPTIVE_ROWS_PER_FEATURE * n_features)
     return int(max(1, min(size, n_samples)))
 
 
@@ -118,7 +134,7 @@ def fit(
     client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int = 2,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     bounds: list[tuple[int, int]] | None = None,
     persist: bool = False,
     callback: Callback | None = None,
@@ -140,7 +156,8 @@ def fit(
         picks exact or leverage by cost (:func:`choose_curvature`).
     sketch_size : int, optional
         Expected sampled rows / embedding dimension (default: the documented size for a
-        (1 +- 0.5) approximation, see :func:`default_sketch_size`).
+        (1 +- 0.5) approximation, capped at 100 rows per feature when ``adaptive_sketch``;
+        see :func:`default_sketch_size`).
     sketch_params : dict, optional
         Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage).
     solver : {"newton", "newton-cg", "gd"}
@@ -176,7 +193,8 @@ def fit(
         Run on this client. Otherwise ``scheduler`` / ``$DSKETCH_SCHEDULER`` is joined, or
         an embedded local cluster with ``n_workers`` processes is started and stopped.
     block_rows, bounds, persist
-        Row blocking and streaming policy of the :class:`~dsketch.engine.core.Engine`.
+        Row blocking and streaming policy of the :class:`~dsketch.engine.core.Engine`
+        (``block_rows=None``: :func:`~dsketch.engine.core.auto_block_rows`).
     callback : callable, optional
         ``callback(state)`` after every iteration; raise ``StopIteration`` to stop.
     checkpoint : str or path, optional
@@ -202,12 +220,12 @@ def fit(
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
     if sketch == "auto":
-        sketch = choose_curvature(spec)
+        sketch = choose_curvature(spec, sketch_size)
     sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
     if solver == "gd":
         size = 1
     elif sketch_size is None:
-        size = default_sketch_size(sketch, spec.n_samples, spec.n_features)
+        size = default_sketch_size(sketch, spec.n_samples, spec.n_features, adaptive=adaptive_sketch)
     else:
         size = int(sketch_size)
     if size < 1:
@@ -238,7 +256,8 @@ def fit(
         "sketch_size": size,
         "seed": seed,
         "data": spec.path,
-        "block_rows": block_rows if bounds is None else [list(b) for b in bounds],
+        "block_rows": (auto_block_rows(spec) if block_rows is None else block_rows) if bounds is None
+        else [list(b) for b in bounds],
         **({"adaptive_sketch": True} if adaptive_sketch else {}),
     }
     saved = None
@@ -288,7 +307,7 @@ def initial_point(
     client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int = 2,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
 ) -> np.ndarray:
     """The starting point ``fit(..., x0="auto")`` uses: the model's data-driven initialiser
     (softmax: the log-linear least-squares fit; one pass over A), or zeros."""

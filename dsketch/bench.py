@@ -116,9 +116,16 @@ def _nnz_task(pdef: ProblemDef, seed: int, k: int, n_rows: int, w_true: np.ndarr
 
 def write_benchmark_problem(path: str, pdef: ProblemDef, client: Any, *, seed: int = 0,
                             block_rows: int = 2**16) -> Any:
-    """Generate ``pdef`` block by block on the workers and write it to ``path`` (atomic)."""
-    from dsketch.store import ProblemBuilder
+    """Generate ``pdef`` block by block on the workers and write it to ``path`` (atomic).
 
+    Chunks of about 16 MiB (:func:`~dsketch.store.builder.default_chunk_rows`), at most
+    ``block_rows`` rows, so that generation blocks cover whole chunks."""
+    from dsketch.store import ProblemBuilder
+    from dsketch.store.builder import default_chunk_rows
+
+    density = pdef.density if pdef.kind == "sparse" else 1.0
+    chunk_rows = min(block_rows, default_chunk_rows(pdef.d, n_samples=pdef.n, density=density))
+    block_rows = max(block_rows // chunk_rows, 1) * chunk_rows
     w_true = _rng(seed, 2**31, 0).standard_normal(pdef.d)
     bounds = [(r0, min(r0 + block_rows, pdef.n)) for r0 in range(0, pdef.n, block_rows)]
     sparse = pdef.kind == "sparse"
@@ -128,7 +135,7 @@ def write_benchmark_problem(path: str, pdef: ProblemDef, client: Any, *, seed: i
                                 for k, (r0, r1) in enumerate(bounds)])
         offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     builder = ProblemBuilder.create(path, n_samples=pdef.n, n_features=pdef.d, sparse=sparse,
-                                    nnz=int(offsets[-1]) if sparse else None, chunk_rows=block_rows, overwrite=True,
+                                    nnz=int(offsets[-1]) if sparse else None, chunk_rows=chunk_rows, overwrite=True,
                                     attrs={"dsketch": {"generator": "dsketch bench", "problem": pdef.name,
                                                        "seed": seed}})
     try:

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also stop when a step decreases the loss by at most FTOL relative to it "
                         "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
-    p.add_argument("--block-rows", type=int, default=2**17)
+    p.add_argument("--block-rows", type=int, default=None,
+                   help="rows per block (default: from the store's shape, about 64 MiB a block)")
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="GLMs: two passes per iteration instead of one fused pass (A p, trial losses "

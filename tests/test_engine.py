@@ -150,3 +150,46 @@ def test_bare_pass_times_streamed_and_persisted(client, problem, persist):
     spec, _, _, _ = problem
     times = bare_pass_times(spec, client, np.ones(D), 2, persist=persist)
     assert len(times) == 2 and all(np.isfinite(t) and t > 0 for t in times)
+
+
+def _spec(n: int, d: int, *, chunk: int, sparse: bool = False, nnz: int = 0, dtype: str = "float64"):
+    from dsketch.store.spec import ProblemSpec
+
+    return ProblemSpec(path="unused", n_samples=n, n_features=d, sparse=sparse, nnz=nnz if sparse else n * d,
+                       dtype=dtype, has_w=False, a_chunk_rows=chunk)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "chunk", "sparse", "nnz", "expected"),
+    [
+        (100_000, 500, 4096, False, 0, 4096),  # small: n / 16 = 6250 rows, down to a power of two
+        (2_000_000, 500, 4096, False, 0, 16384),  # large dense: 64 MiB / 4000 B = 16777 rows
+        (100_000, 500, 65536, False, 0, 65536),  # chunks longer than the target: whole chunks
+        (5_000_000, 2000, 131072, True, 50_000_000, 131072),  # sparse, 120 B a row: capped at 2**17
+        (300_000, 40, 5000, False, 0, 15000),  # 16384 rows, cut to whole chunks of 5000
+        (700, 3, 0, False, 0, 1024),  # tiny, no chunk information: the 1024-row floor
+    ],
+)
+def test_auto_block_rows(n, d, chunk, sparse, nnz, expected):
+    from dsketch.engine.core import auto_block_rows
+
+    rows = auto_block_rows(_spec(n, d, chunk=chunk, sparse=sparse, nnz=nnz))
+    assert rows == expected
+    if chunk:
+        assert rows % chunk == 0  # no chunk is read by two blocks
+
+
+def test_block_and_row_state_report_their_size_to_dask():
+    """The scheduler weighs a persisted block by its bytes: without this it moves blocks freely."""
+    from dask.sizeof import sizeof
+
+    from dsketch.engine import tasks
+    from dsketch.store import Block
+
+    A = np.ones((1000, 50))
+    blk = Block(A=A, b=np.ones(1000), w=None)
+    assert sizeof(blk) >= A.nbytes + 8000
+    S = sp.random(1000, 50, density=0.1, format="csr", random_state=0)
+    assert sizeof(Block(A=S, b=np.ones(1000), w=np.ones(1000))) >= S.data.nbytes + S.indices.nbytes + 16000
+    rows = tasks.RowState(r0=0, eta=np.zeros(1000), b=np.zeros(1000), w=None, rownorm2=np.zeros(1000))
+    assert sizeof(rows) >= 24000

@@ -538,3 +538,27 @@ def test_leverage_context_from_gram_gives_the_scores_of_that_gram():
     approx = sk.context_from_gram(L @ (np.eye(d) + S) @ L.T, ctx)
     ratio = sk.leverage_scores(A, D, approx) / tau
     assert ratio.min() >= 1 / (1 + eps) - 1e-12 and ratio.max() <= 1 / (1 - eps) + 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("signs", ["positive", "mixed", "zeros"])
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_weighted_gram_equals_dense_product(dtype, signs, fmt):
+    """``A^T diag(w) A`` (a symmetric rank-k update per sign when dense) against NumPy."""
+    from dsketch.sketch.base import weighted_gram
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((300, 17))
+    w = rng.random(300)
+    if signs == "mixed":
+        w -= 0.5
+    elif signs == "zeros":
+        w[::3] = 0.0
+    ref = A.T @ (w[:, None] * A)
+    Ab = A.astype(dtype)
+    if fmt == "csr":
+        Ab = sp.csr_matrix(Ab)
+    G = weighted_gram(Ab, w)
+    assert G.dtype == np.float64 and np.array_equal(G, G.T)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(G, ref, rtol=tol, atol=tol * np.abs(ref).max())

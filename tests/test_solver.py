@@ -420,6 +420,12 @@ def test_auto_curvature_follows_the_cost_model(tmp_path):
     assert choose_curvature(spec(2_000_000, 200, 4_000_000)) == "exact"  # the demo: 2 per row
     assert choose_curvature(spec(2_000_000, 500, 1_000_000_000)) == "leverage"  # dense, d = 500
     assert choose_curvature(spec(5_000, 500, 2_500_000)) == "exact"  # few rows: the sample is most of them
+    # dense d = 500 with the adaptive start of 50,000 rows: exact below about 7 s = 357,000 rows
+    assert choose_curvature(spec(100_000, 500, 50_000_000)) == "exact"
+    assert choose_curvature(spec(500_000, 500, 250_000_000)) == "leverage"
+    assert choose_curvature(spec(500_000, 500, 250_000_000), sketch_size=200_000) == "exact"
+    assert choose_curvature(spec(5_000_000, 2000, 50_000_000)) == "exact"  # sparse: 10 entries a row
+    assert choose_curvature(spec(2_000_000, 100, 200_000_000)) == "exact"  # narrow dense rows
 
 
 def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(client, tmp_path):

@@ -6,7 +6,8 @@ express directly. Every reduction is a fixed tree over *block indices* (``split_
 children per node), so its floating-point result depends neither on the number of
 workers nor on the order in which tasks finish. Row blocks are cut at multiples of
 ``block_rows`` independently of the store's chunks, so the storage chunking does not
-change the result either.
+change the result either; the default ``block_rows`` (:func:`auto_block_rows`) depends
+on the problem's shape and storage only, never on the cluster.
 
 Cost is counted in *passes over A*: every method that reads the design matrix adds one
 to :attr:`Engine.n_passes`; reductions over the cached per-row vectors add nothing.
@@ -30,6 +31,34 @@ from dsketch.store import ProblemSpec
 logger = logging.getLogger("dsketch")
 
 DEFAULT_BLOCK_ROWS = 2**17
+
+#: Bytes of stored ``A`` per block that :func:`auto_block_rows` aims at.
+BLOCK_BYTES = 64 * 2**20
+#: Blocks :func:`auto_block_rows` aims at for a small problem: enough for 8 worker threads
+#: to get two each, so no thread idles while another finishes a block.
+MIN_BLOCKS = 16
+
+
+def auto_block_rows(problem: ProblemSpec) -> int:
+    """The default rows per block: a power of two, from the problem alone.
+
+    About :data:`BLOCK_BYTES` of stored ``A`` per block (dense: ``8 d`` bytes a row; CSR:
+    12 bytes per stored entry) and, for small problems, at least :data:`MIN_BLOCKS`
+    blocks; at least 1024 rows and at most :data:`DEFAULT_BLOCK_ROWS`, then a whole
+    number of the store's chunks (a block never reads a chunk another block reads too).
+    It depends only on the store, so results do not change with the cluster's size.
+    """
+    n = max(int(problem.n_samples), 1)
+    if problem.sparse:
+        per_row = 12.0 * max(problem.nnz, 1) / n
+    else:
+        per_row = float(np.dtype(problem.dtype).itemsize) * problem.n_features
+    target = min(BLOCK_BYTES / max(per_row, 1e-9), n / MIN_BLOCKS)
+    rows = min(1 << max(int(np.floor(np.log2(max(target, 1.0)))), 10), DEFAULT_BLOCK_ROWS)
+    chunk = int(problem.a_chunk_rows or 0)
+    if chunk > 0:  # whole chunks per block
+        rows = chunk if rows <= chunk else rows // chunk * chunk
+    return int(rows)
 
 
 def make_bounds(n_samples: int, block_rows: int) -> list[tuple[int, int]]:
@@ -65,8 +94,9 @@ class Engine:
         An opened problem store (:func:`dsketch.store.open_problem`).
     client : distributed.Client
         The cluster to run on.
-    block_rows : int, default 2**17
-        Rows per block (ignored when ``bounds`` is given).
+    block_rows : int, optional
+        Rows per block (ignored when ``bounds`` is given); default
+        :func:`auto_block_rows`.
     bounds : sequence of (start, stop), optional
         Explicit row blocks (contiguous, covering all rows).
     persist : bool, default False
@@ -88,7 +118,7 @@ class Engine:
         problem: ProblemSpec,
         client: Client,
         *,
-        block_rows: int = DEFAULT_BLOCK_ROWS,
+        block_rows: int | None = None,
         bounds: Sequence[tuple[int, int]] | None = None,
         persist: bool = False,
         split_every: int = 8,
@@ -101,7 +131,7 @@ class Engine:
         self.bounds = (
             check_bounds(bounds, problem.n_samples)
             if bounds is not None
-            else make_bounds(problem.n_samples, block_rows)
+            else make_bounds(problem.n_samples, auto_block_rows(problem) if block_rows is None else block_rows)
         )
         self.split_every = split_every
         self.persist = persist

@@ -82,7 +82,7 @@ class _EngineGLM(BaseEstimator, ABC):
         random_state: int = 0,
         client: Any = None,
         scheduler: str | None = None,
-        block_rows: int = 2**17,
+        block_rows: int | None = None,
     ) -> None:
         self.fit_intercept = fit_intercept
         self.tol = tol
@@ -229,7 +229,8 @@ class _EngineGLM(BaseEstimator, ABC):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = fit(spec, self._model, model_params=params, sketch=self.sketch, sketch_size=self.sketch_size,
                           solver=self.solver, x0="zeros", seed=int(self.random_state), tol=float(self.tol),
-                          max_iter=int(self.max_iter), client=c, block_rows=int(self.block_rows))
+                          max_iter=int(self.max_iter), client=c, adaptive_sketch=True,
+                          block_rows=None if self.block_rows is None else int(self.block_rows))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if not res.success:

@@ -30,7 +30,8 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     solver : {"newton", "newton-cg", "gd"}, default "newton"
     sketch : {"auto", "exact", "leverage", ...}, default "auto"
     sketch_size, random_state, client, scheduler, block_rows
-        As in :func:`dsketch.fit` (``random_state`` is its ``seed``).
+        As in :func:`dsketch.fit` (``random_state`` is its ``seed``); the sketch size
+        adapts (``adaptive_sketch=True``), ``sketch_size`` is where it starts.
 
     Attributes
     ----------
@@ -48,7 +49,7 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     def __init__(self, C: float = 1.0, *, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
                  solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
-                 block_rows: int = 2**17) -> None:
+                 block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
                          sketch_size=sketch_size, random_state=random_state, client=client,
                          scheduler=scheduler, block_rows=block_rows)
@@ -146,7 +147,7 @@ class PoissonRegressor(_EngineRegressor):
     def __init__(self, *, alpha: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
                  solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
-                 block_rows: int = 2**17) -> None:
+                 block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
                          sketch_size=sketch_size, random_state=random_state, client=client,
                          scheduler=scheduler, block_rows=block_rows)

@@ -72,7 +72,8 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
     solver : {"newton", "newton-cg", "gd"}, default "newton"
     sketch : {"auto", "exact", "leverage", ...}, default "auto"
     sketch_size, random_state, client, scheduler, block_rows
-        As in :func:`dsketch.fit` (``random_state`` is its ``seed``).
+        As in :func:`dsketch.fit` (``random_state`` is its ``seed``); the sketch size
+        adapts (``adaptive_sketch=True``), ``sketch_size`` is where it starts.
 
     Attributes
     ----------
@@ -137,7 +138,7 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
     def __init__(self, *, alpha: float | str = "weak", tol: float = 1e-4, max_iter: int = 100,
                  solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
-                 block_rows: int = 2**17) -> None:
+                 block_rows: int | None = None) -> None:
         # no super().__init__: it would set fit_intercept, which this estimator does not take
         self.alpha = alpha
         self.tol = tol

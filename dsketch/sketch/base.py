@@ -219,17 +219,35 @@ def scale_rows(A: Block, s: np.ndarray) -> Block:
     return A.astype(dt, copy=False) * s[:, None]
 
 
+def _self_gram(S: np.ndarray) -> np.ndarray:
+    """``S^T S`` for a dense ``S``: NumPy's matmul of an array with its own transpose is a
+    symmetric rank-k update (BLAS ``syrk``), half the multiply-adds of a general product."""
+    S = np.ascontiguousarray(S)
+    return S.T @ S
+
+
 def weighted_gram(A: Block, weights: np.ndarray) -> np.ndarray:
-    """``A^T diag(weights) A`` as a dense float64 array (products in ``A``'s working dtype)."""
+    """``A^T diag(weights) A`` as a dense float64 array (products in ``A``'s working dtype).
+
+    Dense ``A``: ``S^T S`` with ``S = diag(sqrt(w)) A`` (a symmetric rank-k update, half
+    the work of ``A^T (w A)``); weights of both signs take one update per sign.
+    """
     d = A.shape[1]
     if A.shape[0] == 0:
         return np.zeros((d, d))
-    AW = scale_rows(A, weights)
     if sp.issparse(A):
-        G = (A.T.astype(AW.dtype) @ AW).toarray()
-    else:
-        G = A.astype(AW.dtype, copy=False).T @ AW
-    G = np.asarray(G, dtype=np.float64)
+        AW = scale_rows(A, weights)
+        G = np.asarray((A.T.astype(AW.dtype) @ AW).toarray(), dtype=np.float64)
+        return 0.5 * (G + G.T)
+    w = np.asarray(weights, dtype=np.float64)
+    pos = w > 0.0
+    G = np.zeros((d, d))
+    if pos.any():
+        Ap = A if pos.all() else A[pos]
+        G += _self_gram(scale_rows(Ap, np.sqrt(w[pos])))
+    neg = w < 0.0
+    if neg.any():
+        G -= _self_gram(scale_rows(A[neg], np.sqrt(-w[neg])))
     return 0.5 * (G + G.T)
 
 
