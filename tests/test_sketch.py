@@ -562,3 +562,34 @@ def test_weighted_gram_equals_dense_product(dtype, signs, fmt):
     assert G.dtype == np.float64 and np.array_equal(G, G.T)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(G, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_row_transform_norms_cache_returns_the_product_and_skips_it_on_a_hit(monkeypatch):
+    """``||a_i^T T||^2`` cached by (block, T): a hit returns the product's values without
+    computing it; another T or another block's data at the same rows computes afresh."""
+    import dsketch.sketch.leverage as lev
+
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((200, 9))
+    T = rng.standard_normal((9, 4))
+    calls = []
+    real = lev.matmul_dense
+    monkeypatch.setattr(lev, "matmul_dense", lambda *a: calls.append(1) or real(*a))
+    ref = np.sum((A @ T) ** 2, axis=1)
+    q1 = lev.row_transform_norms(A, T, r0=1000)
+    np.testing.assert_allclose(q1, ref, rtol=1e-13)
+    q2 = lev.row_transform_norms(A, T, r0=1000)
+    assert np.array_equal(q1, q2) and len(calls) == 1  # a hit: no product
+    T2 = T.copy()
+    T2[0, 0] += 1e-3
+    np.testing.assert_allclose(lev.row_transform_norms(A, T2, r0=1000), np.sum((A @ T2) ** 2, axis=1), rtol=1e-13)
+    B = A.copy()
+    B[-1] *= 2.0  # another problem's block at the same rows
+    np.testing.assert_allclose(lev.row_transform_norms(B, T, r0=1000), np.sum((B @ T) ** 2, axis=1), rtol=1e-13)
+    assert len(calls) == 3
+    lev.row_transform_norms(A, T)  # without r0: never cached
+    lev.row_transform_norms(A, T)
+    assert len(calls) == 5
+    S = sp.csr_matrix(np.where(np.abs(A) > 1.0, A, 0.0))
+    np.testing.assert_allclose(lev.row_transform_norms(S, T, r0=0), np.sum((S.toarray() @ T) ** 2, axis=1),
+                               rtol=1e-12)

@@ -475,3 +475,34 @@ def test_fused_leverage_fit_resumes_on_the_same_path(client, tmp_path):
     np.testing.assert_array_equal(resumed.history["sketch_rows"], whole.history["sketch_rows"])
     np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-12)
     assert resumed.nit == whole.nit
+
+
+@pytest.mark.parametrize("reuse", [1, 3, 50])
+def test_leverage_score_reuse_reaches_the_optimum(client, logistic_store, reuse):
+    """Leverage transforms kept for ``score_reuse`` iterations (scores cached on the workers):
+    same optimum as scipy, whether rebuilt every iteration, every third, or never."""
+    from dsketch.engine.core import Engine
+    from dsketch.models import get_model
+    from dsketch.sketch import make_sketch
+    from dsketch.solvers.newton import NewtonConfig, NewtonSolver
+    from dsketch.store import open_problem
+
+    path, A, y = logistic_store
+    spec = open_problem(path)
+    mdl = get_model("logistic", l2=1e-3).bind(spec)
+    engine = Engine(spec, client, block_rows=512, members=mdl.row_members)
+    try:
+        res = NewtonSolver(engine, mdl, make_sketch("leverage"), sketch_size=400,
+                           config=NewtonConfig(tol=1e-12, max_iter=60, score_reuse=reuse)).run(np.zeros(A.shape[1]))
+    finally:
+        engine.close()
+    assert res.success, res.message
+    assert _rel(res.x, _logistic_reference(A, y, 1e-3)) < 1e-8
+
+
+def test_score_reuse_must_be_a_positive_integer():
+    from dsketch.solvers.newton import NewtonConfig
+
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="score_reuse"):
+            NewtonConfig(score_reuse=bad)

@@ -15,7 +15,10 @@ D. P. Woodruff. Sketching as a tool for numerical linear algebra. FnT-TCS 10(1-2
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,6 +43,56 @@ from dsketch.sketch.rowsample import Sampler, leverage_size
 
 JL_STREAM = 7
 SCORE_MODES = ("auto", "exact", "approx")
+
+#: Rows of ``||a_i^T T||^2`` a worker process keeps (:func:`row_transform_norms`).
+SCORE_CACHE_ROWS = 20_000_000
+_score_cache: OrderedDict[tuple[int, int, bytes], np.ndarray] = OrderedDict()
+_score_cache_lock = threading.Lock()
+
+
+def _fingerprint(A_b: Block, T: np.ndarray) -> bytes:
+    """A digest of ``T`` and of a few stored values of the block (which problem it is)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(T, dtype=np.float64).tobytes())
+    h.update(repr((A_b.shape, str(A_b.dtype))).encode())
+    if sp.issparse(A_b):
+        A_b = A_b.tocsr()
+        h.update(np.ascontiguousarray(A_b.data[:64]).tobytes())
+        h.update(np.ascontiguousarray(A_b.indices[:64]).tobytes())
+        h.update(np.ascontiguousarray(A_b.indptr[-1:]).tobytes())
+    elif A_b.shape[0]:
+        h.update(np.ascontiguousarray(A_b[0]).tobytes())
+        h.update(np.ascontiguousarray(A_b[-1]).tobytes())
+    return h.digest()
+
+
+def row_transform_norms(A_b: Block, T: np.ndarray, r0: int | None = None) -> np.ndarray:
+    """``q_i = ||a_i^T T||^2`` for the block's rows; with ``r0``, cached in this process.
+
+    The transform ``T`` is kept for a few iterations (:class:`~dsketch.solvers.newton.
+    NewtonConfig` ``score_reuse``) while ``D`` changes every iteration; the scores
+    ``|D_i| q_i`` then cost no product with ``A`` where the block's ``q`` is cached under
+    ``(r0, rows, digest of T and the block)``. A hit returns the values the product gave,
+    so results do not depend on which worker computed them. Least recently used entries go
+    beyond :data:`SCORE_CACHE_ROWS` rows.
+    """
+    key = None
+    if r0 is not None:
+        key = (int(r0), int(A_b.shape[0]), _fingerprint(A_b, T))
+        with _score_cache_lock:
+            hit = _score_cache.get(key)
+            if hit is not None:
+                _score_cache.move_to_end(key)
+                return hit
+    AT = matmul_dense(A_b, np.asarray(T))
+    q = np.einsum("ij,ij->i", AT, AT, dtype=np.float64)
+    if key is not None:
+        with _score_cache_lock:
+            _score_cache[key] = q
+            total = sum(v.size for v in _score_cache.values())
+            while total > SCORE_CACHE_ROWS and len(_score_cache) > 1:
+                total -= _score_cache.popitem(last=False)[1].size
+    return q
 
 
 class LeverageSampler(Sampler):
@@ -230,20 +283,22 @@ class LeverageSampler(Sampler):
         lam, V = np.linalg.eigh(M)  # singular (fewer sampled rows than columns): rank-safe route
         return self._transform(lam, V, d, ctx, "sketch")
 
-    def leverage_scores(self, A_b: Block, D_b: np.ndarray, ctx: SketchContext) -> np.ndarray:
-        """``tau_i = |D_i| ||a_i^T T||^2`` for the block's rows (exact or approximate)."""
+    def leverage_scores(self, A_b: Block, D_b: np.ndarray, ctx: SketchContext, r0: int | None = None) -> np.ndarray:
+        """``tau_i = |D_i| ||a_i^T T||^2`` for the block's rows (exact or approximate).
+
+        With ``r0`` (the block's first row) the row norms are cached for the next
+        iterations that use the same ``T`` (:func:`row_transform_norms`)."""
         A_b = as_block(A_b)
         D_b = np.asarray(D_b, dtype=np.float64)
         if int(ctx.info["rank"]) == 0:
             return np.zeros(A_b.shape[0])
-        AT = matmul_dense(A_b, np.asarray(ctx.info["T"]))
-        return np.abs(D_b) * np.einsum("ij,ij->i", AT, AT, dtype=np.float64)
+        return np.abs(D_b) * row_transform_norms(A_b, np.asarray(ctx.info["T"]), r0)
 
     def probabilities(self, A_b: Block, D_b: np.ndarray, r0: int, ctx: SketchContext) -> np.ndarray:
         rank = int(ctx.info["rank"])
         if rank == 0:
             return np.zeros(np.size(D_b))
-        return np.minimum(1.0, ctx.sketch_size * self.leverage_scores(A_b, D_b, ctx) / rank)
+        return np.minimum(1.0, ctx.sketch_size * self.leverage_scores(A_b, D_b, ctx, r0) / rank)
 
     def _diagnostics(self, ctx: SketchContext) -> dict[str, Any]:
         return {"rank": int(ctx.info["rank"]), "scores": ctx.info["scores"]}

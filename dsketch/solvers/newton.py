@@ -89,6 +89,12 @@ class NewtonConfig:
         the fused pass also replaces). The sketch is then drawn with the previous
         iteration's context (leverage scores one step old; still unbiased). Ignored for
         other models.
+    score_reuse : int, default 3
+        With fused passes, a sketch that rebuilds its context from the sketched Gram
+        (leverage scores: ``Sketch.refreshes_from_gram``) rebuilds it every ``score_reuse``
+        iterations and keeps it in between; the scores' product with A is then cached on
+        the workers and the kept iterations sample with current ``D`` and the older
+        transform at no cost beyond the row draw. 1: rebuild every iteration.
     cg_max_iter : int, default 20
         ``direction="newton-cg"``: most Hessian-vector products (passes over A) per step.
     ftol : float or None, default None
@@ -108,6 +114,7 @@ class NewtonConfig:
     direction: str = "newton"
     ftol: float | None = None
     cg_max_iter: int = 20
+    score_reuse: int = 3
     adaptive_sketch: bool = False
     fused: bool = True
 
@@ -128,6 +135,8 @@ class NewtonConfig:
             raise ValueError(f"direction must be 'newton', 'newton-cg' or 'gradient'; got {self.direction!r}")
         if int(self.cg_max_iter) != self.cg_max_iter or self.cg_max_iter < 1:
             raise ValueError(f"cg_max_iter must be an integer >= 1; got {self.cg_max_iter!r}")
+        if int(self.score_reuse) != self.score_reuse or self.score_reuse < 1:
+            raise ValueError(f"score_reuse must be an integer >= 1; got {self.score_reuse!r}")
 
 
 @dataclass
@@ -341,7 +350,10 @@ class NewtonSolver:
         nxt.loss = lt
         # refresh the sketch's context at the new point for the next fused pass
         if self.sketch.refreshes_from_gram:
-            self._info = self.sketch.context_from_gram(sk.gram, ctx, ridge=nxt.penalty_hess).info
+            born = self._info.get("born")
+            if born is None or iteration + 1 - int(born) >= self.config.score_reuse:
+                new = self.sketch.context_from_gram(sk.gram, ctx, ridge=nxt.penalty_hess).info
+                self._info = {**new, "born": iteration + 1}
             return (ts[0], it.scalars, lt), nxt
         for stage in range(self.sketch.n_pre_stages):
             if self.sketch.pre_stage_reads_A[stage]:
