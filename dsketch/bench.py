@@ -15,16 +15,15 @@ cluster; scipy L-BFGS-B and trust-ncg with exact gradients and Hessian-vector pr
 and scikit-learn ``LogisticRegression`` (newton-cholesky, lbfgs), in memory where the data
 fit (``--max-memory-gb``); dask-ml ``LogisticRegression`` (newton, lbfgs, admm) on a
 2-worker LocalCluster over the same Zarr store, when dask-ml is installed
-(``pip install -e '.[bench]'``): with ``normalize=False`` (dask-glm's default standardises the
-columns and so penalises ``std * x``), sparse stores as pydata ``sparse.COO`` chunks, and a
-ladder of ``max_iter`` values (``--daskml-max-iter``, cut by ``--daskml-budget-s``). dask-ml's
-newton ignores the penalty, so it solves the unpenalised problem.
+(``pip install -e '.[bench]'``): ``normalize=False`` (its default standardises the columns and
+so penalises ``std * x``), sparse stores as pydata ``sparse.COO`` chunks, a ladder of
+``max_iter`` values (``--daskml-max-iter``, cut by ``--daskml-budget-s``); its newton ignores
+the penalty (it solves the unpenalised problem).
 
-For every solver: the wall time and the passes over A (where countable) to reach relative
-suboptimality ``(L - L*) / |L*|`` of 1e-6, 1e-8 and 1e-10, where ``L*`` is the best value
-of a tight exact solve and every solver's run; peak resident memory of the driver and of
-the workers; or the error it failed with; and a note (what a peer solves and what stopped it,
-from its source). Timed runs are repeated (``--repeats``) and the median reported. Writes
+For every solver: wall time and passes over A (where countable) to relative suboptimality
+``(L - L*) / |L*|`` of 1e-6, 1e-8, 1e-10 (``L*``: the best of a tight exact solve and every
+run); peak resident memory of driver and workers, or the error it failed with; a note (what
+a peer solves, what stopped it). Medians of ``--repeats`` timed runs. Writes
 ``OUT/benchmark.md`` and ``OUT/benchmark.png``.
 """
 
@@ -116,10 +115,8 @@ def _nnz_task(pdef: ProblemDef, seed: int, k: int, n_rows: int, w_true: np.ndarr
 
 def write_benchmark_problem(path: str, pdef: ProblemDef, client: Any, *, seed: int = 0,
                             block_rows: int = 2**16) -> Any:
-    """Generate ``pdef`` block by block on the workers and write it to ``path`` (atomic).
-
-    Chunks of about 16 MiB (:func:`~dsketch.store.builder.default_chunk_rows`), at most
-    ``block_rows`` rows, so that generation blocks cover whole chunks."""
+    """Generate ``pdef`` block by block on the workers and write it to ``path`` (atomic), in
+    chunks of about 16 MiB (``default_chunk_rows``) that the generation blocks cover whole."""
     from dsketch.store import ProblemBuilder
     from dsketch.store.builder import default_chunk_rows
 

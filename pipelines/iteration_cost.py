@@ -16,7 +16,7 @@ columns, as the benchmark's ``ill-dense``) and ``--problem sparse`` (1% density)
 Usage::
 
     python pipelines/iteration_cost.py [--problem dense] [--n-samples 400000]
-        [--n-features 500] [--persist] [--out results/iteration_cost]
+        [--n-features 500] [--persist] [--adaptive] [--out results/iteration_cost]
 
 Prints a markdown table and writes it to ``OUT/iteration_cost_PROBLEM.md``.
 """
@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--persist", action="store_true", help="hold the blocks in cluster memory")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--kinds", default="exact,leverage,uniform")
+    ap.add_argument("--adaptive", action="store_true",
+                    help="adaptive sketch sizes from the adaptive start (as the estimators and the benchmark)")
     ap.add_argument("--out", default=os.path.join("results", "iteration_cost"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -65,7 +67,8 @@ def main() -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     res = dsketch.fit(spec, "logistic", model_params={"l2": l2}, sketch=kind, x0="zeros",
-                                      tol=1e-10, max_iter=40, client=client, fused=fused, persist=args.persist)
+                                      tol=1e-10, max_iter=40, client=client, fused=fused, persist=args.persist,
+                                      adaptive_sketch=args.adaptive)
                 per_it = np.diff(np.asarray(res.history["seconds"]))
                 rows.append((kind, fused, float(np.median(per_it)), res.nit, res.n_passes,
                              int(np.median(res.history["sketch_rows"])), res.success))
@@ -74,7 +77,8 @@ def main() -> None:
     lines = [
         f"{args.problem}: n = {args.n_samples}, d = {args.n_features}"
         + (f", density = {args.density}" if args.problem == "sparse" else "")
-        + f"; {where}; bare pass A·x: median {b:.3f} s over {args.repeats} runs",
+        + f"; {where}; {'adaptive' if args.adaptive else 'fixed'} sketch sizes"
+        + f"; bare pass A·x: median {b:.3f} s over {args.repeats} runs",
         "",
         "| curvature | passes per iteration | median s / iteration | ratio to bare pass | iterations to tol 1e-10 "
         "| passes in all | sketch rows | converged |",

@@ -240,14 +240,10 @@ def weighted_gram(A: Block, weights: np.ndarray) -> np.ndarray:
         G = np.asarray((A.T.astype(AW.dtype) @ AW).toarray(), dtype=np.float64)
         return 0.5 * (G + G.T)
     w = np.asarray(weights, dtype=np.float64)
-    pos = w > 0.0
-    G = np.zeros((d, d))
-    if pos.any():
-        Ap = A if pos.all() else A[pos]
-        G += _self_gram(scale_rows(Ap, np.sqrt(w[pos])))
+    G = np.asarray(_self_gram(scale_rows(A, np.sqrt(np.maximum(w, 0.0)))), dtype=np.float64)
     neg = w < 0.0
     if neg.any():
-        G -= _self_gram(scale_rows(A[neg], np.sqrt(-w[neg])))
+        G = G - _self_gram(scale_rows(A[neg], np.sqrt(-w[neg])))
     return 0.5 * (G + G.T)
 
 
