@@ -193,3 +193,12 @@ def test_block_and_row_state_report_their_size_to_dask():
     assert sizeof(Block(A=S, b=np.ones(1000), w=np.ones(1000))) >= S.data.nbytes + S.indices.nbytes + 16000
     rows = tasks.RowState(r0=0, eta=np.zeros(1000), b=np.zeros(1000), w=None, rownorm2=np.zeros(1000))
     assert sizeof(rows) >= 24000
+
+
+def test_held_network_blocks_report_their_size_to_dask():
+    from dask.sizeof import sizeof
+
+    from dsketch.solvers.ggn_sketched import _Data
+
+    X, Y = np.ones((500, 40)), np.ones((500, 3))
+    assert sizeof(_Data(X=X, Y=Y, r0=0)) >= X.nbytes + Y.nbytes

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from dask.sizeof import sizeof
 from distributed import Client, Future
 from scipy.linalg import blas
 
@@ -215,6 +216,11 @@ class _Data:
     X: np.ndarray
     Y: np.ndarray
     r0: int
+
+
+@sizeof.register(_Data)
+def _sizeof_data(data: _Data) -> int:  # so that the scheduler keeps tasks where held blocks are
+    return int(sizeof(data.X) + sizeof(data.Y))
 
 
 def _load(src: _Source | _Data) -> _Data:
