@@ -50,7 +50,7 @@ def choose_curvature(spec: ProblemSpec, sketch_size: int | None = None) -> str:
     for short rows (``r`` below about 360: sparse data, narrow dense data) and when the
     sample would be a large part of the rows; leverage for long rows and ``n`` well above
     ``s`` (dense d = 500: from about ``7 s`` rows). ``s`` defaults to the adaptive start
-    (:func:`default_sketch_size`).
+    (:func:`default_sketch_size`); :func:`fit` passes the size it will sample.
     """
     n, d = spec.n_samples, spec.n_features
     r = spec.nnz / max(n, 1)
@@ -219,8 +219,9 @@ def fit(
     else:
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
-    if sketch == "auto":
-        sketch = choose_curvature(spec, sketch_size)
+    if sketch == "auto":  # priced with the leverage size this fit would use
+        sketch = choose_curvature(spec, sketch_size if sketch_size is not None else default_sketch_size(
+            "leverage", spec.n_samples, spec.n_features, adaptive=adaptive_sketch))
     sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
     if solver == "gd":
         size = 1
