@@ -564,6 +564,46 @@ def test_weighted_gram_equals_dense_product(dtype, signs, fmt):
     np.testing.assert_allclose(G, ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("layout", ["canonical", "unsorted", "duplicates", "int64-indices"])
+def test_csr_weighted_gram_kernel_on_irregular_blocks(layout):
+    """The CSR kernel against a dense product on a sparse block with empty rows, a dense
+    column, d not a multiple of the mirror's tile, and non-canonical layouts (unsorted
+    indices, duplicate entries that must add up)."""
+    from dsketch.sketch.base import weighted_gram
+
+    rng = np.random.default_rng(11)
+    n, d = 500, 150
+    A = sp.random(n, d, density=0.03, format="csr", random_state=rng)
+    A = sp.lil_matrix(A)
+    A[:, 7] = rng.standard_normal((n, 1))  # one column in every row
+    A[40:60, :] = 0.0  # empty rows
+    A = sp.csr_matrix(A)
+    dense = A.toarray()
+    w = rng.standard_normal(n)
+    before_nnz = A.nnz
+    if layout == "unsorted":
+        for r in range(n):  # reverse each row's entries
+            a, b = A.indptr[r], A.indptr[r + 1]
+            A.indices[a:b] = A.indices[a:b][::-1].copy()
+            A.data[a:b] = A.data[a:b][::-1].copy()
+        A.has_sorted_indices = False
+        assert not A.has_canonical_format
+    elif layout == "duplicates":  # every entry split into two halves stored side by side
+        counts = np.diff(A.indptr)
+        A = sp.csr_matrix((np.repeat(A.data, 2) * np.tile([0.25, 0.75], A.nnz), np.repeat(A.indices, 2),
+                           np.r_[0, np.cumsum(2 * counts)]), shape=A.shape)
+        assert A.nnz == 2 * before_nnz and not A.has_canonical_format
+    elif layout == "int64-indices":
+        A.indices = A.indices.astype(np.int64)
+        A.indptr = A.indptr.astype(np.int64)
+    before = A.copy()
+    G = weighted_gram(A, w)
+    ref = dense.T @ (w[:, None] * dense)
+    assert np.array_equal(G, G.T)
+    np.testing.assert_allclose(G, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    assert (A != before).nnz == 0 and np.array_equal(A.indices, before.indices)  # the caller's block is untouched
+
+
 def test_row_transform_norms_cache_returns_the_product_and_skips_it_on_a_hit(monkeypatch):
     """``||a_i^T T||^2`` cached by (block, T): a hit returns the product's values without
     computing it; another T or another block's data at the same rows computes afresh."""

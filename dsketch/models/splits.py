@@ -76,6 +76,7 @@ from dsketch.errors import ModelDomainError
 from dsketch.models.base import FloatArray, Model
 from dsketch.models.normalised import NormalisedMapModel
 from dsketch.models.softmax import SoftmaxRegression
+from dsketch.sketch._sparse_gram import csr_weighted_gram
 
 Split = Literal["a", "b"]
 # Sampling each split and the approximate Newton iteration on it: dsketch.models.split_sampling.
@@ -276,7 +277,7 @@ def _weighted_gram(A: Any, g: FloatArray, rows: FloatArray | None = None) -> Flo
     if rows is not None:
         A, g = A[rows], g[rows]
     if sp.issparse(A):
-        return np.asarray((A.T @ sp.csr_matrix(A.multiply(g[:, None]))).toarray())
+        return csr_weighted_gram(A, g)
     return np.asarray(A.T @ (g[:, None] * A))
 
 

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from dsketch.errors import DTypeError, NonFiniteError
+from dsketch.sketch._sparse_gram import csr_weighted_gram
 
 Partial = dict[str, Any]
 FloatArray = NDArray[np.floating[Any]]
@@ -230,15 +231,15 @@ def weighted_gram(A: Block, weights: np.ndarray) -> np.ndarray:
     """``A^T diag(weights) A`` as a dense float64 array (products in ``A``'s working dtype).
 
     Dense ``A``: ``S^T S`` with ``S = diag(sqrt(w)) A`` (a symmetric rank-k update, half
-    the work of ``A^T (w A)``); weights of both signs take one update per sign.
+    the work of ``A^T (w A)``); weights of both signs take one update per sign. CSR ``A``:
+    the pairs of each row's entries added straight into the dense upper triangle
+    (:mod:`dsketch.sketch._sparse_gram`; sums in float64).
     """
     d = A.shape[1]
     if A.shape[0] == 0:
         return np.zeros((d, d))
     if sp.issparse(A):
-        AW = scale_rows(A, weights)
-        G = np.asarray((A.T.astype(AW.dtype) @ AW).toarray(), dtype=np.float64)
-        return 0.5 * (G + G.T)
+        return csr_weighted_gram(A, weights)
     w = np.asarray(weights, dtype=np.float64)
     G = np.asarray(_self_gram(scale_rows(A, np.sqrt(np.maximum(w, 0.0)))), dtype=np.float64)
     neg = w < 0.0

@@ -1,0 +1,68 @@
+"""The weighted Gram ``A^T diag(w) A`` of a CSR block, straight into a dense ``d x d`` array.
+
+A sparse product (``A.T @ (w A)`` in scipy) builds the result as a sparse matrix first:
+for a row block of text- or count-like data, where ``d`` is in the thousands and the Gram
+is dense-ish, that format costs more than the arithmetic, and turning it into the dense
+array the driver needs costs as much again. Row ``r`` with ``k`` stored entries contributes
+``w_r a_ri a_rj`` to ``k (k + 1) / 2`` entries of the upper triangle; the kernel adds them
+in place, row after row, then mirrors the triangle. On the benchmark's sparse blocks
+(62,500 x 2000, 8.5 entries a row) it is about four times faster than scipy's product.
+
+Indices must be sorted and unique within each row (scipy's canonical format), so that
+every pair ``(p, q)``, ``p <= q`` of a row lands in the upper triangle exactly once;
+:func:`csr_weighted_gram` makes a canonical copy of a block that is not. Sums are in
+float64 whatever the data's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_upper_gram(G: Any, indptr: Any, indices: Any, data: Any, w: Any) -> None:  # pragma: no cover - compiled
+    for r in range(indptr.size - 1):
+        wr = w[r]
+        if wr == 0.0:
+            continue
+        start, stop = indptr[r], indptr[r + 1]
+        for p in range(start, stop):
+            row = G[indices[p]]
+            v = wr * np.float64(data[p])
+            for q in range(p, stop):
+                row[indices[q]] += v * np.float64(data[q])
+
+
+@numba.njit(cache=True, nogil=True)
+def _mirror_upper(G: Any) -> Any:  # pragma: no cover - compiled
+    """Copy the strict upper triangle onto the lower, in 64 x 64 tiles (cache-friendly)."""
+    d = G.shape[0]
+    tile = 64
+    for i0 in range(0, d, tile):
+        for j0 in range(i0, d, tile):
+            for i in range(i0, min(i0 + tile, d)):
+                for j in range(max(j0, i + 1), min(j0 + tile, d)):
+                    G[j, i] = G[i, j]
+    return G
+
+
+def csr_weighted_gram(A: sp.csr_matrix | sp.csr_array, w: np.ndarray) -> np.ndarray:
+    """``A^T diag(w) A`` for a CSR ``A`` (any weights' signs) as a symmetric float64 array."""
+    A = sp.csr_matrix(A)
+    if not A.has_canonical_format:
+        A = A.copy()
+        A.sum_duplicates()
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if w.shape != (A.shape[0],):
+        raise ValueError(f"weights of shape {w.shape} for a block of {A.shape[0]} rows")
+    data = A.data if A.data.dtype in (np.float32, np.float64) else A.data.astype(np.float64)
+    # NumPy's allocation, not the compiled code's: NumPy asks the kernel for huge pages on
+    # large arrays (madvise), and the kernel's scattered updates then miss the TLB far less
+    # often (twice as fast in a Dask worker, whose allocator returns freed memory at once)
+    G = np.zeros((A.shape[1], A.shape[1]))
+    _add_upper_gram(G, A.indptr, A.indices, data, w)
+    return _mirror_upper(G)
