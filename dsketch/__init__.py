@@ -6,7 +6,7 @@ solves the reduced ``d x d`` Newton system.
 """
 
 from dsketch.api import fit, fit_network, initial_point
-from dsketch.engine.client import connect
+from dsketch.engine.client import AllocatorTuning, connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.models import get_model, loss_gradient_hessian
@@ -23,6 +23,7 @@ from dsketch.store import open_problem, write_problem
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllocatorTuning",
     "Engine",
     "FitResult",
     "NewtonState",

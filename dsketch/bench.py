@@ -472,8 +472,9 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
     ``daskml_max_iters`` is the ladder of dask-ml ``max_iter`` values (one fit each, from
     zeros), cut where one fit would take more than ``daskml_budget_s`` seconds.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from dsketch.engine.client import start_local_cluster
     from dsketch.store import read_block
 
     os.makedirs(out, exist_ok=True)
@@ -489,8 +490,7 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
     for base in chosen:
         pdef = ProblemDef(base.name, max(1000, int(base.n * scale)), base.d, base.kind, base.density, base.l2)
         store = os.path.join(out, f"{pdef.name}.zarr")
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with start_local_cluster(n_workers=n_workers) as cluster, Client(cluster) as client:
             t0 = time.perf_counter()
             spec = write_benchmark_problem(store, pdef, client, seed=seed)
             print(f"== {pdef.name}: {pdef.n} x {pdef.d}, nnz {spec.nnz}, written in "

@@ -19,15 +19,17 @@ logged once connected.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import math
 import os
+import platform
 from collections.abc import Iterator
 
 import dask.config
 from dask.utils import parse_timedelta
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 from distributed.security import Security
 
 from dsketch.errors import ClusterConnectionError
@@ -45,6 +47,43 @@ TLS_HELP = (
 )
 
 
+#: glibc's ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Allocations up to this size come from the heap, not a fresh ``mmap`` (glibc's maximum).
+MMAP_THRESHOLD = 32 * 2**20
+#: Freed memory at the top of the heap kept for reuse up to this size.
+TRIM_THRESHOLD = 256 * 2**20
+
+
+def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
+    """Let this process's allocator reuse freed memory; return whether it applied (glibc only).
+
+    Dask starts worker processes with ``MALLOC_TRIM_THRESHOLD_=65536`` (so that freed memory
+    goes back to the operating system at once), which also turns off glibc's adaptive
+    ``mmap`` threshold: every array over 128 KiB is then a fresh mapping whose pages fault in
+    on first touch, and a pass allocates many (predictors, row weights, a ``d x d`` Gram per
+    block). With arrays up to 32 MiB served from the heap, and up to 256 MiB of freed heap
+    kept, a fused Newton step on a sparse 62,500 x 2000 block took 0.024 s instead of 0.030 s
+    in a worker thread.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
+                and libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+
+
+class AllocatorTuning(WorkerPlugin):
+    """Worker plugin running :func:`tune_allocator` in every worker process (also in the
+    ones a nanny restarts). dsketch's embedded clusters carry it; on a cluster of your own:
+    ``client.register_plugin(dsketch.AllocatorTuning())``."""
+
+    name = "dsketch-allocator-tuning"
+
+    def setup(self, worker: object) -> None:
+        tune_allocator()
+
+
 def start_local_cluster(
     *,
     n_workers: int = 2,
@@ -55,7 +94,8 @@ def start_local_cluster(
     """Start a process-based :class:`distributed.LocalCluster` bound to 127.0.0.1.
 
     Worker processes run single-threaded BLAS (distributed's default environment), so a
-    task's floating-point result does not depend on how many workers there are. The
+    task's floating-point result does not depend on how many workers there are, and
+    reuse freed memory (:class:`AllocatorTuning`). The
     scheduler, the workers and the dashboard listen on 127.0.0.1 only. ``security``, when
     given, must hold scheduler, worker and client certificates (e.g.
     :meth:`distributed.Security.temporary`); the cluster then speaks ``tls://``.
@@ -68,6 +108,7 @@ def start_local_cluster(
         dashboard_address="127.0.0.1:0",
         memory_limit=memory_limit,
         security=security,
+        plugins={AllocatorTuning()},
     )
     return cluster
 
