@@ -168,7 +168,12 @@ def _spec(n: int, d: int, *, chunk: int, sparse: bool = False, nnz: int = 0, dty
         (100_000, 500, 4096, False, 0, 4096),  # small: n / 16 = 6250 rows, down to a power of two
         (2_000_000, 500, 4096, False, 0, 16384),  # large dense: 64 MiB / 4000 B = 16777 rows
         (100_000, 500, 65536, False, 0, 65536),  # chunks longer than the target: whole chunks
-        (5_000_000, 2000, 131072, True, 50_000_000, 131072),  # sparse, 120 B a row: capped at 2**17
+        # sparse, 120 B a row: 64 MiB is 559,240 rows, but n / 16 = 312,500; the 32 MB d x d
+        # partial asks for 2 x 32 MB of A a block: 533,333 rows
+        (5_000_000, 2000, 131072, True, 50_000_000, 524288),
+        (250_000, 2000, 65536, True, 2_125_000, 131072),  # the same, smaller: two blocks remain
+        (20_000_000, 10, 0, False, 0, 524288),  # narrow dense, 80 B a row: 838,860 rows
+        (50_000_000, 2, 0, False, 0, 1048576),  # 16 B a row: 4,194,304 rows, capped at 2**20
         (300_000, 40, 5000, False, 0, 15000),  # 16384 rows, cut to whole chunks of 5000
         (700, 3, 0, False, 0, 1024),  # tiny, no chunk information: the 1024-row floor
     ],
