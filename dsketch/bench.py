@@ -1,13 +1,9 @@
 """The benchmark of issue 4: dsketch against the solvers a user would pick instead.
 
 L2-regularised logistic regression, ``L(x) = mean(log(1 + e^{a_i x}) - y_i a_i x) +
-l2 ||x||^2 / 2`` without intercept, on four problems written to Zarr first:
-
-* ``ill-dense``: dense, columns AR(1)-correlated (rho = 0.985), Hessian condition number
-  of order 1e4;
-* ``sparse``: CSR, 0.5% density, power-law column frequencies (as text or count data);
-* ``well-dense``: dense, independent standard normal columns;
-* ``coherent``: dense, a few rows a thousand times larger than the rest (high leverage).
+l2 ||x||^2 / 2`` without intercept, on four problems written to Zarr first
+(:mod:`dsketch.bench_problems`: ill-conditioned dense, sparse with power-law columns,
+well-conditioned dense, high-coherence dense).
 
 Solvers (the same objective; scikit-learn and dask-ml take ``C = 1 / (l2 n)``):
 dsketch exact Newton, leverage-sketched Newton and Newton-CG on an embedded 2-worker
@@ -17,8 +13,9 @@ fit (``--max-memory-gb``); dask-ml ``LogisticRegression`` (newton, lbfgs, admm) 
 2-worker LocalCluster over the same Zarr store, when dask-ml is installed
 (``pip install -e '.[bench]'``): ``normalize=False`` (its default standardises the columns and
 so penalises ``std * x``), sparse stores as pydata ``sparse.COO`` chunks, a ladder of
-``max_iter`` values (``--daskml-max-iter``, cut by ``--daskml-budget-s``); its newton ignores
-the penalty (it solves the unpenalised problem).
+``max_iter`` values (``--daskml-max-iter``, cut by ``--daskml-budget-s``; a fit still running
+after ``--daskml-deadline-s`` is stopped by restarting the workers); its newton ignores the
+penalty (it solves the unpenalised problem).
 
 For every solver: wall time and passes over A (where countable) to relative suboptimality
 ``(L - L*) / |L*|`` of 1e-6, 1e-8, 1e-10 (``L*``: the best of a tight exact solve and every
@@ -30,6 +27,7 @@ a peer solves, what stopped it). Medians of ``--repeats`` timed runs. Writes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -42,109 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
+
+from dsketch.bench_problems import PROBLEMS, ProblemDef, write_benchmark_problem
+
+__all__ = ["PROBLEMS", "ProblemDef", "run_benchmark", "write_benchmark_problem"]
 
 LEVELS = (1e-6, 1e-8, 1e-10)
-
-
-# ---------------------------------------------------------------------------- problems
-@dataclass(frozen=True)
-class ProblemDef:
-    """A benchmark problem at full size (scaled by ``--scale``)."""
-
-    name: str
-    n: int
-    d: int
-    kind: str  # "ill", "sparse", "well", "coherent"
-    density: float = 1.0
-    l2: float = 1e-6
-
-
-PROBLEMS = (
-    ProblemDef("ill-dense", 2_000_000, 500, "ill"),
-    ProblemDef("sparse", 5_000_000, 2000, "sparse", density=0.005),
-    ProblemDef("well-dense", 2_000_000, 100, "well", l2=1e-4),
-    ProblemDef("coherent", 2_000_000, 50, "coherent"),
-)
-
-
-def _rng(seed: int, k: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, k, stream])
-
-
-def _block(pdef: ProblemDef, seed: int, k: int, n_rows: int, w_true: np.ndarray) -> tuple[Any, np.ndarray]:
-    rng = _rng(seed, k, 1)
-    d = pdef.d
-    if pdef.kind == "sparse":
-        p = 1.0 / np.arange(1, d + 1) ** 1.1
-        p /= p.sum()
-        counts = rng.poisson(pdef.density * d, size=n_rows).clip(1, d)
-        rows = np.repeat(np.arange(n_rows), counts)
-        cols = rng.choice(d, size=rows.size, p=p)
-        vals = np.log1p(rng.poisson(2.0, size=rows.size) + 1.0)
-        A = sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, d))
-        A.sum_duplicates()
-        A.sort_indices()
-    else:
-        Z = rng.standard_normal((n_rows, d))
-        if pdef.kind == "ill":
-            rho, s = 0.985, np.sqrt(1 - 0.985**2)
-            for j in range(1, d):
-                Z[:, j] = rho * Z[:, j - 1] + s * Z[:, j]
-        if pdef.kind == "coherent":
-            Z[_rng(seed, k, 3).random(n_rows) < 1e-4] *= 1e3
-        A = Z / np.sqrt(d)
-    eta = np.asarray(A @ w_true).ravel()
-    y = (_rng(seed, k, 2).random(n_rows) < 1.0 / (1.0 + np.exp(-eta))).astype(np.float64)
-    return A, y
-
-
-def _write_task(builder: Any, pdef: ProblemDef, seed: int, k: int, r0: int, n_rows: int, w_true: np.ndarray,
-                offset: int | None) -> Any:
-    A, y = _block(pdef, seed, k, n_rows, w_true)
-    builder.write_vector("b", r0, y)
-    if sp.issparse(A):
-        return builder.write_csr_rows(r0, A.indptr, A.indices, A.data, offset)
-    builder.write_dense_rows(r0, A)
-    return None
-
-
-def _nnz_task(pdef: ProblemDef, seed: int, k: int, n_rows: int, w_true: np.ndarray) -> int:
-    return int(_block(pdef, seed, k, n_rows, w_true)[0].nnz)
-
-
-def write_benchmark_problem(path: str, pdef: ProblemDef, client: Any, *, seed: int = 0,
-                            block_rows: int = 2**16) -> Any:
-    """Generate ``pdef`` block by block on the workers and write it to ``path`` (atomic), in
-    chunks of about 16 MiB (``default_chunk_rows``) that the generation blocks cover whole."""
-    from dsketch.store import ProblemBuilder
-    from dsketch.store.builder import default_chunk_rows
-
-    density = pdef.density if pdef.kind == "sparse" else 1.0
-    chunk_rows = min(block_rows, default_chunk_rows(pdef.d, n_samples=pdef.n, density=density))
-    block_rows = max(block_rows // chunk_rows, 1) * chunk_rows
-    w_true = _rng(seed, 2**31, 0).standard_normal(pdef.d)
-    bounds = [(r0, min(r0 + block_rows, pdef.n)) for r0 in range(0, pdef.n, block_rows)]
-    sparse = pdef.kind == "sparse"
-    offsets = [0] * (len(bounds) + 1)
-    if sparse:  # the blocks are generated twice: once to count, once to write (cheap next to a fit)
-        counts = client.gather([client.submit(_nnz_task, pdef, seed, k, r1 - r0, w_true, pure=False)
-                                for k, (r0, r1) in enumerate(bounds)])
-        offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
-    builder = ProblemBuilder.create(path, n_samples=pdef.n, n_features=pdef.d, sparse=sparse,
-                                    nnz=int(offsets[-1]) if sparse else None, chunk_rows=chunk_rows, overwrite=True,
-                                    attrs={"dsketch": {"generator": "dsketch bench", "problem": pdef.name,
-                                                       "seed": seed}})
-    try:
-        edges = client.gather([client.submit(_write_task, builder, pdef, seed, k, r0, r1 - r0, w_true,
-                                             int(offsets[k]) if sparse else None, pure=False)
-                               for k, (r0, r1) in enumerate(bounds)])
-        if sparse:
-            builder.write_edges(edges)
-        return builder.commit()
-    except BaseException:
-        builder.abort()
-        raise
 
 
 # ---------------------------------------------------------------------------- memory
@@ -298,6 +199,32 @@ def _memory_runs(A: Any, y: np.ndarray, pdef: ProblemDef) -> list[tuple[str, Cal
 DASKML_MAX_ITERS = (5, 20, 100, 300)
 #: Seconds a single dask-ml fit of the ladder may be expected to take before the ladder stops.
 DASKML_BUDGET_S = 600.0
+#: Seconds after which a dask-ml fit still running is stopped (its first one can run for an hour:
+#: admm's first 5 iterations on the full-size sparse problem).
+DASKML_DEADLINE_S = 4 * DASKML_BUDGET_S
+
+
+def call_with_deadline(fn: Callable[[], Any], seconds: float, client: Any) -> Any:
+    """``fn()``, which computes on ``client``; past ``seconds``, restart the cluster's workers
+    (which cancels the computation, so ``fn`` raises and returns) and raise ``TimeoutError``."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="deadline", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        client.restart()
+        thread.join()
+        raise TimeoutError(f"still running after {seconds:g} s: stopped (the workers were restarted)")
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 #: The table's note per solver row: for dask-ml, what each solver solves and what stops it, read
 #: from the dask-ml 2025.1 / dask-glm 0.4 sources (``dask_ml/linear_model/glm.py``,
@@ -366,7 +293,8 @@ def daskml_inputs(spec: Any) -> tuple[Any, Any]:
 
 
 def _daskml_runs(spec: Any, pdef: ProblemDef, max_iters: tuple[int, ...] = DASKML_MAX_ITERS,
-                 budget_s: float = DASKML_BUDGET_S) -> list[tuple[str, Callable[[], Run]]]:
+                 budget_s: float = DASKML_BUDGET_S,
+                 deadline_s: float = DASKML_DEADLINE_S) -> list[tuple[str, Callable[[], Run]]]:
     """dask-ml ``LogisticRegression`` on the store, one fit per ``max_iter`` of ``max_iters``.
 
     dask-ml passes ``lamduh = 1 / C`` to dask-glm, whose loss is a sum over rows
@@ -377,13 +305,16 @@ def _daskml_runs(spec: Any, pdef: ProblemDef, max_iters: tuple[int, ...] = DASKM
 
     The ladder stops when a fit returns the coefficients of the previous one (the solver's
     own test ended both before ``max_iter``), or when the next fit, extrapolated linearly in
-    ``max_iter`` from the last one, would take more than ``budget_s`` seconds; the row's note
+    ``max_iter`` from the last one, would take more than ``budget_s`` seconds, or when a fit
+    is still running after ``deadline_s`` (stopped, the earlier fits kept); the row's note
     says which.
     """
     try:
         from dask_ml.linear_model import LogisticRegression
     except ImportError:
         return []
+    from distributed import default_client
+
     max_iters = tuple(sorted(set(max_iters)))
 
     def go_factory(solver: str) -> Callable[[], Run]:
@@ -402,10 +333,15 @@ def _daskml_runs(spec: Any, pdef: ProblemDef, max_iters: tuple[int, ...] = DASKM
                             f"{prev[1] * max_iter / prev[0]:.0f} s, over the {budget_s:g} s budget")
                     break
                 t0 = time.perf_counter()
+                est = LogisticRegression(C=1.0 / (pdef.l2 * spec.n_samples), fit_intercept=False, solver=solver,
+                                         max_iter=max_iter, tol=1e-12, solver_kwargs=kwargs)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    m = LogisticRegression(C=1.0 / (pdef.l2 * spec.n_samples), fit_intercept=False, solver=solver,
-                                           max_iter=max_iter, tol=1e-12, solver_kwargs=kwargs).fit(X, y)
+                    try:
+                        m = call_with_deadline(functools.partial(est.fit, X, y), deadline_s, default_client())
+                    except TimeoutError:
+                        stop = f"the fit with max_iter = {max_iter} was stopped after the {deadline_s:g} s deadline"
+                        break
                 dt = time.perf_counter() - t0
                 run.seconds = dt if np.isnan(run.seconds) else max(run.seconds, dt)
                 coef = np.asarray(m.coef_).ravel()
@@ -466,11 +402,12 @@ def _fmt_time(t: float, passes: float) -> str:
 def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | None = None, repeats: int = 1,
                   max_memory_gb: float = 6.0, n_workers: int = 2, seed: int = 0, keep_stores: bool = False,
                   daskml_max_iters: tuple[int, ...] = DASKML_MAX_ITERS,
-                  daskml_budget_s: float = DASKML_BUDGET_S) -> str:
+                  daskml_budget_s: float = DASKML_BUDGET_S, daskml_deadline_s: float = DASKML_DEADLINE_S) -> str:
     """Run the benchmark; return the markdown table (also written to ``out``).
 
     ``daskml_max_iters`` is the ladder of dask-ml ``max_iter`` values (one fit each, from
-    zeros), cut where one fit would take more than ``daskml_budget_s`` seconds.
+    zeros), cut where one fit would take more than ``daskml_budget_s`` seconds; a fit still
+    running after ``daskml_deadline_s`` is stopped.
     """
     from distributed import Client
 
@@ -505,7 +442,7 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
                 blk = read_block(spec, 0, spec.n_samples)
                 A, y = blk.A, blk.b
                 jobs += _memory_runs(A, y, pdef)
-            jobs += _daskml_runs(spec, pdef, daskml_max_iters, daskml_budget_s)
+            jobs += _daskml_runs(spec, pdef, daskml_max_iters, daskml_budget_s, daskml_deadline_s)
             for label, go in jobs:
                 print(f"   {label} ...", flush=True)
                 reps = [_measure(go, label, client) for _ in range(max(1, repeats))]
@@ -583,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated ladder of dask-ml max_iter values, one fit each")
     ap.add_argument("--daskml-budget-s", type=float, default=DASKML_BUDGET_S,
                     help="skip the dask-ml fits predicted to take longer than this many seconds")
+    ap.add_argument("--daskml-deadline-s", type=float, default=None,
+                    help="stop a dask-ml fit still running after this many seconds (default: 4 x the budget)")
     args = ap.parse_args(argv)
     try:
         ladder = tuple(int(v) for v in args.daskml_max_iter.split(","))
@@ -592,7 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--daskml-max-iter values must be >= 1, got {args.daskml_max_iter!r}")
     print(run_benchmark(args.out, scale=args.scale, problems=tuple(args.problems.split(",")),
                         repeats=args.repeats, max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores,
-                        daskml_max_iters=ladder, daskml_budget_s=args.daskml_budget_s))
+                        daskml_max_iters=ladder, daskml_budget_s=args.daskml_budget_s,
+                        daskml_deadline_s=(4 * args.daskml_budget_s if args.daskml_deadline_s is None
+                                           else args.daskml_deadline_s)))
     return 0
 
 

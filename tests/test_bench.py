@@ -189,6 +189,36 @@ def test_daskml_solves_our_objective_except_newton(bench_client, tmp_path):
     assert (newton.trace[-1][1] - f_star) / f_star > 1e-4
 
 
+def test_daskml_ladder_stops_at_the_deadline_and_says_so(bench_client, tmp_path):
+    pytest.importorskip("dask_ml")
+    pdef = ProblemDef("well-dense", 2000, 10, "well", l2=1e-2)
+    spec = write_benchmark_problem(str(tmp_path / "w.zarr"), pdef, bench_client, block_rows=1024)
+    go = dict(_daskml_runs(spec, pdef, (5, 20), deadline_s=0.0))["dask-ml lbfgs"]
+    run = _measure(go, "dask-ml lbfgs", bench_client)
+    assert run.error is None and run.trace == []
+    assert run.note.endswith("the fit with max_iter = 5 was stopped after the 0 s deadline")
+
+
+def test_call_with_deadline_stops_a_long_computation_and_keeps_the_cluster():
+    """A computation past its deadline is cancelled (the workers restart) and TimeoutError
+    raised soon after; one within it returns its value; errors pass through."""
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from dsketch.bench import call_with_deadline
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        t0 = time.perf_counter()
+        with pytest.raises(TimeoutError, match="still running after 1 s"):
+            call_with_deadline(lambda: c.submit(time.sleep, 120, pure=False).result(), 1.0, c)
+        assert time.perf_counter() - t0 < 60
+        assert call_with_deadline(lambda: c.submit(sum, [1, 2, 3]).result(), 60.0, c) == 6  # still usable
+        with pytest.raises(ZeroDivisionError):
+            call_with_deadline(lambda: 1 / 0, 60.0, c)
+
+
 # ---------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_benchmark_end_to_end_optimum_matches_scikit_learn(tmp_path):
