@@ -161,3 +161,10 @@ def test_bench_arguments_are_checked(tmp_path, capsys):
     assert main(["bench", "--problems", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark problem" in capsys.readouterr().err
     assert main(["bench", "--scale", "0", "--out", str(tmp_path)]) == 2
+    assert "--scale must be positive" in capsys.readouterr().err
+    assert main(["bench", "--daskml-max-iter", "5,x", "--out", str(tmp_path)]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["bench", "--daskml-max-iter", "0", "--out", str(tmp_path)]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "--daskml-deadline-s", "-1", "--out", str(tmp_path)]) == 2
+    assert "must be positive" in capsys.readouterr().err
