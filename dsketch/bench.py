@@ -204,6 +204,24 @@ DASKML_BUDGET_S = 600.0
 DASKML_DEADLINE_S = 4 * DASKML_BUDGET_S
 
 
+def daskml_settings(max_iters: str | None, budget_s: float | None,
+                    deadline_s: float | None) -> tuple[tuple[int, ...], float, float]:
+    """The dask-ml ladder, budget and deadline from command-line text (``None``: the
+    defaults; the deadline defaults to 4x the budget); ``ValueError`` on bad values."""
+    text = ",".join(map(str, DASKML_MAX_ITERS)) if max_iters is None else max_iters
+    try:
+        ladder = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--daskml-max-iter must be comma-separated integers; got {text!r}") from None
+    if not ladder or min(ladder) < 1:
+        raise ValueError(f"--daskml-max-iter values must be >= 1; got {text!r}")
+    budget = DASKML_BUDGET_S if budget_s is None else float(budget_s)
+    deadline = 4 * budget if deadline_s is None else float(deadline_s)
+    if not (budget > 0 and deadline > 0):
+        raise ValueError("--daskml-budget-s and --daskml-deadline-s must be positive")
+    return ladder, budget, deadline
+
+
 def call_with_deadline(fn: Callable[[], Any], seconds: float, client: Any) -> Any:
     """``fn()``, which computes on ``client``; past ``seconds``, restart the cluster's workers
     (which cancels the computation, so ``fn`` raises and returns) and raise ``TimeoutError``."""
@@ -516,24 +534,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-memory-gb", type=float, default=6.0,
                     help="largest A loaded into driver memory for the in-memory peers")
     ap.add_argument("--keep-stores", action="store_true")
-    ap.add_argument("--daskml-max-iter", default=",".join(map(str, DASKML_MAX_ITERS)),
-                    help="comma-separated ladder of dask-ml max_iter values, one fit each")
-    ap.add_argument("--daskml-budget-s", type=float, default=DASKML_BUDGET_S,
-                    help="skip the dask-ml fits predicted to take longer than this many seconds")
+    ap.add_argument("--daskml-max-iter", default=None,
+                    help="comma-separated ladder of dask-ml max_iter values, one fit each (default 5,20,100,300)")
+    ap.add_argument("--daskml-budget-s", type=float, default=None,
+                    help="skip the dask-ml fits predicted to take longer than this many seconds (default 600)")
     ap.add_argument("--daskml-deadline-s", type=float, default=None,
                     help="stop a dask-ml fit still running after this many seconds (default: 4 x the budget)")
     args = ap.parse_args(argv)
     try:
-        ladder = tuple(int(v) for v in args.daskml_max_iter.split(","))
-    except ValueError:
-        ap.error(f"--daskml-max-iter must be comma-separated integers, got {args.daskml_max_iter!r}")
-    if not ladder or min(ladder) < 1:
-        ap.error(f"--daskml-max-iter values must be >= 1, got {args.daskml_max_iter!r}")
+        ladder, budget, deadline = daskml_settings(args.daskml_max_iter, args.daskml_budget_s, args.daskml_deadline_s)
+    except ValueError as exc:
+        ap.error(str(exc))
     print(run_benchmark(args.out, scale=args.scale, problems=tuple(args.problems.split(",")),
                         repeats=args.repeats, max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores,
-                        daskml_max_iters=ladder, daskml_budget_s=args.daskml_budget_s,
-                        daskml_deadline_s=(4 * args.daskml_budget_s if args.daskml_deadline_s is None
-                                           else args.daskml_deadline_s)))
+                        daskml_max_iters=ladder, daskml_budget_s=budget, daskml_deadline_s=deadline))
     return 0
 
 

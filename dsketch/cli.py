@@ -192,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory-gb", type=float, default=6.0,
                    help="largest A loaded into memory for the in-memory peers (scipy, scikit-learn)")
     p.add_argument("--keep-stores", action="store_true")
-    p.add_argument("--daskml-max-iter", default="5,20,100,300", metavar="N,N,...",
+    p.add_argument("--daskml-max-iter", default=None, metavar="N,N,...",
                    help="ladder of dask-ml max_iter values, one fit each (default 5,20,100,300)")
-    p.add_argument("--daskml-budget-s", type=float, default=600.0, metavar="S",
+    p.add_argument("--daskml-budget-s", type=float, default=None, metavar="S",
                    help="skip the dask-ml fits predicted to take longer than S seconds (default 600)")
     p.add_argument("--daskml-deadline-s", type=float, default=None, metavar="S",
                    help="stop a dask-ml fit still running after S seconds (default: 4 x the budget)")
@@ -331,7 +331,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from dsketch.bench import PROBLEMS, run_benchmark
+    from dsketch.bench import PROBLEMS, daskml_settings, run_benchmark
 
     names = tuple(x for x in args.problems.split(",") if x)
     unknown = sorted(set(names) - {p.name for p in PROBLEMS})
@@ -339,19 +339,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown benchmark problem(s) {unknown}; valid: {[p.name for p in PROBLEMS]}")
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive; got {args.scale}")
-    try:
-        ladder = tuple(int(v) for v in args.daskml_max_iter.split(","))
-    except ValueError:
-        raise ValueError(f"--daskml-max-iter must be comma-separated integers; got {args.daskml_max_iter!r}") from None
-    if not ladder or min(ladder) < 1:
-        raise ValueError(f"--daskml-max-iter values must be >= 1; got {args.daskml_max_iter!r}")
-    if not args.daskml_budget_s > 0 or (args.daskml_deadline_s is not None and not args.daskml_deadline_s > 0):
-        raise ValueError("--daskml-budget-s and --daskml-deadline-s must be positive")
+    ladder, budget, deadline = daskml_settings(args.daskml_max_iter, args.daskml_budget_s, args.daskml_deadline_s)
     print(run_benchmark(args.out, scale=args.scale, problems=names, repeats=args.repeats,
                         max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores, daskml_max_iters=ladder,
-                        daskml_budget_s=args.daskml_budget_s,
-                        daskml_deadline_s=(4 * args.daskml_budget_s if args.daskml_deadline_s is None
-                                           else args.daskml_deadline_s)))
+                        daskml_budget_s=budget, daskml_deadline_s=deadline))
     return 0
 
 

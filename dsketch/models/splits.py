@@ -76,7 +76,7 @@ from dsketch.errors import ModelDomainError
 from dsketch.models.base import FloatArray, Model
 from dsketch.models.normalised import NormalisedMapModel
 from dsketch.models.softmax import SoftmaxRegression
-from dsketch.sketch._sparse_gram import csr_weighted_gram
+from dsketch.sketch.base import weighted_gram
 
 Split = Literal["a", "b"]
 # Sampling each split and the approximate Newton iteration on it: dsketch.models.split_sampling.
@@ -276,9 +276,7 @@ def _weighted_gram(A: Any, g: FloatArray, rows: FloatArray | None = None) -> Flo
     """Compute the sandwich product ``A_R^T diag(g_R) A_R`` over the rows ``R`` (all by default)."""
     if rows is not None:
         A, g = A[rows], g[rows]
-    if sp.issparse(A):
-        return csr_weighted_gram(A, g)
-    return np.asarray(A.T @ (g[:, None] * A))
+    return weighted_gram(A, g)
 
 
 def _jacobian_gram(A: Any, pieces: NormalisedPieces, g: FloatArray, rows: FloatArray | None = None) -> FloatArray:
