@@ -120,6 +120,7 @@ def fit(
     model: str | Model,
     *,
     model_params: dict[str, Any] | None = None,
+    fit_intercept: bool = False,
     sketch: str = "exact",
     sketch_size: int | None = None,
     sketch_params: dict[str, Any] | None = None,
@@ -146,11 +147,18 @@ def fit(
     Parameters
     ----------
     data : str, path or ProblemSpec
-        A problem store (Zarr group with ``A``, ``b`` and optionally ``w``).
+        A problem store (Zarr group with ``A``, ``b`` and optionally ``w``, or for the GLMs
+        ``sample_weight`` and ``offset``: the fit uses every per-row member the store has,
+        and refuses one the model cannot use).
     model : str or Model
         A registry name (``"softmax"``, ``"logistic"``, ...) or a model instance.
     model_params : dict, optional
         Parameters of the model when ``model`` is a name (e.g. ``{"l2": 1e-3}``).
+    fit_intercept : bool, default False
+        The GLMs only: an unpenalised intercept, the last entry of ``x`` (``n_features + 1``
+        coefficients). The engine appends the column of ones to every block it reads; the
+        store is not copied. ``x0="auto"`` starts the intercept at the intercept-only fit
+        (one more pass).
     sketch : {"exact", "auto", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
         How ``A^T diag(D) A`` is estimated; ``"exact"`` gives exact Newton, ``"auto"``
         picks exact or leverage by cost (:func:`choose_curvature`).
@@ -219,6 +227,8 @@ def fit(
     else:
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
+    if fit_intercept:
+        mdl, spec = mdl.with_intercept(), spec.with_intercept()
     if sketch == "auto":  # priced with the leverage size this fit would use
         sketch = choose_curvature(spec, sketch_size if sketch_size is not None else default_sketch_size(
             "leverage", spec.n_samples, spec.n_features, adaptive=adaptive_sketch))
@@ -296,6 +306,7 @@ def fit(
         "n_features": spec.n_features,
         "n_blocks": len(engine.bounds),
         "persist": persist,
+        "fit_intercept": bool(fit_intercept),
     }
     return result
 

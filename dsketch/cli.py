@@ -128,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--format", dest="fmt", choices=("npy", "npz", "svmlight", "anndata"), default=None)
     p.add_argument("--target", default=None, help=".npy file with b (for .npy / .npz sources)")
-    p.add_argument("--weights", default=None, help=".npy file with w (optional)")
+    p.add_argument("--weights", default=None,
+                   help=".npy file (or AnnData obs column) with the softmax-type models' regularisation "
+                        "weights w (not sample weights: the GLMs refuse a store with w)")
+    p.add_argument("--sample-weight", default=None, metavar="NPY_OR_COLUMN",
+                   help="the GLMs' sample weights (>= 0; scikit-learn's meaning), stored as 'sample_weight'")
+    p.add_argument("--offset", default=None, metavar="NPY_OR_COLUMN",
+                   help="the GLMs' offsets (eta = A x + offset, e.g. log exposure), stored as 'offset'")
     p.add_argument("--obs-column", default=None, help="AnnData obs column used as b")
     p.add_argument("--layer", default=None, help="AnnData layer instead of X")
     p.add_argument("--overwrite", action="store_true")
@@ -147,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "smoother=pseudo-huber|ostrovskii-bach; --sketch-size S: full-data GGN with S sampled rows)")
     p.add_argument("--data", required=True, metavar="STORE")
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
+    p.add_argument("--fit-intercept", action="store_true",
+                   help="GLMs: an unpenalised intercept, the last coefficient (the store is not copied)")
     p.add_argument("--solver", default="newton", choices=("newton", "newton-cg", "gd"),
                    help="newton: (sketched) Newton; newton-cg: exact Newton by conjugate gradients "
                         "preconditioned by the sketch; gd: gradient-descent baseline")
@@ -234,6 +242,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         fmt=args.fmt,
         target=args.target,
         weights=args.weights,
+        sample_weight=args.sample_weight,
+        offset=args.offset,
         obs_column=args.obs_column,
         layer=args.layer,
         overwrite=args.overwrite,
@@ -286,6 +296,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         args.data,
         args.model,
         model_params=_parse_params(args.param),
+        fit_intercept=args.fit_intercept,
         sketch=args.sketch,
         sketch_size=args.sketch_size,
         solver=args.solver,

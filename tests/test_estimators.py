@@ -24,7 +24,19 @@ def _close_shared_cluster():
     est._close_shared()
 
 
-@parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor()])
+def _expected_failures(estimator):
+    """The weight-equivalence checks fit 15 rows with 30 columns: the unpenalised least-squares
+    minimiser is not unique there, and only the minimum-norm one (which scikit-learn's lstsq
+    returns and dsketch's Newton solver does not) predicts the same on rows whose weight is 0."""
+    if isinstance(estimator, est.LinearRegression):
+        why = "rank-deficient unpenalised least squares: the minimiser is not the minimum-norm one"
+        return {"check_sample_weight_equivalence_on_dense_data": why,
+                "check_sample_weight_equivalence_on_sparse_data": why}
+    return {}
+
+
+@parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor()],
+                         expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -16,13 +16,15 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from dsketch.errors import ConvergenceWarning
+from dsketch.store.spec import check_sample_weight_values
 from dsketch.store import (
     ProblemBuilder,
     ProblemSpec,
     default_chunk_rows,
+    member_sum,
     open_problem,
     read_block,
     write_problem,
@@ -65,6 +67,19 @@ def _is_store(X: Any) -> bool:
     return isinstance(X, (str, os.PathLike, ProblemSpec))
 
 
+def _row_vector(v: Any, n: int, name: str, *, finite: bool = True) -> np.ndarray:
+    """``v`` (array-like or dask) as a float64 vector of ``n`` entries (finite unless
+    ``finite=False``), or ValueError."""
+    values = np.asarray(v.compute() if _is_dask(v) else v, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values.ravel()
+    if values.shape != (n,):
+        raise ValueError(f"{name} must have {n} entries, one per row of X; got shape {values.shape}")
+    if finite and not np.isfinite(values).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return values
+
+
 class _EngineGLM(BaseEstimator, ABC):
     """Shared fitting machinery of the GLM estimators (not public)."""
 
@@ -97,23 +112,22 @@ class _EngineGLM(BaseEstimator, ABC):
 
     # -- subclass hooks -------------------------------------------------------------
     @abstractmethod
-    def _l2(self, n_samples: int) -> float:
-        """The mean-form L2 weight of the dsketch model for ``n_samples`` rows."""
+    def _l2(self, total_weight: float) -> float:
+        """The mean-form L2 weight of the dsketch model for rows of total sample weight
+        ``total_weight`` (the row count without sample weights)."""
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         return y.astype(np.float64)
 
     @property
     def _has_intercept(self) -> bool:
-        """Whether a column of ones is appended to the design (the GLMs' ``fit_intercept``)."""
+        """Whether the fit has an intercept (the GLMs' ``fit_intercept``; the engine appends
+        the column of ones, nothing is copied)."""
         return bool(self.fit_intercept)
 
-    def _model_params(self, n_samples: int) -> dict[str, Any]:
-        """``model_params`` of :func:`dsketch.fit`: the L2 weight, the intercept unpenalised."""
-        params: dict[str, Any] = {"l2": self._l2(n_samples)}
-        if self._has_intercept:
-            params["n_unpenalized"] = 1
-        return params
+    def _model_params(self, total_weight: float) -> dict[str, Any]:
+        """``model_params`` of :func:`dsketch.fit`: the L2 weight."""
+        return {"l2": self._l2(total_weight)}
 
     def _row_weight(self) -> float | None:
         """Constant row weight ``w`` written to the store (None: no ``w``; the GLMs)."""
@@ -132,33 +146,30 @@ class _EngineGLM(BaseEstimator, ABC):
         else:
             yield _shared_client()
 
-    def _write_memory(self, tmp: str, X: Any, y: np.ndarray) -> ProblemSpec:
-        if self._has_intercept:
-            ones = np.ones((X.shape[0], 1))
-            X = sp.hstack([X, ones], format="csr") if sp.issparse(X) else np.hstack([X, ones])
+    def _write_memory(self, tmp: str, X: Any, y: np.ndarray, rows: dict[str, np.ndarray]) -> ProblemSpec:
         w = self._row_weight()
-        return write_problem(os.path.join(tmp, "p.zarr"), X, y, None if w is None else np.full(X.shape[0], w))
+        return write_problem(os.path.join(tmp, "p.zarr"), X, y, None if w is None else np.full(X.shape[0], w),
+                             **rows)
 
-    def _write_dask(self, tmp: str, X: Any, y: Any) -> ProblemSpec:
+    def _write_dask(self, tmp: str, X: Any, y: Any, rows: dict[str, Any]) -> ProblemSpec:
         """Row block by row block: the dask array is never gathered whole."""
         n, d = (int(s) for s in X.shape)
-        rows = default_chunk_rows(d + int(self._has_intercept), n_samples=n)
-        X = X.rechunk((rows, d))
-        yv = np.asarray(y.compute() if _is_dask(y) else y, dtype=np.float64).ravel()
-        if yv.shape != (n,):
-            raise ValueError(f"y must have {n} entries, one per row of X; got shape {yv.shape}")
-        yv = self._targets(yv)
+        chunk = default_chunk_rows(d, n_samples=n)
+        X = X.rechunk((chunk, d))
+        yv = self._targets(_row_vector(y, n, "y", finite=False))
+        vectors = {name: _row_vector(v, n, name) for name, v in rows.items()}
+        if "sample_weight" in vectors:
+            check_sample_weight_values("input", vectors["sample_weight"])
         w = self._row_weight()
-        builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=n,
-                                        n_features=d + int(self._has_intercept), sparse=False, chunk_rows=rows,
-                                        has_w=w is not None)
+        builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=n, n_features=d, sparse=False,
+                                        chunk_rows=chunk, has_w=w is not None,
+                                        extra={name: ((), "float64") for name in vectors})
         try:
             for k in range(X.numblocks[0]):
-                block = np.asarray(X.blocks[k, 0].compute(), dtype=np.float64)
-                if self._has_intercept:
-                    block = np.hstack([block, np.ones((block.shape[0], 1))])
-                builder.write_dense_rows(k * rows, block)
+                builder.write_dense_rows(k * chunk, np.asarray(X.blocks[k, 0].compute(), dtype=np.float64))
             builder.write_vector("b", 0, yv)
+            for name, v in vectors.items():
+                builder.write_vector(name, 0, v)
             if w is not None:
                 builder.write_vector("w", 0, np.full(n, w))
             return builder.commit()
@@ -167,30 +178,25 @@ class _EngineGLM(BaseEstimator, ABC):
             raise
 
     def _copy_store(self, tmp: str, spec: ProblemSpec) -> ProblemSpec:
-        """A copy of a store with a column of ones appended when there is an intercept, and
-        the constant row weight :meth:`_row_weight` as its ``w`` (streamed block by block)."""
+        """A copy of a store with the constant row weight :meth:`_row_weight` as its ``w``
+        (streamed block by block; the softmax estimator's regulariser)."""
         rows = spec.a_chunk_rows
-        extra = int(self._has_intercept)
         w = self._row_weight()
         builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=spec.n_samples,
-                                        n_features=spec.n_features + extra, sparse=spec.sparse,
-                                        nnz=spec.nnz + extra * spec.n_samples if spec.sparse else None,
-                                        chunk_rows=rows, has_w=w is not None)
+                                        n_features=spec.n_features, sparse=spec.sparse,
+                                        nnz=spec.nnz if spec.sparse else None, chunk_rows=rows, has_w=True)
         try:
             offset, edges = 0, []
             for r0 in range(0, spec.n_samples, rows):
                 blk = read_block(spec, r0, min(spec.n_samples, r0 + rows))
-                ones = np.ones((blk.n_rows, extra))
                 if spec.sparse:
-                    A = sp.hstack([blk.A, ones], format="csr") if extra else sp.csr_matrix(blk.A)
-                    A.sort_indices()
+                    A = sp.csr_matrix(blk.A)
                     edges.append(builder.write_csr_rows(r0, A.indptr, A.indices, A.data, offset))
                     offset += A.nnz
                 else:
-                    builder.write_dense_rows(r0, np.hstack([blk.A, ones]))
+                    builder.write_dense_rows(r0, blk.A)
                 builder.write_vector("b", r0, blk.b)
-                if w is not None:
-                    builder.write_vector("w", r0, np.full(blk.n_rows, w))
+                builder.write_vector("w", r0, np.full(blk.n_rows, w))
             if spec.sparse:
                 builder.write_edges(edges)
             return builder.commit()
@@ -198,37 +204,52 @@ class _EngineGLM(BaseEstimator, ABC):
             builder.abort()
             raise
 
-    def _fit_problem(self, X: Any, y: Any) -> tuple[Any, ...]:
-        """Validate, write, fit; return the coefficient vector (intercept last) and result."""
+    def _fit_problem(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> tuple[Any, ...]:
+        """Validate, write, fit; return the coefficient vector (intercept last) and result.
+
+        ``sample_weight`` and ``offset`` (row-aligned vectors) become the store's members of
+        those names; a store given as ``X`` brings its own.
+        """
         from dsketch.api import fit
 
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
         if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
             raise ValueError(f"tol must be a number >= 0; got {self.tol!r}")
+        rows = {k: v for k, v in (("sample_weight", sample_weight), ("offset", offset)) if v is not None}
         tmp = tempfile.mkdtemp(prefix="dsketch-estimator-")
         try:
             if _is_store(X):
-                if y is not None:
-                    raise ValueError("fitting a problem store takes its targets from the store: pass y=None")
+                if y is not None or rows:
+                    raise ValueError(
+                        "fitting a problem store takes its targets, sample weights and offsets from the store "
+                        f"(members 'b', 'sample_weight', 'offset'): pass y=None and no {sorted(rows) or 'y'}"
+                    )
                 spec = X if isinstance(X, ProblemSpec) else open_problem(os.fspath(X))
                 self.n_features_in_ = spec.n_features
                 self._check_store_targets(spec)
-                if self._has_intercept or self._row_weight() is not None:
+                if self._row_weight() is not None:
                     spec = self._copy_store(tmp, spec)
             elif _is_dask(X):
                 if X.ndim != 2:
                     raise ValueError(f"X must be 2-D; got a dask array of shape {X.shape}")
                 self.n_features_in_ = int(X.shape[1])
-                spec = self._write_dask(tmp, X, y)
+                spec = self._write_dask(tmp, X, y, rows)
             else:
                 X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
-                spec = self._write_memory(tmp, X, self._targets(y))
-            params = self._model_params(spec.n_samples)
+                if "sample_weight" in rows:
+                    rows["sample_weight"] = _check_sample_weight(rows["sample_weight"], X, dtype=np.float64)
+                    check_sample_weight_values("input", rows["sample_weight"])
+                if "offset" in rows:
+                    rows["offset"] = _row_vector(rows["offset"], X.shape[0], "offset")
+                spec = self._write_memory(tmp, X, self._targets(y), rows)
+            params = self._model_params(self._total_weight(spec))
             with self._client() as c, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                res = fit(spec, self._model, model_params=params, sketch=self.sketch, sketch_size=self.sketch_size,
-                          solver=self.solver, x0="zeros", seed=int(self.random_state), tol=float(self.tol),
+                res = fit(spec, self._model, model_params=params, fit_intercept=self._has_intercept,
+                          sketch=self.sketch, sketch_size=self.sketch_size,
+                          solver=self.solver, x0="auto" if self._has_intercept else "zeros",
+                          seed=int(self.random_state), tol=float(self.tol),
                           max_iter=int(self.max_iter), client=c, adaptive_sketch=True,
                           block_rows=None if self.block_rows is None else int(self.block_rows))
         finally:
@@ -242,6 +263,13 @@ class _EngineGLM(BaseEstimator, ABC):
         self.fit_result_ = res
         return res.x
 
+    @staticmethod
+    def _total_weight(spec: ProblemSpec) -> float:
+        """The sum of the store's sample weights (read in chunks), or its row count."""
+        if "sample_weight" not in spec.members:
+            return float(spec.n_samples)
+        return member_sum(spec, "sample_weight")
+
     def _check_store_targets(self, spec: ProblemSpec) -> None:
         if not spec.has_b:
             raise ValueError(f"store {spec.path!r} has no row-aligned targets 'b'")
@@ -249,12 +277,15 @@ class _EngineGLM(BaseEstimator, ABC):
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         return (x[:-1], float(x[-1])) if self._has_intercept else (x, 0.0)
 
-    def _linear(self, X: Any) -> np.ndarray:
+    def _linear(self, X: Any, offset: Any = None) -> np.ndarray:
+        """``X coef + intercept (+ offset)``."""
         check_is_fitted(self)
         if _is_dask(X):
-            return np.asarray((X @ self._coef_vector()).compute()) + self._intercept_value()
-        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
-        return np.asarray(X @ self._coef_vector()).ravel() + self._intercept_value()
+            eta = np.asarray((X @ self._coef_vector()).compute()) + self._intercept_value()
+        else:
+            X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
+            eta = np.asarray(X @ self._coef_vector()).ravel() + self._intercept_value()
+        return eta if offset is None else eta + _row_vector(offset, eta.shape[0], "offset")
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -55,10 +55,10 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
                          scheduler=scheduler, block_rows=block_rows)
         self.C = C
 
-    def _l2(self, n_samples: int) -> float:
+    def _l2(self, total_weight: float) -> float:
         if not (isinstance(self.C, (int, float, np.floating)) and self.C > 0):
             raise ValueError(f"C must be a positive number; got {self.C!r}")
-        return 1.0 / (float(self.C) * n_samples)
+        return 1.0 / (float(self.C) * total_weight)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         from sklearn.utils.multiclass import check_classification_targets
@@ -77,9 +77,14 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         super()._check_store_targets(spec)
         self.classes_ = np.array([0.0, 1.0])
 
-    def fit(self, X: Any, y: Any = None) -> LogisticRegression:
-        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
-        x = self._fit_problem(X, y)
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, offset: Any = None) -> LogisticRegression:
+        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``).
+
+        ``sample_weight`` (scikit-learn's meaning: each row's loss is multiplied by it) and
+        ``offset`` (added to the linear predictor, glum's meaning) are row-aligned vectors;
+        a store brings its own members ``sample_weight`` and ``offset``.
+        """
+        x = self._fit_problem(X, y, sample_weight, offset)
         w, c = self._split(x)
         self.coef_ = w[None, :]
         self.intercept_ = np.array([c])
@@ -91,25 +96,25 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     def _intercept_value(self) -> float:
         return float(self.intercept_[0])
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """``X w + c`` (positive: the second class)."""
-        return self._linear(X)
+    def decision_function(self, X: Any, offset: Any = None) -> np.ndarray:
+        """``X w + c + offset`` (positive: the second class)."""
+        return self._linear(X, offset)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, offset: Any = None) -> np.ndarray:
         """Probabilities of the two classes, shape (n_samples, 2)."""
         from scipy.special import expit
 
-        p = expit(self.decision_function(X))
+        p = expit(self.decision_function(X, offset))
         return np.column_stack([1.0 - p, p])
 
-    def predict_log_proba(self, X: Any) -> np.ndarray:
+    def predict_log_proba(self, X: Any, offset: Any = None) -> np.ndarray:
         """Log-probabilities of the two classes (computed without overflow)."""
-        z = self.decision_function(X)
+        z = self.decision_function(X, offset)
         return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, offset: Any = None) -> np.ndarray:
         """The more probable class label."""
-        positive = self.decision_function(X) > 0
+        positive = self.decision_function(X, offset) > 0
         return self.classes_[positive.astype(int)]
 
     def __sklearn_tags__(self) -> Any:
@@ -121,9 +126,15 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
 class _EngineRegressor(RegressorMixin, _EngineGLM):
     """A regressor: ``coef_`` of shape (n_features,) and a scalar ``intercept_``."""
 
-    def fit(self, X: Any, y: Any = None) -> _EngineRegressor:
-        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``)."""
-        w, c = self._split(self._fit_problem(X, y))
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, offset: Any = None) -> _EngineRegressor:
+        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``).
+
+        ``sample_weight`` (scikit-learn's meaning: each row's loss is multiplied by it) and
+        ``offset`` (added to the linear predictor, glum's meaning: ``log(exposure)`` for a
+        Poisson rate) are row-aligned vectors; a store brings its own members
+        ``sample_weight`` and ``offset``.
+        """
+        w, c = self._split(self._fit_problem(X, y, sample_weight, offset))
         self.coef_, self.intercept_ = w, c
         return self
 
@@ -153,7 +164,7 @@ class PoissonRegressor(_EngineRegressor):
                          scheduler=scheduler, block_rows=block_rows)
         self.alpha = alpha
 
-    def _l2(self, n_samples: int) -> float:
+    def _l2(self, total_weight: float) -> float:
         if not (isinstance(self.alpha, (int, float, np.floating)) and self.alpha >= 0):
             raise ValueError(f"alpha must be a number >= 0; got {self.alpha!r}")
         return float(self.alpha)
@@ -164,15 +175,15 @@ class PoissonRegressor(_EngineRegressor):
             raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
         return y
 
-    def predict(self, X: Any) -> np.ndarray:
-        """The predicted mean ``exp(X w + c)``."""
-        return np.exp(self._linear(X))
+    def predict(self, X: Any, offset: Any = None) -> np.ndarray:
+        """The predicted mean ``exp(X w + c + offset)``."""
+        return np.exp(self._linear(X, offset))
 
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> float:
         """D², the fraction of Poisson deviance explained (as scikit-learn's)."""
         from sklearn.metrics import d2_tweedie_score
 
-        return float(d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight, power=1))
+        return float(d2_tweedie_score(y, self.predict(X, offset), sample_weight=sample_weight, power=1))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -190,12 +201,12 @@ class LinearRegression(_EngineRegressor):
 
     _model: ClassVar[str] = "least-squares"
 
-    def _l2(self, n_samples: int) -> float:
+    def _l2(self, total_weight: float) -> float:
         return 0.0
 
-    def predict(self, X: Any) -> np.ndarray:
-        """``X w + c``."""
-        return self._linear(X)
+    def predict(self, X: Any, offset: Any = None) -> np.ndarray:
+        """``X w + c + offset``."""
+        return self._linear(X, offset)
 
 
 #: Tolerance on ``|sum(y) - 1|`` of a distribution target; the one ``dsketch info`` uses for

@@ -28,6 +28,10 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 Stats = dict[str, Any]
+
+#: Row-aligned per-row data that changes a model's objective when a store holds it: a model
+#: either reads each of them (:attr:`Model.optional_members`) or refuses the store.
+ROW_DATA_MEMBERS = ("sample_weight", "offset")
 Scalars = dict[str, float]
 FloatArray = NDArray[np.float64]
 
@@ -70,6 +74,9 @@ class Model(ABC):
     uses_w: ClassVar[bool] = False
     #: Row-aligned store members the model reads besides ``A``, ``b`` and ``w``.
     row_members: ClassVar[tuple[str, ...]] = ()
+    #: Row-aligned per-row data (:data:`ROW_DATA_MEMBERS`) the model reads when a store has
+    #: it; a store holding one the model cannot use is refused by :meth:`bind`.
+    optional_members: ClassVar[tuple[str, ...]] = ()
     #: Whether the model needs the row-aligned targets ``b`` of the store.
     needs_b: ClassVar[bool] = True
     #: False when the Hessian jumps (ReLU kinks): the solver then also accepts convergence
@@ -112,7 +119,50 @@ class Model(ABC):
                 f"model {self.name!r} reads the row-aligned member(s) {missing}, which store "
                 f"{spec.path!r} does not have (its members: {list(spec.members)})"
             )
+        self.check_unused(spec)
         return self
+
+    def with_intercept(self) -> Model:
+        """This model with an unpenalised intercept as the last coefficient (the engine reads
+        ``A`` with a column of ones appended). Only the GLMs have one.
+
+        Raises
+        ------
+        ValueError
+            For models whose objective has no use for an intercept.
+        """
+        raise ValueError(
+            f"model {self.name!r} has no intercept (fit_intercept is for the GLMs: logistic, poisson, "
+            "least-squares); append a column of ones to A if you want one regardless"
+        )
+
+    def check_unused(self, spec: Any) -> None:
+        """Refuse a store that holds per-row data this model would silently ignore.
+
+        Row weights ``w`` are the softmax-type models' regularisation weights; sample weights
+        and offsets (:data:`ROW_DATA_MEMBERS`) are read by the GLMs only.
+
+        Raises
+        ------
+        StoreFormatError
+            Naming the member and what to do instead.
+        """
+        from dsketch.errors import StoreFormatError
+
+        if spec.has_w and not self.uses_w:
+            raise StoreFormatError(
+                f"store {spec.path!r} has row weights 'w', which model {self.name!r} does not use ('w' "
+                "are the softmax-type models' regularisation weights). Sample weights of a GLM belong in "
+                "the member 'sample_weight' (dsketch convert --sample-weight, write_problem(..., "
+                "sample_weight=...)); rewrite the store without 'w'"
+            )
+        unused = [m for m in ROW_DATA_MEMBERS if m in spec.members and m not in self.optional_members]
+        if unused:
+            raise StoreFormatError(
+                f"store {spec.path!r} has the row-aligned member(s) {unused}, which model {self.name!r} "
+                "does not support (sample weights and offsets are read by the GLMs: logistic, poisson, "
+                "least-squares); fit a GLM or rewrite the store without them"
+            )
 
     def global_loss(self, scalars: Scalars) -> float:
         """The part of the objective that is a function of the global scalars alone (added

@@ -1,22 +1,28 @@
-"""Generalised linear models with an L2 penalty, in scikit-learn's mean form.
+"""Generalised linear models with an L2 penalty, in scikit-learn's weighted-mean form.
 
-Objective, with ``eta = A x`` and ``n`` the total number of rows (a global scalar)::
+Objective, with ``eta = A x + o`` (``o`` the per-row offsets, zero by default), sample
+weights ``s`` (one by default) and ``S = sum_i s_i`` (a global scalar)::
 
-    L(x) = (1/n) sum_i l(eta_i, b_i) + 1/2 * l2 * ||x||^2
+    L(x) = (1/S) sum_i s_i l(eta_i, b_i) + 1/2 * l2 * ||x||^2
 
-Gradient ``A^T (l'(eta) / n) + l2 x``; Hessian in Gram form, purely diagonal (rank 0)::
+Gradient ``A^T (s l'(eta) / S) + l2 x``; Hessian in Gram form, purely diagonal (rank 0)::
 
-    hess L(x) = A^T diag(l''(eta) / n) A + l2 I
+    hess L(x) = A^T diag(s l''(eta) / S) A + l2 I
 
-The derivatives ``l'``, ``l''`` are taken in ``eta``. The row weights ``w`` of a store
-are not used by these models (``uses_w = False``). The scaling matches scikit-learn:
-``LogisticRegression(C=1 / (l2 n), fit_intercept=False)``, ``PoissonRegressor(alpha=l2,
-fit_intercept=False)`` and ``Ridge(alpha=l2 n, fit_intercept=False)`` have the same
-minimiser.
+The derivatives ``l'``, ``l''`` are taken in ``eta``. A sample weight of 2 is the same
+objective as the row written twice; weights only need to be ``>= 0`` (a zero weight drops
+the row) with a positive sum. Sample weights and offsets are the store's row-aligned members
+``sample_weight`` and ``offset``; the softmax models' regularisation weights ``w`` are not
+used here and a store holding them is refused (:meth:`Model.check_unused`).
+
+The scaling matches scikit-learn: ``LogisticRegression(C=1 / (l2 S), fit_intercept=False)``,
+``PoissonRegressor(alpha=l2, fit_intercept=False)`` and ``Ridge(alpha=l2 S,
+fit_intercept=False)`` have the same minimiser for the same ``sample_weight``.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from typing import Any, ClassVar
 
@@ -24,23 +30,48 @@ import numpy as np
 from scipy.special import expit
 
 from dsketch.errors import ModelDomainError
-from dsketch.models.base import FloatArray, Model, RowTerms, Scalars, Stats
+from dsketch.models.base import ROW_DATA_MEMBERS, FloatArray, Model, RowTerms, Scalars, Stats
 
 #: Largest ``eta`` used as a Poisson mean when simulating (``e^40 ~ 2.4e17`` counts).
 POISSON_ETA_MAX = 40.0
 
 
-def _first_bad(b: FloatArray, bad: np.ndarray) -> str:
+def _first_bad(b: FloatArray, bad: np.ndarray, what: str = "targets") -> str:
     first = int(np.argmax(bad))
-    return f"{int(bad.sum())} of {b.size} targets (first at row {first}: {float(b[first])!r})"
+    return f"{int(bad.sum())} of {b.size} {what} (first at row {first}: {float(b[first])!r})"
+
+
+def split_rows(b: FloatArray) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+    """``(targets, sample weights or None, offsets or None)`` of a GLM's per-row data.
+
+    Without sample weights and offsets the per-row data is the target vector itself; with
+    either it is an ``(n, 3)`` array of targets, weights (ones when absent) and offsets
+    (zeros when absent), as :meth:`_GLM.row_data` builds it.
+    """
+    if b.ndim == 1:
+        return b, None, None
+    return b[:, 0], b[:, 1], b[:, 2]
+
+
+def check_sample_weight(s: FloatArray, r0: int = 0) -> None:
+    """Raise ``ModelDomainError`` unless every sample weight is finite and ``>= 0``."""
+    bad = ~(np.isfinite(s) & (s >= 0.0))
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ModelDomainError(
+            f"sample weights must be finite and >= 0; {int(bad.sum())} of {s.size} are not "
+            f"(first at row {r0 + first}: {float(s[first])!r})"
+        )
 
 
 class _GLM(Model):
-    """Shared machinery: ``n`` as the only statistic, the L2 penalty, the Gram terms."""
+    """Shared machinery: the weighted row count as the only statistic, sample weights and
+    offsets, the L2 penalty, the Gram terms."""
 
     rank: ClassVar[int] = 0
     uses_w: ClassVar[bool] = False
-    fixed_scalars: ClassVar[bool] = True  # the scalars are the row count alone
+    fixed_scalars: ClassVar[bool] = True  # the scalars are the (weighted) row count alone
+    optional_members: ClassVar[tuple[str, ...]] = ROW_DATA_MEMBERS
 
     def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
         try:
@@ -54,15 +85,32 @@ class _GLM(Model):
         self.l2 = value
         #: The last ``n_unpenalized`` coefficients (an intercept column) carry no penalty.
         self.n_unpenalized = int(n_unpenalized)
+        #: Whether the last coefficient is the intercept of :meth:`with_intercept`.
+        self.intercept = False
 
     def __repr__(self) -> str:
         extra = f", n_unpenalized={self.n_unpenalized}" if self.n_unpenalized else ""
+        extra += ", intercept=True" if self.intercept else ""
         return f"{type(self).__name__}(l2={self.l2!r}{extra})"
+
+    def with_intercept(self) -> Model:
+        """A copy with one more unpenalised coefficient, last: the intercept (the engine
+        appends the column of ones to every block); its start is the intercept-only fit."""
+        if self.intercept:
+            return self
+        out = copy.copy(self)
+        out.n_unpenalized = self.n_unpenalized + 1
+        out.intercept = True
+        return out
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.name, "l2": self.l2}
         if self.n_unpenalized:
             out["n_unpenalized"] = self.n_unpenalized
+        if self.intercept:
+            out["fit_intercept"] = True
+        for m in self.row_members:
+            out[m] = True
         return out
 
     @abstractmethod
@@ -73,35 +121,113 @@ class _GLM(Model):
     def _d1_d2(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
         """First and second derivatives of the per-row loss in ``eta``."""
 
+    # -- binding to a store: sample weights and offsets ---------------------------------
+    def bind(self, spec: Any) -> Model:
+        """Check the store; return a model that reads its ``sample_weight`` and ``offset``
+        members when it has them (a copy; ``self`` is unchanged)."""
+        super().bind(spec)
+        members = tuple(m for m in ROW_DATA_MEMBERS if m in spec.members)
+        if members == self.row_members:
+            return self
+        bound = copy.copy(self)
+        bound.row_members = members  # type: ignore[misc]
+        return bound
+
+    def row_data(self, block: Any) -> Any:
+        """The targets, or with sample weights / offsets the ``(n, 3)`` stack of
+        :func:`split_rows`. Raises ``ModelDomainError`` on a negative sample weight."""
+        if not self.row_members:
+            return block.b
+        n = block.b.shape[0]
+        s = block.extra.get("sample_weight")
+        if s is not None:
+            check_sample_weight(np.asarray(s, dtype=np.float64))
+        o = block.extra.get("offset")
+        out = np.empty((n, 3))
+        out[:, 0] = block.b
+        out[:, 1] = 1.0 if s is None else s
+        out[:, 2] = 0.0 if o is None else o
+        return out
+
     # -- global statistics ----------------------------------------------------------
     def stats(self, eta: FloatArray, b: FloatArray, w: FloatArray | None) -> Stats:
-        return {"n": int(eta.size)}
+        """``{"n": rows, "s": sum of sample weights}`` of a block."""
+        s = split_rows(b)[1]
+        return {"n": int(eta.size), "s": float(eta.size) if s is None else float(np.sum(s))}
 
     def merge_stats(self, left: Stats, right: Stats) -> Stats:
-        return {"n": left["n"] + right["n"]}
+        return {"n": left["n"] + right["n"], "s": left["s"] + right["s"]}
 
     def scalars(self, stats: Stats) -> Scalars:
-        """``{"n": total rows}``; raises :class:`ModelDomainError` when there are none."""
+        """``{"n": total sample weight S}`` (the row count without weights); raises
+        :class:`ModelDomainError` when there are no rows or the weights sum to zero."""
         if stats["n"] == 0:
             raise ModelDomainError(f"model {self.name!r} needs at least one row; got n=0")
-        return {"n": float(stats["n"])}
+        if not stats["s"] > 0.0:
+            raise ModelDomainError(
+                f"model {self.name!r}: the sample weights sum to {stats['s']!r}; at least one row "
+                "needs a positive weight"
+            )
+        return {"n": float(stats["s"])}
 
     # -- per-row terms -------------------------------------------------------------
     def loss_terms(
         self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars
     ) -> float:
-        """``(1/n) sum_block l(eta_i, b_i)`` (may be ``+inf`` on overflow, without warnings)."""
-        with np.errstate(over="ignore", under="ignore"):
-            return float(np.sum(self._loss(eta, b))) / scalars["n"]
+        """``(1/S) sum_block s_i l(eta_i + o_i, b_i)`` (may be ``+inf`` on overflow, without
+        warnings)."""
+        y, s, o = split_rows(b)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            vals = self._loss(eta if o is None else eta + o, y)
+            if s is not None:
+                # a zero weight drops its row, even where the loss overflowed
+                vals = np.where(s > 0.0, s * vals, 0.0)
+            return float(np.sum(vals)) / scalars["n"]
 
     def row_terms(
         self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars
     ) -> RowTerms:
-        """``r = l'(eta) / n`` and ``D = l''(eta) / n``."""
-        with np.errstate(over="ignore", under="ignore"):
-            d1, d2 = self._d1_d2(eta, b)
+        """``r = s l'(eta + o) / S`` and ``D = s l''(eta + o) / S``."""
+        y, s, o = split_rows(b)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            d1, d2 = self._d1_d2(eta if o is None else eta + o, y)
+            if s is not None:
+                d1 = np.where(s > 0.0, s * d1, 0.0)
+                d2 = np.where(s > 0.0, s * d2, 0.0)
         n = scalars["n"]
         return RowTerms(grad_weight=d1 / n, diag=d2 / n, lowrank=None)
+
+    # -- starting point: the intercept-only fit -----------------------------------------
+    @property
+    def has_warm_start(self) -> bool:
+        """Only a model with an intercept starts elsewhere than at zero."""
+        return self.intercept
+
+    def init_terms(self, A: Any, b: FloatArray, w: FloatArray | None) -> dict[str, Any] | None:
+        """With an intercept: the block's weighted sums for :meth:`_intercept_start`."""
+        if not self.intercept:
+            return None
+        y, s, o = split_rows(b)
+        s = np.ones_like(y) if s is None else s
+        o = np.zeros_like(y) if o is None else o
+        return self._start_sums(y, s, o)
+
+    def _start_sums(self, y: FloatArray, s: FloatArray, o: FloatArray) -> dict[str, Any]:
+        """Sums over a block from which :meth:`_intercept_start` computes the start."""
+        return {"s": float(np.sum(s)), "sy": float(np.sum(s * y)), "so": float(np.sum(s * o))}
+
+    def _intercept_start(self, total: dict[str, Any]) -> float:
+        """The intercept at the start: the link of the weighted mean target (the exact
+        intercept-only fit for canonical links without offsets)."""
+        return (total["sy"] - total["so"]) / total["s"]
+
+    def init_coef(self, total: dict[str, Any], n_features: int) -> FloatArray:
+        x = np.zeros(n_features)
+        if self.intercept and total is not None and total["s"] > 0.0:
+            start = self._intercept_start(total)
+            if np.isfinite(start):
+                x[-1] = start
+        return x
 
     # -- coefficient-space penalty ---------------------------------------------------
     def penalty(self, x: FloatArray) -> tuple[float, FloatArray, FloatArray]:
@@ -112,6 +238,13 @@ class _GLM(Model):
             mask[x.size - self.n_unpenalized :] = 0.0
         xp = mask * x
         return 0.5 * float(x @ xp), xp, mask
+
+    def check_targets(self, b: FloatArray) -> None:
+        """Raise ``ValueError`` when a target is outside the family's domain."""
+        self._check_y(split_rows(b)[0])
+
+    def _check_y(self, y: FloatArray) -> None:
+        """The family's target check on the plain target vector (default: any value)."""
 
 
 class LogisticRegression(_GLM):
@@ -137,7 +270,12 @@ class LogisticRegression(_GLM):
         s = expit(eta)
         return s - b, s * (1.0 - s)
 
-    def check_targets(self, b: FloatArray) -> None:
+    def _intercept_start(self, total: dict[str, Any]) -> float:
+        """``logit`` of the weighted mean label (clipped away from 0 and 1), less the mean offset."""
+        p = min(max(total["sy"] / total["s"], 1e-10), 1.0 - 1e-10)
+        return float(np.log(p / (1.0 - p))) - total["so"] / total["s"]
+
+    def _check_y(self, b: FloatArray) -> None:
         """Raise ``ValueError`` unless every target is 0 or 1."""
         bad = (b != 0.0) & (b != 1.0)
         if bad.any():
@@ -176,7 +314,19 @@ class PoissonRegression(_GLM):
         e = np.exp(eta)
         return e - b, e
 
-    def check_targets(self, b: FloatArray) -> None:
+    def _start_sums(self, y: FloatArray, s: FloatArray, o: FloatArray) -> dict[str, Any]:
+        with np.errstate(over="ignore"):
+            seo = float(np.sum(s * np.exp(o)))
+        return {"s": float(np.sum(s)), "sy": float(np.sum(s * y)), "seo": seo}
+
+    def _intercept_start(self, total: dict[str, Any]) -> float:
+        """``log(sum s y / sum s e^o)``: the intercept-only Poisson fit (exact with offsets
+        too), so targets of any magnitude start at their scale."""
+        if not (total["sy"] > 0.0 and 0.0 < total["seo"] < np.inf):
+            return 0.0
+        return float(np.log(total["sy"]) - np.log(total["seo"]))
+
+    def _check_y(self, b: FloatArray) -> None:
         """Raise ``ValueError`` unless every target is a finite number ``>= 0``."""
         bad = ~(np.isfinite(b) & (b >= 0.0))
         if bad.any():

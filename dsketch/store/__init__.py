@@ -11,7 +11,7 @@ This layer knows nothing about the maths and does not import dask. Public API:
 """
 
 from dsketch.errors import StoreExistsError
-from dsketch.store.blocks import clear_cache, read_block, read_global
+from dsketch.store.blocks import clear_cache, member_sum, read_block, read_global
 from dsketch.store.builder import (
     EdgePieces,
     ProblemBuilder,
@@ -30,6 +30,7 @@ __all__ = [
     "StoreExistsError",
     "clear_cache",
     "default_chunk_rows",
+    "member_sum",
     "open_problem",
     "read_block",
     "read_global",

@@ -173,7 +173,8 @@ def _obs_column(g: zarr.Group, src: str, name: str, n: int, role: str) -> tuple[
 
 
 def anndata_source(
-    src: str, *, layer: str | None, obs_column: str | None, weights: str | None
+    src: str, *, layer: str | None, obs_column: str | None, weights: str | None,
+    columns: dict[str, str] | None = None,
 ) -> AnnDataSource:
     """Open an AnnData ``.zarr`` store for conversion.
 
@@ -187,6 +188,9 @@ def anndata_source(
         ``obs`` column for ``b``.
     weights : str, optional
         ``obs`` column for ``w`` (ignored here when it names a ``.npy`` file).
+    columns : dict of str to str, optional
+        Further row-aligned members (``sample_weight``, ``offset``) to read from ``obs``
+        columns (entries naming a ``.npy`` file are ignored here).
 
     Returns
     -------
@@ -216,4 +220,8 @@ def anndata_source(
     if weights is not None and not str(weights).endswith(".npy"):
         source.vectors["w"], attrs = _obs_column(g, src, str(weights), n, "weights")
         source.attrs.update(attrs)
+    for member, column in (columns or {}).items():
+        if not str(column).endswith(".npy"):
+            source.vectors[member], _ = _obs_column(g, src, str(column), n, member)
+            source.attrs[f"{member}_column"] = str(column)
     return source

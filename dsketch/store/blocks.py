@@ -87,16 +87,21 @@ def aligned(values: Any, dtype: Any = np.float64) -> np.ndarray:
     a = np.asarray(values)
     if a.dtype == dtype and a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0:
         return a
+    out = _aligned_empty(a.shape, dtype)
+    out[...] = a
+    return out
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on an :data:`ALIGNMENT` boundary."""
     dt = np.dtype(dtype)
-    size = int(np.prod(a.shape, dtype=np.int64))
+    size = int(np.prod(shape, dtype=np.int64))
     if size == 0:
-        return np.empty(a.shape, dtype=dt)
+        return np.empty(shape, dtype=dt)
     nbytes = size * dt.itemsize
     buf = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     off = (-buf.ctypes.data) % ALIGNMENT
-    out = buf[off : off + nbytes].view(dt).reshape(a.shape)
-    out[...] = a
-    return out
+    return buf[off : off + nbytes].view(dt).reshape(shape)
 
 
 def read_slice(path: str, arr: Any, name: str, lo: Any, hi: Any = None, r0: int = 0) -> Any:
@@ -125,20 +130,51 @@ def read_slice(path: str, arr: Any, name: str, lo: Any, hi: Any = None, r0: int 
         ) from None
 
 
+def _append_ones_csr(
+    data: np.ndarray, indices: np.ndarray, ip: np.ndarray, d: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays of the rows with an entry 1.0 in column ``d`` appended to each."""
+    m = ip.size - 1
+    new_ip = ip + np.arange(m + 1, dtype=ip.dtype)
+    ends = new_ip[1:] - 1  # the last slot of every new row
+    mask = np.ones(data.size + m, dtype=bool)
+    mask[ends] = False
+    new_data = np.empty(data.size + m)
+    new_data[mask] = data
+    new_data[ends] = 1.0
+    new_indices = np.empty(data.size + m, dtype=np.int64)
+    new_indices[mask] = indices
+    new_indices[ends] = d
+    return new_data, new_indices, new_ip
+
+
+def _read_dense(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int) -> np.ndarray:
+    values = read_slice(spec.path, arrs.A, "A", r0, r1, r0)
+    if not spec.intercept:
+        return aligned(values)
+    out = _aligned_empty((r1 - r0, spec.n_features))
+    out[:, :-1] = values
+    out[:, -1] = 1.0
+    return out
+
+
 def _read_csr(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int) -> sp.csr_matrix:
     where = f"store {spec.path!r}, member 'A'"
     ip = np.asarray(read_slice(spec.path, arrs.indptr, "A/indptr", r0, r1 + 1, r0), dtype=np.int64)
-    check_indptr(where, ip, r0, spec.nnz)
+    check_indptr(where, ip, r0, spec.stored_nnz)
     lo, hi = int(ip[0]), int(ip[-1])
     data = np.asarray(read_slice(spec.path, arrs.data, "A/data", lo, hi, r0), dtype=np.float64)
     indices = np.asarray(read_slice(spec.path, arrs.indices, "A/indices", lo, hi, r0))
     ip -= lo
-    check_csr_indices(where, ip, indices, spec.n_features, r0)
+    d = spec.stored_features
+    check_csr_indices(where, ip, indices, d, r0)
     check_finite(f"store {spec.path!r}", "A", data, r0, indptr=ip)
+    if spec.intercept:  # one more entry per row: the ones of the last column
+        data, indices, ip = _append_ones_csr(data, indices, ip, d)
     # int32 index arrays when they fit, so scipy neither copies nor scans them again.
     if spec.n_features <= _INT32_MAX:
         indices = indices.astype(np.int32, copy=False)
-        if hi - lo <= _INT32_MAX:
+        if int(ip[-1]) <= _INT32_MAX:
             ip = ip.astype(np.int32)
     else:
         indices = indices.astype(np.int64, copy=False)
@@ -201,7 +237,7 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
     if spec.sparse:
         A: np.ndarray | sp.csr_matrix = _read_csr(spec, arrs, r0, r1)
     else:
-        A = aligned(read_slice(spec.path, arrs.A, "A", r0, r1, r0))
+        A = _read_dense(spec, arrs, r0, r1)
         check_finite(where, "A", A, r0)
     b = None
     if arrs.b is not None:
@@ -216,6 +252,31 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
         extra[name] = aligned(read_slice(spec.path, arrs.extra[name], name, r0, r1, r0))
         check_finite(where, name, extra[name], r0)
     return Block(A=A, b=b, w=w, extra=extra)
+
+
+#: Rows per slice of :func:`member_sum` (a fixed step: the sum does not depend on the chunking).
+SUM_STEP = 2**20
+
+
+def member_sum(spec: ProblemSpec, name: str) -> float:
+    """The sum of a 1-D row-aligned member (e.g. ``sample_weight``), read ``SUM_STEP`` rows
+    at a time, so a member of any length is summed in bounded memory.
+
+    Raises
+    ------
+    ValueError
+        When the store has no such member; NonFiniteError when it holds NaN or inf.
+    """
+    if name not in spec.members:
+        raise ValueError(f"store {spec.path!r} has no row-aligned member {name!r}; available: {list(spec.members)}")
+    arr = zarr.open_group(spec.path, mode="r")[name]
+    total = 0.0
+    for r0 in range(0, spec.n_samples, SUM_STEP):
+        part = np.asarray(read_slice(spec.path, arr, name, r0, min(spec.n_samples, r0 + SUM_STEP), r0),
+                          dtype=np.float64)
+        check_finite(f"store {spec.path!r}", name, part, r0)
+        total += float(np.sum(part))
+    return total
 
 
 def read_global(spec: ProblemSpec, name: str) -> np.ndarray:

@@ -33,6 +33,7 @@ from dsketch.store.spec import (
     ProblemSpec,
     check_csr_indices,
     check_finite,
+    check_sample_weight_values,
     check_value_dtype,
 )
 
@@ -419,6 +420,8 @@ def write_problem(
     b: Any,
     w: Any = None,
     *,
+    sample_weight: Any = None,
+    offset: Any = None,
     extra: dict[str, Any] | None = None,
     global_arrays: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
@@ -438,6 +441,14 @@ def write_problem(
         Row-aligned targets; None for the paired models' stores (their targets go into
         ``global_arrays={"b": ...}``).
     w : array-like of shape (n_samples,), optional
+        Regularisation weights of the softmax-type models (not sample weights: the GLMs
+        refuse a store that has them).
+    sample_weight : array-like of shape (n_samples,), optional
+        The GLMs' sample weights (finite, ``>= 0``; scikit-learn's meaning), stored as the
+        row-aligned member ``sample_weight``.
+    offset : array-like of shape (n_samples,), optional
+        The GLMs' offsets (``eta = A x + offset``; e.g. ``log(exposure)`` for a Poisson
+        rate), stored as the row-aligned member ``offset``.
     extra : dict of str to array-like, optional
         Row-aligned members (first axis ``n_samples``), stored with their dtype.
     global_arrays : dict of str to array-like, optional
@@ -472,8 +483,14 @@ def write_problem(
             "a problem needs targets: pass b (one per row), or global_arrays={'b': ...} for the "
             "paired models (two-layer, softmax-relu reading C)"
         )
-    vecs = {**({"b": b} if b is not None else {}), **({"w": w} if w is not None else {})}
-    arrays = {k: np.asarray(v) for k, v in {**vecs, **(extra or {})}.items()}
+    named = {"sample_weight": sample_weight, "offset": offset}
+    clash = [k for k in named if named[k] is not None and k in (extra or {})]
+    if clash:
+        raise ValueError(f"{clash} given both as keywords and in extra; give each once")
+    extra = {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
+    vecs = {**({"b": b} if b is not None else {}), **({"w": w} if w is not None else {}),
+            **{k: v for k, v in named.items() if v is not None}}
+    arrays = {k: np.asarray(v) for k, v in {**vecs, **extra}.items()}
     for name, arr in arrays.items():
         check_value_dtype("input", name, arr.dtype)
         if (arr.shape != (n,)) if name in vecs else (arr.ndim == 0 or arr.shape[0] != n):
@@ -481,6 +498,8 @@ def write_problem(
                 f"A has {n} rows but {name!r} has shape {arr.shape}; every member must be row-aligned with A"
             )
         check_finite("input", name, arr, 0)
+    if sample_weight is not None:
+        check_sample_weight_values("input", arrays["sample_weight"])
     check_finite("input", "A", A.data if sparse else A, 0, indptr=A.indptr if sparse else None)
     dtype = "float32" if dt == np.float32 else "float64"
     builder = ProblemBuilder.create(

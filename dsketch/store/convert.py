@@ -17,7 +17,9 @@ Supported sources (``fmt`` is inferred from the suffix when omitted):
                                           ``b = obs/<obs_column>`` or ``target``
 =============  =========================  =============================================
 
-``weights`` is a ``.npy`` file (any format) or, for AnnData, also an ``obs`` column name.
+``weights`` (the softmax-type models' regularisation weights ``w``), ``sample_weight`` and
+``offset`` (the GLMs' sample weights and offsets) are ``.npy`` files (any format) or, for
+AnnData, also ``obs`` column names.
 All conversions are atomic, like the writers in :mod:`dsketch.store.builder`.
 """
 
@@ -45,7 +47,7 @@ from dsketch.store import _atomic
 from dsketch.store._anndata import anndata_source
 from dsketch.store.builder import ProblemBuilder, default_chunk_rows, write_problem
 from dsketch.store.describe import describe
-from dsketch.store.spec import ProblemSpec, check_value_dtype
+from dsketch.store.spec import ProblemSpec, check_sample_weight_values, check_value_dtype
 
 __all__ = ["FORMATS", "convert", "describe", "infer_format"]
 
@@ -60,6 +62,8 @@ _SUFFIXES = {
     ".zarr": "anndata",
 }
 FORMATS = ("npy", "npz", "svmlight", "anndata")
+#: The GLMs' optional row-aligned members a conversion can add (``convert(..., name=file)``).
+ROW_VECTORS = ("sample_weight", "offset")
 #: Stored entries per block streamed by the converters (about 64 MiB of float64).
 STREAM_ENTRIES = 2**23
 #: Lines per batch parsed by the svmlight reader.
@@ -124,15 +128,19 @@ def write_stream(
     chunk_rows: int,
     attrs: dict[str, Any],
     overwrite: bool,
+    extra_vectors: tuple[str, ...] = (),
 ) -> ProblemSpec:
     """Write consecutive row blocks (each ``k * chunk_rows`` rows, the last shorter) atomically.
 
-    ``blocks`` yields ``(A_rows, {"b": ..., "w": ...})``; CSR blocks go through
-    :meth:`ProblemBuilder.write_csr_rows`, their edge pieces are written right away.
+    ``blocks`` yields ``(A_rows, {"b": ..., "w": ..., <extra_vectors>: ...})``; CSR blocks
+    go through :meth:`ProblemBuilder.write_csr_rows`, their edge pieces are written right
+    away. ``extra_vectors`` names further 1-D row-aligned float64 members (``sample_weight``,
+    ``offset``).
     """
     builder = ProblemBuilder.create(
         out, n_samples=n_samples, n_features=n_features, sparse=nnz is not None, nnz=nnz,
         dtype=dtype, has_w=has_w, chunk_rows=chunk_rows, attrs=attrs, overwrite=overwrite,
+        extra={name: ((), "float64") for name in extra_vectors},
     )
     try:
         r0 = offset = 0
@@ -144,7 +152,10 @@ def write_stream(
             else:
                 builder.write_dense_rows(r0, np.asarray(A_rows, dtype=dtype))
             for name, values in vectors.items():
-                builder.write_vector(name, r0, np.asarray(values, dtype=np.float64))
+                values = np.asarray(values, dtype=np.float64)
+                if name == "sample_weight":
+                    check_sample_weight_values(f"store {out!r}", values, r0)
+                builder.write_vector(name, r0, values)
             r0 += A_rows.shape[0]
         if r0 != n_samples or (nnz is not None and offset != nnz):
             raise ShapeMismatchError(
@@ -185,7 +196,20 @@ def _from_npy(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
             yield np.asarray(A[r0:r1]), {k: v[r0:r1] for k, v in vecs.items()}
 
     return write_stream(out, blocks(), n_samples=n, n_features=d, nnz=None, dtype=dtype, has_w="w" in vecs,
-                        chunk_rows=rows, attrs=opts["attrs"], overwrite=opts["overwrite"])
+                        chunk_rows=rows, attrs=opts["attrs"], overwrite=opts["overwrite"],
+                        extra_vectors=_extra_names(vecs))
+
+
+def _extra_names(vecs: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(name for name in ROW_VECTORS if name in vecs)
+
+
+def _load_row_vectors(opts: dict[str, Any], n: int, vecs: dict[str, Any]) -> dict[str, Any]:
+    """``vecs`` with the ``sample_weight`` / ``offset`` ``.npy`` files of ``opts`` loaded."""
+    for name in ROW_VECTORS:
+        if opts[name] is not None and name not in vecs:
+            vecs[name] = load_vector(opts[name], n, name)
+    return vecs
 
 
 def _npy_vectors(opts: dict[str, Any], n: int, src: str) -> dict[str, np.ndarray]:
@@ -194,7 +218,7 @@ def _npy_vectors(opts: dict[str, Any], n: int, src: str) -> dict[str, np.ndarray
     vecs = {"b": load_vector(opts["target"], n, "target")}
     if opts["weights"] is not None:
         vecs["w"] = load_vector(opts["weights"], n, "weights")
-    return vecs
+    return _load_row_vectors(opts, n, vecs)
 
 
 def _from_npz(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
@@ -207,7 +231,7 @@ def _from_npz(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
         ) from None
     vecs = _npy_vectors(opts, A.shape[0], src)
     return write_problem(out, A, vecs["b"], vecs.get("w"), attrs=opts["attrs"], chunk_rows=opts["chunk_rows"],
-                         overwrite=opts["overwrite"])
+                         overwrite=opts["overwrite"], **{k: vecs[k] for k in _extra_names(vecs)})
 
 
 # ------------------------------------------------------------------------------ svmlight
@@ -247,6 +271,7 @@ def _from_svmlight(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
     shift = 1 if lo > 0 else 0  # scikit-learn's zero_based="auto" rule
     d = hi - shift + 1
     w = load_vector(opts["weights"], n, "weights") if opts["weights"] is not None else None
+    others = _load_row_vectors(opts, n, {})
     rows = opts["chunk_rows"] or default_chunk_rows(d, n_samples=n, density=nnz / (n * d))
     step = _step(rows, nnz / n)
 
@@ -261,19 +286,22 @@ def _from_svmlight(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
             while pend_X and (sum(x.shape[0] for x in pend_X) >= step or X is None):
                 Xa, ya = sp.vstack(pend_X, format="csr"), np.concatenate(pend_y)
                 take = min(step, Xa.shape[0])
-                vecs = {"b": ya[:take], **({"w": w[r0 : r0 + take]} if w is not None else {})}
+                vecs = {"b": ya[:take], **({"w": w[r0 : r0 + take]} if w is not None else {}),
+                        **{k: v[r0 : r0 + take] for k, v in others.items()}}
                 yield Xa[:take], vecs
                 r0 += take
                 pend_X = [Xa[take:]] if Xa.shape[0] > take else []
                 pend_y = [ya[take:]] if Xa.shape[0] > take else []
 
     return write_stream(out, blocks(), n_samples=n, n_features=d, nnz=nnz, dtype="float64", has_w=w is not None,
-                        chunk_rows=rows, attrs=opts["attrs"], overwrite=opts["overwrite"])
+                        chunk_rows=rows, attrs=opts["attrs"], overwrite=opts["overwrite"],
+                        extra_vectors=_extra_names(others))
 
 
 # ------------------------------------------------------------------------------ AnnData
 def _from_anndata(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
-    source = anndata_source(src, layer=opts["layer"], obs_column=opts["obs_column"], weights=opts["weights"])
+    source = anndata_source(src, layer=opts["layer"], obs_column=opts["obs_column"], weights=opts["weights"],
+                            columns={k: opts[k] for k in ROW_VECTORS if opts[k] is not None})
     n, d = source.n_samples, source.n_features
     vecs: dict[str, Any] = dict(source.vectors)
     if opts["target"] is not None:
@@ -287,6 +315,7 @@ def _from_anndata(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
         )
     if "w" not in vecs and opts["weights"] is not None:
         vecs["w"] = load_vector(opts["weights"], n, "weights")
+    _load_row_vectors(opts, n, vecs)
     opts["attrs"]["dsketch"].update(source.attrs)
     dtype = _value_dtype(source.dtype)
     density = 1.0 if source.nnz is None else source.nnz / (n * d)
@@ -299,7 +328,8 @@ def _from_anndata(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
             yield source.rows(r0, r1), {k: v[r0:r1] for k, v in vecs.items()}
 
     return write_stream(out, blocks(), n_samples=n, n_features=d, nnz=source.nnz, dtype=dtype, has_w="w" in vecs,
-                        chunk_rows=rows, attrs=opts["attrs"], overwrite=opts["overwrite"])
+                        chunk_rows=rows, attrs=opts["attrs"], overwrite=opts["overwrite"],
+                        extra_vectors=_extra_names(vecs))
 
 
 _READERS: dict[str, Callable[[str, str, dict[str, Any]], ProblemSpec]] = {
@@ -317,6 +347,8 @@ def convert(
     fmt: str | None = None,
     target: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
+    sample_weight: str | os.PathLike[str] | None = None,
+    offset: str | os.PathLike[str] | None = None,
     obs_column: str | None = None,
     layer: str | None = None,
     overwrite: bool = False,
@@ -335,7 +367,14 @@ def convert(
     target : str or path-like, optional
         ``.npy`` file with ``b`` (required for npy / npz; or instead of ``obs_column``).
     weights : str or path-like, optional
-        ``.npy`` file with row weights ``w``; for AnnData also an ``obs`` column name.
+        ``.npy`` file with the softmax-type models' regularisation weights ``w``; for AnnData
+        also an ``obs`` column name. Not sample weights: the GLMs refuse a store with ``w``.
+    sample_weight : str or path-like, optional
+        ``.npy`` file (or AnnData ``obs`` column) with the GLMs' sample weights (finite,
+        ``>= 0``), stored as the member ``sample_weight``.
+    offset : str or path-like, optional
+        ``.npy`` file (or AnnData ``obs`` column) with the GLMs' offsets (``eta = A x +
+        offset``, e.g. ``log(exposure)``), stored as the member ``offset``.
     obs_column : str, optional
         AnnData only: the ``obs`` column holding ``b``. Numeric and boolean columns are
         used as they are; a categorical column becomes its integer codes (0/1 when it has
@@ -378,6 +417,8 @@ def convert(
     opts = {
         "target": None if target is None else os.fspath(target),
         "weights": None if weights is None else os.fspath(weights),
+        "sample_weight": None if sample_weight is None else os.fspath(sample_weight),
+        "offset": None if offset is None else os.fspath(offset),
         "obs_column": obs_column,
         "layer": layer,
         "overwrite": overwrite,

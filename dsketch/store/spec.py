@@ -8,7 +8,7 @@ store, the member, the global row when there is one, and the fix.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from dsketch.errors import (
     InvalidIndicesError,
     NonFiniteError,
     ShapeMismatchError,
+    StoreFormatError,
 )
 
 #: Members with a fixed meaning; every other array in a problem group is row-aligned extra.
@@ -69,6 +70,10 @@ class ProblemSpec:
         dtype of the CSR column ``indices``; None when dense.
     attrs : str
         The group's attributes as a JSON string (see :attr:`metadata`).
+    intercept : bool
+        True for the view :meth:`with_intercept` returns: blocks are read with a column of
+        ones appended (last), and ``n_features`` and ``nnz`` count it. The store itself has
+        no such column.
     """
 
     path: str
@@ -84,6 +89,24 @@ class ProblemSpec:
     attrs: str = field(default="{}", repr=False)
     has_b: bool = True
     global_members: tuple[str, ...] = ()
+    intercept: bool = False
+
+    def with_intercept(self) -> ProblemSpec:
+        """This store read with a column of ones appended to ``A`` (an intercept), without
+        writing anything: :func:`~dsketch.store.read_block` adds the column to every block."""
+        if self.intercept:
+            return self
+        return replace(self, intercept=True, n_features=self.n_features + 1, nnz=self.nnz + self.n_samples)
+
+    @property
+    def stored_features(self) -> int:
+        """Columns of ``A`` as stored (``n_features`` less the intercept column)."""
+        return self.n_features - int(self.intercept)
+
+    @property
+    def stored_nnz(self) -> int:
+        """Entries of ``A`` as stored (``nnz`` less the intercept column's)."""
+        return self.nnz - (self.n_samples if self.intercept else 0)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -188,6 +211,18 @@ def check_finite(where: str, name: str, values: np.ndarray, r0: int, indptr: np.
         f"{where}: member {name!r} holds NaN or infinite values (first at row {r0 + local}); remove "
         f"or impute them before fitting{hint}"
     )
+
+
+def check_sample_weight_values(where: str, values: np.ndarray, r0: int = 0) -> None:
+    """Raise :class:`StoreFormatError` naming the first row whose sample weight is negative
+    (non-finite values are :func:`check_finite`'s)."""
+    neg = np.asarray(values) < 0
+    if neg.any():
+        first = int(np.argmax(neg))
+        raise StoreFormatError(
+            f"{where}: member 'sample_weight' holds {int(neg.sum())} negative value(s) (first at row "
+            f"{r0 + first}: {float(values[first])!r}); sample weights must be >= 0"
+        )
 
 
 def check_indptr(where: str, indptr: np.ndarray, r0: int, nnz: int | None = None) -> None:
