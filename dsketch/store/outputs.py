@@ -98,8 +98,15 @@ def _check_directory(directory: str, label: str, *, make_parents: bool) -> None:
         raise OutputPathError(f"{label}: the directory {probe!r} is not writable; choose another path")
 
 
-def _overlaps(a: str, b: str) -> bool:
-    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+def _overlap(a: str, b: str) -> str | None:
+    """How path ``a`` relates to path ``b`` when they overlap (both real and absolute)."""
+    if a == b:
+        return "is the same path as"
+    if a.startswith(b.rstrip(os.sep) + os.sep):
+        return "lies inside"
+    if b.startswith(a.rstrip(os.sep) + os.sep):
+        return "contains"
+    return None
 
 
 def check_output(
@@ -154,11 +161,9 @@ def check_output(
     for name, other in (others or {}).items():
         if other is None or "://" in os.fspath(other) or "::" in os.fspath(other):
             continue
-        if _overlaps(real, os.path.realpath(os.path.abspath(os.fspath(other)))):
-            raise StoreExistsError(
-                f"{label} is the same path as {name} {os.fspath(other)!r} (or lies inside it or contains it); "
-                "write the output to another path"
-            )
+        how = _overlap(real, os.path.realpath(os.path.abspath(os.fspath(other))))
+        if how:
+            raise StoreExistsError(f"{label} {how} {name} {os.fspath(other)!r}; write the output to another path")
     found = path_kind(given)
     if found == MISSING:
         _check_directory(os.path.dirname(real), label, make_parents=make_parents)
@@ -173,7 +178,7 @@ def check_output(
     if not same:
         want = "Zarr group" if kind is None else kind
         raise StoreExistsError(
-            f"{label} is a {found}, not a {want}; dsketch will not replace it even with overwrite=True "
+            f"{label} is a {found}; dsketch will not replace it by a {want}, even with overwrite=True "
             "(--overwrite): remove it yourself or choose another path"
         )
     if not overwrite:
