@@ -20,7 +20,7 @@ from dsketch.solvers.baselines import GradientOnly
 from dsketch.solvers.checkpoint import check_settings, load_checkpoint
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
-from dsketch.store import ProblemSpec, open_problem
+from dsketch.store import ProblemSpec, open_problem, outputs
 
 logger = logging.getLogger("dsketch")
 
@@ -207,7 +207,8 @@ def fit(
         ``callback(state)`` after every iteration; raise ``StopIteration`` to stop.
     checkpoint : str or path, optional
         A Zarr group rewritten (atomically) after every iteration with what is needed to
-        continue the fit if the driver dies.
+        continue the fit if the driver dies. It may replace only an earlier checkpoint
+        (checked before the fit starts).
     resume : bool, default False
         Continue from ``checkpoint`` instead of starting afresh. The model, data,
         curvature, sketch size and seed must match the checkpointed fit; the resumed fit
@@ -271,6 +272,9 @@ def fit(
         else [list(b) for b in bounds],
         **({"adaptive_sketch": True} if adaptive_sketch else {}),
     }
+    if checkpoint is not None and not resume:  # before the cluster: a bad path must not cost a fit
+        outputs.check_output(checkpoint, outputs.CHECKPOINT, overwrite=True, others={"data": spec.path},
+                             option="checkpoint")
     saved = None
     if resume:
         if checkpoint is None:

@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sketch", default="leverage", choices=SKETCH_KINDS)
     p.add_argument("--sketch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty DIR that holds more than an earlier demo's outputs "
+                        "(only the demo's own stores, results, plot and report are replaced)")
     _add_cluster_args(p)
 
     p = sub.add_parser("bench", help="benchmark against scipy, scikit-learn and dask-ml (see dsketch.bench)")
@@ -212,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_make_data(args: argparse.Namespace) -> int:
     from dsketch.engine.client import connect
     from dsketch.engine.datagen import make_problem
+    from dsketch.store import outputs
 
+    outputs.check_output(args.out, outputs.PROBLEM, overwrite=args.overwrite)  # before the cluster starts
     with connect(args.scheduler, n_workers=args.workers) as client:
         spec = make_problem(
             args.out,
@@ -267,15 +272,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fit_outputs(args: argparse.Namespace, checkpoint: str | None, plot: str | None) -> None:
+    """Refuse every output path of ``fit`` that cannot be written, before any work starts."""
+    from dsketch.store import outputs
+
+    data = {"--data": args.data}
+    outputs.check_output(args.out, outputs.RESULT, overwrite=args.overwrite, others=data, option="--out")
+    if checkpoint is not None and not args.resume:  # a stale checkpoint of this --out is replaced
+        outputs.check_output(checkpoint, outputs.CHECKPOINT, overwrite=True, others={**data, "--out": args.out},
+                             option="checkpoint")
+    if plot:  # a plot file is rewritten as before; never a directory or a store
+        outputs.check_output(plot, outputs.FILE, overwrite=True, make_parents=False, option="--plot",
+                             others={**data, "--out": args.out, "checkpoint": checkpoint})
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from dsketch.api import fit
     from dsketch.solvers.result import save_result
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"result store {args.out!r} exists; pass --overwrite to replace it")
     if args.model == "ggn-score":
         from dsketch.api import fit_network
 
+        _check_fit_outputs(args, None, None)  # no checkpoint, no plot
         params = _parse_params(args.param)
         if args.sketch_size is not None:  # full-data sketched GGN-SCORE on the cluster
             params.setdefault("sketch_size", args.sketch_size)
@@ -288,6 +306,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(f"{result.message} steps={result.nit} time={result.wall_time:.2f}s loss={result.fun:.6e} -> {args.out}")
         return 0
     checkpoint = args.out.rstrip("/") + ".checkpoint"
+    _check_fit_outputs(args, checkpoint, args.plot)
     if args.resume and not os.path.exists(checkpoint):
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
     if args.resume:
@@ -337,6 +356,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         scheduler=args.scheduler,
         n_workers=args.workers,
+        overwrite=args.overwrite,
     )
     return 0
 

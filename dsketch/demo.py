@@ -21,9 +21,17 @@ from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.plot import plot_convergence
 from dsketch.solvers.result import save_result
-from dsketch.store import open_problem
+from dsketch.store import open_problem, outputs
 
 logger = logging.getLogger("dsketch")
+
+#: What the demo writes into its directory, by name, with the kind of each.
+OUTPUTS = {
+    **{f"{m}.zarr": outputs.PROBLEM for m in ("softmax", "logistic")},
+    **{f"{m}_result.zarr": outputs.RESULT for m in ("softmax", "logistic")},
+    "convergence.png": outputs.FILE,
+    "demo.md": outputs.FILE,
+}
 
 
 def _n_rows(block) -> int:
@@ -61,8 +69,17 @@ def run_demo(
     seed: int = 0,
     scheduler: str | None = None,
     n_workers: int = 2,
+    overwrite: bool = False,
 ) -> dict[str, object]:
-    """Run the demo and return its results (also written under ``out``)."""
+    """Run the demo and return its results (also written under ``out``).
+
+    ``out`` must be missing, empty or an earlier demo's output directory; with
+    ``overwrite`` it may hold other files too, which are left alone. Only what an earlier
+    demo wrote (:data:`OUTPUTS`, each of its kind) is ever replaced.
+    """
+    replaced = outputs.check_output_dir(out, OUTPUTS, overwrite=overwrite, what="demo", option="--out")
+    if replaced:
+        print(f"replacing the earlier demo's {', '.join(replaced)} in {out}")
     os.makedirs(out, exist_ok=True)
     results = {}
     lines = []

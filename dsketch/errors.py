@@ -87,3 +87,10 @@ class ClusterConnectionError(DSketchError, ConnectionError):
 
 
 __all__.append("ClusterConnectionError")
+
+
+class OutputPathError(DSketchError, ValueError):
+    """An output path cannot be written: its directory is missing or not writable."""
+
+
+__all__.append("OutputPathError")

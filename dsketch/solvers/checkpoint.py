@@ -19,9 +19,9 @@ import numpy as np
 
 from dsketch.errors import StoreFormatError
 from dsketch.solvers.result import HISTORY_COLUMNS
-from dsketch.store import read_group, write_group
+from dsketch.store import outputs, read_group, write_group
 
-CHECKPOINT_ATTR = "dsketch_checkpoint"
+CHECKPOINT_ATTR = outputs.CHECKPOINT_ATTR
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
         "drawn_size": None if ckpt.drawn_size is None else int(ckpt.drawn_size),
         "last_dec": None if ckpt.last_dec is None or not np.isfinite(ckpt.last_dec) else float(ckpt.last_dec),
     }
-    write_group(path, arrays, {CHECKPOINT_ATTR: meta}, overwrite=True)
+    write_group(path, arrays, {CHECKPOINT_ATTR: meta}, overwrite=True, kind=outputs.CHECKPOINT)
 
 
 def load_checkpoint(path: str) -> Checkpoint:

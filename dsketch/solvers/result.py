@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.store import read_group, write_group
+from dsketch.store import outputs, read_group, write_group
 
 HISTORY_COLUMNS = (
     "iteration",  # int: iteration index (0 = the starting point)
@@ -146,7 +146,11 @@ def format_history(history: dict[str, np.ndarray]) -> str:
 
 
 def save_result(result: FitResult, path: str, *, overwrite: bool = False) -> None:
-    """Write a result to a Zarr group (atomically). Read it back with :func:`load_result`."""
+    """Write a result to a Zarr group (atomically). Read it back with :func:`load_result`.
+
+    ``overwrite=True`` replaces only an earlier result store, never a problem store or
+    another path (:func:`dsketch.store.outputs.check_output`).
+    """
     arrays = {"x": np.asarray(result.x, dtype=np.float64)}
     for k, v in result.history.items():
         arrays[f"history__{k}"] = np.asarray(v, dtype=np.float64)
@@ -157,7 +161,7 @@ def save_result(result: FitResult, path: str, *, overwrite: bool = False) -> Non
     }
     meta["status"] = result.status.name
     attrs = {"dsketch_result": json.loads(json.dumps(meta, default=_jsonable))}
-    write_group(path, arrays, attrs, overwrite=overwrite)
+    write_group(path, arrays, attrs, overwrite=overwrite, kind=outputs.RESULT)
 
 
 def _jsonable(obj: Any) -> Any:

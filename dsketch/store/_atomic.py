@@ -9,15 +9,19 @@ renames, with the old store moved aside first and moved back if the second renam
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
 import shutil
+import threading
+import time
 import uuid
 
 from dsketch.errors import StoreExistsError
+from dsketch.store.outputs import check_output, is_zarr_node
 
-_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+__all__ = ["absolute", "check_target", "discard", "is_zarr_node", "publish", "temp_sibling"]
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
@@ -56,45 +60,90 @@ def absolute(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-def is_zarr_node(path: str) -> bool:
-    """Whether ``path`` is a directory holding Zarr (v2 or v3) metadata."""
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in _ZARR_MARKERS)
+def check_target(target: str, overwrite: bool, kind: str | None = None) -> str:
+    """Refuse an existing target unless ``overwrite``; only ever replace a store of ``kind``.
 
+    See :func:`dsketch.store.outputs.check_output` (``kind=None``: any Zarr group but a
+    problem store); an empty directory is replaced too.
 
-def check_target(target: str, overwrite: bool) -> None:
-    """Refuse an existing target unless ``overwrite``; never replace a non-Zarr path.
+    Returns
+    -------
+    str
+        The real path to publish to (a symlink's target: the link is kept).
 
     Raises
     ------
     StoreExistsError
-        The target exists and ``overwrite`` is False, or it exists but is not a Zarr store
-        (or an empty directory), which is never deleted, to protect against a wrong path.
+        The target exists and ``overwrite`` is False, or it exists but is of another kind
+        (a plain directory, a file, another kind of store), which is never deleted, to
+        protect against a wrong path.
+    OutputPathError
+        Its directory is not writable.
     """
-    if not os.path.lexists(target):
-        return
-    if not overwrite:
-        raise StoreExistsError(f"{target!r} already exists; pass overwrite=True (--overwrite) to replace it")
-    if not (is_zarr_node(target) or (os.path.isdir(target) and not os.listdir(target))):
-        raise StoreExistsError(
-            f"{target!r} exists and is not a Zarr store; dsketch will not delete it even with "
-            "overwrite=True — remove it yourself or choose another path"
-        )
+    return check_output(target, kind, overwrite=overwrite)
 
 
 def temp_sibling(target: str) -> str:
-    """A fresh temporary name next to ``target`` (created parents included)."""
+    """A fresh temporary name next to ``target``'s real path (created parents included)."""
+    target = os.path.realpath(target)
     parent = os.path.dirname(target)
     if parent:
         os.makedirs(parent, exist_ok=True)
     return f"{target}.partial-{uuid.uuid4().hex[:12]}"
 
 
-def discard(tmp: str) -> None:
-    """Remove a temporary store (no error when it is already gone)."""
-    shutil.rmtree(tmp, ignore_errors=True)
+def _wait_for_zarr_io(timeout: float) -> None:
+    """Wait until zarr's I/O loop has no task left (writes of a failed call keep running).
+
+    When one chunk write of ``array[...] = values`` fails, zarr raises at once while the
+    other writes of the call still run on its I/O thread and may recreate directories.
+    """
+    try:
+        from zarr.core import sync as zsync
+    except ImportError:  # pragma: no cover - another zarr layout
+        return
+    loop, thread = zsync.loop[0], zsync.iothread[0]
+    if loop is None or not loop.is_running() or threading.current_thread() is thread:
+        return
+
+    async def idle() -> None:
+        me = asyncio.current_task()
+        while True:
+            pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending, timeout=0.5)
+
+    future = asyncio.run_coroutine_threadsafe(idle(), loop)
+    try:
+        future.result(timeout)
+    except Exception:  # noqa: BLE001 - best effort: removal below repeats anyway
+        future.cancel()
 
 
-def publish(tmp: str, target: str, *, overwrite: bool) -> None:
+def discard(tmp: str, *, timeout: float = 30.0) -> None:
+    """Remove a temporary store once its writers have stopped (no error when it is gone).
+
+    Waits for zarr's in-flight writes, removes ``tmp``, and removes it again should a late
+    write have recreated it, until it stays gone (or ``timeout`` seconds pass).
+    """
+    deadline = time.monotonic() + timeout
+    _wait_for_zarr_io(timeout)
+    quiet = 0
+    while True:
+        if os.path.islink(tmp):
+            os.unlink(tmp)
+        elif os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            quiet = 0
+        else:
+            quiet += 1
+        if quiet >= 3 or time.monotonic() > deadline:
+            return
+        time.sleep(0.02 * quiet)
+
+
+def publish(tmp: str, target: str, *, overwrite: bool, kind: str | None = None) -> None:
     """Move the finished store ``tmp`` to ``target`` atomically.
 
     Parameters
@@ -102,17 +151,19 @@ def publish(tmp: str, target: str, *, overwrite: bool) -> None:
     tmp : str
         A complete store under a temporary sibling name.
     target : str
-        The final name. When it exists, ``overwrite`` must be True and it is replaced.
+        The final name. When it exists, ``overwrite`` must be True and it must be of
+        ``kind`` (see :func:`check_target`); a symlink is kept and its target replaced.
     overwrite : bool
+    kind : str, optional
     """
-    check_target(target, overwrite)
+    target = check_target(target, overwrite, kind)
     if not os.path.lexists(target):
         if _renameat2(tmp, target, _RENAME_NOREPLACE):
             return
         os.rename(tmp, target)  # pragma: no cover - non-Linux fallback
         return
     if _renameat2(tmp, target, _RENAME_EXCHANGE):
-        discard(tmp)  # tmp now holds the old store
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old store (no writers)
         return
     old = f"{target}.old-{uuid.uuid4().hex[:12]}"  # pragma: no cover - non-Linux fallback
     os.rename(target, old)  # pragma: no cover
@@ -121,4 +172,4 @@ def publish(tmp: str, target: str, *, overwrite: bool) -> None:
     except BaseException:  # pragma: no cover
         os.rename(old, target)
         raise
-    discard(old)  # pragma: no cover
+    shutil.rmtree(old, ignore_errors=True)  # pragma: no cover

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import zarr
 
 from dsketch.errors import ChunkLayoutError, EmptyProblemError, ShapeMismatchError
-from dsketch.store import _atomic
+from dsketch.store import _atomic, outputs
 from dsketch.store.blocks import clear_cache
 from dsketch.store.problem import open_problem
 from dsketch.store.spec import (
@@ -182,7 +182,8 @@ class ProblemBuilder:
         attrs : dict, optional
             JSON-serialisable group attributes.
         overwrite : bool
-            Replace an existing store at ``path`` at commit time.
+            Replace an existing problem store at ``path`` at commit time (never another
+            kind of path; a symlink is kept and the store it names replaced).
         nnz_chunk : int
             Entries per chunk of CSR ``data`` / ``indices``.
         has_b : bool
@@ -194,7 +195,7 @@ class ProblemBuilder:
         ProblemBuilder
         """
         target = _atomic.absolute(path)
-        _atomic.check_target(target, overwrite)
+        _atomic.check_target(target, overwrite, outputs.PROBLEM)
         n, d = int(n_samples), int(n_features)
         if n < 1 or d < 1:
             raise EmptyProblemError(f"a problem needs at least one row and one column; got ({n}, {d})")
@@ -395,7 +396,7 @@ class ProblemBuilder:
         if attrs:
             zarr.open_group(self.tmp, mode="r+").attrs.update(json.loads(json.dumps(attrs)))
         spec = open_problem(self.tmp)
-        _atomic.publish(self.tmp, self.path, overwrite=self.overwrite)
+        _atomic.publish(self.tmp, self.path, overwrite=self.overwrite, kind=outputs.PROBLEM)
         clear_cache()
         return replace(spec, path=self.path)
 

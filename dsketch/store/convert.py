@@ -43,7 +43,7 @@ from dsketch.errors import (
     StoreFormatError,
     StoreNotFoundError,
 )
-from dsketch.store import _atomic
+from dsketch.store import _atomic, outputs
 from dsketch.store._anndata import anndata_source
 from dsketch.store.builder import ProblemBuilder, default_chunk_rows, write_problem
 from dsketch.store.describe import describe
@@ -411,9 +411,9 @@ def convert(
         for name, value in (("obs_column", obs_column), ("layer", layer)):
             if value is not None:
                 raise ValueError(f"{name}= applies only to AnnData sources, not fmt={fmt!r}")
-    if src == dst or dst.startswith(src + os.sep):
-        raise ValueError(f"out {dst!r} must not be the source itself or lie inside it")
-    _atomic.check_target(dst, overwrite)
+    inputs = {"the source": src, "target": target, "weights": weights}  # weights may be an obs column name
+    outputs.check_output(dst, outputs.PROBLEM, overwrite=overwrite,
+                         others={k: v for k, v in inputs.items() if v is not None and os.path.lexists(v)})
     opts = {
         "target": None if target is None else os.fspath(target),
         "weights": None if weights is None else os.fspath(weights),

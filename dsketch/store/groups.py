@@ -24,6 +24,7 @@ def write_group(
     attrs: dict[str, Any],
     *,
     overwrite: bool = False,
+    kind: str | None = None,
 ) -> None:
     """Write named numeric arrays and JSON attributes to a new Zarr group, atomically.
 
@@ -38,18 +39,22 @@ def write_group(
         JSON-serialisable attributes (NaN and infinities are kept).
     overwrite : bool
         Replace an existing group.
+    kind : str, optional
+        What the group is (:data:`~dsketch.store.outputs.RESULT`,
+        :data:`~dsketch.store.outputs.CHECKPOINT`): ``overwrite`` replaces only a group of
+        that kind. None: any Zarr group but a problem store.
 
     Raises
     ------
     StoreExistsError
-        ``path`` exists and ``overwrite`` is False.
+        ``path`` exists and ``overwrite`` is False, or it is not a group of ``kind``.
     DTypeError
         An array is not numeric.
     TypeError
         ``attrs`` is not JSON-serialisable.
     """
     target = _atomic.absolute(path)
-    _atomic.check_target(target, overwrite)
+    _atomic.check_target(target, overwrite, kind)
     try:
         attrs_clean = json.loads(json.dumps(attrs))
     except TypeError as exc:
@@ -70,7 +75,7 @@ def write_group(
                                dtype=arr.dtype)
             if arr.size:
                 z[...] = arr
-        _atomic.publish(tmp, target, overwrite=overwrite)
+        _atomic.publish(tmp, target, overwrite=overwrite, kind=kind)
     except BaseException:
         _atomic.discard(tmp)
         raise
