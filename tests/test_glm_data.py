@@ -288,3 +288,19 @@ def test_logistic_model_targets_checked_with_weights():
     model = LogisticModel()
     with pytest.raises(ValueError, match="targets in"):
         model.check_targets(np.column_stack([[0.0, 2.0], [1.0, 1.0], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("name", ["logistic", "poisson", "least-squares"])
+def test_canonical_link_identities(name):
+    """For a canonical link, l'(eta) = mu - y and l''(eta) = V(mu) (GLM theory), which ties
+    ``mean`` and ``variance`` (used by inference and predictions) to the fitted loss."""
+    model = dsketch.get_model(name)
+    eta = np.linspace(-3.0, 3.0, 13)
+    y = np.full(13, 0.0 if name == "logistic" else 2.0)
+    h = 1e-6
+    d1 = (model._loss(eta + h, y) - model._loss(eta - h, y)) / (2 * h)
+    k = 1e-4  # a second difference needs a wider step against rounding
+    d2 = (model._loss(eta + k, y) - 2 * model._loss(eta, y) + model._loss(eta - k, y)) / k**2
+    mu = model.mean(eta)
+    np.testing.assert_allclose(d1, mu - y, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(d2, model.variance(mu), rtol=1e-5, atol=1e-7)

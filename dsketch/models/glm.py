@@ -121,6 +121,19 @@ class _GLM(Model):
     def _d1_d2(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
         """First and second derivatives of the per-row loss in ``eta``."""
 
+    #: Whether the family's dispersion is fixed at 1 (binomial, Poisson); otherwise it is
+    #: estimated (Pearson's chi-squared over the residual degrees of freedom) for inference.
+    fixed_dispersion: ClassVar[bool] = True
+
+    @abstractmethod
+    def mean(self, eta: FloatArray) -> FloatArray:
+        """The mean ``mu = g^-1(eta)`` of the family for the linear predictor ``eta`` (offset
+        included): a probability for logistic, a rate for Poisson, ``eta`` for least squares."""
+
+    @abstractmethod
+    def variance(self, mu: FloatArray) -> FloatArray:
+        """The family's variance function ``V(mu)`` (``Var(y) = dispersion * V(mu) / s``)."""
+
     # -- binding to a store: sample weights and offsets ---------------------------------
     def bind(self, spec: Any) -> Model:
         """Check the store; return a model that reads its ``sample_weight`` and ``offset``
@@ -270,6 +283,15 @@ class LogisticRegression(_GLM):
         s = expit(eta)
         return s - b, s * (1.0 - s)
 
+    def mean(self, eta: FloatArray) -> FloatArray:
+        """``sigma(eta)``, the probability of label 1."""
+        out: FloatArray = expit(eta)
+        return out
+
+    def variance(self, mu: FloatArray) -> FloatArray:
+        """``mu (1 - mu)``."""
+        return mu * (1.0 - mu)
+
     def _intercept_start(self, total: dict[str, Any]) -> float:
         """``logit`` of the weighted mean label (clipped away from 0 and 1), less the mean offset."""
         p = min(max(total["sy"] / total["s"], 1e-10), 1.0 - 1e-10)
@@ -313,6 +335,16 @@ class PoissonRegression(_GLM):
     def _d1_d2(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
         e = np.exp(eta)
         return e - b, e
+
+    def mean(self, eta: FloatArray) -> FloatArray:
+        """``e^eta`` (``+inf`` beyond about 709, without warnings)."""
+        with np.errstate(over="ignore"):
+            out: FloatArray = np.exp(eta)
+        return out
+
+    def variance(self, mu: FloatArray) -> FloatArray:
+        """``mu``."""
+        return mu
 
     def _start_sums(self, y: FloatArray, s: FloatArray, o: FloatArray) -> dict[str, Any]:
         with np.errstate(over="ignore"):
@@ -363,6 +395,16 @@ class LeastSquares(_GLM):
 
     def _d1_d2(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
         return eta - b, np.ones_like(eta)
+
+    fixed_dispersion: ClassVar[bool] = False
+
+    def mean(self, eta: FloatArray) -> FloatArray:
+        """``eta`` (identity link)."""
+        return eta
+
+    def variance(self, mu: FloatArray) -> FloatArray:
+        """``1``."""
+        return np.ones_like(mu)
 
     def sample_targets(
         self, eta: FloatArray, scalars: Scalars, rng: np.random.Generator, *, noise: float
