@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ def _setup_logging(quiet: bool) -> None:
 
         dist = logging.getLogger("distributed")
         dist.setLevel(logging.CRITICAL)
+        # futures still pending when an interrupted command closes its client
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         for h in dist.handlers:  # child loggers (distributed.client, ...) have levels of their own
             h.setLevel(logging.CRITICAL)
 
@@ -305,10 +308,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(result.history_table())
         print(f"{result.message} steps={result.nit} time={result.wall_time:.2f}s loss={result.fun:.6e} -> {args.out}")
         return 0
+    if args.fit_intercept and args.model == "ggn-score":
+        raise ValueError("--fit-intercept is for the GLMs; ggn-score's network has its own biases")
     checkpoint = args.out.rstrip("/") + ".checkpoint"
+    args.checkpoint_path = checkpoint  # named by main() when the fit is interrupted
     _check_fit_outputs(args, checkpoint, args.plot)
     if args.resume and not os.path.exists(checkpoint):
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
+    if not args.resume and os.path.exists(checkpoint) and not args.overwrite:
+        raise FileExistsError(
+            f"an interrupted fit left the checkpoint {checkpoint!r}: add --resume to continue it, or "
+            "--overwrite to start afresh (the checkpoint is then replaced)"
+        )
     if args.resume:
         print(f"resuming from {checkpoint}")
     result = fit(
@@ -395,14 +406,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _connection_config(args):
             return COMMANDS[args.command](args)
-    except (DSketchError, ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+    except BrokenPipeError:
+        # the reader went away (`dsketch info STORE | head`): nothing more to say to it
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"dsketch {args.command}: error: output closed early (broken pipe)", file=sys.stderr)
+        return 2
+    except (DSketchError, ValueError, TypeError, OSError, MemoryError) as exc:
         if os.environ.get("DSKETCH_DEBUG"):
             raise
-        print(f"dsketch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dsketch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dsketch {args.command}: interrupted", file=sys.stderr)
+        ckpt = getattr(args, "checkpoint_path", None)
+        hint = ""
+        if ckpt and os.path.exists(ckpt):
+            hint = f"; the last finished iteration is in {ckpt}: rerun the same command with --resume to continue"
+        print(f"dsketch {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line (a system error's text names its errno; a MemoryError says
+    that memory ran out)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError):
+        return f"out of memory: {text or 'an allocation failed'}"
+    return text or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ import logging
 import math
 import os
 import platform
+import signal
+import socket
+import ssl
+import struct
+import time
 from collections.abc import Iterator
 
 import dask.config
@@ -84,6 +89,45 @@ class AllocatorTuning(WorkerPlugin):
         tune_allocator()
 
 
+class DriverHandlesInterrupt(WorkerPlugin):
+    """Worker plugin of dsketch's embedded clusters: the worker processes ignore SIGINT.
+
+    Ctrl-C in a terminal reaches every process of the foreground group: without this, each
+    worker process of an embedded cluster printed its own ``KeyboardInterrupt`` traceback
+    (dozens of lines) while the driver was already stopping them. The driver catches the
+    interrupt, closes the cluster and says where to resume.
+
+    Unless ``DSKETCH_DEBUG`` is set, the workers also stop logging task failures and
+    cancellations (``distributed.worker`` below CRITICAL; its memory warnings stay): the
+    driver reports a failed task as one line of its own."""
+
+    name = "dsketch-driver-handles-interrupt"
+
+    def setup(self, worker: object) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not os.environ.get("DSKETCH_DEBUG"):
+            for name in ("distributed.worker", "distributed.worker.state_machine"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            logging.getLogger("distributed.worker.memory").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _sigint_ignored_in_children() -> Iterator[None]:
+    """Worker processes spawned in this block start with SIGINT ignored (a disposition that
+    survives exec; Python then installs no KeyboardInterrupt handler), which covers the
+    moments before :class:`DriverHandlesInterrupt` runs."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def start_local_cluster(
     *,
     n_workers: int = 2,
@@ -100,16 +144,17 @@ def start_local_cluster(
     given, must hold scheduler, worker and client certificates (e.g.
     :meth:`distributed.Security.temporary`); the cluster then speaks ``tls://``.
     """
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        memory_limit=memory_limit,
-        security=security,
-        plugins={AllocatorTuning()},
-    )
+    with _sigint_ignored_in_children():
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit=memory_limit,
+            security=security,
+            plugins={AllocatorTuning(), DriverHandlesInterrupt()},
+        )
     return cluster
 
 
@@ -213,6 +258,137 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+#: Largest first message (bytes) a Dask scheduler's handshake plausibly has.
+HANDSHAKE_MAX_BYTES = 1 << 20
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    rest = address.split("://", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def probe_scheduler(address: str, timeout: float) -> None:
+    """Check within ``timeout`` seconds that ``address`` speaks Dask's protocol.
+
+    A Dask scheduler writes its handshake as soon as it accepts a connection, and
+    ``distributed.Client`` waits for it without a time limit: a port that accepts and stays
+    silent would hang the client for ever, and a service of another kind answers with bytes
+    that Dask reads as a frame length of exabytes. This opens one connection (TLS without
+    verifying anything for ``tls://``: only whether something answers), reads the first
+    frame header, and raises :class:`ClusterConnectionError` in one line when nothing
+    comes, or what comes is not a Dask frame header. Addresses other than ``tcp://`` and
+    ``tls://`` (``inproc://``, ``ucx://``) are not probed.
+    """
+    scheme = _scheme(address)
+    where = _host_port(address)
+    if scheme not in ("tcp", "tls") or where is None:
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection(where, timeout=timeout)
+    except OSError:
+        return  # unreachable: the client's own connect reports it, with its retries
+    try:
+        if scheme == "tls":
+            sock = _tls_wrap(sock, where[0])
+            if sock is None:
+                return  # a refused client certificate: the client reports it
+        header = _read_header(sock, min(deadline, time.monotonic() + QUIET_S))
+        if header is None and scheme == "tcp" and _speaks_tls(where, min(QUIET_S, timeout)):
+            raise ClusterConnectionError(
+                f"cannot connect to the Dask scheduler at {address}: the service speaks TLS; use "
+                f"tls://{where[0]}:{where[1]} with the cluster's certificates (--tls-ca-file, --tls-cert, --tls-key)"
+            )
+        if header is None:
+            header = _read_header(sock, deadline)
+        if header is None:
+            raise ClusterConnectionError(
+                f"the service at {address} accepted the connection but sent no Dask handshake within "
+                f"{timeout:g} s: is it a Dask scheduler? (--connect-timeout sets the limit)"
+            )
+        if not header:
+            return  # closed or reset: the client's connect reports it
+        (nbytes,) = struct.unpack("<Q", header)
+        if not 0 < nbytes <= HANDSHAKE_MAX_BYTES:
+            raise ClusterConnectionError(
+                f"the service at {address} does not speak Dask's protocol (its first bytes are "
+                f"{header!r}); give the address of a Dask scheduler (tcp://host:port, usually port 8786)"
+            )
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+#: Seconds a scheduler has to send its handshake before the probe also tries TLS on the port.
+QUIET_S = 2.0
+
+
+def _tls_wrap(sock: socket.socket, host: str) -> ssl.SSLSocket | None:
+    """``sock`` after a TLS handshake that verifies nothing (None if the handshake failed)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        return ctx.wrap_socket(sock, server_hostname=host)
+    except (ssl.SSLError, OSError):
+        return None
+
+
+def _read_header(sock: socket.socket, deadline: float) -> bytes | None:
+    """The first 8 bytes the peer sends before ``deadline``; ``b""`` when it closed or
+    reset the connection; None when it stayed silent."""
+    header = b""
+    while len(header) < 8:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(8 - len(header))
+        except (TimeoutError, socket.timeout):
+            return None
+        except OSError:  # reset, or a TLS alert (a client certificate the scheduler wants)
+            return b""
+        if not chunk:
+            return b""
+        header += chunk
+    return header
+
+
+def _speaks_tls(where: tuple[str, int], timeout: float) -> bool:
+    """Whether a TLS handshake with ``where`` gets an answer within ``timeout`` seconds."""
+    try:
+        raw = socket.create_connection(where, timeout=timeout)
+    except OSError:
+        return False
+    raw.settimeout(timeout)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with ctx.wrap_socket(raw, server_hostname=where[0]):
+            return True
+    except ssl.SSLError as exc:  # an alert is an answer in TLS (e.g. certificate required)
+        return "alert" in str(exc).lower() or "certificate" in str(exc).lower()
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            raw.close()
+
+
+def wait_for_workers(client: Client, address: str, timeout: float) -> None:
+    """Return once the scheduler has a worker, or raise :class:`ClusterConnectionError`
+    after ``timeout`` seconds saying that none joined."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterConnectionError(
+            f"the Dask scheduler at {address} has no workers ({timeout:g} s waited): start some with "
+            f"`dask worker {address}`, or leave out --scheduler for an embedded cluster"
+        ) from None
+
+
 def _open_client(address: str, security: Security, timeout: float) -> Client:
     try:
         return Client(address, security=security, timeout=timeout, set_as_default=False)
@@ -263,17 +439,26 @@ def connect(
     Raises
     ------
     ClusterConnectionError
-        The scheduler cannot be reached within ``timeout``, refuses the TLS credentials,
-        or needs credentials that are missing.
+        The scheduler cannot be reached within ``timeout``, does not answer as a Dask
+        scheduler (:func:`probe_scheduler`), has no worker within ``timeout``, refuses the
+        TLS credentials, or needs credentials that are missing.
     ValueError
-        ``timeout`` is not a positive number.
+        ``timeout`` is not a positive number, or ``n_workers`` < 1 for an embedded cluster.
     """
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
     wait = resolve_timeout(timeout)
     sec = security if security is not None else Security()
+    if not address and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):
+        raise ValueError(f"an embedded cluster needs at least one worker; got n_workers={n_workers!r} (--workers)")
     if address:
         check_security(address, sec)
+        probe_scheduler(address, wait)
         client = _open_client(address, sec, wait)
+        try:
+            wait_for_workers(client, address, wait)
+        except BaseException:
+            client.close()
+            raise
         link = dashboard_link(client)
         if link is None:
             link = "none: the scheduler runs without one"
