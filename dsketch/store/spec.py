@@ -68,7 +68,14 @@ class ProblemSpec:
     index_dtype : str or None
         dtype of the CSR column ``indices``; None when dense.
     attrs : str
-        The group's attributes as a JSON string (see :attr:`metadata`).
+        The group's attributes as a JSON string (see :attr:`metadata`), without the
+        content-version token.
+    fingerprint : str
+        The identity of the store's contents when it was opened: a hash of its metadata
+        documents, which include the random token every commit writes (for stores without
+        one, also the directory's identity). Every block read and every checkpoint checks
+        that the store at :attr:`path` still has it (``StoreChangedError`` otherwise); an
+        empty string (a spec built by hand) turns the check off.
     """
 
     path: str
@@ -84,6 +91,7 @@ class ProblemSpec:
     attrs: str = field(default="{}", repr=False)
     has_b: bool = True
     global_members: tuple[str, ...] = ()
+    fingerprint: str = field(default="", repr=False)
 
     @property
     def metadata(self) -> dict[str, Any]:
