@@ -17,7 +17,7 @@ from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
 from dsketch.solvers.baselines import GradientOnly
-from dsketch.solvers.checkpoint import check_settings, load_checkpoint
+from dsketch.solvers.checkpoint import FINGERPRINT_KEY, check_settings, load_checkpoint
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
@@ -217,6 +217,15 @@ def fit(
     Returns
     -------
     FitResult
+
+    Raises
+    ------
+    StoreChangedError
+        The store at the data's path is not the one the fit opened: it was replaced while
+        the fit ran (seen on the next block read; with ``persist=True``, whose blocks keep
+        the data loaded, at the next checkpoint or at the end of the fit), or, with
+        ``resume``, since the checkpoint was written (its settings record the store's
+        :attr:`~dsketch.store.ProblemSpec.fingerprint`).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
@@ -268,6 +277,7 @@ def fit(
         "sketch_size": size,
         "seed": seed,
         "data": spec.path,
+        FINGERPRINT_KEY: spec.fingerprint,
         "block_rows": (auto_block_rows(spec) if block_rows is None else block_rows) if bounds is None
         else [list(b) for b in bounds],
         **({"adaptive_sketch": True} if adaptive_sketch else {}),

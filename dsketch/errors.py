@@ -40,6 +40,11 @@ class InvalidIndicesError(StoreFormatError):
     """CSR column indices are unsorted within a row, or outside ``[0, n_features)``."""
 
 
+class StoreChangedError(DSketchError, RuntimeError):
+    """The store at a path is no longer the one a fit opened (it was replaced while the fit
+    ran, or since the checkpoint being resumed was written)."""
+
+
 class NonFiniteError(DSketchError, ValueError):
     """An array holds NaN or infinite values where finite numbers are required."""
 
@@ -76,6 +81,7 @@ __all__ = [
     "NonFiniteError",
     "NumericalWarning",
     "ShapeMismatchError",
+    "StoreChangedError",
     "StoreExistsError",
     "StoreFormatError",
     "StoreNotFoundError",

@@ -27,6 +27,7 @@ from dsketch.engine import tasks
 from dsketch.errors import ChunkLayoutError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import ProblemSpec
+from dsketch.store.blocks import check_unchanged
 
 logger = logging.getLogger("dsketch")
 
@@ -339,6 +340,18 @@ class Engine:
         """The cached predictor ``A x`` as one array (for tests and small problems)."""
         assert self.rows is not None
         return np.concatenate([r.eta for r in self.client.gather(self.rows)])
+
+    def check_store(self) -> None:
+        """Raise :class:`~dsketch.errors.StoreChangedError` when the store at the problem's
+        path is no longer the one the engine was given (driver side, one ``stat``).
+
+        Streamed passes check this in every block read already. With ``persist=True`` the
+        blocks in worker memory keep the data that were loaded, whatever happens to the
+        store; the solver calls this before each checkpoint and before returning a result,
+        so neither is ever reported for a store that was replaced meanwhile. A store that
+        was removed is not checked here (the data fitted are still the ones opened).
+        """
+        check_unchanged(self.problem, missing_ok=True)
 
     def close(self) -> None:
         """Release the futures this engine holds on the cluster."""

@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.errors import StoreFormatError
+from dsketch.errors import StoreChangedError, StoreFormatError
 from dsketch.solvers.result import HISTORY_COLUMNS
 from dsketch.store import outputs, read_group, write_group
 
 CHECKPOINT_ATTR = outputs.CHECKPOINT_ATTR
+#: Key of the fit settings holding the fingerprint of the store the fit reads.
+FINGERPRINT_KEY = "data_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,23 @@ def load_checkpoint(path: str) -> Checkpoint:
 
 
 def check_settings(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
-    """Refuse to resume a checkpoint written by a fit with other settings."""
+    """Refuse to resume a checkpoint written by a fit with other settings.
+
+    The settings' :data:`FINGERPRINT_KEY` is the identity of the store the fit read
+    (:attr:`~dsketch.store.ProblemSpec.fingerprint`): a store replaced at the same path since
+    the checkpoint was written raises :class:`~dsketch.errors.StoreChangedError`. Checkpoints
+    written before fingerprints were recorded (no such key) are compared on the rest only.
+    """
     current = json.loads(json.dumps(current, default=str))
-    diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    was, now = saved.get(FINGERPRINT_KEY), current.get(FINGERPRINT_KEY)
+    if was and now and was != now and saved.get("data") == current.get("data"):
+        raise StoreChangedError(
+            f"checkpoint {path!r} was written by a fit of the store {current.get('data')!r} as it "
+            f"was then (fingerprint {was}); the store at that path has been replaced since "
+            f"(fingerprint {now}), so the fit cannot be resumed on it — start the fit afresh "
+            "without resume"
+        )
+    diff = {k: (saved.get(k), v) for k, v in current.items() if k != FINGERPRINT_KEY and saved.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ValueError(

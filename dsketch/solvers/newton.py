@@ -390,6 +390,7 @@ class NewtonSolver:
               tau: float | None, t0: float) -> None:
         if self.checkpoint is None:
             return
+        self.engine.check_store()  # a checkpoint never names a store that was replaced
         save_checkpoint(self.checkpoint, Checkpoint(
             x=it.x, iteration=iteration, n_passes=self.engine.n_passes,
             seconds=time.perf_counter() - t0 + self._t_offset, g0=g0, prev_gnorm=prev_gnorm,
@@ -533,6 +534,9 @@ class NewtonSolver:
             assert g0 is not None
             self._save(it, iteration, g0, prev_gnorm, tau, t0)
             loss_flat = ftol > 0 and last_drop <= ftol * abs(new_loss)
+        # the result belongs to the store at the engine's path only if it is still the one
+        # opened (streamed passes check every read; persisted blocks would not notice)
+        self.engine.check_store()
         message = STATUS_MESSAGES[status]
         if status not in SUCCESS and status is not Status.CALLBACK_STOP:
             warnings.warn(message, ConvergenceWarning, stacklevel=3)

@@ -44,6 +44,18 @@ def listdir(path: str) -> list[str]:
     return [posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
 
 
+def read_bytes(path: str) -> bytes | None:
+    """The contents of the file at ``path``, or None when there is none."""
+    try:
+        if not is_url(path):
+            with open(path, "rb") as f:
+                return f.read()
+        fs, root = _fs(path)
+        return bytes(fs.cat_file(root))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
 def identity(path: str) -> tuple[Any, ...]:
     """What changes when the store at ``path`` is replaced (cache key of opened arrays).
 

@@ -3,7 +3,11 @@
 :func:`read_block` runs inside Dask worker processes once per block and pass. The opened
 Zarr arrays are cached per process, keyed on the store's path and the identity of its
 directory (inode and modification time), so a store replaced by an atomic overwrite is
-reopened rather than read through stale metadata.
+reopened rather than read through stale metadata. When that identity changes, the store's
+fingerprint is computed again and compared with the one the :class:`ProblemSpec` recorded
+when it was opened: a store replaced while a fit runs (another commit at the same path)
+raises :class:`~dsketch.errors.StoreChangedError` on the next block read instead of mixing
+the data of two stores.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from dsketch.errors import DSketchError, StoreFormatError, StoreNotFoundError
-from dsketch.store import _fs
+from dsketch.errors import DSketchError, StoreChangedError, StoreFormatError, StoreNotFoundError
+from dsketch.store import _fs, _identity
 from dsketch.store.spec import (
     GLOBAL_GROUP,
     Block,
@@ -58,21 +62,75 @@ def _open_arrays(path: str, sparse: bool, members: tuple[str, ...], ident: tuple
     )
 
 
-def arrays_for(spec: ProblemSpec) -> _Arrays:
-    """The cached opened arrays of ``spec``'s store in this process."""
+@functools.lru_cache(maxsize=32)
+def _fingerprint_at(path: str, nodes: tuple[str, ...], ident: tuple[object, ...]) -> str:
+    return _identity.fingerprint(path, nodes, ident)
+
+
+def _identity_of(spec: ProblemSpec) -> tuple[object, ...]:
     try:
-        ident = _fs.identity(spec.path)
+        return _fs.identity(spec.path)
     except FileNotFoundError:
         raise StoreNotFoundError(
             f"store {spec.path!r} no longer exists (it was opened earlier); reopen it with "
             "dsketch.store.open_problem"
         ) from None
+
+
+def _check_fingerprint(spec: ProblemSpec, ident: tuple[object, ...]) -> None:
+    if not spec.fingerprint:
+        return
+    try:
+        now = _fingerprint_at(spec.path, _identity.spec_nodes(spec), ident)
+    except FileNotFoundError:
+        now = "(none: the store is gone)"
+    if now != spec.fingerprint:
+        raise StoreChangedError(
+            f"store {spec.path!r} was replaced while in use (fingerprint {spec.fingerprint} when "
+            f"opened, {now} now): a fit cannot mix the data of two stores nor report a result for "
+            "the store now at that path — start the fit afresh on the new store"
+        )
+
+
+def check_unchanged(spec: ProblemSpec, *, missing_ok: bool = False) -> None:
+    """Raise :class:`StoreChangedError` when the store at ``spec.path`` is not the one opened.
+
+    Cheap: one ``stat`` of the store's directory (one metadata request for a URL); its
+    metadata are read again only when that identity changed since the last check in this
+    process. Nothing is checked for a spec without a fingerprint (built by hand).
+
+    Parameters
+    ----------
+    missing_ok : bool
+        Return quietly when nothing is at the path any more (a removed store is no other
+        data; the passes that need it raise :class:`StoreNotFoundError`).
+    """
+    if not spec.fingerprint:
+        return
+    try:
+        ident = _fs.identity(spec.path)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise StoreNotFoundError(f"store {spec.path!r} no longer exists (it was opened earlier)") from None
+    _check_fingerprint(spec, ident)
+
+
+def arrays_for(spec: ProblemSpec) -> _Arrays:
+    """The cached opened arrays of ``spec``'s store in this process.
+
+    Raises :class:`StoreChangedError` when the store at the path is no longer the one
+    ``spec`` was opened from (checked when the directory's identity changes).
+    """
+    ident = _identity_of(spec)
+    _check_fingerprint(spec, ident)
     return _open_arrays(spec.path, spec.sparse, spec.members, ident)
 
 
 def clear_cache() -> None:
     """Forget the arrays opened by :func:`read_block` in this process."""
     _open_arrays.cache_clear()
+    _fingerprint_at.cache_clear()
 
 
 #: Alignment (bytes) of every dense array a block hands to BLAS. BLAS kernels may sum in a
@@ -215,6 +273,8 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
         When the rows read are corrupt (the message names the member and the global row).
     StoreNotFoundError
         When the store was removed after it was opened.
+    StoreChangedError
+        When another store was put at the path after it was opened.
 
     Notes
     -----
@@ -290,6 +350,8 @@ def read_global(spec: ProblemSpec, name: str) -> np.ndarray:
         When the array holds NaN or infinite values.
     StoreNotFoundError
         When the store was removed after it was opened.
+    StoreChangedError
+        When another store was put at the path after it was opened.
     """
     if name not in spec.global_members:
         raise ValueError(
@@ -298,6 +360,7 @@ def read_global(spec: ProblemSpec, name: str) -> np.ndarray:
         )
     if not _fs.exists(spec.path):
         raise StoreNotFoundError(f"store {spec.path!r} no longer exists (it was opened earlier)")
+    check_unchanged(spec)
     arr = zarr.open_group(spec.path, mode="r")[f"{GLOBAL_GROUP}/{name}"]
     values = np.asarray(read_slice(spec.path, arr, f"{GLOBAL_GROUP}/{name}", Ellipsis), dtype=np.float64)
     check_finite(f"store {spec.path!r}", f"{GLOBAL_GROUP}/{name}", values.reshape(1, -1), 0)

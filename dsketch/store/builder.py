@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 import zarr
 
 from dsketch.errors import ChunkLayoutError, EmptyProblemError, ShapeMismatchError
-from dsketch.store import _atomic, outputs
+from dsketch.store import _atomic, _identity, outputs
 from dsketch.store.blocks import clear_cache
 from dsketch.store.problem import open_problem
 from dsketch.store.spec import (
@@ -381,9 +382,10 @@ class ProblemBuilder:
     def commit(self, *, attrs: dict[str, Any] | None = None) -> ProblemSpec:
         """Finish the store and move it into place atomically.
 
-        Writes ``indptr[n_samples] = nnz`` (CSR), merges ``attrs`` into the group
-        attributes, validates the metadata (:func:`open_problem`) and renames the
-        temporary directory to :attr:`path`. On an error the temporary store is left for
+        Writes ``indptr[n_samples] = nnz`` (CSR), merges ``attrs`` and a new random
+        content-version token (the store's identity, see :attr:`ProblemSpec.fingerprint`)
+        into the group attributes, validates the metadata (:func:`open_problem`) and
+        renames the temporary directory to :attr:`path`. On an error the temporary store is left for
         :meth:`abort`.
 
         Returns
@@ -393,8 +395,10 @@ class ProblemBuilder:
         """
         if self.sparse:
             self._array("A/indptr")[self.n_samples] = self.nnz
-        if attrs:
-            zarr.open_group(self.tmp, mode="r+").attrs.update(json.loads(json.dumps(attrs)))
+        # a fresh content-version token per commit: a store rewritten at the same path, with
+        # the same shape, is told apart from the one a running fit or a checkpoint opened
+        token = {_identity.TOKEN_ATTR: uuid.uuid4().hex}
+        zarr.open_group(self.tmp, mode="r+").attrs.update({**json.loads(json.dumps(attrs or {})), **token})
         spec = open_problem(self.tmp)
         _atomic.publish(self.tmp, self.path, overwrite=self.overwrite, kind=outputs.PROBLEM)
         clear_cache()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +35,7 @@ from dsketch.errors import (
     StoreFormatError,
     StoreNotFoundError,
 )
-from dsketch.store import _fs
+from dsketch.store import _fs, _identity
 from dsketch.store._fs import absolute
 from dsketch.store.blocks import read_block, read_slice
 from dsketch.store.spec import (
@@ -272,6 +273,10 @@ def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "fu
 
     Notes
     -----
+    The returned spec records the store's :attr:`~ProblemSpec.fingerprint` (its metadata
+    and the content-version token of its last commit), which block reads and checkpoints
+    check against the store then at the path.
+
     Every array member other than ``A``, ``b`` and ``w`` is a row-aligned extra and must
     have ``n_samples`` rows; sub-groups other than ``A`` are ignored. Boolean values are
     accepted and read as 0/1. Members are listed from the directory (local stores only).
@@ -320,10 +325,14 @@ def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "fu
         members=tuple(members),
         a_chunk_rows=chunk_rows,
         index_dtype=index_dtype,
-        attrs=json.dumps(dict(g.attrs)),
+        attrs=json.dumps({k: v for k, v in g.attrs.items() if k != _identity.TOKEN_ATTR}),
         has_b=has_b,
         global_members=globals_,
     )
+    try:
+        spec = replace(spec, fingerprint=_identity.fingerprint(path, _identity.spec_nodes(spec)))
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"store {path!r} disappeared while it was being opened") from None
     if check == "full":
         _full_check(spec)
     return spec

@@ -69,11 +69,18 @@ class ProblemSpec:
     index_dtype : str or None
         dtype of the CSR column ``indices``; None when dense.
     attrs : str
-        The group's attributes as a JSON string (see :attr:`metadata`).
+        The group's attributes as a JSON string (see :attr:`metadata`), without the
+        content-version token.
     intercept : bool
         True for the view :meth:`with_intercept` returns: blocks are read with a column of
         ones appended (last), and ``n_features`` and ``nnz`` count it. The store itself has
         no such column.
+    fingerprint : str
+        The identity of the store's contents when it was opened: a hash of its metadata
+        documents, which include the random token every commit writes (for stores without
+        one, also the directory's identity). Every block read and every checkpoint checks
+        that the store at :attr:`path` still has it (``StoreChangedError`` otherwise); an
+        empty string (a spec built by hand) turns the check off.
     """
 
     path: str
@@ -89,6 +96,7 @@ class ProblemSpec:
     attrs: str = field(default="{}", repr=False)
     has_b: bool = True
     global_members: tuple[str, ...] = ()
+    fingerprint: str = field(default="", repr=False)
     intercept: bool = False
 
     def with_intercept(self) -> ProblemSpec:
