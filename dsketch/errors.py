@@ -49,6 +49,11 @@ class NonFiniteError(DSketchError, ValueError):
     """An array holds NaN or infinite values where finite numbers are required."""
 
 
+class NonFiniteCurvatureError(NonFiniteError):
+    """The curvature weights ``D`` of a model are not finite at some row: the model's loss
+    overflowed at the current point (the solver stops with ``Status.NUMERICAL_ERROR``)."""
+
+
 class DTypeError(DSketchError, TypeError):
     """An array has a non-numeric (or otherwise unsupported) dtype."""
 

@@ -219,14 +219,21 @@ def curvature(
     ``A_b^T U`` (d x k) and the sketch's partial result (keys prefixed ``sketch:``).
     """
     A = load(source).A
-    terms = model.row_terms(rows.eta, rows.b, rows.w, scalars)
-    out: dict[str, Any] = {
-        "loss": float(model.loss_terms(rows.eta, rows.b, rows.w, scalars)),
-        "grad": _rmatvec(A, terms.grad_weight),
-    }
-    if terms.lowrank is not None and terms.lowrank.shape[1] > 0:
-        out["AU"] = np.asarray(A.T @ terms.lowrank, dtype=np.float64)
-    for key, val in sketch.block(A, terms.diag, rows.r0, ctx).items():
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms = model.row_terms(rows.eta, rows.b, rows.w, scalars)
+        loss = float(model.loss_terms(rows.eta, rows.b, rows.w, scalars))
+    r, D, U = terms.grad_weight, terms.diag, terms.lowrank
+    if not (np.isfinite(loss) and np.all(np.isfinite(r)) and np.all(np.isfinite(D))
+            and (U is None or np.all(np.isfinite(U)))):
+        # the model overflowed here: the point is unusable. Report an infinite loss (the
+        # solver stops with a numerical error) without sums of infinities of both signs.
+        loss = np.inf
+        r, D = np.zeros_like(rows.eta), np.zeros_like(rows.eta)
+        U = None if U is None else np.zeros_like(U)
+    out: dict[str, Any] = {"loss": loss, "grad": _rmatvec(A, r)}
+    if U is not None and U.shape[1] > 0:
+        out["AU"] = np.asarray(A.T @ U, dtype=np.float64)
+    for key, val in sketch.block(A, D, rows.r0, ctx).items():
         out["sketch:" + key] = val
     return out
 

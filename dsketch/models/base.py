@@ -82,6 +82,10 @@ class Model(ABC):
     #: False when the Hessian jumps (ReLU kinks): the solver then also accepts convergence
     #: in loss value (``NewtonConfig.ftol``).
     smooth: ClassVar[bool] = True
+    #: True for a model whose infimum may lie at infinity (unpenalised logistic regression on
+    #: separable classes): the solver then checks whether the loss and the curvature both
+    #: vanished by the end and reports ``Status.DIVERGED`` instead of a convergence.
+    may_diverge: ClassVar[bool] = False
     #: True when the global scalars do not depend on ``eta`` (row-separable losses): a pass
     #: can then evaluate the curvature at a trial point without a reduction first, and the
     #: solver fuses the line search with the next iteration's curvature pass.

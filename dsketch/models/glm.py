@@ -275,6 +275,12 @@ class LogisticRegression(_GLM):
 
     name: ClassVar[str] = "logistic"
 
+    @property  # type: ignore[misc]
+    def may_diverge(self) -> bool:  # type: ignore[override]
+        """Separable classes have no optimum when a coefficient is unpenalised (all of them at
+        ``l2 = 0``; an intercept when every label is the same)."""
+        return self.l2 == 0.0 or self.n_unpenalized > 0
+
     def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
         out: FloatArray = np.logaddexp(0.0, eta) - b * eta
         return out

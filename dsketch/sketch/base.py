@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from dsketch.errors import DTypeError, NonFiniteError
+from dsketch.errors import DTypeError, NonFiniteCurvatureError
 from dsketch.sketch._sparse_gram import csr_weighted_gram
 
 Partial = dict[str, Any]
@@ -201,7 +201,10 @@ def check_weights(D_b: Any, n_rows: int, r0: int) -> np.ndarray:
         raise ValueError(f"D for rows [{r0}, {r0 + n_rows}) must have shape ({n_rows},); got {D.shape}")
     if not np.isfinite(D).all():
         bad = int(np.flatnonzero(~np.isfinite(D))[0]) + r0
-        raise NonFiniteError(f"D holds a non-finite value at global row {bad}; the weights must be finite")
+        raise NonFiniteCurvatureError(
+            f"the curvature weights D are not finite at global row {bad}: the model's loss overflows at "
+            "this point"
+        )
     return D
 
 

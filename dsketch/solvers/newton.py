@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dsketch.engine.core import Engine
-from dsketch.errors import ConvergenceWarning
+from dsketch.errors import ConvergenceWarning, NonFiniteCurvatureError
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
@@ -152,6 +152,26 @@ class _Iterate:
     drawn: SketchContext | None = None  # the context of a fused pass's sketch draw
 
 
+def _trace(H: np.ndarray | None) -> float:
+    return float(np.trace(H)) if isinstance(H, np.ndarray) and H.ndim == 2 else np.nan
+
+
+#: Fraction of its first value below which a diverging model's loss and curvature count as
+#: vanished (unpenalised logistic regression on separable classes: both go to zero).
+VANISHED = 1e-6
+
+
+def _vanished(model: Model, first: tuple[float, float], it: _Iterate) -> bool:
+    """Whether ``model`` (``may_diverge``) ended where its loss and the trace of its
+    curvature both fell below :data:`VANISHED` of their first values: the infimum is at
+    infinity, and the "converged" coefficients are only as large as the iterations made them."""
+    if not getattr(model, "may_diverge", False):
+        return False
+    loss0, trace0 = first
+    trace1 = _trace(it.hess)
+    return bool(loss0 > 0 and trace0 > 0 and it.loss <= VANISHED * loss0 and trace1 <= VANISHED * trace0)
+
+
 class NewtonSolver:
     """Approximate (sketched) Newton method with Armijo backtracking.
 
@@ -208,16 +228,27 @@ class NewtonSolver:
         )
 
     def update_gradient_hessian(self, it: _Iterate, iteration: int) -> None:
-        """Fused curvature pass; sets ``it.loss``, ``it.grad``, ``it.hess``."""
-        if self._resume_info is not None:  # redraw a fused pass's sketch as it was drawn
-            drawn, nxt_info = self._resume_info
-            self._resume_info = None
-            total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, drawn, pre_stages=False)
-            self._info = dict(nxt_info if nxt_info is not None else drawn.info)
-            it.drawn = drawn
-        else:
-            total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, self._context(iteration))
-            self._info = ctx.info
+        """Fused curvature pass; sets ``it.loss``, ``it.grad``, ``it.hess``.
+
+        Where the model overflows at ``it.x`` (an infinite loss, non-finite curvature
+        weights) the iterate gets an infinite loss and a NaN gradient, and :meth:`run` stops
+        with ``Status.NUMERICAL_ERROR``."""
+        try:
+            if self._resume_info is not None:  # redraw a fused pass's sketch as it was drawn
+                drawn, nxt_info = self._resume_info
+                self._resume_info = None
+                total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, drawn, pre_stages=False)
+                self._info = dict(nxt_info if nxt_info is not None else drawn.info)
+                it.drawn = drawn
+            else:
+                total, ctx = self.engine.curvature(self.model, self.sketch, it.scalars, self._context(iteration))
+                self._info = ctx.info
+        except NonFiniteCurvatureError:  # raised by a sketch's preliminary stage
+            total = {"loss": np.inf}
+        if not np.isfinite(float(total["loss"])):
+            d = it.x.size
+            it.loss, it.grad, it.hess, it.sketch_rows = float("inf"), np.full(d, np.nan), np.zeros((d, d)), 0
+            return
         self._assemble(it, total, ctx)
 
     def _assemble(self, it: _Iterate, total: dict[str, Any], ctx: SketchContext) -> Any:
@@ -441,6 +472,7 @@ class NewtonSolver:
         last_drop = np.inf
         loss_flat = False
         fused = cfg.fused and bool(getattr(self.model, "fixed_scalars", False))
+        first: tuple[float, float] | None = None  # loss and curvature trace at the start
         while True:
             if it.grad is None:
                 self.update_gradient_hessian(it, iteration)
@@ -469,8 +501,17 @@ class NewtonSolver:
                     self._record(it, iteration, np.nan, np.nan, t0)
                     status = Status.CALLBACK_STOP
                     break
-            # check_convergence
-            if gnorm <= cfg.tol * g0 or gnorm == 0.0:
+            if first is None:
+                first = (it.loss, _trace(it.hess))
+            # check_convergence: a small gradient relative to the first one is not enough
+            # from a far start (its norm can be 1e26 there); the Newton decrement, the
+            # quadratic model's predicted decrease, must be small against the loss too
+            if gnorm == 0.0:
+                self._record(it, iteration, np.nan, np.nan, t0)
+                status = Status.CONVERGED_GRADIENT
+                break
+            small_grad = gnorm <= cfg.tol * g0
+            if small_grad and cfg.direction == "gradient":
                 self._record(it, iteration, np.nan, np.nan, t0)
                 status = Status.CONVERGED_GRADIENT
                 break
@@ -478,7 +519,7 @@ class NewtonSolver:
                 self._record(it, iteration, np.nan, np.nan, t0)
                 status = Status.CONVERGED_LOSS
                 break
-            if iteration >= cfg.max_iter:
+            if iteration >= cfg.max_iter and not small_grad:
                 self._record(it, iteration, np.nan, np.nan, t0)
                 status = Status.MAX_ITER
                 break
@@ -496,6 +537,15 @@ class NewtonSolver:
                 p, _method = solve_newton_system(it.hess, it.grad, stacklevel=4)
                 gp = float(it.grad @ p)
                 dec = float(np.sqrt(max(-gp, 0.0)))
+            if small_grad:
+                if 0.5 * dec * dec <= cfg.tol * max(1.0, abs(it.loss)):
+                    self._record(it, iteration, dec, np.nan, t0)
+                    status = Status.CONVERGED_GRADIENT
+                    break
+                if iteration >= cfg.max_iter:
+                    self._record(it, iteration, dec, np.nan, t0)
+                    status = Status.MAX_ITER
+                    break
             # The loss cannot resolve a decrease below its rounding level; stop there once
             # the gradient has also stopped shrinking (one more step is cheap and usually
             # still divides the gradient, hence the error in x, by a large factor).
@@ -537,6 +587,8 @@ class NewtonSolver:
         # the result belongs to the store at the engine's path only if it is still the one
         # opened (streamed passes check every read; persisted blocks would not notice)
         self.engine.check_store()
+        if status in SUCCESS and first is not None and _vanished(self.model, first, it):
+            status = Status.DIVERGED
         message = STATUS_MESSAGES[status]
         if status not in SUCCESS and status is not Status.CALLBACK_STOP:
             warnings.warn(message, ConvergenceWarning, stacklevel=3)

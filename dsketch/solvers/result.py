@@ -34,10 +34,14 @@ class Status(enum.IntEnum):
     NUMERICAL_ERROR = 5
     COMPLETED = 6
     CONVERGED_LOSS = 7
+    DIVERGED = 8
 
 
 STATUS_MESSAGES = {
-    Status.CONVERGED_GRADIENT: "Converged: gradient norm below tol relative to its initial value.",
+    Status.CONVERGED_GRADIENT: (
+        "Converged: gradient norm below tol relative to its initial value, and the Newton "
+        "decrement below tol relative to the loss."
+    ),
     Status.CONVERGED_DECREMENT: (
         "Converged: the Newton decrement is at the rounding level of the loss; "
         "no further decrease can be measured."
@@ -50,6 +54,11 @@ STATUS_MESSAGES = {
     Status.CONVERGED_LOSS: (
         "Converged in loss value: the last step decreased the loss by less than ftol relative "
         "to it (the convergence notion of the non-smooth models)."
+    ),
+    Status.DIVERGED: (
+        "Stopped: no optimum. The loss went to zero with the curvature while the coefficients "
+        "grew: the classes are separable, and without a penalty the coefficients diverge; "
+        "fit with an L2 penalty (l2 > 0)."
     ),
 }
 
