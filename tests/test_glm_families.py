@@ -303,3 +303,18 @@ def test_worker_killed_mid_gamma_fit_gives_identical_result(tmp_path):
     assert disturbed.success and undisturbed.success
     np.testing.assert_array_equal(disturbed.x, undisturbed.x)
     np.testing.assert_array_equal(disturbed.history["sketch_rows"], undisturbed.history["sketch_rows"])
+
+
+@pytest.mark.parametrize("family", ["binomial", "normal", "poisson"])
+def test_generic_regressor_on_the_existing_families_equals_glum(family):
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((1500, 4))
+    eta = X @ np.array([0.5, -0.3, 0.2, 0.1]) + 0.3
+    y = {"binomial": (rng.random(1500) < 1.0 / (1.0 + np.exp(-eta))).astype(float),
+         "normal": eta + rng.standard_normal(1500), "poisson": rng.poisson(np.exp(eta)).astype(float)}[family]
+    sw = rng.uniform(0.0, 2.0, 1500)
+    ours = est.GeneralizedLinearRegressor(family=family, alpha=0.01, tol=1e-12).fit(X, y, sample_weight=sw)
+    g = glum.GeneralizedLinearRegressor(family=family, alpha=0.01, gradient_tol=1e-12).fit(X, y, sample_weight=sw)
+    print(family, _close(np.r_[ours.coef_, ours.intercept_], np.r_[g.coef_, g.intercept_]))
+    np.testing.assert_allclose(ours.predict(X), g.predict(X), rtol=1e-6)
+    assert ours.score(X, y, sample_weight=sw) == pytest.approx(g.score(X, y, sample_weight=sw), rel=1e-6)
