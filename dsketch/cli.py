@@ -151,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="softmax, resnet-softmax, softmax-relu (--param reading=A|B|C), two-layer "
                    "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, poisson, "
-                   "least-squares, or ggn-score (two-layer network; --param hidden=, activation=, "
+                   "least-squares, gamma, inverse-gaussian, tweedie (--param power=P: 0, 1, 1<P<2, 2, >2), "
+                   "negative-binomial (--param theta=, default 1), glm (--param family=normal|binomial|poisson|"
+                   "gamma|inverse.gaussian|tweedie|negative.binomial, link=identity|log|logit, power=, theta=), "
+                   "or ggn-score (two-layer network; --param hidden=, activation=, "
                    "target=, epochs=, batch_size=, tau=, mu=, nu=, alpha=, scale_hessian_by_tau=, "
                    "smoother=pseudo-huber|ostrovskii-bach; --sketch-size S: full-data GGN with S sampled rows)")
     p.add_argument("--data", required=True, metavar="STORE")

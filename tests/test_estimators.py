@@ -35,7 +35,9 @@ def _expected_failures(estimator):
     return {}
 
 
-@parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor()],
+@parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor(),
+                          est.GammaRegressor(), est.TweedieRegressor(), est.TweedieRegressor(power=1.5),
+                          est.GeneralizedLinearRegressor(), est.GeneralizedLinearRegressor(family="gamma")],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():

@@ -5,7 +5,9 @@ scikit-learn's parameters with scikit-learn's meanings (``C``, ``alpha``,
 ``fit_intercept``, ``tol``, ``max_iter``): with the same parameters they minimise the same
 objective, so at convergence they return the same coefficients as
 ``sklearn.linear_model.LogisticRegression`` (binary), ``PoissonRegressor`` and
-``LinearRegression``. The intercept is not penalised.
+``LinearRegression``. The intercept is not penalised. :class:`GammaRegressor` and
+:class:`TweedieRegressor` are scikit-learn's of those names; :class:`GeneralizedLinearRegressor`
+takes glum's ``family`` and ``link`` names (L2 penalty ``alpha`` only).
 
 ``fit(X, y)`` accepts a NumPy array, a scipy.sparse matrix, a dask array (written block by
 block, never gathered whole), or the path / URL of a problem store (``y`` omitted: the
@@ -36,6 +38,8 @@ from dsketch.estimators.glm import (
     LogisticRegression,
     PoissonRegressor,
 )
+from dsketch.estimators.glm_families import GammaRegressor, GeneralizedLinearRegressor, TweedieRegressor
 from dsketch.estimators.softmax import SoftmaxRegression
 
-__all__ = ["LinearRegression", "LogisticRegression", "PoissonRegressor", "SoftmaxRegression"]
+__all__ = ["GammaRegressor", "GeneralizedLinearRegressor", "LinearRegression", "LogisticRegression",
+           "PoissonRegressor", "SoftmaxRegression", "TweedieRegressor"]

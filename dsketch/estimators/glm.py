@@ -1,4 +1,5 @@
-"""scikit-learn's GLM estimators on the engine: logistic, Poisson and least squares."""
+"""scikit-learn's GLM estimators on the engine: logistic, Poisson and least squares (the
+other families are in :mod:`dsketch.estimators.glm_families`)."""
 
 from __future__ import annotations
 

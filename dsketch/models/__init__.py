@@ -1,7 +1,9 @@
 """Per-block model maths (pure NumPy/SciPy) and the model registry.
 
 Registry names (``dsketch fit --model NAME``): ``softmax``, ``exp``, ``cosh``, ``sinh``,
-``logistic``, ``poisson``, ``least-squares``, ``resnet-softmax``, ``softmax-relu``
+``logistic``, ``poisson``, ``least-squares``, ``gamma``, ``inverse-gaussian``, ``tweedie``
+(``power``), ``negative-binomial`` (``theta``), ``glm`` (glum's ``family`` and ``link``),
+``resnet-softmax``, ``softmax-relu``
 (``reading`` A, B or C) and ``two-layer``. Nothing in this package imports dask.
 """
 
@@ -15,6 +17,14 @@ from typing import Any
 from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
 from dsketch.models.exp_regression import ExpRegression
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
+from dsketch.models.glm_families import (
+    GammaRegression,
+    InverseGaussianRegression,
+    NegativeBinomialRegression,
+    TweedieRegression,
+    glm,
+    tweedie,
+)
 from dsketch.models.normalised import ResNetSoftmaxRegression, SoftmaxReluRegression
 from dsketch.models.paired import SoftmaxReluPaired, TwoLayerSoftmax
 from dsketch.models.softmax import SoftmaxRegression
@@ -42,6 +52,11 @@ MODELS: dict[str, Callable[..., Model]] = {
     "logistic": LogisticRegression,
     "poisson": PoissonRegression,
     "least-squares": LeastSquares,
+    "gamma": GammaRegression,
+    "inverse-gaussian": InverseGaussianRegression,
+    "tweedie": tweedie,
+    "negative-binomial": NegativeBinomialRegression,
+    "glm": glm,
     "resnet-softmax": ResNetSoftmaxRegression,
     "softmax-relu": softmax_relu,
     "two-layer": TwoLayerSoftmax,
@@ -56,7 +71,8 @@ def get_model(name: str, **params: Any) -> Model:
     name : str
         A key of :data:`MODELS`.
     **params
-        Constructor parameters (``l2`` for the GLMs; none for the others).
+        Constructor parameters (``l2`` for the GLMs, ``power`` for tweedie, ``theta`` for
+        negative-binomial, ``family`` / ``link`` for glm; none for the others).
 
     Returns
     -------
@@ -87,15 +103,19 @@ def get_model(name: str, **params: Any) -> Model:
 __all__ = [
     "MODELS",
     "ExpRegression",
+    "GammaRegression",
+    "InverseGaussianRegression",
     "LeastSquares",
     "LogisticRegression",
     "Model",
+    "NegativeBinomialRegression",
     "PoissonRegression",
     "ResNetSoftmaxRegression",
     "RowTerms",
     "SoftmaxRegression",
     "SoftmaxReluPaired",
     "SoftmaxReluRegression",
+    "TweedieRegression",
     "TwoLayerSoftmax",
     "get_model",
     "loss_gradient_hessian",

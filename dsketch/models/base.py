@@ -137,7 +137,7 @@ class Model(ABC):
         """
         raise ValueError(
             f"model {self.name!r} has no intercept (fit_intercept is for the GLMs: logistic, poisson, "
-            "least-squares); append a column of ones to A if you want one regardless"
+            "least-squares, gamma, tweedie, ...); append a column of ones to A if you want one regardless"
         )
 
     def check_unused(self, spec: Any) -> None:
@@ -165,7 +165,7 @@ class Model(ABC):
             raise StoreFormatError(
                 f"store {spec.path!r} has the row-aligned member(s) {unused}, which model {self.name!r} "
                 "does not support (sample weights and offsets are read by the GLMs: logistic, poisson, "
-                "least-squares); fit a GLM or rewrite the store without them"
+                "least-squares, gamma, tweedie, ...); fit a GLM or rewrite the store without them"
             )
 
     def global_loss(self, scalars: Scalars) -> float:
