@@ -310,3 +310,19 @@ def test_cli_fit_cov_type_and_summary(client, tmp_path):
     proc = _cli("fit", "--model", "softmax", "--data", store, "--out", str(tmp_path / "x.zarr"),
                 "--cov-type", "HC0", "--scheduler", addr)
     assert proc.returncode == 2 and "GLMs" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_estimator_fit_result_gives_the_same_table(client, tmp_path):
+    """The documented route for the estimators: fit_result_ and the store it was fitted to."""
+    from dsketch.estimators import PoissonRegressor
+
+    rng = np.random.default_rng(71)
+    X = rng.standard_normal((1500, 3))
+    y = rng.poisson(np.exp(X @ np.array([0.2, 0.1, -0.3]) + 0.1)).astype(float)
+    store = str(tmp_path / "counts.zarr")
+    dsketch.write_problem(store, X, y, chunk_rows=256)
+    est = PoissonRegressor(alpha=0.0, tol=1e-12, sketch="exact", client=client).fit(store)
+    inf = dsketch.covariance(est.fit_result_, store, cov_type="HC0", client=client)
+    ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), "HC0")
+    _close("estimator poisson HC0 bse", inf.bse, ref.bse)
+    assert "intercept" in est.fit_result_.summary()
