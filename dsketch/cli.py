@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
 from dsketch.errors import DSketchError
 
 logger = logging.getLogger("dsketch")
@@ -98,32 +99,6 @@ def _connection_config(args: argparse.Namespace) -> Any:
     return dask.config.set(config)
 
 
-def _add_inference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cov-type", default=None, metavar="TYPE",
-                   help="GLMs: standard errors after the fit, one more pass over A: nonrobust, HC0, HC1 or "
-                        "cluster (with --groups); the table is printed and stored in the result")
-    p.add_argument("--groups", default=None, metavar="MEMBER",
-                   help="row-aligned integer member of the store with the cluster ids (--cov-type cluster)")
-    p.add_argument("--alpha", type=float, default=0.05, help="confidence intervals of level 1 - ALPHA (default 0.05)")
-
-
-def _check_inference_args(args: argparse.Namespace, model: Any) -> None:
-    """Refuse a bad --cov-type / --groups / --model combination before any work starts."""
-    from dsketch.inference import check_cov_type, check_groups
-    from dsketch.models.glm import _GLM
-    from dsketch.store import open_problem
-
-    args.cov_type = check_cov_type(args.cov_type, args.groups)
-    if not 0.0 < args.alpha < 1.0:
-        raise ValueError(f"--alpha must be in (0, 1); got {args.alpha}")
-    if not isinstance(model, _GLM):
-        from dsketch.errors import InferenceError
-
-        raise InferenceError(f"--cov-type is for the GLMs (logistic, poisson, least-squares), not --model {args.model}")
-    if args.groups:
-        check_groups(open_problem(args.data), args.groups)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsketch",
@@ -207,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted fit from RESULT.checkpoint (written after every iteration)")
-    _add_inference_args(p)
+    add_inference_args(p)
     _add_cluster_args(p)
 
     p = sub.add_parser("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
@@ -216,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the store the model was fitted to (default: the one the result records)")
     p.add_argument("--block-rows", type=int, default=None, help="rows per streamed block")
     p.add_argument("--save", action="store_true", help="store the computed table in RESULT")
-    _add_inference_args(p)
+    add_inference_args(p)
     _add_cluster_args(p)
 
     p = sub.add_parser("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
@@ -331,7 +306,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         from dsketch.api import fit_network
 
         if args.cov_type is not None:
-            _check_inference_args(args, None)
+            check_inference_args(args, None)
         _check_fit_outputs(args, None, None)  # no checkpoint, no plot
         params = _parse_params(args.param)
         if args.sketch_size is not None:  # full-data sketched GGN-SCORE on the cluster
@@ -349,7 +324,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.cov_type is not None:
         from dsketch.models import get_model
 
-        _check_inference_args(args, get_model(args.model, **_parse_params(args.param)))
+        check_inference_args(args, get_model(args.model, **_parse_params(args.param)))
     if args.resume and not os.path.exists(checkpoint):
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
     if args.resume:
@@ -360,7 +335,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             from dsketch.engine.client import connect
 
             client = stack.enter_context(connect(args.scheduler, n_workers=args.workers))
-        result, failed = _fit_and_infer(args, fit, checkpoint, client)
+        result, failed = fit_and_infer(args, fit, _parse_params(args.param), checkpoint, client)
     save_result(result, args.out, overwrite=args.overwrite)
     if failed is not None:  # the fit is kept; the one-line error follows
         shutil.rmtree(checkpoint, ignore_errors=True)
@@ -377,60 +352,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     elif args.cov_type is not None:
         print(f"dsketch fit: no standard errors: the fit did not succeed ({result.message})", file=sys.stderr)
     return 0 if result.success else 1
-
-
-def _fit_and_infer(args: argparse.Namespace, fit: Any, checkpoint: str, client: Any) -> tuple[Any, Any]:
-    """The fit, with its inference when asked and the fit succeeded; and the inference's error."""
-    from dsketch.errors import InferenceError
-
-    result = fit(
-        args.data,
-        args.model,
-        model_params=_parse_params(args.param),
-        fit_intercept=args.fit_intercept,
-        sketch=args.sketch,
-        sketch_size=args.sketch_size,
-        solver=args.solver,
-        seed=args.seed,
-        tol=args.tol,
-        max_iter=args.max_iter,
-        ftol=args.ftol,
-        adaptive_sketch=args.adaptive_sketch,
-        fused=args.fused,
-        scheduler=args.scheduler,
-        n_workers=args.workers,
-        block_rows=args.block_rows,
-        persist=args.persist,
-        checkpoint=checkpoint,
-        resume=args.resume,
-        client=client,
-    )
-    if args.cov_type is not None and result.success:
-        from dsketch.inference import covariance
-
-        try:
-            covariance(result, args.data, cov_type=args.cov_type, groups=args.groups, alpha=args.alpha,
-                       client=client, block_rows=args.block_rows)
-        except InferenceError as exc:
-            return result, exc
-    return result, None
-
-
-def _cmd_summary(args: argparse.Namespace) -> int:
-    from dsketch.inference import check_cov_type, covariance
-    from dsketch.solvers.result import load_result, save_result
-
-    result = load_result(args.result)
-    if args.cov_type is None and args.groups is None and result.inference is not None and not args.save:
-        print(result.summary(args.alpha))
-        return 0
-    cov_type = check_cov_type(args.cov_type or "nonrobust", args.groups)
-    covariance(result, args.data, cov_type=cov_type, groups=args.groups, alpha=args.alpha,
-               scheduler=args.scheduler, n_workers=args.workers, block_rows=args.block_rows)
-    if args.save:
-        save_result(result, args.result, overwrite=True)
-    print(result.summary())
-    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -472,7 +393,7 @@ COMMANDS = {
     "convert": _cmd_convert,
     "info": _cmd_info,
     "fit": _cmd_fit,
-    "summary": _cmd_summary,
+    "summary": cmd_summary,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
 }
