@@ -210,15 +210,19 @@ class Inference:
 
 
 def _invert(H: np.ndarray) -> np.ndarray:
-    try:
-        Hi = np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        Hi = None
-    if Hi is None or not np.all(np.isfinite(Hi)) or np.linalg.cond(H) > 1e14:
+    """``H^-1`` through the unit-diagonal scaling of ``H`` (so that columns of very different
+    scales are not mistaken for collinear ones)."""
+    diag = np.diag(H)
+    C = None
+    if np.all(np.isfinite(H)) and np.all(diag > 0.0):
+        r = 1.0 / np.sqrt(diag)
+        C = H * np.outer(r, r)
+    if C is None or np.linalg.cond(C) > 1e12:
         raise InferenceError(
-            "the Hessian at the fitted coefficients is singular (collinear or constant columns, or a column "
-            "that duplicates the intercept); drop such columns or fit with l2 > 0"
+            "the Hessian at the fitted coefficients is singular (collinear or constant columns, a column "
+            "that duplicates the intercept, or an all-zero column); drop such columns or fit with l2 > 0"
         )
+    Hi = np.linalg.inv(C) * np.outer(r, r)
     return 0.5 * (Hi + Hi.T)
 
 
@@ -227,6 +231,11 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
     p, n = x.size, int(sums["n"])
     if n - p <= 0:
         raise InferenceError(f"{n} rows with positive weight for {p} coefficients: no residual degrees of freedom")
+    if not all(np.all(np.isfinite(sums[k])) for k in ("hess", "meat", "pearson")):
+        raise InferenceError(
+            "the likelihood's derivatives overflow at these coefficients (non-finite Hessian or scores); "
+            "check that the result belongs to this store"
+        )
     H = np.asarray(sums["hess"], dtype=np.float64) + float(sums["s"]) * np.diag(model.penalty(x)[2])
     Hi = _invert(H)
     scale = 1.0 if model.fixed_dispersion else float(sums["pearson"]) / (n - p)

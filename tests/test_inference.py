@@ -218,19 +218,40 @@ def test_weighted_least_squares_equals_var_weights(client, tmp_path, cov_type):
     _close(f"weighted least-squares {cov_type} cov_params", inf.cov_params, ref_cov)
 
 
-def test_weighted_poisson_nonrobust_equals_statsmodels(client, tmp_path):
+def test_weighted_poisson_with_offset_equals_statsmodels(client, tmp_path):
     """With a fixed dispersion the nonrobust covariance is the same for freq_weights and
-    var_weights (the weighted Fisher information); both are checked."""
+    var_weights (the weighted Fisher information); both are checked, and HC0 against
+    var_weights. The store's offsets are statsmodels' offset."""
     rng = np.random.default_rng(51)
     A, X = _design(rng, sparse=True)
     s = rng.integers(1, 4, N).astype(float)
-    y = rng.poisson(np.exp(X @ np.array([0.1, 0.2, -0.1, 0.3]))).astype(float)
-    spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=s, chunk_rows=CHUNK)
+    off = np.log(rng.uniform(0.5, 3.0, N))
+    y = rng.poisson(np.exp(X @ np.array([0.1, 0.2, -0.1, 0.3]) + off)).astype(float)
+    spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=s, offset=off, chunk_rows=CHUNK)
     res = _fit(spec, "poisson", client)
     inf = dsketch.covariance(res, spec, client=client, block_rows=BLOCK)
     for kind in ("var_weights", "freq_weights"):
-        ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), **{kind: s})
+        ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), offset=off, **{kind: s})
         _close(f"weighted poisson nonrobust ({kind}) bse", inf.bse, ref.bse)
+    hc0 = dsketch.covariance(res, spec, cov_type="HC0", client=client, block_rows=BLOCK)
+    ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), "HC0", offset=off, var_weights=s)
+    _close("weighted poisson HC0 (var_weights) cov_params", hc0.cov_params, ref.cov_params())
+
+
+def test_collinear_columns_are_refused_but_scales_are_not(client, tmp_path):
+    rng = np.random.default_rng(81)
+    X = rng.standard_normal((800, 3))
+    y = rng.poisson(np.exp(0.2 * X[:, 0])).astype(float)
+    wide = X * np.array([1e-4, 1.0, 1e5])  # very different scales, not collinear
+    spec = dsketch.write_problem(tmp_path / "w.zarr", wide, y)
+    res = _fit(spec, "poisson", client)
+    ref = _sm_glm(y, _with_const(wide), sm.families.Poisson())
+    _close("poisson wide-scale columns bse", dsketch.covariance(res, spec, client=client).bse, ref.bse, rtol=1e-5)
+    # a repeated column: H is singular at any coefficients (those of a fit to X are used)
+    res = _fit(dsketch.write_problem(tmp_path / "x.zarr", X, y), "poisson", client)
+    spec = dsketch.write_problem(tmp_path / "d.zarr", np.column_stack([X[:, :2], X[:, 0]]), y)
+    with pytest.raises(InferenceError, match="singular"):
+        dsketch.covariance(res, spec, client=client)
 
 
 # ------------------------------------------------------------------------------ errors
