@@ -9,6 +9,7 @@ from dsketch.api import fit, fit_network, initial_point
 from dsketch.engine.client import AllocatorTuning, connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
+from dsketch.inference import Inference, covariance
 from dsketch.models import get_model, loss_gradient_hessian
 from dsketch.sketch import make_sketch
 from dsketch.solvers.result import (
@@ -26,9 +27,11 @@ __all__ = [
     "AllocatorTuning",
     "Engine",
     "FitResult",
+    "Inference",
     "NewtonState",
     "Status",
     "connect",
+    "covariance",
     "fit",
     "fit_network",
     "get_model",

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
 from dsketch.errors import DSketchError
 
 logger = logging.getLogger("dsketch")
@@ -186,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted fit from RESULT.checkpoint (written after every iteration)")
+    add_inference_args(p)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
+    p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit'")
+    p.add_argument("--data", default=None, metavar="STORE",
+                   help="the store the model was fitted to (default: the one the result records)")
+    p.add_argument("--block-rows", type=int, default=None, help="rows per streamed block")
+    p.add_argument("--save", action="store_true", help="store the computed table in RESULT")
+    add_inference_args(p)
     _add_cluster_args(p)
 
     p = sub.add_parser("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
@@ -299,6 +310,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.model == "ggn-score":
         from dsketch.api import fit_network
 
+        if args.cov_type is not None:
+            check_inference_args(args, None)
         _check_fit_outputs(args, None, None)  # no checkpoint, no plot
         params = _parse_params(args.param)
         if args.sketch_size is not None:  # full-data sketched GGN-SCORE on the cluster
@@ -316,6 +329,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     checkpoint = args.out.rstrip("/") + ".checkpoint"
     args.checkpoint_path = checkpoint  # named by main() when the fit is interrupted
     _check_fit_outputs(args, checkpoint, args.plot)
+    if args.cov_type is not None:
+        from dsketch.models import get_model
+
+        check_inference_args(args, get_model(args.model, **_parse_params(args.param)))
     if args.resume and not os.path.exists(checkpoint):
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
     if not args.resume and os.path.exists(checkpoint) and not args.overwrite:
@@ -325,28 +342,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     if args.resume:
         print(f"resuming from {checkpoint}")
-    result = fit(
-        args.data,
-        args.model,
-        model_params=_parse_params(args.param),
-        fit_intercept=args.fit_intercept,
-        sketch=args.sketch,
-        sketch_size=args.sketch_size,
-        solver=args.solver,
-        seed=args.seed,
-        tol=args.tol,
-        max_iter=args.max_iter,
-        ftol=args.ftol,
-        adaptive_sketch=args.adaptive_sketch,
-        fused=args.fused,
-        scheduler=args.scheduler,
-        n_workers=args.workers,
-        block_rows=args.block_rows,
-        persist=args.persist,
-        checkpoint=checkpoint,
-        resume=args.resume,
-    )
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.cov_type is not None:  # one cluster for the fit and the inference pass
+            from dsketch.engine.client import connect
+
+            client = stack.enter_context(connect(args.scheduler, n_workers=args.workers))
+        result, failed = fit_and_infer(args, fit, _parse_params(args.param), checkpoint, client)
     save_result(result, args.out, overwrite=args.overwrite)
+    if failed is not None:  # the fit is kept; the one-line error follows
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        raise failed
     shutil.rmtree(checkpoint, ignore_errors=True)
     if args.plot:
         from dsketch.plot import plot_convergence
@@ -354,6 +360,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         plot_convergence({f"{args.model} / {args.sketch}": result}, args.plot, title=args.data)
     print(f"{result.message} nit={result.nit} passes={result.n_passes} "
           f"time={result.wall_time:.2f}s loss={result.fun:.15e} -> {args.out}")
+    if result.inference is not None:
+        print(result.summary())
+    elif args.cov_type is not None:
+        print(f"dsketch fit: no standard errors: the fit did not succeed ({result.message})", file=sys.stderr)
     return 0 if result.success else 1
 
 
@@ -396,6 +406,7 @@ COMMANDS = {
     "convert": _cmd_convert,
     "info": _cmd_info,
     "fit": _cmd_fit,
+    "summary": cmd_summary,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
 }

@@ -105,3 +105,12 @@ class OutputPathError(DSketchError, ValueError):
 
 
 __all__.append("OutputPathError")
+
+
+class InferenceError(DSketchError, ValueError):
+    """Standard errors cannot be computed as asked: an unknown covariance type, a missing or
+    non-integer groups member, a model without a likelihood (not a GLM), a fit that did not
+    succeed, or inference that was never computed."""
+
+
+__all__.append("InferenceError")

@@ -331,6 +331,15 @@ class Engine:
         self.n_passes += 1
         return np.asarray(self._tree(parts, tasks.sum_parts), dtype=np.float64)
 
+    def inference_sums(self, model: Model, x: np.ndarray, groups: str | None = None) -> dict[str, Any]:
+        """A GLM's covariance pieces at the coefficients ``x``, summed over the blocks (one
+        pass over A, independent of the cached predictor): see
+        :func:`dsketch.engine.tasks.inference_block`. ``groups`` must be among ``members``."""
+        xs = self._share(np.asarray(x, dtype=np.float64))
+        parts = [self._submit(tasks.inference_block, model, src, xs, groups) for src in self._sources]
+        self.n_passes += 1
+        return dict(self._tree(parts, tasks.merge_inference))
+
     def check_targets(self, model: Model) -> None:
         """Check every block's targets against the model's domain (no read of A)."""
         assert self.rows is not None

@@ -310,3 +310,52 @@ def hessvec(model: Model, source: Source | Block, rows: RowState, scalars: Scala
     A = load(source).A
     D = model.row_terms(rows.eta, rows.b, rows.w, scalars).diag
     return _rmatvec(A, D * _matvec(A, v))
+
+
+def inference_block(model: Model, source: Source | Block, x: FloatArray, groups: str | None) -> dict[str, Any]:
+    """One block's share of a GLM's covariance at the coefficients ``x`` (one read of A).
+
+    With ``g_i = s_i l'_i a_i`` (:meth:`~dsketch.models.glm._GLM.inference_rows`) it returns
+    the sum-form Hessian part ``"hess"`` ``= A_b^T diag(s l'') A_b``, the heteroscedasticity
+    meat ``"meat"`` ``= sum_i g_i g_i^T``, the Pearson sum ``"pearson"``, the rows that
+    count ``"n"`` and their weight ``"s"``; with ``groups`` (a row-aligned integer member)
+    also ``"group_ids"`` (sorted) and ``"group_scores"``, the sum of ``g_i`` over the
+    block's rows of each group (groups may continue in other blocks: see
+    :func:`merge_inference`).
+    """
+    from dsketch.models.glm import split_rows
+    from dsketch.sketch.base import weighted_gram
+
+    blk = load(source)
+    A = blk.A
+    data = np.asarray(model.row_data(blk), dtype=np.float64)
+    d1, d2, pearson, keep = model.inference_rows(_matvec(A, x), data)  # type: ignore[attr-defined]
+    s = split_rows(data)[1]
+    out: dict[str, Any] = {
+        "hess": weighted_gram(A, d2),
+        "meat": weighted_gram(A, d1 * d1),
+        "pearson": float(np.sum(pearson)),
+        "n": int(np.count_nonzero(keep)),
+        "s": float(keep.size) if s is None else float(np.sum(s)),
+    }
+    if groups is not None:
+        g = np.asarray(blk.extra[groups]).astype(np.int64)[keep]
+        rows = np.flatnonzero(keep)
+        ids, inv = np.unique(g, return_inverse=True)
+        indicator = sp.csr_matrix((d1[rows], (inv, rows)), shape=(ids.size, keep.size))
+        out["group_ids"] = ids
+        out["group_scores"] = np.asarray((indicator @ A).toarray() if sp.issparse(A) else indicator @ A,
+                                         dtype=np.float64).reshape(ids.size, A.shape[1])
+    return out
+
+
+def merge_inference(*parts: dict[str, Any]) -> dict[str, Any]:
+    """Add partials of :func:`inference_block`; per-group score sums are added by group id."""
+    out = sum_parts(*({k: v for k, v in p.items() if not k.startswith("group_")} for p in parts))
+    if "group_ids" in parts[0]:
+        ids_all = np.concatenate([p["group_ids"] for p in parts])
+        ids, inv = np.unique(ids_all, return_inverse=True)
+        scores = np.zeros((ids.size, parts[0]["group_scores"].shape[1]))
+        np.add.at(scores, inv, np.concatenate([p["group_scores"] for p in parts]))
+        out["group_ids"], out["group_scores"] = ids, scores
+    return out

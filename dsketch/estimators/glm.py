@@ -1,5 +1,20 @@
 """scikit-learn's GLM estimators on the engine: logistic, Poisson and least squares (the
-other families are in :mod:`dsketch.estimators.glm_families`)."""
+other families are in :mod:`dsketch.estimators.glm_families`).
+
+Standard errors: the estimators' ``fit_result_`` is a :class:`dsketch.FitResult` of a GLM,
+so :func:`dsketch.covariance` computes them from it and the store the model was fitted to.
+An estimator fitted to a store passes that store::
+
+    est = PoissonRegressor(alpha=0.0).fit("counts.zarr")
+    inf = dsketch.covariance(est.fit_result_, "counts.zarr", cov_type="HC1")
+    print(est.fit_result_.summary())
+
+An estimator fitted to in-memory arrays writes them to a temporary store it removes after
+the fit: write them once yourself (``dsketch.write_problem(path, X, y01,
+sample_weight=sw)``, with the logistic labels as 0/1, ``classes_[1]`` being 1) and fit and
+infer on that path. With ``alpha > 0`` (or finite ``C``) the covariance is that of the
+penalised fit (:mod:`dsketch.inference`).
+"""
 
 from __future__ import annotations
 

@@ -134,6 +134,29 @@ class _GLM(Model):
     def variance(self, mu: FloatArray) -> FloatArray:
         """The family's variance function ``V(mu)`` (``Var(y) = dispersion * V(mu) / s``)."""
 
+    def inference_rows(
+        self, eta: FloatArray, b: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
+        """Per-row pieces of the covariance at ``eta = A x`` (offset not yet added).
+
+        Returns ``(s l', s l'', s (y - mu)^2 / V(mu), s > 0)``: the score and curvature
+        weights of the sum-form objective ``sum_i s_i l_i`` (no division by ``S``), the
+        rows' Pearson terms (zero where ``V(mu) = 0``) and which rows count (a zero sample
+        weight drops its row).
+        """
+        y, s, o = split_rows(b)
+        e = eta if o is None else eta + o
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            d1, d2 = self._d1_d2(e, y)
+            mu = self.mean(e)
+            v = self.variance(mu)
+            pearson = np.where(v > 0.0, (y - mu) ** 2 / np.where(v > 0.0, v, 1.0), 0.0)
+            if s is None:
+                return d1, d2, pearson, np.ones(y.shape, dtype=bool)
+            keep = s > 0.0
+            return (np.where(keep, s * d1, 0.0), np.where(keep, s * d2, 0.0),
+                    np.where(keep, s * pearson, 0.0), keep)
+
     # -- binding to a store: sample weights and offsets ---------------------------------
     def bind(self, spec: Any) -> Model:
         """Check the store; return a model that reads its ``sample_weight`` and ``offset``

@@ -105,6 +105,9 @@ class FitResult:
         One column per entry of :data:`HISTORY_COLUMNS`, one row per recorded iterate.
     info : dict
         Model, solver and curvature settings, problem shape.
+    inference : dsketch.inference.Inference or None
+        Standard errors and tests of a GLM fit, when computed (:func:`dsketch.covariance`,
+        ``dsketch fit --cov-type``); :meth:`summary` prints them.
     """
 
     x: np.ndarray
@@ -118,6 +121,7 @@ class FitResult:
     grad_norm: float
     history: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    inference: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -125,6 +129,23 @@ class FitResult:
             f"fun={self.fun:.12g}, grad_norm={self.grad_norm:.3e}, n_passes={self.n_passes}, "
             f"wall_time={self.wall_time:.2f}s)"
         )
+
+    def summary(self, alpha: float | None = None) -> str:
+        """The coefficient table (coef, std err, z, P>|z|, interval) of :attr:`inference`.
+
+        Raises
+        ------
+        InferenceError
+            When no inference was computed for this result.
+        """
+        if self.inference is None:
+            from dsketch.errors import InferenceError
+
+            raise InferenceError(
+                "no standard errors were computed for this result: call dsketch.covariance(result, data, "
+                "cov_type=...) or fit with --cov-type (dsketch summary --result R --cov-type ... for a saved one)"
+            )
+        return str(self.inference.summary(alpha))
 
     def history_table(self) -> str:
         """The per-iteration history as a fixed-width text table."""
@@ -166,8 +187,11 @@ def save_result(result: FitResult, path: str, *, overwrite: bool = False) -> Non
     meta = {
         k: v
         for k, v in asdict(result).items()
-        if k not in ("x", "history")
+        if k not in ("x", "history", "inference")
     }
+    if result.inference is not None:
+        inf_arrays, meta["inference"] = result.inference.to_store()
+        arrays.update({f"inference__{k}": np.asarray(v, dtype=np.float64) for k, v in inf_arrays.items()})
     meta["status"] = result.status.name
     attrs = {"dsketch_result": json.loads(json.dumps(meta, default=_jsonable))}
     write_group(path, arrays, attrs, overwrite=overwrite, kind=outputs.RESULT)
@@ -197,6 +221,13 @@ def load_result(path: str) -> FitResult:
     history = {
         k.split("__", 1)[1]: np.asarray(v) for k, v in arrays.items() if k.startswith("history__")
     }
+    inference = None
+    if "inference" in meta:
+        from dsketch.inference import Inference
+
+        inference = Inference.from_store(
+            {k.split("__", 1)[1]: np.asarray(v) for k, v in arrays.items() if k.startswith("inference__")},
+            dict(meta["inference"]))
     return FitResult(
         x=np.asarray(arrays["x"]),
         fun=float(meta["fun"]),
@@ -209,4 +240,5 @@ def load_result(path: str) -> FitResult:
         grad_norm=float(meta["grad_norm"]),
         history=history,
         info=dict(meta.get("info", {})),
+        inference=inference,
     )

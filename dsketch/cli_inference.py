@@ -1,0 +1,90 @@
+"""The inference parts of the command line: ``fit --cov-type`` and ``summary``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cov-type", default=None, metavar="TYPE",
+                   help="GLMs: standard errors after the fit, one more pass over A: nonrobust, HC0, HC1 or "
+                        "cluster (with --groups); the table is printed and stored in the result")
+    p.add_argument("--groups", default=None, metavar="MEMBER",
+                   help="row-aligned integer member of the store with the cluster ids (--cov-type cluster)")
+    p.add_argument("--alpha", type=float, default=0.05, help="confidence intervals of level 1 - ALPHA (default 0.05)")
+
+
+def check_inference_args(args: argparse.Namespace, model: Any) -> None:
+    """Refuse a bad --cov-type / --groups / --model combination before any work starts."""
+    from dsketch.inference import check_cov_type, check_groups
+    from dsketch.models.glm import _GLM
+    from dsketch.store import open_problem
+
+    args.cov_type = check_cov_type(args.cov_type, args.groups)
+    if not 0.0 < args.alpha < 1.0:
+        raise ValueError(f"--alpha must be in (0, 1); got {args.alpha}")
+    if not isinstance(model, _GLM):
+        from dsketch.errors import InferenceError
+
+        raise InferenceError(f"--cov-type is for the GLMs (logistic, poisson, least-squares), not --model {args.model}")
+    if args.groups:
+        check_groups(open_problem(args.data), args.groups)
+
+
+def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], checkpoint: str,
+                  client: Any) -> tuple[Any, Any]:
+    """The fit, with its inference when asked and the fit succeeded; and the inference's error."""
+    from dsketch.errors import InferenceError
+
+    result = fit(
+        args.data,
+        args.model,
+        model_params=params,
+        fit_intercept=args.fit_intercept,
+        sketch=args.sketch,
+        sketch_size=args.sketch_size,
+        solver=args.solver,
+        seed=args.seed,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        ftol=args.ftol,
+        adaptive_sketch=args.adaptive_sketch,
+        fused=args.fused,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        block_rows=args.block_rows,
+        persist=args.persist,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        client=client,
+    )
+    if args.cov_type is not None and result.success:
+        from dsketch.inference import covariance
+
+        try:
+            covariance(result, args.data, cov_type=args.cov_type, groups=args.groups, alpha=args.alpha,
+                       client=client, block_rows=args.block_rows)
+        except InferenceError as exc:
+            return result, exc
+    return result, None
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """``dsketch summary``: the stored table, or one computed now (the stored type by default)."""
+    from dsketch.inference import check_cov_type, covariance
+    from dsketch.solvers.result import load_result, save_result
+
+    result = load_result(args.result)
+    if args.cov_type is None and args.groups is None and result.inference is not None and not args.save:
+        print(result.summary(args.alpha))
+        return 0
+    stored = result.inference
+    groups = args.groups if args.cov_type or stored is None else stored.groups
+    cov_type = check_cov_type(args.cov_type or (stored.cov_type if stored is not None else "nonrobust"), groups)
+    covariance(result, args.data, cov_type=cov_type, groups=groups, alpha=args.alpha,
+               scheduler=args.scheduler, n_workers=args.workers, block_rows=args.block_rows)
+    if args.save:
+        save_result(result, args.result, overwrite=True)
+    print(result.summary())
+    return 0

@@ -1,0 +1,348 @@
+"""Inference for the GLMs: covariance matrices, standard errors and a coefficient table.
+
+:func:`covariance` reads the store once more at the fitted coefficients (exactly, never a
+sketch; blocks are streamed, ``A`` is never held whole) and sums, over the rows ``i`` with a
+positive sample weight ``s_i``, with ``g_i = s_i l'(eta_i) a_i``:
+
+* the sum-form Hessian ``H = sum_i s_i l''(eta_i) a_i a_i^T + S l2 P`` (``S = sum_i s_i``,
+  ``P`` the diagonal 0/1 mask of the penalised coefficients): the Hessian of ``S L(x)``;
+* the meat ``B = sum_i g_i g_i^T``, or per cluster ``B = sum_c G_c G_c^T`` with
+  ``G_c = sum_{i in c} g_i``;
+* Pearson's statistic ``X2 = sum_i s_i (y_i - mu_i)^2 / V(mu_i)``.
+
+Covariance types (``n`` rows with a positive weight, ``p`` coefficients, intercept included):
+
+``"nonrobust"``
+    ``phi H^-1`` with ``phi = 1`` for the binomial and Poisson families and
+    ``phi = X2 / (n - p)`` otherwise (least squares).
+``"HC0"``
+    ``H^-1 B H^-1`` (Huber-White sandwich).
+``"HC1"``
+    ``HC0 * n / (n - p)``. statsmodels' GLM gives its HC0 for ``cov_type="HC1"`` (no
+    correction); this is the usual HC1 (statsmodels' OLS, Stata's ``robust``).
+``"cluster"``
+    ``c H^-1 B H^-1`` with ``B`` summed per cluster and ``c = G / (G - 1) * (n - 1) / (n - p)``
+    for ``G`` clusters: the CRV1 correction, statsmodels' default for ``cov_type="cluster"``.
+
+Sample weights are variance ("analytic") weights here, statsmodels' ``var_weights``: the
+weight multiplies each row's log-likelihood and score, the residual degrees of freedom are
+``n - p`` with ``n`` the rows (not the weights' sum), and the HC meat has ``s_i^2``. A row
+with weight zero is dropped (not counted in ``n`` nor in ``G``). This is not the meaning of
+``freq_weights`` (a weight of 2 as a row written twice), for which ``n`` would be ``S``.
+
+With an L2 penalty the matrices use the penalised Hessian: ``phi H^-1`` is then the
+inverse of the penalised observed information (the Bayesian posterior covariance of a
+Gaussian prior with precision ``S l2``), and the sandwich is that of the penalised
+estimating equation; neither accounts for the penalty's bias. Use ``l2=0`` for the classical
+(statsmodels) covariances. P-values and intervals use the normal distribution.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from dsketch.errors import InferenceError
+
+COV_TYPES = ("nonrobust", "HC0", "HC1", "cluster")
+INTERCEPT_NAME = "intercept"
+
+
+def check_cov_type(cov_type: str, groups: str | None = None) -> str:
+    """The canonical spelling of ``cov_type`` (case-insensitive); checks ``groups`` goes
+    with ``"cluster"`` and only with it.
+
+    Raises
+    ------
+    InferenceError
+        Unknown type, ``cluster`` without ``groups`` or ``groups`` with another type.
+    """
+    names = {c.lower(): c for c in COV_TYPES}
+    canon = names.get(str(cov_type).lower())
+    if canon is None:
+        raise InferenceError(f"unknown cov_type {cov_type!r}; valid: {', '.join(COV_TYPES)}")
+    if canon == "cluster" and not groups:
+        raise InferenceError("cov_type 'cluster' needs groups: the name of a row-aligned integer member of the store")
+    if canon != "cluster" and groups:
+        raise InferenceError(f"groups={groups!r} is only used with cov_type 'cluster'; got cov_type {canon!r}")
+    return canon
+
+
+def check_groups(spec: Any, groups: str) -> None:
+    """Raise :class:`InferenceError` unless ``groups`` is a 1-D integer row-aligned member."""
+    from dsketch.store.problem import open_group
+
+    if groups not in spec.members:
+        raise InferenceError(
+            f"groups member {groups!r} is not in store {spec.path!r} (row-aligned members: {list(spec.members)})"
+        )
+    arr = open_group(spec.path)[groups]
+    if np.dtype(arr.dtype).kind not in "iu" or len(arr.shape) != 1:
+        raise InferenceError(
+            f"groups member {groups!r} of {spec.path!r} must be a 1-D integer array of cluster ids; it has "
+            f"dtype {arr.dtype} and shape {tuple(arr.shape)}"
+        )
+
+
+def glm_for(result: Any) -> tuple[Any, bool]:
+    """The (unbound) GLM of a fit result and whether it was fitted with an intercept."""
+    from dsketch.models import get_model
+    from dsketch.models.glm import _GLM
+
+    info = dict(result.info)
+    name = info.get("model")
+    intercept = bool(info.get("fit_intercept", False))
+    try:
+        model = get_model(str(name), l2=info.get("l2", 0.0),
+                          n_unpenalized=int(info.get("n_unpenalized", 0)) - int(intercept))
+    except (ValueError, TypeError):
+        model = None
+    if not isinstance(model, _GLM):
+        raise InferenceError(
+            f"standard errors are available for the GLMs (logistic, poisson, least-squares); this result is "
+            f"of model {name!r}"
+        )
+    return model, intercept
+
+
+class Inference:
+    """Coefficients, their covariance and the tests built on it (normal distribution).
+
+    Attributes
+    ----------
+    params : ndarray of shape (p,)
+    cov_params : ndarray of shape (p, p)
+    cov_type : str
+    names : list of str
+        One per coefficient; ``"intercept"`` for the intercept.
+    nobs : int
+        Rows with a positive sample weight.
+    df_resid : int
+        ``nobs - p``.
+    scale : float
+        The dispersion ``phi`` of ``"nonrobust"`` (1 for binomial and Poisson).
+    n_groups : int or None
+        Clusters of ``"cluster"``.
+    alpha : float
+        Level of :meth:`conf_int` and :meth:`summary` by default.
+    """
+
+    def __init__(self, params: Any, cov_params: Any, cov_type: str, names: list[str], *, nobs: int,
+                 scale: float, n_groups: int | None = None, groups: str | None = None, model: str = "",
+                 alpha: float = 0.05) -> None:
+        self.params = np.asarray(params, dtype=np.float64)
+        self.cov_params = np.asarray(cov_params, dtype=np.float64)
+        self.cov_type = cov_type
+        self.names = [str(n) for n in names]
+        self.nobs = int(nobs)
+        self.df_resid = self.nobs - self.params.size
+        self.scale = float(scale)
+        self.n_groups = None if n_groups is None else int(n_groups)
+        self.groups = groups
+        self.model = model
+        self.alpha = float(alpha)
+
+    def __repr__(self) -> str:
+        return f"Inference(model={self.model!r}, cov_type={self.cov_type!r}, p={self.params.size}, nobs={self.nobs})"
+
+    @property
+    def bse(self) -> np.ndarray:
+        """Standard errors."""
+        return np.sqrt(np.diag(self.cov_params))
+
+    @property
+    def zvalues(self) -> np.ndarray:
+        """``params / bse``."""
+        return self.params / self.bse
+
+    tvalues = zvalues
+
+    @property
+    def pvalues(self) -> np.ndarray:
+        """Two-sided p-values of ``params == 0`` from the normal distribution."""
+        return 2.0 * stats.norm.sf(np.abs(self.zvalues))
+
+    def conf_int(self, alpha: float | None = None) -> np.ndarray:
+        """``(p, 2)`` normal confidence intervals of level ``1 - alpha``."""
+        a = self.alpha if alpha is None else float(alpha)
+        if not 0.0 < a < 1.0:
+            raise InferenceError(f"alpha must be in (0, 1); got {alpha!r}")
+        q = stats.norm.isf(a / 2.0)
+        return np.column_stack([self.params - q * self.bse, self.params + q * self.bse])
+
+    def summary(self, alpha: float | None = None) -> str:
+        """The coefficient table as text: coef, std err, z, P>|z| and the interval."""
+        a = self.alpha if alpha is None else float(alpha)
+        ci = self.conf_int(a)
+        lo, hi = f"[{a / 2:g}", f"{1 - a / 2:g}]"
+        width = max([len(n) for n in self.names] + [9])
+        head = [f"{self.model or 'GLM'} regression, covariance {self.cov_type}",
+                f"observations {self.nobs}, coefficients {self.params.size}, residual df {self.df_resid}"]
+        if self.cov_type == "nonrobust":
+            head.append(f"dispersion {self.scale:.6g}")
+        if self.n_groups is not None:
+            head.append(f"clusters {self.n_groups} (groups member {self.groups!r})")
+        cols = f"{'':<{width}}  {'coef':>11}  {'std err':>11}  {'z':>8}  {'P>|z|':>7}  {lo:>11}  {hi:>11}"
+        rule = "-" * len(cols)
+        lines = [*head, rule, cols, rule]
+        for j, name in enumerate(self.names):
+            lines.append(f"{name:<{width}}  {self.params[j]:>11.5g}  {self.bse[j]:>11.5g}  {self.zvalues[j]:>8.3f}  "
+                         f"{self.pvalues[j]:>7.3f}  {ci[j, 0]:>11.5g}  {ci[j, 1]:>11.5g}")
+        lines.append(rule)
+        return "\n".join(lines)
+
+    # -- persistence (inside a result store) ----------------------------------------
+    def to_store(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON attributes for :func:`dsketch.save_result`."""
+        attrs = {"cov_type": self.cov_type, "names": self.names, "nobs": self.nobs, "scale": self.scale,
+                 "n_groups": self.n_groups, "groups": self.groups, "model": self.model, "alpha": self.alpha}
+        return {"params": self.params, "cov_params": self.cov_params}, attrs
+
+    @classmethod
+    def from_store(cls, arrays: dict[str, Any], attrs: dict[str, Any]) -> Inference:
+        """The inverse of :meth:`to_store`."""
+        return cls(arrays["params"], arrays["cov_params"], attrs["cov_type"], list(attrs["names"]),
+                   nobs=attrs["nobs"], scale=attrs["scale"], n_groups=attrs.get("n_groups"),
+                   groups=attrs.get("groups"), model=attrs.get("model", ""), alpha=attrs.get("alpha", 0.05))
+
+
+def _invert(H: np.ndarray) -> np.ndarray:
+    """``H^-1`` through the unit-diagonal scaling of ``H`` (so that columns of very different
+    scales are not mistaken for collinear ones)."""
+    diag = np.diag(H)
+    C = None
+    if np.all(np.isfinite(H)) and np.all(diag > 0.0):
+        r = 1.0 / np.sqrt(diag)
+        C = H * np.outer(r, r)
+    if C is None or np.linalg.cond(C) > 1e12:
+        raise InferenceError(
+            "the Hessian at the fitted coefficients is singular (collinear or constant columns, a column "
+            "that duplicates the intercept, or an all-zero column); drop such columns or fit with l2 > 0"
+        )
+    Hi = np.linalg.inv(C) * np.outer(r, r)
+    return 0.5 * (Hi + Hi.T)
+
+
+def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str) -> tuple[np.ndarray, float, int | None]:
+    """``(covariance, dispersion, clusters)`` from the summed pieces of one inference pass."""
+    p, n = x.size, int(sums["n"])
+    if n - p <= 0:
+        raise InferenceError(f"{n} rows with positive weight for {p} coefficients: no residual degrees of freedom")
+    if not all(np.all(np.isfinite(sums[k])) for k in ("hess", "meat", "pearson")):
+        raise InferenceError(
+            "the likelihood's derivatives overflow at these coefficients (non-finite Hessian or scores); "
+            "check that the result belongs to this store"
+        )
+    H = np.asarray(sums["hess"], dtype=np.float64) + float(sums["s"]) * np.diag(model.penalty(x)[2])
+    Hi = _invert(H)
+    scale = 1.0 if model.fixed_dispersion else float(sums["pearson"]) / (n - p)
+    if cov_type == "nonrobust":
+        return scale * Hi, scale, None
+    if cov_type in ("HC0", "HC1"):
+        cov = Hi @ np.asarray(sums["meat"]) @ Hi
+        return (cov * n / (n - p) if cov_type == "HC1" else cov), scale, None
+    G = np.asarray(sums["group_scores"])
+    n_groups = G.shape[0]
+    if n_groups < 2:
+        raise InferenceError(f"cluster-robust covariance needs at least 2 clusters; the groups member has {n_groups}")
+    corr = n_groups / (n_groups - 1.0) * (n - 1.0) / (n - p)
+    return corr * (Hi @ (G.T @ G) @ Hi), scale, n_groups
+
+
+def covariance(
+    result: Any,
+    data: str | os.PathLike[str] | Any = None,
+    *,
+    cov_type: str = "nonrobust",
+    groups: str | None = None,
+    alpha: float = 0.05,
+    feature_names: list[str] | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    block_rows: int | None = None,
+    attach: bool = True,
+) -> Inference:
+    """Standard errors of a GLM fit: one exact, streamed pass over the store (module docstring).
+
+    Parameters
+    ----------
+    result : FitResult
+        A successful fit of ``logistic``, ``poisson`` or ``least-squares`` (with or without
+        ``fit_intercept``: the column of ones is appended again as the blocks are read).
+    data : str, path or ProblemSpec, optional
+        The store the model was fitted to (default: the path recorded in ``result.info``).
+    cov_type : {"nonrobust", "HC0", "HC1", "cluster"}
+    groups : str, optional
+        With ``"cluster"``: a row-aligned integer member of the store with each row's
+        cluster id (clusters may span row blocks).
+    alpha : float, default 0.05
+        Default level of the intervals.
+    feature_names : list of str, optional
+        Names of the store's columns (default ``x0, x1, ...``); the intercept is
+        ``"intercept"``.
+    client, scheduler, n_workers, block_rows
+        Cluster and row blocking, as in :func:`dsketch.fit` (blocks are always streamed).
+    attach : bool, default True
+        Also store the result on ``result.inference`` (kept by :func:`dsketch.save_result`;
+        ``result.summary()`` prints it).
+
+    Returns
+    -------
+    Inference
+
+    Raises
+    ------
+    InferenceError
+        Unknown ``cov_type``, a missing or non-integer ``groups`` member, a model that is not
+        a GLM, a fit that did not succeed, coefficients that do not match the store, or a
+        singular Hessian.
+    """
+    from dsketch.api import _client_for
+    from dsketch.engine.core import Engine
+    from dsketch.store import ProblemSpec, open_problem
+
+    cov_type = check_cov_type(cov_type, groups)
+    model, intercept = glm_for(result)
+    if not result.success:
+        raise InferenceError(
+            f"the fit did not succeed ({result.message}); standard errors at a point that is not the optimum "
+            "are meaningless: refit (more iterations, a looser tol) first"
+        )
+    if data is None:
+        data = result.info.get("data")
+        if data is None:
+            raise InferenceError("the result does not record its store: pass data=")
+    spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
+    model = model.bind(spec)
+    if groups is not None:
+        check_groups(spec, groups)
+    if intercept:
+        model, spec = model.with_intercept(), spec.with_intercept()
+    x = np.asarray(result.x, dtype=np.float64)
+    if x.shape != (spec.n_features,):
+        raise InferenceError(
+            f"the result has {x.size} coefficients but store {spec.path!r} gives {spec.n_features} "
+            f"(intercept {'included' if intercept else 'not fitted'}): pass the store the model was fitted to"
+        )
+    d = spec.stored_features
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
+    if len(names) != d:
+        raise InferenceError(f"feature_names has {len(names)} names for {d} columns")
+    names = names + [INTERCEPT_NAME] if intercept else names
+    members = (*model.row_members, *((groups,) if groups is not None else ()))
+    with _client_for(client, scheduler, n_workers) as c:
+        engine = Engine(spec, c, block_rows=block_rows, persist=False, members=members)
+        try:
+            sums = engine.inference_sums(model, x, groups)
+        finally:
+            engine.close()
+    cov, scale, n_groups = cov_from_sums(sums, model, x, cov_type)
+    inf = Inference(x, cov, cov_type, names, nobs=int(sums["n"]), scale=scale, n_groups=n_groups, groups=groups,
+                    model=model.name, alpha=alpha)
+    if attach:
+        result.inference = inf
+    return inf
