@@ -10,6 +10,7 @@ from dsketch.engine.client import AllocatorTuning, connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.models import get_model, loss_gradient_hessian
+from dsketch.predict import predict
 from dsketch.sketch import make_sketch
 from dsketch.solvers.result import (
     FitResult,
@@ -38,6 +39,7 @@ __all__ = [
     "make_problem",
     "make_sketch",
     "open_problem",
+    "predict",
     "save_result",
     "write_problem",
 ]

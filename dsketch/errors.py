@@ -94,3 +94,11 @@ class OutputPathError(DSketchError, ValueError):
 
 
 __all__.append("OutputPathError")
+
+
+class PredictionError(DSketchError, ValueError):
+    """A fitted result cannot predict for the given data: its model has no mean (not a GLM),
+    or the store's columns are not the fitted coefficients."""
+
+
+__all__.append("PredictionError")
