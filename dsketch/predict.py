@@ -179,7 +179,7 @@ def predict(
     target = None
     if out is not None:
         others = {"the data store": spec.path, "the result store": result_path}
-        target = outputs.check_output(out, outputs.PREDICTION, overwrite=overwrite, others=others, option="out")
+        target = outputs.check_output(out, outputs.PREDICTION, overwrite=overwrite, others=others, option="the output")
     chunk, bounds = _layout(spec, block_rows)
     read = spec.with_intercept() if fit_intercept else spec
     members = (OFFSET,) if OFFSET in spec.members else ()
