@@ -14,7 +14,7 @@ import dsketch
 from dsketch.cli import main
 
 
-@pytest.mark.parametrize("sub", [[], ["fit"], ["make-data"], ["convert"], ["info"], ["demo"], ["bench"]])
+@pytest.mark.parametrize("sub", [[], ["fit"], ["predict"], ["make-data"], ["convert"], ["info"], ["demo"], ["bench"]])
 def test_help(sub, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*sub, "--help"])
