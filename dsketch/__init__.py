@@ -11,6 +11,7 @@ from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.inference import Inference, covariance
 from dsketch.models import get_model, loss_gradient_hessian
+from dsketch.predict import predict
 from dsketch.sketch import make_sketch
 from dsketch.solvers.result import (
     FitResult,
@@ -41,6 +42,7 @@ __all__ = [
     "make_problem",
     "make_sketch",
     "open_problem",
+    "predict",
     "save_result",
     "write_problem",
 ]

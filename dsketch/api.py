@@ -317,7 +317,8 @@ def fit(
         "max_iter": max_iter,
         "data": spec.path,
         "n_samples": spec.n_samples,
-        "n_features": spec.n_features,
+        "n_features": spec.n_features,  # coefficients: the intercept column included
+        "n_features_in": spec.stored_features,  # columns of the store (what predict needs)
         "n_blocks": len(engine.bounds),
         "persist": persist,
         "fit_intercept": bool(fit_intercept),

@@ -1,4 +1,4 @@
-"""The ``dsketch`` command line: make-data, convert, info, fit, demo."""
+"""The ``dsketch`` command line: make-data, convert, info, fit, predict, demo."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="AnnData layer instead of X")
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("info", help="describe a problem store")
+    p = sub.add_parser("info", help="describe a problem store, a result store or a prediction store")
     p.add_argument("store")
     p.add_argument("--check", action="store_true", help="full validation: finite values, sorted in-range indices")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -197,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-rows", type=int, default=None, help="rows per streamed block")
     p.add_argument("--save", action="store_true", help="store the computed table in RESULT")
     add_inference_args(p)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("predict", help="a fitted GLM's linear predictor and mean for every row of a problem store")
+    p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit' (a GLM)")
+    p.add_argument("--data", required=True, metavar="STORE",
+                   help="problem store with the fitted columns (its 'offset' member is added when present)")
+    p.add_argument("--out", required=True, metavar="PRED",
+                   help="prediction store to write: row-aligned arrays 'eta' and 'mean'")
+    p.add_argument("--block-rows", type=int, default=None,
+                   help="rows per task, rounded up to whole row chunks of the store (default: from its shape)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction store at PRED")
     _add_cluster_args(p)
 
     p = sub.add_parser("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
@@ -275,11 +286,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from dsketch.store import open_problem
+    from dsketch.store import open_problem, outputs
     from dsketch.store.convert import describe
 
-    spec = open_problem(args.store, check="full" if args.check else "metadata")
-    desc = describe(spec)
+    kind = outputs.path_kind(args.store)
+    if kind == outputs.RESULT:
+        from dsketch.solvers.result import describe_result
+
+        desc = describe_result(args.store)
+    elif kind == outputs.PREDICTION:
+        from dsketch.predict import describe_prediction
+
+        desc = describe_prediction(args.store)
+    else:
+        desc = describe(open_problem(args.store, check="full" if args.check else "metadata"))
     if args.json:
         print(json.dumps(desc, indent=2, default=str))
         return 0
@@ -367,6 +387,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from dsketch.predict import predict
+
+    path = predict(args.result, args.data, args.out, scheduler=args.scheduler, n_workers=args.workers,
+                   block_rows=args.block_rows, overwrite=args.overwrite)
+    import zarr
+
+    rows = int(zarr.open_group(path, mode="r")["eta"].shape[0])
+    print(f"wrote {args.out}: eta and mean for {rows} rows of {args.data} from {args.result}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dsketch.demo import run_demo
 
@@ -407,6 +439,7 @@ COMMANDS = {
     "info": _cmd_info,
     "fit": _cmd_fit,
     "summary": cmd_summary,
+    "predict": _cmd_predict,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
 }

@@ -114,3 +114,11 @@ class InferenceError(DSketchError, ValueError):
 
 
 __all__.append("InferenceError")
+
+
+class PredictionError(DSketchError, ValueError):
+    """A fitted result cannot predict for the given data: its model has no mean (not a GLM),
+    or the store's columns are not the fitted coefficients."""
+
+
+__all__.append("PredictionError")

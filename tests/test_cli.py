@@ -14,7 +14,8 @@ import dsketch
 from dsketch.cli import main
 
 
-@pytest.mark.parametrize("sub", [[], ["fit"], ["make-data"], ["convert"], ["info"], ["demo"], ["bench"], ["summary"]])
+@pytest.mark.parametrize("sub", [[], ["fit"], ["predict"], ["make-data"], ["convert"], ["info"], ["demo"], ["bench"],
+                                 ["summary"]])
 def test_help(sub, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*sub, "--help"])

@@ -359,3 +359,33 @@ def merge_inference(*parts: dict[str, Any]) -> dict[str, Any]:
         np.add.at(scores, inv, np.concatenate([p["group_scores"] for p in parts]))
         out["group_ids"], out["group_scores"] = ids, scores
     return out
+
+
+def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) -> Any:
+    """A fitted GLM's predictions for one block: ``eta = A_b x (+ offset)`` (the intercept is
+    the column of ones of an intercept view of the store) and ``mean = model.mean(eta)``.
+
+    With ``out`` (the path of a Zarr group with row-aligned arrays ``eta`` and ``mean``,
+    chunked so that the block covers whole chunks) the rows are written there and the
+    block's row count is returned; otherwise the pair of arrays.
+    """
+    import zarr
+
+    blk = load(source)
+    eta = _matvec(blk.A, x)
+    offset = blk.extra.get("offset")
+    if offset is not None:
+        o = np.asarray(offset, dtype=np.float64)
+        if o.size != eta.size:
+            raise ValueError(
+                f"store {source.spec.path!r}: member 'offset' has shape {o.shape} for {eta.size} rows; an "
+                "offset needs one value a row"
+            )
+        eta = eta + o.reshape(eta.shape)
+    mean = np.asarray(model.mean(eta), dtype=np.float64)  # type: ignore[attr-defined]
+    if out is None:
+        return eta, mean
+    g = zarr.open_group(out, mode="r+")
+    g["eta"][source.r0 : source.r1] = eta
+    g["mean"][source.r0 : source.r1] = mean
+    return int(eta.size)

@@ -242,3 +242,28 @@ def load_result(path: str) -> FitResult:
         info=dict(meta.get("info", {})),
         inference=inference,
     )
+
+
+def describe_result(path: str) -> dict:
+    """Summarise a result store (for ``dsketch info``): the model, how the fit ended, the
+    coefficient count and whether the last coefficient is an intercept."""
+    import os
+
+    res = load_result(path)
+    info = res.info
+    return {
+        "path": os.path.abspath(path),
+        "kind": "result",
+        "model": info.get("model"),
+        "success": res.success,
+        "status": res.status.name,
+        "iterations": res.nit,
+        "passes": res.n_passes,
+        "loss": res.fun,
+        "grad_norm": res.grad_norm,
+        "coefficients": int(np.asarray(res.x).size),
+        "fit_intercept": bool(info.get("fit_intercept", False)),
+        "solver": info.get("solver"),
+        "sketch": info.get("sketch"),
+        "data": info.get("data"),
+    }

@@ -21,6 +21,7 @@ MISSING = "nothing"
 PROBLEM = "problem store"
 RESULT = "result store"
 CHECKPOINT = "checkpoint"
+PREDICTION = "prediction store"
 ZARR = "Zarr store"  # a Zarr store that is neither of the above (an AnnData store, a plain group, ...)
 EMPTY_DIR = "empty directory"
 DIRECTORY = "directory that is not a Zarr store"
@@ -28,9 +29,10 @@ FILE = "file"
 BROKEN_LINK = "broken symlink"
 SPECIAL = "special file"
 
-#: Group attributes that mark a dsketch result / checkpoint.
+#: Group attributes that mark a dsketch result / checkpoint / prediction store.
 RESULT_ATTR = "dsketch_result"
 CHECKPOINT_ATTR = "dsketch_checkpoint"
+PREDICTION_ATTR = "dsketch_prediction"
 
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -68,6 +70,8 @@ def path_kind(path: str | os.PathLike[str]) -> str:
                 return RESULT
             if CHECKPOINT_ATTR in attrs:
                 return CHECKPOINT
+            if PREDICTION_ATTR in attrs:
+                return PREDICTION
             if is_zarr_node(os.path.join(p, "A")):
                 return PROBLEM
             return ZARR
@@ -125,8 +129,9 @@ def check_output(
     path : str or path-like
         The output path given by the user (a symlink is followed to what it names).
     kind : str or None
-        :data:`PROBLEM`, :data:`RESULT`, :data:`CHECKPOINT` or :data:`FILE`: the only kind
-        of existing path that ``overwrite`` replaces (an empty directory too, for stores).
+        :data:`PROBLEM`, :data:`RESULT`, :data:`CHECKPOINT`, :data:`PREDICTION` or
+        :data:`FILE`: the only kind of existing path that ``overwrite`` replaces (an empty
+        directory too, for stores).
         None: a generic Zarr group, which replaces any Zarr store but a problem store.
     overwrite : bool
         Replace an existing output of the same kind.
@@ -174,7 +179,7 @@ def check_output(
             "remove the link or choose another path"
         )
     same = found == kind or (found == EMPTY_DIR and kind != FILE) or (
-        kind is None and found in (RESULT, CHECKPOINT, ZARR))
+        kind is None and found in (RESULT, CHECKPOINT, PREDICTION, ZARR))
     if not same:
         want = "Zarr group" if kind is None else kind
         raise StoreExistsError(
