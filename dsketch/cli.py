@@ -34,11 +34,11 @@ def _setup_logging(quiet: bool) -> None:
         import distributed  # noqa: F401 - its logging set-up runs on import; override it after
 
         dist = logging.getLogger("distributed")
-        dist.setLevel(logging.CRITICAL)
+        dist.setLevel(logging.CRITICAL + 1)  # its CRITICAL lines too: a closed comm at shutdown
         # futures still pending when an interrupted command closes its client
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         for h in dist.handlers:  # child loggers (distributed.client, ...) have levels of their own
-            h.setLevel(logging.CRITICAL)
+            h.setLevel(logging.CRITICAL + 1)
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:

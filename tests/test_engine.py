@@ -243,7 +243,9 @@ def test_embedded_cluster_workers_reuse_freed_memory(client1):
     with start_local_cluster(n_workers=1) as cluster, Client(cluster, set_as_default=False) as c:
         faults = c.submit(_page_faults_of_array_churn, pure=False).result()
         assert list(c.run(tune_allocator).values()) == [True]
-    assert faults < 100, faults  # one 2 MiB array is 512 pages: 20 rounds of fresh pages fault ~10,000
+    # one 2 MiB array is 512 pages: 20 rounds of fresh pages fault ~10,000; a few hundred were
+    # seen on a machine under memory pressure from other processes
+    assert faults < 1500, faults
     # the discriminating case: a plain LocalCluster's worker, under Dask's default environment
     if list(client1.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == ["65536"]:
         assert client1.submit(_page_faults_of_array_churn, pure=False).result() > 5000

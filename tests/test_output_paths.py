@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -276,3 +278,106 @@ def test_fit_out_check_accepts_only_a_new_path_or_a_result(tmp_path_factory, sta
         assert real == os.path.realpath(target)
     else:
         assert str(out) in msg and len(msg.splitlines()) == 1
+
+
+# ------------------------------------------------- every writing command, random path states
+KIND_STATES = ("missing", "problem", "result", "checkpoint", "prediction", "zarr", "empty-dir", "dir", "file",
+               "data")
+STATE_KIND = {"problem": outputs.PROBLEM, "result": outputs.RESULT, "checkpoint": outputs.CHECKPOINT,
+              "prediction": outputs.PREDICTION}
+
+
+def _make_state(root, state):
+    target = root / "parent" / "out.zarr"
+    if state == "problem":
+        _problem(target, n=20)
+    elif state in ("result", "checkpoint", "prediction"):
+        attr = {"result": outputs.RESULT_ATTR, "checkpoint": outputs.CHECKPOINT_ATTR,
+                "prediction": outputs.PREDICTION_ATTR}[state]
+        dsketch.store.write_group(target, {"x": np.ones(2)}, {attr: {}})
+    elif state == "zarr":
+        import zarr
+
+        zarr.open_group(str(target), mode="w").attrs["other"] = 1
+    elif state == "empty-dir":
+        target.mkdir()
+    elif state == "dir":
+        target.mkdir()
+        (target / "notes.txt").write_text("keep me")
+    elif state == "file":
+        target.write_text("keep me")
+    elif state == "data":
+        target = root / "data.zarr"
+    return target
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from([outputs.RESULT, outputs.PROBLEM, outputs.PREDICTION, outputs.CHECKPOINT]),
+       state=st.sampled_from(KIND_STATES), via_link=st.booleans(), overwrite=st.booleans())
+def test_every_output_kind_replaces_only_its_own_kind(tmp_path_factory, kind, state, via_link, overwrite):
+    """The rule shared by fit (result, checkpoint), convert / make-data (problem store) and
+    predict (prediction store): a new path is accepted; an existing one only with overwrite
+    and only when it is an output of the same kind (or an empty directory); never the
+    command's input, a plain file, a directory of other things or another kind of store."""
+    root = tmp_path_factory.mktemp("kinds")
+    data = _problem(root / "data.zarr", n=20)
+    (root / "parent").mkdir()
+    target = _make_state(root, state)
+    out = target
+    if via_link:
+        out = root / "link.zarr"
+        os.symlink(target, out)
+    before = sorted(os.listdir(target)) if os.path.isdir(target) else None
+    try:
+        real = outputs.check_output(out, kind, overwrite=overwrite, others={"--data": data})
+        accepted = True
+    except DSketchError as exc:
+        accepted, msg = False, str(exc)
+    if state == "missing":
+        expected = not via_link
+    elif state == "data":
+        expected = False
+    else:
+        expected = overwrite and (STATE_KIND.get(state) == kind or state == "empty-dir")
+    assert accepted == expected, (kind, state, via_link, overwrite)
+    if accepted:
+        assert real == os.path.realpath(target)
+    else:
+        assert len(msg.splitlines()) == 1
+    if before is not None:  # the check itself never changes what is there
+        assert sorted(os.listdir(target)) == before
+
+
+def _contents(target):
+    """Every file's bytes under ``target`` (or the file's own)."""
+    paths = glob.glob(str(target) + "/**", recursive=True) if os.path.isdir(target) else [str(target)]
+    return {p: Path(p).read_bytes() for p in paths if os.path.isfile(p)}
+
+
+@pytest.mark.parametrize("state", ["problem", "result", "dir", "file"])
+@pytest.mark.parametrize("command", ["convert", "make-data", "fit", "predict"])
+def test_every_writing_command_refuses_foreign_outputs_before_work(tmp_path, capsys, command, state):
+    """Each command that writes a store, pointed with --overwrite at something of another
+    kind, ends in one line with exit status 2 and leaves it as it was."""
+    data = _problem(tmp_path / "data.zarr", n=20)
+    (tmp_path / "parent").mkdir()
+    own = {"convert": "problem", "make-data": "problem", "fit": "result", "predict": "prediction"}[command]
+    if state == own:
+        state = "zarr"  # the command's own kind is replaceable: test another foreign kind
+    target = _make_state(tmp_path, state)
+    snapshot = _contents(target)
+    np.save(tmp_path / "A.npy", np.ones((20, 2)))
+    np.save(tmp_path / "b.npy", np.ones(20))
+    result = tmp_path / "fitted.zarr"
+    dsketch.store.write_group(result, {"x": np.ones(2)}, {outputs.RESULT_ATTR: {}})
+    argv = {
+        "convert": ["convert", str(tmp_path / "A.npy"), str(target), "--target", str(tmp_path / "b.npy")],
+        "make-data": ["make-data", str(target), "--model", "logistic", "--n-samples", "10", "--n-features", "2"],
+        "fit": ["fit", "--model", "logistic", "--data", data, "--out", str(target)],
+        "predict": ["predict", "--result", str(result), "--data", data, "--out", str(target)],
+    }[command]
+    assert main([*argv, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dsketch {command}: error:"), err
+    after = _contents(target)
+    assert after == snapshot
