@@ -109,13 +109,18 @@ def thread_count(spec: ProblemSpec, n_blocks: int) -> int:
 
 @contextlib.contextmanager
 def _client_for(client: Client | None, scheduler: str | None, n_workers: int,
-                spec: ProblemSpec | None = None, n_blocks: int = 1) -> Iterator[Any]:
+                spec: ProblemSpec | None = None, block_rows: int | None = None,
+                bounds: list[tuple[int, int]] | None = None) -> Iterator[Any]:
     """The client of a fit: ``client``; else for an in-memory problem the driver's threads
-    (unless ``scheduler`` names a cluster); else :func:`~dsketch.engine.client.connect`."""
+    (unless ``scheduler`` names a cluster; as many as :func:`thread_count` gives for the
+    engine's blocks, from ``block_rows`` or ``bounds``); else
+    :func:`~dsketch.engine.client.connect`."""
     if client is not None:
         yield client
         return
     if isinstance(spec, MemoryProblem) and scheduler is None:
+        rows = auto_block_rows(spec) if block_rows is None else max(int(block_rows), 1)
+        n_blocks = len(bounds) if bounds is not None else -(-spec.n_samples // rows)
         with ThreadClient(thread_count(spec, n_blocks)) as t:
             yield t
         return
@@ -341,9 +346,7 @@ def fit(
             raise StoreNotFoundError(f"no checkpoint at {ckpt_path!r} to resume from; start the fit afresh")
         saved = load_checkpoint(ckpt_path)
         check_settings(saved.settings, settings, ckpt_path)
-    n_blocks = (len(bounds) if bounds is not None else
-                -(-spec.n_samples // (auto_block_rows(spec) if block_rows is None else max(int(block_rows), 1))))
-    with _client_for(client, scheduler, n_workers, spec, n_blocks) as c:
+    with _client_for(client, scheduler, n_workers, spec, block_rows, bounds) as c:
         engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist,
                         members=mdl.row_members)
         try:
@@ -389,7 +392,7 @@ def initial_point(
     (softmax: the log-linear least-squares fit; one pass over A), or zeros."""
     spec = _problem(data)
     mdl = model if isinstance(model, Model) else get_model(model, **(model_params or {}))
-    with _client_for(client, scheduler, n_workers, spec, 1) as c:
+    with _client_for(client, scheduler, n_workers, spec, block_rows) as c:
         mdl = mdl.bind(spec)
         engine = Engine(spec, c, block_rows=block_rows, members=mdl.row_members)
         try:
