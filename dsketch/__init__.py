@@ -21,6 +21,7 @@ from dsketch.solvers.result import (
     save_result,
 )
 from dsketch.store import open_problem, write_problem
+from dsketch.store.memory import MemoryProblem, in_memory
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "Engine",
     "FitResult",
     "Inference",
+    "MemoryProblem",
     "NewtonState",
     "Status",
     "connect",
@@ -36,6 +38,7 @@ __all__ = [
     "fit",
     "fit_network",
     "get_model",
+    "in_memory",
     "initial_point",
     "load_result",
     "loss_gradient_hessian",

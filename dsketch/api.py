@@ -13,6 +13,7 @@ from distributed import Client
 
 from dsketch.engine.client import connect
 from dsketch.engine.core import Engine, auto_block_rows
+from dsketch.engine.threads import ThreadClient
 from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
@@ -21,6 +22,7 @@ from dsketch.solvers.checkpoint import FINGERPRINT_KEY, check_settings, load_che
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
+from dsketch.store.memory import MemoryProblem, in_memory
 
 logger = logging.getLogger("dsketch")
 
@@ -78,10 +80,49 @@ def default_sketch_size(kind: str, n_samples: int, n_features: int, *, adaptive:
     return int(max(1, min(size, n_samples)))
 
 
+#: Stored entries of ``A`` (the intercept column included) from which an in-memory fit
+#: runs its blocks on a pool of threads; below, every task runs inline on the calling
+#: thread (a block's work is then shorter than handing it to another thread).
+THREADS_MIN_NNZ = 2**20
+
+
+def _problem(data: Any) -> ProblemSpec:
+    """The problem of ``fit``'s ``data``: a spec (a store's or an in-memory one), an
+    ``(A, b)`` pair kept in memory, or a store path opened."""
+    if isinstance(data, ProblemSpec):
+        return data
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ValueError(f"in-memory data are a pair (A, b); got a tuple of {len(data)} items — for weights or "
+                             "offsets pass dsketch.in_memory(A, b, sample_weight=..., offset=...)")
+        return in_memory(*data)
+    return open_problem(os.fspath(data))
+
+
+def thread_count(spec: ProblemSpec, n_blocks: int) -> int:
+    """Threads of an in-memory fit: one (inline) for a single block or fewer than
+    :data:`THREADS_MIN_NNZ` stored entries, else up to one a block and a core."""
+    if n_blocks <= 1 or spec.nnz < THREADS_MIN_NNZ:
+        return 1
+    return int(max(1, min(n_blocks, os.cpu_count() or 1)))
+
+
 @contextlib.contextmanager
-def _client_for(client: Client | None, scheduler: str | None, n_workers: int) -> Iterator[Client]:
+def _client_for(client: Client | None, scheduler: str | None, n_workers: int,
+                spec: ProblemSpec | None = None, block_rows: int | None = None,
+                bounds: list[tuple[int, int]] | None = None) -> Iterator[Any]:
+    """The client of a fit: ``client``; else for an in-memory problem the driver's threads
+    (unless ``scheduler`` names a cluster; as many as :func:`thread_count` gives for the
+    engine's blocks, from ``block_rows`` or ``bounds``); else
+    :func:`~dsketch.engine.client.connect`."""
     if client is not None:
         yield client
+        return
+    if isinstance(spec, MemoryProblem) and scheduler is None:
+        rows = auto_block_rows(spec) if block_rows is None else max(int(block_rows), 1)
+        n_blocks = len(bounds) if bounds is not None else -(-spec.n_samples // rows)
+        with ThreadClient(thread_count(spec, n_blocks)) as t:
+            yield t
         return
     with connect(scheduler, n_workers=n_workers) as c:
         yield c
@@ -101,6 +142,8 @@ def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) 
 
     from dsketch.errors import ClusterConnectionError
 
+    if isinstance(client, ThreadClient):  # no cluster to lose
+        return
     lost = isinstance(exc, (concurrent.futures.CancelledError, asyncio.CancelledError, CommClosedError,
                             TimeoutError, OSError)) and not isinstance(exc, DSketchError)
     if not lost or client.status == "running" and not isinstance(exc, CommClosedError):
@@ -116,7 +159,7 @@ def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) 
 
 
 def fit(
-    data: str | os.PathLike[str] | ProblemSpec,
+    data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
     *,
     model_params: dict[str, Any] | None = None,
@@ -146,10 +189,16 @@ def fit(
 
     Parameters
     ----------
-    data : str, path or ProblemSpec
+    data : str, path, ProblemSpec, MemoryProblem or (A, b)
         A problem store (Zarr group with ``A``, ``b`` and optionally ``w``, or for the GLMs
         ``sample_weight`` and ``offset``: the fit uses every per-row member the store has,
-        and refuses one the model cannot use).
+        and refuses one the model cannot use), or a problem in the driver's memory: a pair
+        ``(A, b)`` (ndarray or scipy.sparse ``A``) or :func:`dsketch.in_memory` (which
+        also takes ``w``, ``sample_weight`` and ``offset``). An in-memory problem is not
+        copied to a store: its row blocks are views of the arrays where possible, and it
+        runs on threads of this process unless ``client`` or ``scheduler`` is given (then
+        its blocks are sent to that cluster). The result is the same bits as a fit of the
+        store :func:`dsketch.write_problem` would write from the same arrays.
     model : str or Model
         A registry name (``"softmax"``, ``"logistic"``, ...) or a model instance.
     model_params : dict, optional
@@ -198,8 +247,11 @@ def fit(
         a full Newton step costs one pass instead of two; leverage scores are then reused
         from the previous iterate. ``False``: the two-pass iteration. Other models ignore it.
     client : distributed.Client, optional
-        Run on this client. Otherwise ``scheduler`` / ``$DSKETCH_SCHEDULER`` is joined, or
-        an embedded local cluster with ``n_workers`` processes is started and stopped.
+        Run on this client. Otherwise an in-memory problem runs on threads of this process
+        (:class:`~dsketch.engine.threads.ThreadClient`; ``$DSKETCH_SCHEDULER`` is not
+        consulted for it), unless ``scheduler`` names a cluster; for a store,
+        ``scheduler`` / ``$DSKETCH_SCHEDULER`` is joined, or an embedded local cluster
+        with ``n_workers`` processes is started and stopped.
     block_rows, bounds, persist
         Row blocking and streaming policy of the :class:`~dsketch.engine.core.Engine`
         (``block_rows=None``: :func:`~dsketch.engine.core.auto_block_rows`).
@@ -229,7 +281,7 @@ def fit(
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
-    spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
+    spec = _problem(data)
     if isinstance(model, Model):
         if model_params:
             raise TypeError("model_params is only valid when model is given by name")
@@ -294,7 +346,7 @@ def fit(
             raise StoreNotFoundError(f"no checkpoint at {ckpt_path!r} to resume from; start the fit afresh")
         saved = load_checkpoint(ckpt_path)
         check_settings(saved.settings, settings, ckpt_path)
-    with _client_for(client, scheduler, n_workers) as c:
+    with _client_for(client, scheduler, n_workers, spec, block_rows, bounds) as c:
         engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist,
                         members=mdl.row_members)
         try:
@@ -327,7 +379,7 @@ def fit(
 
 
 def initial_point(
-    data: str | os.PathLike[str] | ProblemSpec,
+    data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
     *,
     model_params: dict[str, Any] | None = None,
@@ -338,9 +390,9 @@ def initial_point(
 ) -> np.ndarray:
     """The starting point ``fit(..., x0="auto")`` uses: the model's data-driven initialiser
     (softmax: the log-linear least-squares fit; one pass over A), or zeros."""
-    spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
+    spec = _problem(data)
     mdl = model if isinstance(model, Model) else get_model(model, **(model_params or {}))
-    with _client_for(client, scheduler, n_workers) as c:
+    with _client_for(client, scheduler, n_workers, spec, block_rows) as c:
         mdl = mdl.bind(spec)
         engine = Engine(spec, c, block_rows=block_rows, members=mdl.row_members)
         try:

@@ -334,7 +334,7 @@ def covariance(
         raise InferenceError(f"feature_names has {len(names)} names for {d} columns")
     names = names + [INTERCEPT_NAME] if intercept else names
     members = (*model.row_members, *((groups,) if groups is not None else ()))
-    with _client_for(client, scheduler, n_workers) as c:
+    with _client_for(client, scheduler, n_workers, spec, block_rows) as c:
         engine = Engine(spec, c, block_rows=block_rows, persist=False, members=members)
         try:
             sums = engine.inference_sums(model, x, groups)

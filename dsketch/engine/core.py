@@ -24,10 +24,12 @@ import numpy as np
 from distributed import Client, Future
 
 from dsketch.engine import tasks
+from dsketch.engine.threads import ThreadClient
 from dsketch.errors import ChunkLayoutError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import ProblemSpec
 from dsketch.store.blocks import check_unchanged
+from dsketch.store.memory import MemoryProblem
 
 logger = logging.getLogger("dsketch")
 
@@ -106,9 +108,11 @@ class Engine:
     Parameters
     ----------
     problem : ProblemSpec
-        An opened problem store (:func:`dsketch.store.open_problem`).
-    client : distributed.Client
-        The cluster to run on.
+        An opened problem store (:func:`dsketch.store.open_problem`), or an in-memory
+        problem (:func:`dsketch.store.memory.in_memory`).
+    client : distributed.Client or ThreadClient
+        The cluster to run on, or the driver's threads
+        (:class:`~dsketch.engine.threads.ThreadClient`).
     block_rows : int, optional
         Rows per block (ignored when ``bounds`` is given); default
         :func:`auto_block_rows`.
@@ -116,7 +120,8 @@ class Engine:
         Explicit row blocks (contiguous, covering all rows).
     persist : bool, default False
         Load the blocks once into cluster memory instead of streaming them from the
-        store on every pass. Faster when the data fit in the workers' memory.
+        store on every pass. Faster when the data fit in the workers' memory. An in-memory
+        problem (:class:`~dsketch.store.memory.MemoryProblem`) is always held as blocks.
     split_every : int, default 8
         Fan-in of the reduction tree.
     members : sequence of str
@@ -152,14 +157,32 @@ class Engine:
         self.persist = persist
         self.n_passes = 0
         self.members = tuple(members)
-        self._sources: list[Any] = [tasks.Source(problem, a, b, self.members) for a, b in self.bounds]
-        if persist:
+        self._sources: list[Any]
+        if isinstance(problem, MemoryProblem):
+            self._sources = self._memory_sources(problem)
+        else:
+            self._sources = [tasks.Source(problem, a, b, self.members) for a, b in self.bounds]
+        if persist and not isinstance(problem, MemoryProblem):
             futs = client.map(tasks.load_source, self._sources, pure=False)
             self._sources = futs
             self.n_passes += 1
         self.rows: list[Future] | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _memory_sources(self, problem: MemoryProblem) -> list[Any]:
+        """The blocks of an in-memory problem, made once (views of the caller's rows where
+        possible): on a :class:`~dsketch.engine.threads.ThreadClient` the blocks themselves
+        (made on its threads), on a Dask cluster futures of blocks scattered from the driver
+        (the problem itself, holding all the arrays, is never sent). Not a pass over A: the
+        data are in memory already, as for ``persist=True`` (whose load pass this replaces).
+        """
+        lo, hi = [a for a, _ in self.bounds], [b for _, b in self.bounds]
+        members = [self.members] * len(lo)
+        if isinstance(self.client, ThreadClient):
+            return list(self.client.gather(self.client.map(problem.block, lo, hi, members)))
+        blocks = [problem.block(a, b, self.members) for a, b in self.bounds]
+        return list(self.client.scatter(blocks, hash=False))
+
     @property
     def n_blocks(self) -> int:
         return len(self.bounds)

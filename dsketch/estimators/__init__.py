@@ -11,10 +11,13 @@ takes glum's ``family`` and ``link`` names (L2 penalty ``alpha`` only).
 
 ``fit(X, y)`` accepts a NumPy array, a scipy.sparse matrix, a dask array (written block by
 block, never gathered whole), or the path / URL of a problem store (``y`` omitted: the
-store's ``b``). In-memory and dask inputs are written to a temporary Zarr store that is
-deleted after the fit. The fit runs on ``client``, on the scheduler at ``scheduler`` /
-``$DSKETCH_SCHEDULER``, or on a small in-process cluster shared by the estimators of this
-process (threads; created on first use).
+store's ``b``). NumPy and scipy.sparse inputs are fitted in place on threads of this
+process (:func:`dsketch.in_memory`: no store, no cluster) unless a cluster is named by
+``client``, ``scheduler`` or ``$DSKETCH_SCHEDULER``. Dask arrays, and in-memory inputs
+fitted on a named cluster, are written to a temporary Zarr store that is deleted after the
+fit; they run on that cluster or on a small in-process cluster shared by the estimators of
+this process (threads; created on first use). Both routes give the same coefficients, bit
+for bit.
 
 Objectives (mean form, ``n`` rows, ``w`` the coefficients without the intercept):
 

@@ -1,4 +1,11 @@
-"""Shared machinery of the estimators: inputs written to Zarr, the shared cluster, the fit."""
+"""Shared machinery of the estimators: the problem (in memory, or written to Zarr for a
+cluster), the shared cluster, the fit.
+
+NumPy and scipy.sparse inputs are fitted where they are (:func:`dsketch.in_memory`, on
+threads of this process) unless a cluster is asked for (``client``, ``scheduler`` or
+``$DSKETCH_SCHEDULER``); dask arrays and stores, and in-memory inputs on a cluster, go
+through a problem store and the cluster (the shared in-process one when none is named).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from dsketch.store import (
     read_block,
     write_problem,
 )
+from dsketch.store.memory import MemoryProblem, in_memory
 
 _SHARED: dict[str, Any] = {}
 _SHARED_LOCK = threading.Lock()
@@ -134,9 +142,16 @@ class _EngineGLM(BaseEstimator, ABC):
         return None
 
     # -- data -----------------------------------------------------------------------
+    def _on_cluster(self) -> bool:
+        """Whether the user asked for a Dask cluster (``client``, ``scheduler`` or
+        ``$DSKETCH_SCHEDULER``); otherwise in-memory inputs are fitted on threads."""
+        return self.client is not None or self.scheduler is not None or bool(os.environ.get("DSKETCH_SCHEDULER"))
+
     @contextlib.contextmanager
-    def _client(self) -> Iterator[Any]:
-        if self.client is not None:
+    def _client(self, spec: ProblemSpec | None = None) -> Iterator[Any]:
+        if isinstance(spec, MemoryProblem) and not self._on_cluster():
+            yield None  # dsketch.fit runs an in-memory problem on threads
+        elif self.client is not None:
             yield self.client
         elif self.scheduler is not None or os.environ.get("DSKETCH_SCHEDULER"):
             from dsketch.engine.client import connect
@@ -145,6 +160,11 @@ class _EngineGLM(BaseEstimator, ABC):
                 yield c
         else:
             yield _shared_client()
+
+    def _in_memory(self, X: Any, y: np.ndarray, rows: dict[str, np.ndarray]) -> MemoryProblem:
+        """The validated arrays as an in-memory problem (nothing copied, nothing written)."""
+        w = self._row_weight()
+        return in_memory(X, y, None if w is None else np.full(X.shape[0], w), **rows)
 
     def _write_memory(self, tmp: str, X: Any, y: np.ndarray, rows: dict[str, np.ndarray]) -> ProblemSpec:
         w = self._row_weight()
@@ -205,10 +225,12 @@ class _EngineGLM(BaseEstimator, ABC):
             raise
 
     def _fit_problem(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> tuple[Any, ...]:
-        """Validate, write, fit; return the coefficient vector (intercept last) and result.
+        """Validate, fit; return the coefficient vector (intercept last) and result.
 
-        ``sample_weight`` and ``offset`` (row-aligned vectors) become the store's members of
-        those names; a store given as ``X`` brings its own.
+        ``sample_weight`` and ``offset`` (row-aligned vectors) become the problem's members
+        of those names; a store given as ``X`` brings its own. In-memory inputs are fitted
+        in place unless a cluster was asked for; then they, like dask arrays, are written to
+        a temporary store first.
         """
         from dsketch.api import fit
 
@@ -217,7 +239,20 @@ class _EngineGLM(BaseEstimator, ABC):
         if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
             raise ValueError(f"tol must be a number >= 0; got {self.tol!r}")
         rows = {k: v for k, v in (("sample_weight", sample_weight), ("offset", offset)) if v is not None}
-        tmp = tempfile.mkdtemp(prefix="dsketch-estimator-")
+        if _is_store(X) or _is_dask(X):
+            spec, tmp = None, tempfile.mkdtemp(prefix="dsketch-estimator-")
+        else:
+            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
+            if "sample_weight" in rows:
+                rows["sample_weight"] = _check_sample_weight(rows["sample_weight"], X, dtype=np.float64)
+                check_sample_weight_values("input", rows["sample_weight"])
+            if "offset" in rows:
+                rows["offset"] = _row_vector(rows["offset"], X.shape[0], "offset")
+            targets = self._targets(y)
+            if self._on_cluster():  # the cluster's workers read a store: one is written below
+                spec, tmp = None, tempfile.mkdtemp(prefix="dsketch-estimator-")
+            else:  # fitted where it is, on this process's threads
+                spec, tmp = self._in_memory(X, targets, rows), None
         try:
             if _is_store(X):
                 if y is not None or rows:
@@ -229,22 +264,19 @@ class _EngineGLM(BaseEstimator, ABC):
                 self.n_features_in_ = spec.n_features
                 self._check_store_targets(spec)
                 if self._row_weight() is not None:
+                    assert tmp is not None
                     spec = self._copy_store(tmp, spec)
             elif _is_dask(X):
                 if X.ndim != 2:
                     raise ValueError(f"X must be 2-D; got a dask array of shape {X.shape}")
                 self.n_features_in_ = int(X.shape[1])
+                assert tmp is not None
                 spec = self._write_dask(tmp, X, y, rows)
-            else:
-                X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
-                if "sample_weight" in rows:
-                    rows["sample_weight"] = _check_sample_weight(rows["sample_weight"], X, dtype=np.float64)
-                    check_sample_weight_values("input", rows["sample_weight"])
-                if "offset" in rows:
-                    rows["offset"] = _row_vector(rows["offset"], X.shape[0], "offset")
-                spec = self._write_memory(tmp, X, self._targets(y), rows)
+            elif spec is None:
+                assert tmp is not None
+                spec = self._write_memory(tmp, X, targets, rows)
             params = self._model_params(self._total_weight(spec))
-            with self._client() as c, warnings.catch_warnings():
+            with self._client(spec) as c, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = fit(spec, self._model, model_params=params, fit_intercept=self._has_intercept,
                           sketch=self.sketch, sketch_size=self.sketch_size,
@@ -253,7 +285,8 @@ class _EngineGLM(BaseEstimator, ABC):
                           max_iter=int(self.max_iter), client=c, adaptive_sketch=True,
                           block_rows=None if self.block_rows is None else int(self.block_rows))
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
         if not res.success:
             from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 
@@ -268,6 +301,8 @@ class _EngineGLM(BaseEstimator, ABC):
         """The sum of the store's sample weights (read in chunks), or its row count."""
         if "sample_weight" not in spec.members:
             return float(spec.n_samples)
+        if isinstance(spec, MemoryProblem):
+            return spec.member_sum("sample_weight")
         return member_sum(spec, "sample_weight")
 
     def _check_store_targets(self, spec: ProblemSpec) -> None:

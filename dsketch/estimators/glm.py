@@ -9,8 +9,7 @@ An estimator fitted to a store passes that store::
     inf = dsketch.covariance(est.fit_result_, "counts.zarr", cov_type="HC1")
     print(est.fit_result_.summary())
 
-An estimator fitted to in-memory arrays writes them to a temporary store it removes after
-the fit: write them once yourself (``dsketch.write_problem(path, X, y01,
+An estimator fitted to in-memory arrays keeps no store: write them once yourself (``dsketch.write_problem(path, X, y01,
 sample_weight=sw)``, with the logistic labels as 0/1, ``classes_[1]`` being 1) and fit and
 infer on that path. With ``alpha > 0`` (or finite ``C``) the covariance is that of the
 penalised fit (:mod:`dsketch.inference`).

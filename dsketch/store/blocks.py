@@ -223,7 +223,7 @@ def _read_csr(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int) -> sp.csr_matr
     lo, hi = int(ip[0]), int(ip[-1])
     data = np.asarray(read_slice(spec.path, arrs.data, "A/data", lo, hi, r0), dtype=np.float64)
     indices = np.asarray(read_slice(spec.path, arrs.indices, "A/indices", lo, hi, r0))
-    ip -= lo
+    ip = ip - lo  # a new array: for in-memory arrays the slice is the caller's indptr
     d = spec.stored_features
     check_csr_indices(where, ip, indices, d, r0)
     check_finite(f"store {spec.path!r}", "A", data, r0, indptr=ip)
@@ -292,25 +292,41 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
         raise ValueError(
             f"store {spec.path!r} has no row-aligned member(s) {unknown}; available: {list(spec.members)}"
         )
-    arrs = arrays_for(spec)
+    return block_from(spec, arrays_for(spec), r0, r1, members)
+
+
+def block_from(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int, members: Sequence[str] = (), *,
+               check: bool = True) -> Block:
+    """Rows ``[r0, r1)`` of the opened arrays ``arrs`` as a validated :class:`Block`.
+
+    The one place a block is made: :func:`read_block` passes a store's Zarr arrays, an
+    in-memory problem (:mod:`dsketch.store.memory`) the caller's NumPy arrays, so a block has
+    the same dtype, memory alignment, index types and intercept column either way (and the
+    fit the same bits). ``check=False`` skips the finiteness checks of the dense values and
+    vectors (for arrays that were checked whole already).
+    """
     where = f"store {spec.path!r}"
     if spec.sparse:
         A: np.ndarray | sp.csr_matrix = _read_csr(spec, arrs, r0, r1)
     else:
         A = _read_dense(spec, arrs, r0, r1)
-        check_finite(where, "A", A, r0)
+        if check:
+            check_finite(where, "A", A, r0)
     b = None
     if arrs.b is not None:
         b = np.asarray(read_slice(spec.path, arrs.b, "b", r0, r1, r0), dtype=np.float64)
-        check_finite(where, "b", b, r0)
+        if check:
+            check_finite(where, "b", b, r0)
     w = None
     if arrs.w is not None:
         w = np.asarray(read_slice(spec.path, arrs.w, "w", r0, r1, r0), dtype=np.float64)
-        check_finite(where, "w", w, r0)
+        if check:
+            check_finite(where, "w", w, r0)
     extra = {}
     for name in members:
         extra[name] = aligned(read_slice(spec.path, arrs.extra[name], name, r0, r1, r0))
-        check_finite(where, name, extra[name], r0)
+        if check:
+            check_finite(where, name, extra[name], r0)
     return Block(A=A, b=b, w=w, extra=extra)
 
 

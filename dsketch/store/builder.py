@@ -419,6 +419,49 @@ def _canonical(A: Any) -> np.ndarray | sp.csr_matrix:
     return A
 
 
+def checked_inputs(
+    A: Any, b: Any, w: Any = None, *, sample_weight: Any = None, offset: Any = None,
+    extra: dict[str, Any] | None = None, global_arrays: dict[str, Any] | None = None,
+) -> tuple[np.ndarray | sp.csr_matrix, dict[str, np.ndarray], dict[str, Any], str]:
+    """Validate the arrays of an in-memory problem, as :func:`write_problem` stores them.
+
+    Returns ``A`` (dense as given, or canonical CSR), the row-aligned arrays by member name
+    (``b``, ``w``, ``sample_weight``, ``offset`` and the extras), the extras' names (a dict)
+    and the dtype ``A`` is stored with (``"float32"`` for float32 input, else
+    ``"float64"``). Nothing is copied except a CSR matrix that is not canonical.
+    """
+    A = _canonical(A)
+    sparse = sp.issparse(A)
+    if not sparse and A.ndim != 2:
+        raise ShapeMismatchError(f"A must be 2-D (n_samples, n_features); got shape {A.shape}")
+    dt = check_value_dtype("input", "A", A.dtype)
+    n, d = A.shape
+    if b is None and not global_arrays:
+        raise ShapeMismatchError(
+            "a problem needs targets: pass b (one per row), or global_arrays={'b': ...} for the "
+            "paired models (two-layer, softmax-relu reading C)"
+        )
+    named = {"sample_weight": sample_weight, "offset": offset}
+    clash = [k for k in named if named[k] is not None and k in (extra or {})]
+    if clash:
+        raise ValueError(f"{clash} given both as keywords and in extra; give each once")
+    extra = {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
+    vecs = {**({"b": b} if b is not None else {}), **({"w": w} if w is not None else {}),
+            **{k: v for k, v in named.items() if v is not None}}
+    arrays = {k: np.asarray(v) for k, v in {**vecs, **extra}.items()}
+    for name, arr in arrays.items():
+        check_value_dtype("input", name, arr.dtype)
+        if (arr.shape != (n,)) if name in vecs else (arr.ndim == 0 or arr.shape[0] != n):
+            raise ShapeMismatchError(
+                f"A has {n} rows but {name!r} has shape {arr.shape}; every member must be row-aligned with A"
+            )
+        check_finite("input", name, arr, 0)
+    if sample_weight is not None:
+        check_sample_weight_values("input", arrays["sample_weight"])
+    check_finite("input", "A", A.data if sparse else A, 0, indptr=A.indptr if sparse else None)
+    return A, arrays, extra, "float32" if dt == np.float32 else "float64"
+
+
 def write_problem(
     path: str | os.PathLike[str],
     A: Any,
@@ -477,36 +520,10 @@ def write_problem(
         For bad inputs, before anything is written.
     """
     target = _atomic.absolute(path)
-    A = _canonical(A)
-    sparse = sp.issparse(A)
-    if not sparse and A.ndim != 2:
-        raise ShapeMismatchError(f"A must be 2-D (n_samples, n_features); got shape {A.shape}")
-    dt = check_value_dtype("input", "A", A.dtype)
+    A, arrays, extra, dtype = checked_inputs(A, b, w, sample_weight=sample_weight, offset=offset, extra=extra,
+                                             global_arrays=global_arrays)
     n, d = A.shape
-    if b is None and not global_arrays:
-        raise ShapeMismatchError(
-            "a problem needs targets: pass b (one per row), or global_arrays={'b': ...} for the "
-            "paired models (two-layer, softmax-relu reading C)"
-        )
-    named = {"sample_weight": sample_weight, "offset": offset}
-    clash = [k for k in named if named[k] is not None and k in (extra or {})]
-    if clash:
-        raise ValueError(f"{clash} given both as keywords and in extra; give each once")
-    extra = {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
-    vecs = {**({"b": b} if b is not None else {}), **({"w": w} if w is not None else {}),
-            **{k: v for k, v in named.items() if v is not None}}
-    arrays = {k: np.asarray(v) for k, v in {**vecs, **extra}.items()}
-    for name, arr in arrays.items():
-        check_value_dtype("input", name, arr.dtype)
-        if (arr.shape != (n,)) if name in vecs else (arr.ndim == 0 or arr.shape[0] != n):
-            raise ShapeMismatchError(
-                f"A has {n} rows but {name!r} has shape {arr.shape}; every member must be row-aligned with A"
-            )
-        check_finite("input", name, arr, 0)
-    if sample_weight is not None:
-        check_sample_weight_values("input", arrays["sample_weight"])
-    check_finite("input", "A", A.data if sparse else A, 0, indptr=A.indptr if sparse else None)
-    dtype = "float32" if dt == np.float32 else "float64"
+    sparse = sp.issparse(A)
     builder = ProblemBuilder.create(
         target, n_samples=n, n_features=d, sparse=sparse, nnz=int(A.nnz) if sparse else None,
         dtype=dtype, has_w=w is not None, has_b=b is not None,

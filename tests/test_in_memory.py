@@ -1,0 +1,198 @@
+"""In-memory problems: no store, no cluster, and the same bits as a store on a cluster."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import dsketch
+import dsketch.estimators as est
+from dsketch.engine.threads import ThreadClient
+from dsketch.errors import NonFiniteError
+from dsketch.store import read_block, write_problem
+from dsketch.store.blocks import ALIGNMENT
+from dsketch.store.memory import MEMORY_PATH, in_memory
+
+N, D = 3000, 8
+
+
+def _data(sparse: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if sparse:
+        X = sp.random(N, D, density=0.4, format="csr", random_state=seed, data_rvs=rng.standard_normal)
+    else:
+        X = rng.standard_normal((N, D))
+    eta = np.asarray(X @ (0.3 * rng.standard_normal(D))).ravel()
+    y = rng.poisson(np.exp(eta)).astype(np.float64)
+    sw = rng.uniform(0.2, 2.0, N)
+    off = 0.1 * rng.standard_normal(N)
+    return X, y, sw, off
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("intercept", [False, True])
+def test_blocks_equal_store_blocks(tmp_path, sparse, intercept):
+    X, y, sw, off = _data(sparse)
+    mem = in_memory(X, y, sample_weight=sw, offset=off)
+    spec = write_problem(tmp_path / "p.zarr", X, y, sample_weight=sw, offset=off)
+    for field in ("n_samples", "n_features", "sparse", "nnz", "dtype", "has_w", "has_b", "members",
+                  "a_chunk_rows"):
+        assert getattr(mem, field) == getattr(spec, field), field
+    assert mem.path == MEMORY_PATH and mem.fingerprint == ""
+    if intercept:
+        mem, spec = mem.with_intercept(), spec.with_intercept()
+    for r0, r1 in [(0, 1024), (1024, 2048), (2048, N), (5, 17)]:
+        a = mem.block(r0, r1, ("offset", "sample_weight"))
+        b = read_block(spec, r0, r1, members=("offset", "sample_weight"))
+        if sparse:
+            assert a.A.indices.dtype == b.A.indices.dtype and a.A.indptr.dtype == b.A.indptr.dtype
+            assert a.A.has_sorted_indices and a.A.shape == b.A.shape
+            for k in ("data", "indices", "indptr"):
+                assert np.array_equal(getattr(a.A, k), getattr(b.A, k))
+        else:
+            assert a.A.dtype == np.float64 and a.A.flags.c_contiguous
+            assert a.A.ctypes.data % ALIGNMENT == 0
+            assert np.array_equal(a.A, b.A)
+        assert np.array_equal(a.b, b.b)
+        for k in ("offset", "sample_weight"):
+            assert np.array_equal(a.extra[k], b.extra[k])
+            assert a.extra[k].ctypes.data % ALIGNMENT == 0
+
+
+def test_dense_blocks_are_read_only_views_when_aligned():
+    buf = np.empty(N * D + ALIGNMENT // 8, dtype=np.float64)  # over-allocate, then align
+    off = (-buf.ctypes.data) % ALIGNMENT // 8
+    X = buf[off : off + N * D].reshape(N, D)
+    X[...] = np.random.default_rng(1).standard_normal((N, D))
+    y = np.zeros(N)
+    blk = in_memory(X, y).block(1024, 2048)
+    assert np.shares_memory(blk.A, X) and not blk.A.flags.writeable
+    assert np.shares_memory(blk.b, y) and not blk.b.flags.writeable
+    assert X.flags.writeable and y.flags.writeable  # the caller's arrays themselves are untouched
+
+
+def test_in_memory_checks_like_write_problem():
+    X, y, _, _ = _data(False)
+    X = X.copy()
+    X[7, 2] = np.nan
+    with pytest.raises(NonFiniteError):
+        in_memory(X, y)
+
+
+CASES = [
+    # (model, sparse, intercept, weighted)
+    ("logistic", False, False, False),
+    ("logistic", True, True, False),
+    ("poisson", False, True, True),
+    ("poisson", True, False, True),
+    ("least-squares", False, True, True),
+]
+
+
+@pytest.mark.parametrize("sketch", ["exact", "leverage"])
+@pytest.mark.parametrize(("model", "sparse", "intercept", "weighted"), CASES)
+def test_fit_bit_identical_to_store_on_cluster(tmp_path, client, model, sparse, intercept, weighted, sketch):
+    X, y, sw, off = _data(sparse, seed=2)
+    if model == "logistic":
+        y = (y > np.median(y)).astype(np.float64)
+    kw = {"sample_weight": sw, "offset": off} if weighted else {}
+    spec = write_problem(tmp_path / "p.zarr", X, y, **kw)
+    args = dict(model_params={"l2": 1e-3}, fit_intercept=intercept, sketch=sketch, sketch_size=400, seed=7,
+                block_rows=512, tol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = dsketch.fit(spec, model, client=client, **args)
+        inline = dsketch.fit(in_memory(X, y, **kw), model, **args)
+        with ThreadClient(3) as threads:
+            pooled = dsketch.fit(in_memory(X, y, **kw), model, client=threads, **args)
+        scattered = dsketch.fit(in_memory(X, y, **kw), model, client=client, **args)
+    assert ref.nit >= 1 and ref.success
+    for res in (inline, pooled, scattered):
+        assert np.array_equal(res.x, ref.x)
+        assert res.n_passes == ref.n_passes and res.fun == ref.fun
+    assert inline.info["data"] == MEMORY_PATH
+
+
+def test_fit_accepts_a_pair():
+    X, y, _, _ = _data(False)
+    a = dsketch.fit((X, y), "poisson", model_params={"l2": 1e-2})
+    b = dsketch.fit(in_memory(X, y), "poisson", model_params={"l2": 1e-2})
+    assert a.success and np.array_equal(a.x, b.x)
+
+
+@pytest.fixture
+def no_store_no_cluster(monkeypatch):
+    """Fail on a temporary directory or the shared cluster; check nothing was started."""
+    est._close_shared()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an in-memory fit made a temporary directory")
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("an in-memory fit started a cluster")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr("dsketch.estimators._base._shared_client", no_cluster)
+    monkeypatch.setattr("distributed.LocalCluster.__init__", no_cluster)
+    monkeypatch.delenv("DSKETCH_SCHEDULER", raising=False)
+    yield
+    assert not est._base._SHARED
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_estimators_fit_numpy_without_store_or_cluster(no_store_no_cluster, sparse):
+    X, y, sw, off = _data(sparse, seed=3)
+    before = [a.copy() for a in (X.data if sparse else X, y, sw, off)]
+    flags = X.data.flags.writeable if sparse else X.flags.writeable
+    models = [est.PoissonRegressor(alpha=1e-3).fit(X, y, sample_weight=sw, offset=off),
+              est.LogisticRegression().fit(X, y > 1, sample_weight=sw),
+              est.LinearRegression().fit(X, y),
+              est.GammaRegressor(alpha=1e-2).fit(X, y + 1.0)]
+    assert all(np.isfinite(m.coef_).all() for m in models)
+    for a, b in zip((X.data if sparse else X, y, sw, off), before, strict=True):
+        assert np.array_equal(a, b)
+    assert (X.data.flags.writeable if sparse else X.flags.writeable) == flags
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_estimator_in_memory_equals_estimator_on_cluster(client, sparse):
+    """The in-memory route and the route through a store on a cluster give the same bits."""
+    X, y, sw, off = _data(sparse, seed=4)
+    a = est.PoissonRegressor(alpha=1e-3, block_rows=1024).fit(X, y, sample_weight=sw, offset=off)
+    b = est.PoissonRegressor(alpha=1e-3, block_rows=1024, client=client).fit(X, y, sample_weight=sw, offset=off)
+    assert np.array_equal(a.coef_, b.coef_) and a.intercept_ == b.intercept_
+    a = est.LogisticRegression(C=0.5).fit(X, y > 1)
+    b = est.LogisticRegression(C=0.5, client=client).fit(X, y > 1)
+    assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_)
+
+
+def test_softmax_estimator_in_memory_equals_cluster(client):
+    X, _, _, _ = _data(False, seed=5)
+    z = X @ np.linspace(-1, 1, D)
+    y = np.exp(z - z.max())
+    y /= y.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a sketched Hessian may need flooring on these toy targets
+        a = est.SoftmaxRegression().fit(X, y)
+        b = est.SoftmaxRegression(client=client).fit(X, y)
+    assert np.array_equal(a.coef_, b.coef_)
+
+
+def test_thread_client_runs_dependencies_and_raises_at_result():
+    def boom(x):
+        raise RuntimeError(f"bad {x}")
+
+    for n in (1, 3):
+        with ThreadClient(n) as c:
+            f = c.submit(np.add, 1, 2)
+            g = c.submit(np.multiply, f, 10)
+            assert c.gather([f, g]) == [3, 30]
+            bad = c.submit(boom, 1)
+            after = c.submit(np.add, bad, 1)
+            with pytest.raises(RuntimeError, match="bad 1"):
+                after.result()
+            assert [x.result() for x in c.map(np.add, [1, 2], [3, 4])] == [4, 6]
