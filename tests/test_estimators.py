@@ -115,3 +115,16 @@ def test_clear_errors():
         est.PoissonRegressor().fit(X, -np.ones(200))
     with pytest.raises(ValueError, match="y=None"):
         est.LinearRegression().fit("somewhere.zarr", np.ones(3))
+
+
+def test_dask_input_keeps_string_labels():
+    """A dask y of strings is accepted and predictions are those strings, as for NumPy input
+    (the labels used to be cast to float before the classes were found)."""
+    rng, X, w = _data(5, n=1500)
+    y = np.where(rng.random(X.shape[0]) < 1 / (1 + np.exp(-(X @ w))), "yes", "no")
+    ref = sk.LogisticRegression(C=2.0, tol=1e-12, solver="newton-cholesky", max_iter=1000).fit(X, y)
+    ours = est.LogisticRegression(C=2.0, tol=1e-12).fit(da.from_array(X, chunks=(400, 7)),
+                                                       da.from_array(y, chunks=400))
+    assert list(ours.classes_) == ["no", "yes"]
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-6, atol=1e-8)
+    assert (ours.predict(da.from_array(X, chunks=(400, 7))) == ref.predict(X)).all()

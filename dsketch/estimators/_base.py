@@ -176,7 +176,12 @@ class _EngineGLM(BaseEstimator, ABC):
         n, d = (int(s) for s in X.shape)
         chunk = default_chunk_rows(d, n_samples=n)
         X = X.rechunk((chunk, d))
-        yv = self._targets(_row_vector(y, n, "y", finite=False))
+        yv = np.asarray(y.compute() if _is_dask(y) else y)  # labels keep their type (strings too)
+        if yv.ndim == 2 and yv.shape[1] == 1:
+            yv = yv.ravel()
+        if yv.shape != (n,):
+            raise ValueError(f"y must have {n} entries, one per row of X; got shape {yv.shape}")
+        yv = self._targets(yv)
         vectors = {name: _row_vector(v, n, name) for name, v in rows.items()}
         if "sample_weight" in vectors:
             check_sample_weight_values("input", vectors["sample_weight"])
