@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-rows", type=int, default=None,
                    help="rows per block (default: from the store's shape, about 64 MiB a block)")
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="skip the up-front estimate of the driver's and the workers' memory (a fit that "
+                        "does not fit is otherwise refused before its first pass)")
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="GLMs: two passes per iteration instead of one fused pass (A p, trial losses "
                         "and the next curvature together)")
