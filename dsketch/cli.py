@@ -480,7 +480,7 @@ def _one_line(exc: BaseException) -> str:
     """The error as one line (a system error's text names its errno; a MemoryError says
     that memory ran out)."""
     text = " ".join(str(exc).split())
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) and not isinstance(exc, DSketchError):  # not a refusal
         return f"out of memory: {text or 'an allocation failed'}"
     return text or type(exc).__name__
 

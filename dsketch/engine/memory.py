@@ -213,8 +213,10 @@ def estimate_memory(
             "task temporaries": inflight * (vectors + make_),
             "partials held for the reduction": bpw * part,
             # a reduction node's inputs and running sum; with one block, the buffers of sending
-            # its partial to the driver (measured: from none to two copies)
-            "reduction fan-in / sending": (min(split_every, n_blocks) + 2) * part if n_blocks > 1 else part // 2,
+            # its partial to the driver (measured: about two copies of a d x d Gram made by the
+            # CSR kernel, half of one for an embedding)
+            "reduction fan-in / sending": (min(split_every, n_blocks) + 2) * part if n_blocks > 1
+            else (part // 2 if sketch in EMBEDDINGS else 2 * part),
         }
 
     parts_w = phase(partial, make)
