@@ -206,26 +206,26 @@ def estimate_memory(
     partial += d * F8 * (2 + k)  # gradient and A^T U
     state = rows_w * F8 * (6 + k)
 
-    def phase(part: int, make_: int) -> dict[str, int]:
+    def phase(part: int, make_: int, gram_partial: bool) -> dict[str, int]:
         return {
             "blocks in flight (read + casts)": inflight * (block + raw),
             "per-row state": state,
             "task temporaries": inflight * (vectors + make_),
             "partials held for the reduction": bpw * part,
             # a reduction node's inputs and running sum; with one block, the buffers of sending
-            # its partial to the driver (measured: about two copies of a d x d Gram made by the
-            # CSR kernel, half of one for an embedding)
+            # its partial to the driver (measured: about two copies of a d x d Gram, half of one
+            # for an embedding)
             "reduction fan-in / sending": (min(split_every, n_blocks) + 2) * part if n_blocks > 1
-            else (part // 2 if sketch in EMBEDDINGS else 2 * part),
+            else (2 * part if gram_partial else part // 2),
         }
 
-    parts_w = phase(partial, make)
+    parts_w = phase(partial, make, sketch not in EMBEDDINGS)
     if sketch == "leverage":  # the preliminary pass for the scores, when it is the larger
         if _leverage_mode(sketch_params, d) == "exact":
-            pre = phase(gram, 0 if spec.sparse else 2 * gram + scaled)
+            pre = phase(gram, 0 if spec.sparse else 2 * gram + scaled, True)
         else:
             m = _osnap_rows(sketch_params, d)
-            pre = phase(m * d * F8, (min(4 * nnz_b, m * d) * 16) if spec.sparse else 0)
+            pre = phase(m * d * F8, (min(4 * nnz_b, m * d) * 16) if spec.sparse else 0, False)
         if sum(pre.values()) > sum(parts_w.values()):
             parts_w = pre
     if persist:
