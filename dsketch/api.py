@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 from distributed import Client
 
-from dsketch.engine.client import connect
+from dsketch.engine.client import SCHEDULER_ENV, connect
 from dsketch.engine.core import Engine, auto_block_rows
+from dsketch.engine.memory import MemoryLimits, check_memory, client_limits, embedded_limits
 from dsketch.engine.threads import ThreadClient
 from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.models import Model, get_model
@@ -158,6 +159,34 @@ def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) 
     ) from None
 
 
+def _memory_plan(sketch: str, size: int, limits: MemoryLimits, *, spec: ProblemSpec, model: Model, solver: str,
+                 size_of: Any, auto: bool, **kw: Any) -> tuple[str, int]:
+    """The curvature and size to fit with: the given ones when their estimated memory fits
+    ``limits``; with ``sketch="auto"`` the other of exact and leverage when only it fits;
+    otherwise :class:`~dsketch.errors.MemoryBudgetError`."""
+    from dsketch.errors import MemoryBudgetError
+
+    try:
+        est = check_memory(spec, limits, sketch=sketch, sketch_size=size, solver=solver, default_size=size_of,
+                           model=model, **kw)
+        logger.debug("%s", est.describe())
+        return sketch, size
+    except MemoryBudgetError as exc:
+        if not auto or solver == "gd":
+            raise
+        other = "leverage" if sketch == "exact" else "exact"
+        try:
+            est = check_memory(spec, limits, sketch=other, sketch_size=size_of(other), solver=solver,
+                               default_size=size_of, model=model, **kw)
+        except MemoryBudgetError:
+            raise MemoryBudgetError(f"sketch='auto': neither exact nor leverage curvature fits; {exc}",
+                                    estimate=exc.estimate) from None
+        logger.info("sketch='auto': %s curvature instead of %s, which would not fit in memory (%s)", other,
+                    sketch, str(exc).split(" (", 1)[0].split(": ", 1)[-1])
+        logger.debug("%s", est.describe())
+        return other, size_of(other)
+
+
 def fit(
     data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
@@ -184,6 +213,7 @@ def fit(
     callback: Callback | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    memory_check: bool = True,
 ) -> FitResult:
     """Fit a model to a problem store with the (sketched) Newton method.
 
@@ -265,6 +295,12 @@ def fit(
         Continue from ``checkpoint`` instead of starting afresh. The model, data,
         curvature, sketch size and seed must match the checkpointed fit; the resumed fit
         ends at the same ``x`` as an uninterrupted one (up to rounding).
+    memory_check : bool, default True
+        Before the first pass, estimate the driver's and each worker's peak memory
+        (:func:`~dsketch.engine.memory.estimate_memory`) and refuse a fit that would not fit
+        in the driver's available memory or a worker's memory limit (80% of either) with a
+        :class:`~dsketch.errors.MemoryBudgetError` naming the ways out; with
+        ``sketch="auto"`` the other curvature is taken when only it fits. ``False``: no check.
 
     Returns
     -------
@@ -272,6 +308,8 @@ def fit(
 
     Raises
     ------
+    MemoryBudgetError
+        The fit's estimated memory exceeds what the driver or a worker has (``memory_check``).
     StoreChangedError
         The store at the data's path is not the one the fit opened: it was replaced while
         the fit ran (seen on the next block read; with ``persist=True``, whose blocks keep
@@ -291,18 +329,33 @@ def fit(
     mdl = mdl.bind(spec)
     if fit_intercept:
         mdl, spec = mdl.with_intercept(), spec.with_intercept()
-    if sketch == "auto":  # priced with the leverage size this fit would use
+    auto = sketch == "auto"
+    if auto:  # priced with the leverage size this fit would use
         sketch = choose_curvature(spec, sketch_size if sketch_size is not None else default_sketch_size(
             "leverage", spec.n_samples, spec.n_features, adaptive=adaptive_sketch))
-    sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
-    if solver == "gd":
-        size = 1
-    elif sketch_size is None:
-        size = default_sketch_size(sketch, spec.n_samples, spec.n_features, adaptive=adaptive_sketch)
-    else:
-        size = int(sketch_size)
+
+    given = sketch
+
+    def size_of(kind: str) -> int:
+        if solver == "gd":
+            return 1
+        if sketch_size is None or kind != given:
+            return default_sketch_size(kind, spec.n_samples, spec.n_features, adaptive=adaptive_sketch)
+        return int(sketch_size)
+
+    size = size_of(sketch)
     if size < 1:
         raise ValueError(f"sketch_size must be a positive integer; got {sketch_size!r}")
+    # a scheduler joined inside _client_for: its workers' limits are known only then (an
+    # in-memory problem runs on the driver's threads unless scheduler= names a cluster)
+    remote = client is None and (bool(scheduler) or (
+        not isinstance(spec, MemoryProblem) and bool(os.environ.get(SCHEDULER_ENV))))
+    plan = dict(spec=spec, model=mdl, solver=solver, size_of=size_of, auto=auto, block_rows=block_rows,
+                bounds=bounds, persist=persist, sketch_params=sketch_params)
+    if memory_check and not remote:  # before a cluster starts: a refusal costs nothing
+        limits = client_limits(client) if client is not None else embedded_limits(n_workers)
+        sketch, size = _memory_plan(sketch, size, limits, **plan)
+    sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
     config = (
         NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60, ftol=ftol)
         if solver == "gd"
@@ -347,6 +400,12 @@ def fit(
         saved = load_checkpoint(ckpt_path)
         check_settings(saved.settings, settings, ckpt_path)
     with _client_for(client, scheduler, n_workers, spec, block_rows, bounds) as c:
+        if memory_check and remote:
+            chosen = _memory_plan(sketch, size, client_limits(c), **plan)
+            if chosen != (sketch, size):  # sketch="auto" took the other curvature
+                sketch, size = chosen
+                sk = make_sketch(sketch, **(sketch_params or {}))
+                settings.update(sketch=sketch, sketch_size=size)
         engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist,
                         members=mdl.row_members)
         try:

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-rows", type=int, default=None,
                    help="rows per block (default: from the store's shape, about 64 MiB a block)")
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="skip the up-front estimate of the driver's and the workers' memory (a fit that "
+                        "does not fit is otherwise refused before its first pass)")
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="GLMs: two passes per iteration instead of one fused pass (A p, trial losses "
                         "and the next curvature together)")
@@ -477,7 +480,7 @@ def _one_line(exc: BaseException) -> str:
     """The error as one line (a system error's text names its errno; a MemoryError says
     that memory ran out)."""
     text = " ".join(str(exc).split())
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) and not isinstance(exc, DSketchError):  # not a refusal
         return f"out of memory: {text or 'an allocation failed'}"
     return text or type(exc).__name__
 

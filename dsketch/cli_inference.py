@@ -58,6 +58,7 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
         checkpoint=checkpoint,
         resume=args.resume,
         client=client,
+        memory_check=getattr(args, "memory_check", True),
     )
     if args.cov_type is not None and result.success:
         from dsketch.inference import covariance

@@ -122,3 +122,17 @@ class PredictionError(DSketchError, ValueError):
 
 
 __all__.append("PredictionError")
+
+
+class MemoryBudgetError(DSketchError, MemoryError):
+    """A fit would need more memory than the driver or a worker has (estimated before the
+    first pass by :func:`dsketch.engine.memory.check_memory`); the message gives the figure,
+    the limit and the changes that would fit. ``estimate`` holds the
+    :class:`~dsketch.engine.memory.MemoryEstimate`."""
+
+    def __init__(self, message: str, *, estimate: object = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
+
+
+__all__.append("MemoryBudgetError")

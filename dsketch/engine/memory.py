@@ -1,0 +1,429 @@
+"""Peak memory of a fit, estimated from the problem's shape before anything is allocated.
+
+:func:`estimate_memory` is arithmetic on the store's metadata (rows, columns, stored
+entries, dtype), the row blocking, the curvature (sketch kind and size), the solver and the
+model's rank: no block is read and no cluster is needed. It prices
+
+* each worker process: the blocks its threads read at once (the stored values plus the
+  float64 copy), the per-row vectors the engine keeps for its share of the rows, each
+  task's temporaries (row terms, the scaled copy of the block a Gram or an embedding
+  makes, the sketch's own buffers), the partial results its blocks return (the worker
+  runs all of a pass's block tasks before the reduction tasks that consume them, so every
+  partial of its blocks is held at once), and a reduction node's fan-in of partials;
+  with ``persist=True`` also its share of the blocks;
+* the driver: the reduced partial it receives, the ``d x d`` matrices of the Newton step
+  (the sketch's result, its symmetrised copy, the Hessian, the factorisation, an
+  eigendecomposition fallback with its LAPACK workspace), and the preliminary stage of a
+  leverage sketch (``eigh`` of a ``d x d`` matrix or the SVD of an ``8d x d`` embedding).
+
+:func:`check_memory` compares the estimate with the driver's available memory and each
+worker's memory limit and raises :class:`~dsketch.errors.MemoryBudgetError` before a pass
+when it does not fit, naming the ways out that would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dsketch.store import ProblemSpec
+
+#: Fraction of a limit a fit may plan to use (the rest: interpreter, Dask, fragmentation).
+MEMORY_MARGIN = 0.8
+
+F8 = 8  # bytes of a float64
+
+#: Sketch kinds whose block partial is an ``s x d`` embedding (per sign of ``D``).
+EMBEDDINGS = ("countsketch", "gaussian")
+SAMPLERS = ("uniform", "rownorm", "leverage")
+
+
+def human(n: float) -> str:
+    """Bytes in binary units: ``'27.0 GiB'``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024.0 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak memory of a fit.
+
+    Attributes
+    ----------
+    driver_bytes : int
+        Peak bytes the driver process allocates for the fit.
+    worker_bytes : int
+        Peak bytes one worker process allocates (the busiest: the most blocks).
+    driver_parts, worker_parts : dict
+        The terms of each peak, in bytes (what :meth:`describe` lists).
+    sketch, sketch_size, solver : str, int, str
+        The curvature priced.
+    n_blocks, blocks_per_worker, threads : int
+        The row blocking and the share of one worker.
+    """
+
+    driver_bytes: int
+    worker_bytes: int
+    driver_parts: dict[str, int] = field(default_factory=dict)
+    worker_parts: dict[str, int] = field(default_factory=dict)
+    sketch: str = "exact"
+    sketch_size: int = 0
+    solver: str = "newton"
+    n_blocks: int = 1
+    blocks_per_worker: int = 1
+    threads: int = 1
+
+    def describe(self) -> str:
+        """A readable breakdown of both peaks."""
+        def lines(parts: dict[str, int]) -> list[str]:
+            return [f"    {name}: {human(b)}" for name, b in parts.items() if b > 0]
+
+        head = (f"memory estimate ({self.solver}, sketch {self.sketch}"
+                + (f" of size {self.sketch_size:,}" if self.sketch != "exact" else "")
+                + f"; {self.n_blocks} blocks, {self.blocks_per_worker} on the busiest worker, "
+                f"{self.threads} thread(s) each)")
+        return "\n".join([head, f"  driver: {human(self.driver_bytes)}", *lines(self.driver_parts),
+                          f"  each worker: {human(self.worker_bytes)}", *lines(self.worker_parts)])
+
+
+def _nonnegative_curvature(model: Any) -> bool:
+    """Whether the model's ``D`` is never negative (one embedding per block, not two)."""
+    if model is None:
+        return False
+    from dsketch.models.glm import _GLM
+
+    return isinstance(model, _GLM)
+
+
+def _leverage_mode(sketch_params: dict[str, Any] | None, d: int) -> str:
+    from dsketch.sketch.leverage import LeverageSampler
+
+    scores = (sketch_params or {}).get("scores", "auto")
+    if scores == "auto":
+        return "exact" if d <= LeverageSampler.AUTO_EXACT_MAX_FEATURES else "approx"
+    return str(scores)
+
+
+def _osnap_rows(sketch_params: dict[str, Any] | None, d: int) -> int:
+    p = sketch_params or {}
+    k = int(p.get("osnap_nnz", 4))
+    return k * max(1, math.ceil(int(p.get("embed_factor", 8)) * d / k))
+
+
+def estimate_memory(
+    spec: ProblemSpec,
+    *,
+    sketch: str = "exact",
+    sketch_size: int | None = None,
+    solver: str = "newton",
+    block_rows: int | None = None,
+    bounds: list[tuple[int, int]] | None = None,
+    n_workers: int = 1,
+    threads: int = 1,
+    model: Any = None,
+    rank: int | None = None,
+    persist: bool = False,
+    split_every: int = 8,
+    sketch_params: dict[str, Any] | None = None,
+) -> MemoryEstimate:
+    """Estimate the driver's and each worker's peak memory for a fit (no I/O).
+
+    Parameters
+    ----------
+    spec : ProblemSpec
+        The store's metadata (with the intercept column when the fit adds one).
+    sketch, sketch_size, solver
+        As given to :func:`dsketch.fit` (``sketch`` already resolved from ``"auto"``).
+    block_rows, bounds
+        The row blocking (default :func:`~dsketch.engine.core.auto_block_rows`).
+    n_workers, threads
+        Worker processes and threads per worker.
+    model : Model, optional
+        The bound model (its ``rank`` and whether ``D`` can be negative); ``rank``
+        overrides its rank.
+    persist : bool
+        Whether the blocks stay in the workers' memory.
+    split_every : int
+        Fan-in of the engine's reduction tree.
+    """
+    from dsketch.engine.core import auto_block_rows
+
+    n, d = max(int(spec.n_samples), 1), int(spec.n_features)
+    k = int(rank if rank is not None else getattr(model, "rank", 0) or 0)
+    if bounds is not None:
+        sizes = [int(b) - int(a) for a, b in bounds]
+    else:
+        br = int(auto_block_rows(spec) if block_rows is None else block_rows)
+        sizes = [min(br, n - r0) for r0 in range(0, n, br)]
+    n_blocks = len(sizes)
+    rows_b = max(sizes)
+    n_workers, threads = max(int(n_workers), 1), max(int(threads), 1)
+    bpw = math.ceil(n_blocks / n_workers)
+    rows_w = min(n, bpw * rows_b)
+    inflight = min(threads, bpw)
+    if solver == "gd":
+        sketch = "none"
+    s = int(sketch_size or 1)
+    keys = 1 if _nonnegative_curvature(model) else 2
+
+    # ---- one block as read (float64) and the raw values it is cast from
+    if spec.sparse:
+        nnz_b = math.ceil(spec.nnz / n * rows_b) if n_blocks > 1 else int(spec.nnz)
+        idx = 8 if (spec.index_dtype or "int64").endswith("64") else 4
+        block = nnz_b * (F8 + idx) + (rows_b + 1) * 8
+        raw = nnz_b * (F8 + idx) if spec.dtype != "float64" or idx != 8 else 0
+        scaled = nnz_b * F8  # a row-scaled copy of the values (indices shared)
+    else:
+        nnz_b = rows_b * d
+        block = rows_b * d * F8
+        raw = rows_b * d * (1 + (0 if spec.dtype == "float64" else 4))  # finiteness mask, float32 read
+        scaled = rows_b * d * F8
+    vectors = rows_b * F8 * (8 + 2 * k)  # eta, b, w, norms, r, D, trial losses, U and A^T-side copies
+
+    gram = d * d * F8
+    # the partial a block returns, and what making it costs on top
+    if sketch in ("exact", *SAMPLERS):
+        partial = gram
+        kept = rows_b if sketch == "exact" else min(rows_b, math.ceil(s * rows_b / n) * 2 + 16)
+        make = (2 * gram if not spec.sparse else 0) + (kept * d * F8 if not spec.sparse else kept * 12 * max(
+            nnz_b // rows_b, 1))
+        if sketch == "leverage":
+            make += rows_b * F8 * min(d, int((sketch_params or {}).get("jl_dim", 32)) + 1)
+    elif sketch in EMBEDDINGS:
+        partial = keys * s * d * F8
+        if sketch == "gaussian":  # the accumulator, one product and the scaled copy, per key
+            chunk = min(64 * 2**20, rows_b * s * 32)
+            make = keys * (scaled + s * d * F8) + chunk + s * d * F8
+        else:  # CountSketch: S_b Y as a sparse matrix, then dense
+            make = keys * (scaled + min(nnz_b, s * d) * 16)
+    else:  # gradient only
+        partial, make = 0, 0
+    partial += d * F8 * (2 + k)  # gradient and A^T U
+    state = rows_w * F8 * (6 + k)
+
+    def phase(part: int, make_: int, gram_partial: bool) -> dict[str, int]:
+        return {
+            "blocks in flight (read + casts)": inflight * (block + raw),
+            "per-row state": state,
+            "task temporaries": inflight * (vectors + make_),
+            "partials held for the reduction": bpw * part,
+            # a reduction node's inputs and running sum; with one block, the buffers of sending
+            # its partial to the driver (measured: about two copies of a d x d Gram, half of one
+            # for an embedding)
+            "reduction fan-in / sending": (min(split_every, n_blocks) + 2) * part if n_blocks > 1
+            else (2 * part if gram_partial else part // 2),
+        }
+
+    parts_w = phase(partial, make, sketch not in EMBEDDINGS)
+    if sketch == "leverage":  # the preliminary pass for the scores, when it is the larger
+        if _leverage_mode(sketch_params, d) == "exact":
+            pre = phase(gram, 0 if spec.sparse else 2 * gram + scaled, True)
+        else:
+            m = _osnap_rows(sketch_params, d)
+            pre = phase(m * d * F8, (min(4 * nnz_b, m * d) * 16) if spec.sparse else 0, False)
+        if sum(pre.values()) > sum(parts_w.values()):
+            parts_w = pre
+    if persist:
+        parts_w["persisted blocks"] = bpw * block
+    worker = sum(parts_w.values())
+
+    # ---- driver
+    parts_d: dict[str, int] = {}
+    if sketch in EMBEDDINGS:
+        parts_d["reduced embedding"] = keys * s * d * F8
+        parts_d["curvature matrices (d x d)"] = 4 * gram
+    elif sketch == "none":
+        parts_d["curvature matrices (d x d)"] = 3 * gram
+    else:
+        parts_d["reduced Gram"] = gram
+        # the sketch's result, the Hessian, its symmetrised copy, the factor; a fused pass keeps
+        # the previous iterate's Hessian while it assembles the next
+        parts_d["curvature matrices (d x d)"] = 4 * gram
+    if k:
+        parts_d["low-rank part"] = 2 * d * k * F8 + gram
+    if sketch == "leverage":
+        if _leverage_mode(sketch_params, d) == "exact":
+            pre = 4 * gram
+        else:
+            m = _osnap_rows(sketch_params, d)
+            pre = 3 * m * d * F8 + 2 * gram  # the embedding, SVD's copy and U, V^T and T
+        parts_d["leverage scores' stage"] = max(0, pre - sum(parts_d.values()))
+    parts_d["vectors"] = d * F8 * 16
+    driver = sum(parts_d.values())
+    return MemoryEstimate(driver_bytes=int(driver), worker_bytes=int(worker), driver_parts=parts_d,
+                          worker_parts=parts_w, sketch=sketch, sketch_size=s, solver=solver, n_blocks=n_blocks,
+                          blocks_per_worker=bpw, threads=threads)
+
+
+# ------------------------------------------------------------------ limits
+@dataclass(frozen=True)
+class MemoryLimits:
+    """What a fit may use: the driver's available memory and the smallest worker's budget."""
+
+    driver_bytes: int
+    worker_bytes: int
+    n_workers: int
+    threads: int
+    shared: bool = False  # workers on the driver's machine (an embedded cluster): one pool
+    worker_source: str = "memory limit"
+
+
+def driver_available() -> int:
+    """Bytes the driver's machine can still give (``psutil.virtual_memory().available``)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def embedded_limits(n_workers: int, threads_per_worker: int = 1) -> MemoryLimits:
+    """The limits of the local cluster :func:`dsketch.engine.client.connect` starts: Dask's
+    ``memory_limit="auto"`` (the machine's memory shared out by threads), on this machine."""
+    import psutil
+
+    total = int(psutil.virtual_memory().total)
+    avail = driver_available()
+    from distributed.system import MEMORY_LIMIT
+
+    limit = int(min(total, MEMORY_LIMIT) / max(n_workers, 1))  # LocalCluster's share per worker
+    return MemoryLimits(driver_bytes=avail, worker_bytes=min(limit, avail), n_workers=n_workers,
+                        threads=threads_per_worker, shared=True)
+
+
+def client_limits(client: Any) -> MemoryLimits:
+    """Limits from a running cluster: each worker's ``memory_limit`` less what it already
+    holds (0 or None: no limit, so this machine's available memory)."""
+    info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
+    workers = list(info.get("workers", {}).values())
+    avail = driver_available()
+    budgets, threads, source = [], 1, "memory limit"
+    for w in workers:
+        limit = w.get("memory_limit") or 0
+        used = int((w.get("metrics") or {}).get("managed_bytes", 0) or 0)
+        if limit:
+            budgets.append(max(int(limit) - used, 0))
+        else:
+            budgets.append(avail)
+            source = "available memory (no worker memory limit)"
+        threads = max(threads, int(w.get("nthreads", 1) or 1))
+    return MemoryLimits(driver_bytes=avail, worker_bytes=min(budgets) if budgets else avail,
+                        n_workers=max(len(workers), 1), threads=threads, worker_source=source)
+
+
+def _takes_n_workers(client: Any) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+# ------------------------------------------------------------------ the check
+def fits(est: MemoryEstimate, limits: MemoryLimits, margin: float = MEMORY_MARGIN) -> tuple[bool, str]:
+    """Whether an estimate fits the limits; when not, what exceeds what (a phrase)."""
+    if est.driver_bytes > margin * limits.driver_bytes:
+        return False, (f"the driver needs about {human(est.driver_bytes)} but {human(limits.driver_bytes)} "
+                       "is available")
+    if est.worker_bytes > margin * limits.worker_bytes:
+        return False, (f"each worker needs about {human(est.worker_bytes)} but has "
+                       f"{human(limits.worker_bytes)} ({limits.worker_source})")
+    if limits.shared:
+        total = est.driver_bytes + limits.n_workers * est.worker_bytes
+        if total > margin * limits.driver_bytes:
+            return False, (f"the driver and its {limits.n_workers} local workers need about {human(total)} "
+                           f"together but {human(limits.driver_bytes)} is available")
+    return True, ""
+
+
+def _what(est: MemoryEstimate, spec: ProblemSpec) -> str:
+    d = spec.n_features
+    if est.sketch in EMBEDDINGS:
+        return (f"a {est.sketch} embedding of {est.sketch_size:,} x {d:,} is "
+                f"{human(est.sketch_size * d * F8)} per block partial")
+    return f"every d x d matrix of {d:,} columns is {human(d * d * F8)}"
+
+
+def max_columns(spec: ProblemSpec, limits: MemoryLimits, margin: float = MEMORY_MARGIN,
+                **kw: Any) -> int:
+    """The most columns whose fit (same rows, same entries per row) fits the limits."""
+    def ok(d: int) -> bool:
+        nnz = spec.nnz if not spec.sparse else min(spec.nnz, spec.n_samples * d)
+        sub = replace(spec, n_features=d, nnz=nnz)
+        return fits(estimate_memory(sub, **kw), limits, margin)[0]
+
+    lo, hi = 0, int(spec.n_features)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def max_sketch_size(spec: ProblemSpec, limits: MemoryLimits, margin: float = MEMORY_MARGIN, **kw: Any) -> int:
+    """The largest embedding dimension that fits (0: none)."""
+    lo, hi = 0, max(int(kw.pop("sketch_size", 1) or 1), 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(estimate_memory(spec, sketch_size=mid, **kw), limits, margin)[0]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def ways_out(spec: ProblemSpec, limits: MemoryLimits, *, sketch: str, sketch_size: int, solver: str,
+             default_size: Any, margin: float = MEMORY_MARGIN, **kw: Any) -> list[str]:
+    """The changes to a fit that would make it fit the limits (phrases for the message)."""
+    out: list[str] = []
+    if sketch in EMBEDDINGS:
+        s_max = max_sketch_size(spec, limits, margin, sketch=sketch, sketch_size=sketch_size, solver=solver, **kw)
+        if s_max >= 1:
+            out.append(f"a smaller --sketch-size (at most {s_max:,} for {sketch})")
+    for alt in ("leverage", "uniform", "exact"):
+        if alt == sketch:
+            continue
+        size = default_size(alt)
+        if fits(estimate_memory(spec, sketch=alt, sketch_size=size, solver=solver, **kw), limits, margin)[0]:
+            out.append(f"--sketch {alt}" + (f" (size {size:,})" if alt != "exact" else ""))
+            if alt != "exact" and solver == "newton":
+                out.append(f"--solver newton-cg with --sketch {alt} as its preconditioner (exact steps)")
+            break
+    if kw.get("persist"):
+        kw2 = {**kw, "persist": False}
+        if fits(estimate_memory(spec, sketch=sketch, sketch_size=sketch_size, solver=solver, **kw2),
+                limits, margin)[0]:
+            out.append("no --persist")
+    d_max = max_columns(spec, limits, margin, sketch=sketch, sketch_size=sketch_size, solver=solver, **kw)
+    if d_max < spec.n_features:
+        out.append(f"fewer columns (at most about {d_max:,} of {spec.n_features:,} fit)" if d_max
+                   else "fewer columns")
+    out.append("a machine or workers with more memory")
+    return out
+
+
+def check_memory(spec: ProblemSpec, limits: MemoryLimits, *, sketch: str, sketch_size: int, solver: str,
+                 default_size: Any, margin: float = MEMORY_MARGIN, **kw: Any) -> MemoryEstimate:
+    """Raise :class:`~dsketch.errors.MemoryBudgetError` when the fit's estimate does not fit."""
+    from dsketch.errors import MemoryBudgetError
+
+    kw = {**kw, "n_workers": limits.n_workers, "threads": limits.threads}
+    est = estimate_memory(spec, sketch=sketch, sketch_size=sketch_size, solver=solver, **kw)
+    ok, why = fits(est, limits, margin)
+    if not ok:
+        outs = ways_out(spec, limits, sketch=sketch, sketch_size=sketch_size, solver=solver,
+                        default_size=default_size, margin=margin, **kw)
+        curv = "gradient descent" if solver == "gd" else (
+            f"{solver} with the {sketch} curvature" + (f" of size {sketch_size:,}" if sketch != "exact" else ""))
+        raise MemoryBudgetError(
+            f"not enough memory for {curv}: {why} ({_what(est, spec)}); ways out: " + "; ".join(outs)
+            + "; or memory_check=False (--no-memory-check) to try anyway",
+            estimate=est,
+        )
+    return est
