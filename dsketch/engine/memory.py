@@ -296,7 +296,14 @@ def embedded_limits(n_workers: int, threads_per_worker: int = 1) -> MemoryLimits
 
 def client_limits(client: Any) -> MemoryLimits:
     """Limits from a running cluster: each worker's ``memory_limit`` less what it already
-    holds (0 or None: no limit, so this machine's available memory)."""
+    holds (0 or None: no limit, so this machine's available memory). A client without a
+    scheduler (:class:`~dsketch.engine.threads.ThreadClient`) runs the tasks on the driver's
+    threads: one "worker", the driver, with this machine's available memory."""
+    if not hasattr(client, "scheduler_info"):
+        avail = driver_available()
+        return MemoryLimits(driver_bytes=avail, worker_bytes=avail, n_workers=1,
+                            threads=max(int(getattr(client, "n_threads", 1) or 1), 1),
+                            worker_source="available memory (the driver's threads)")
     info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
     workers = list(info.get("workers", {}).values())
     avail = driver_available()
