@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dsketch.errors import InferenceError
+from dsketch.errors import DSketchError, InferenceError
 
 COV_TYPES = ("nonrobust", "HC0", "HC1", "cluster")
 INTERCEPT_NAME = "intercept"
@@ -88,24 +88,23 @@ def check_groups(spec: Any, groups: str) -> None:
 
 
 def glm_for(result: Any) -> tuple[Any, bool]:
-    """The (unbound) GLM of a fit result and whether it was fitted with an intercept."""
-    from dsketch.models import get_model
+    """The (unbound) GLM of a fit result, with its family's parameters (Tweedie's power,
+    the negative binomial's theta) and its intercept, and whether it has one."""
     from dsketch.models.glm import _GLM
+    from dsketch.predict import model_from_info
 
     info = dict(result.info)
     name = info.get("model")
-    intercept = bool(info.get("fit_intercept", False))
     try:
-        model = get_model(str(name), l2=info.get("l2", 0.0),
-                          n_unpenalized=int(info.get("n_unpenalized", 0)) - int(intercept))
-    except (ValueError, TypeError):
+        model = model_from_info(info)
+    except DSketchError:
         model = None
     if not isinstance(model, _GLM):
         raise InferenceError(
-            f"standard errors are available for the GLMs (logistic, poisson, least-squares); this result is "
-            f"of model {name!r}"
+            f"standard errors are available for the GLMs (logistic, poisson, least-squares, gamma, "
+            f"inverse-gaussian, tweedie, negative-binomial, glm); this result is of model {name!r}"
         )
-    return model, intercept
+    return model, bool(info.get("fit_intercept", False))
 
 
 class Inference:
@@ -239,7 +238,10 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
     H = np.asarray(sums["hess"], dtype=np.float64) + float(sums["s"]) * np.diag(model.penalty(x)[2])
     Hi = _invert(H)
     scale = 1.0 if model.fixed_dispersion else float(sums["pearson"]) / (n - p)
-    if cov_type == "nonrobust":
+    if cov_type == "nonrobust":  # the expected information (equal to H for canonical links)
+        if not model.canonical:
+            Hi = _invert(np.asarray(sums["fisher"], dtype=np.float64)
+                         + float(sums["s"]) * np.diag(model.penalty(x)[2]))
         return scale * Hi, scale, None
     if cov_type in ("HC0", "HC1"):
         cov = Hi @ np.asarray(sums["meat"]) @ Hi

@@ -329,10 +329,14 @@ def inference_block(model: Model, source: Source | Block, x: FloatArray, groups:
     blk = load(source)
     A = blk.A
     data = np.asarray(model.row_data(blk), dtype=np.float64)
-    d1, d2, pearson, keep = model.inference_rows(_matvec(A, x), data)  # type: ignore[attr-defined]
+    eta = _matvec(A, x)
+    d1, d2, pearson, keep = model.inference_rows(eta, data)  # type: ignore[attr-defined]
     s = split_rows(data)[1]
     out: dict[str, Any] = {
         "hess": weighted_gram(A, d2),
+        # the model-based covariance's expected information (another Gram only where the
+        # link is not canonical: there it differs from the curvature d2)
+        "fisher": weighted_gram(A, model.fisher_rows(eta, data)) if not model.canonical else 0.0,  # type: ignore[attr-defined]
         "meat": weighted_gram(A, d1 * d1),
         "pearson": float(np.sum(pearson)),
         "n": int(np.count_nonzero(keep)),

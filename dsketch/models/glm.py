@@ -134,6 +134,30 @@ class _GLM(Model):
     def variance(self, mu: FloatArray) -> FloatArray:
         """The family's variance function ``V(mu)`` (``Var(y) = dispersion * V(mu) / s``)."""
 
+    #: Whether the link is the family's canonical one: the expected (Fisher) information
+    #: then equals the observed one, ``l''``; otherwise the model-based covariance uses the
+    #: expected information ``s (dmu/deta)^2 / V(mu)`` (:meth:`fisher_rows`), as statsmodels and R do.
+    canonical: ClassVar[bool] = True
+
+    def fisher_rows(self, eta: FloatArray, b: FloatArray) -> FloatArray:
+        """Per-row expected-information weights ``s (dmu/deta)^2 / V(mu)`` (offset added here);
+        for a canonical link the curvature weights of :meth:`inference_rows` themselves."""
+        y, s, o = split_rows(b)
+        e = eta if o is None else eta + o
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            if self.canonical:
+                w = self._d1_d2(e, y)[1]
+            else:
+                mu = self.mean(e)
+                v = self.variance(mu)
+                g = self.dmu_deta(e)
+                w = np.where(v > 0.0, g * g / np.where(v > 0.0, v, 1.0), 0.0)
+            return w if s is None else np.where(s > 0.0, s * w, 0.0)
+
+    def dmu_deta(self, eta: FloatArray) -> FloatArray:
+        """``dmu/deta``, the inverse link's derivative (needed for non-canonical links)."""
+        raise TypeError(f"model {self.name!r} has a canonical link: its Fisher information is l''")
+
     def inference_rows(
         self, eta: FloatArray, b: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
@@ -142,7 +166,8 @@ class _GLM(Model):
         Returns ``(s l', s l'', s (y - mu)^2 / V(mu), s > 0)``: the score and curvature
         weights of the sum-form objective ``sum_i s_i l_i`` (no division by ``S``), the
         rows' Pearson terms (zero where ``V(mu) = 0``) and which rows count (a zero sample
-        weight drops its row).
+        weight drops its row). ``l''`` is the curvature the fit uses (the observed one, or
+        the Fisher information where the model says so).
         """
         y, s, o = split_rows(b)
         e = eta if o is None else eta + o

@@ -52,6 +52,12 @@ class _LogLink(_GLM):
     """The log link's mean and its start: ``log(sum s y / sum s e^o)``, the exact
     intercept-only fit without offsets (for every log-link family) and for Poisson with them."""
 
+    canonical: ClassVar[bool] = False  # the log link is canonical for Poisson only
+
+    def dmu_deta(self, eta: FloatArray) -> FloatArray:
+        """``e^eta`` (= mu) for the log link."""
+        return self.mean(eta)
+
     fixed_dispersion: ClassVar[bool] = False
 
     def mean(self, eta: FloatArray) -> FloatArray:
