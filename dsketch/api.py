@@ -63,6 +63,49 @@ def choose_curvature(spec: ProblemSpec, sketch_size: int | None = None) -> str:
     return "exact" if exact <= sketch else "leverage"
 
 
+def check_sketch_options(solver: str, sketch: Any, sketch_size: int | None,
+                         sketch_params: dict[str, Any] | None, adaptive_sketch: bool | None) -> None:
+    """Refuse unknown names and sketch options that would have no effect.
+
+    Raises :class:`~dsketch.errors.UnknownNameError` for a misspelt solver or sketch (with
+    the nearest names) and :class:`~dsketch.errors.UnusedOptionError` for ``sketch_size``,
+    ``sketch_params`` or ``adaptive_sketch=True`` with the exact curvature or gradient
+    descent, or a sketch named for gradient descent. Cheap: :func:`fit` and the command line
+    call it before any data is read.
+    """
+    from dsketch.errors import UnusedOptionError, unknown_name
+    from dsketch.sketch import SKETCHES
+
+    if solver not in SOLVERS:
+        raise unknown_name("solver", solver, SOLVERS)
+    if isinstance(sketch, str) and sketch != "auto" and sketch not in SKETCHES:
+        raise unknown_name("sketch", sketch, ("auto", *SKETCHES), "sketches")
+    if solver == "gd":
+        why = "solver='gd' (gradient descent) uses no curvature"
+        if sketch != "auto":
+            raise UnusedOptionError(f"sketch={sketch!r} has no effect: {why}; leave sketch at 'auto'")
+    elif sketch == "exact":
+        why = "sketch='exact' forms the exact Gram matrix, there is nothing to sample"
+    else:
+        return
+    given = [name for name, value in (("sketch_size", sketch_size), ("sketch_params", sketch_params or None),
+                                      ("adaptive_sketch", adaptive_sketch or None)) if value is not None]
+    if given:
+        raise UnusedOptionError(f"{' and '.join(given)} {'has' if len(given) == 1 else 'have'} no effect: {why}; "
+                                "drop it or choose a sketch (e.g. sketch='auto' or 'leverage')")
+
+
+def resolve_adaptive(solver: str, sketch: Any, sketch_size: int | None, adaptive_sketch: bool | None) -> bool:
+    """``adaptive_sketch=None`` made explicit (before ``"auto"`` is resolved): adaptive for a
+    sketch whose size is not fixed, ``"auto"`` (any ``sketch_size`` is the start) or a named
+    sketch without ``sketch_size``; never for ``"exact"`` or gradient descent."""
+    if adaptive_sketch is not None:
+        return bool(adaptive_sketch)
+    if solver == "gd" or sketch == "exact":
+        return False
+    return sketch == "auto" or sketch_size is None
+
+
 def default_sketch_size(kind: str, n_samples: int, n_features: int, *, adaptive: bool = False) -> int:
     """The sketch size used when none is given.
 
@@ -193,7 +236,7 @@ def fit(
     *,
     model_params: dict[str, Any] | None = None,
     fit_intercept: bool = False,
-    sketch: str = "exact",
+    sketch: str = "auto",
     sketch_size: int | None = None,
     sketch_params: dict[str, Any] | None = None,
     solver: str = "newton",
@@ -202,7 +245,7 @@ def fit(
     tol: float = 1e-8,
     max_iter: int = 50,
     ftol: float | None = None,
-    adaptive_sketch: bool = False,
+    adaptive_sketch: bool | None = None,
     fused: bool = True,
     client: Client | None = None,
     scheduler: str | None = None,
@@ -238,22 +281,27 @@ def fit(
         coefficients). The engine appends the column of ones to every block it reads; the
         store is not copied. ``x0="auto"`` starts the intercept at the intercept-only fit
         (one more pass).
-    sketch : {"exact", "auto", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
-        How ``A^T diag(D) A`` is estimated; ``"exact"`` gives exact Newton, ``"auto"``
-        picks exact or leverage by cost (:func:`choose_curvature`).
+    sketch : {"auto", "exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
+        How ``A^T diag(D) A`` is estimated. ``"auto"`` (default) picks exact or leverage
+        sampling by cost (:func:`choose_curvature`; small and sparse problems get exact);
+        ``"exact"`` gives exact Newton. The same default as the estimators and ``dsketch fit``.
     sketch_size : int, optional
         Expected sampled rows / embedding dimension (default: the documented size for a
-        (1 +- 0.5) approximation, capped at 100 rows per feature when ``adaptive_sketch``;
-        see :func:`default_sketch_size`).
+        (1 +- 0.5) approximation, capped at 100 rows per feature when the sketch is
+        adaptive; see :func:`default_sketch_size`). With ``"auto"`` it is the size used if a
+        sketch is chosen (and prices that choice). Refused with ``sketch="exact"`` and
+        ``solver="gd"``, which have no sketch.
     sketch_params : dict, optional
-        Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage).
+        Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage; with
+        ``"auto"``, of leverage when it is chosen). Refused with ``"exact"`` and ``"gd"``.
     solver : {"newton", "newton-cg", "gd"}
         ``"newton"``: approximate Newton with the chosen curvature (``sketch="exact"``
         gives exact Newton). ``"newton-cg"``: exact Newton steps solved inexactly by
         conjugate gradients on exact Hessian-vector products (one pass over A each),
         preconditioned by the chosen sketch; no accuracy ceiling. ``"gd"``: gradient
-        descent with Armijo backtracking on the same engine (a baseline; ``sketch`` is
-        ignored).
+        descent with Armijo backtracking on the same engine (a baseline without curvature:
+        ``sketch`` other than ``"auto"``, ``sketch_size``, ``sketch_params`` and
+        ``adaptive_sketch=True`` are refused).
     x0 : ndarray of shape (n_features,), "auto" or "zeros"
         Starting point. ``"auto"`` (default) uses the model's data-driven initialiser
         when it has one (softmax: the log-linear least-squares fit, one pass over A) and
@@ -264,9 +312,14 @@ def fit(
     tol : float
         Stop when ``||grad|| <= tol * ||grad_0||``.
     max_iter : int
-    adaptive_sketch : bool
+    adaptive_sketch : bool, optional
         Grow / shrink the sketch size from each step's actual against predicted decrease
         (:class:`~dsketch.solvers.newton.NewtonConfig`); ``sketch_size`` is the start.
+        ``None`` (default): adaptive when the curvature is a sketch and its size was not
+        fixed, that is when ``sketch="auto"`` chooses a sketch (a ``sketch_size`` is then
+        the start), or a sketch is named without a ``sketch_size``; a named sketch with a
+        ``sketch_size`` keeps that size. ``True`` is refused with ``sketch="exact"`` and
+        ``solver="gd"``; with ``"auto"`` it applies only if a sketch is chosen.
     ftol : float, optional
         Convergence in loss value (:class:`~dsketch.solvers.newton.NewtonConfig`); by
         default on (1e-12) only for the non-smooth ReLU models.
@@ -317,8 +370,7 @@ def fit(
         ``resume``, since the checkpoint was written (its settings record the store's
         :attr:`~dsketch.store.ProblemSpec.fingerprint`).
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
+    check_sketch_options(solver, sketch, sketch_size, sketch_params, adaptive_sketch)
     spec = _problem(data)
     if isinstance(model, Model):
         if model_params:
@@ -329,11 +381,15 @@ def fit(
     mdl = mdl.bind(spec)
     if fit_intercept:
         mdl, spec = mdl.with_intercept(), spec.with_intercept()
-    auto = sketch == "auto"
+    adaptive_sketch = resolve_adaptive(solver, sketch, sketch_size, adaptive_sketch)
+    auto = sketch == "auto" and solver != "gd"
     if auto:  # priced with the leverage size this fit would use
         sketch = choose_curvature(spec, sketch_size if sketch_size is not None else default_sketch_size(
             "leverage", spec.n_samples, spec.n_features, adaptive=adaptive_sketch))
-
+        if sketch == "exact":  # the sketch's settings only apply when one is chosen
+            sketch_params, adaptive_sketch = None, False
+    elif solver == "gd":
+        sketch = "exact"  # gradient descent reads no curvature; priced as the cheapest
     given = sketch
 
     def size_of(kind: str) -> int:
@@ -422,7 +478,7 @@ def fit(
         **mdl.describe(),
         "solver": solver,
         "sketch": "none" if solver == "gd" else sketch,
-        "sketch_size": size if sketch != "exact" else None,
+        "sketch_size": size if sketch != "exact" and solver != "gd" else None,
         "seed": seed,
         "tol": tol,
         "max_iter": max_iter,

@@ -137,7 +137,8 @@ def _dsketch_runs(spec: Any, pdef: ProblemDef, client: Any, *, persist: bool) ->
     runs = (("dsketch Newton (defaults: auto curvature, adaptive size)", {"sketch": "auto", "adaptive_sketch": True}),
             ("dsketch exact Newton", {"sketch": "exact"}),
             ("dsketch leverage Newton (adaptive)", {"sketch": "leverage", "adaptive_sketch": True}),
-            ("dsketch Newton-CG (leverage)", {"sketch": "leverage", "solver": "newton-cg"}))
+            ("dsketch Newton-CG (leverage)", {"sketch": "leverage", "solver": "newton-cg",
+                                               "adaptive_sketch": False}))
     return [(label, make(label, **kw)) for label, kw in runs]
 
 

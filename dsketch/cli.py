@@ -62,7 +62,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         help="join a running Dask scheduler (tcp://host:port); default: $DSKETCH_SCHEDULER, "
         "else an embedded local cluster on 127.0.0.1",
     )
-    p.add_argument("--workers", type=int, default=2, help="worker processes of the embedded cluster (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the embedded cluster")
     p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
                    help="give up joining the scheduler after SECONDS (default: dask config "
                         "distributed.comm.timeouts.connect, 30 s)")
@@ -101,36 +101,86 @@ def _connection_config(args: argparse.Namespace) -> Any:
     return dask.config.set(config)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it or the
+    option is a switch (off by default) or has no default value (the text says what then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or default is None or isinstance(default, bool)
+                or default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose "invalid choice" errors suggest the nearest valid choice."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            from dsketch.errors import did_you_mean
+
+            valid = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{did_you_mean(value, map(str, action.choices))}; "
+                        f"choose from {valid}")
+        super()._check_value(action, value)
+
+
+def _add_quiet(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--quiet``, accepted before and after the command (the command's copy leaves the
+    value alone unless given)."""
+    p.add_argument("--quiet", action="store_true", default=default, help="only warnings and errors")
+
+
+def _check_model_name(name: str, extra: Sequence[str] = ()) -> None:
+    """Refuse an unknown model name (with the nearest names) before any work starts."""
+    from dsketch.errors import unknown_name
+    from dsketch.models import MODELS
+
+    if name not in MODELS and name not in extra:
+        raise unknown_name("model", name, [*MODELS, *extra])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dsketch",
         description="Distributed sketched Newton methods on Zarr stores with Dask.",
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    _add_quiet(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("make-data", help="write a synthetic problem with a planted solution")
+    def _sub(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+        _add_quiet(p)
+        return p
+
+    p = _sub("make-data", help="write a synthetic problem with a planted solution")
     p.add_argument("out", help="target problem store (Zarr directory)")
     p.add_argument("--model", required=True, help="model whose targets are generated")
-    p.add_argument("--n-samples", type=int, required=True)
-    p.add_argument("--n-features", type=int, required=True)
+    p.add_argument("--n-samples", type=int, required=True, help="rows of A")
+    p.add_argument("--n-features", type=int, required=True, help="columns of A")
     p.add_argument("--density", type=float, default=None, help="non-zero fraction (sparse CSR store); dense if omitted")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the planted solution")
     p.add_argument("--regime", choices=("weak", "strong"), default="weak", help="row weights w for softmax-type models")
-    p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--noise", type=float, default=0.05,
+                   help="standard deviation of the Gaussian noise added to the targets (models with real targets)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter (repeatable)")
     p.add_argument("--outputs", type=int, default=8,
                    help="m, the number of targets of the paired models two-layer and softmax-relu "
-                        "reading C (default 8)")
+                        "reading C")
     p.add_argument("--solve", action="store_true",
                    help="also compute the optimum x* (exact Newton, tol 1e-12) and record it in the metadata")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier problem store at OUT")
     _add_cluster_args(p)
 
-    p = sub.add_parser("convert", help="convert .npy / .npz / svmlight / AnnData .zarr into a problem store")
-    p.add_argument("source")
-    p.add_argument("out")
-    p.add_argument("--format", dest="fmt", choices=("npy", "npz", "svmlight", "anndata"), default=None)
+    p = _sub("convert", help="convert .npy / .npz / svmlight / AnnData .zarr into a problem store")
+    p.add_argument("source", help="input file or AnnData store (A for .npy; A and b for .npz)")
+    p.add_argument("out", help="target problem store (Zarr directory)")
+    p.add_argument("--format", dest="fmt", choices=("npy", "npz", "svmlight", "anndata"), default=None,
+                   help="format of SOURCE (default: from its file name)")
     p.add_argument("--target", default=None, help=".npy file with b (for .npy / .npz sources)")
     p.add_argument("--weights", default=None,
                    help=".npy file (or AnnData obs column) with the softmax-type models' regularisation "
@@ -141,14 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the GLMs' offsets (eta = A x + offset, e.g. log exposure), stored as 'offset'")
     p.add_argument("--obs-column", default=None, help="AnnData obs column used as b")
     p.add_argument("--layer", default=None, help="AnnData layer instead of X")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier problem store at OUT")
 
-    p = sub.add_parser("info", help="describe a problem store, a result store or a prediction store")
-    p.add_argument("store")
+    p = _sub("info", help="describe a problem store, a result store or a prediction store")
+    p.add_argument("store", help="the store to describe")
     p.add_argument("--check", action="store_true", help="full validation: finite values, sorted in-range indices")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("fit", help="fit a model to a problem store")
+    p = _sub("fit", help="fit a model to a problem store")
     p.add_argument("--model", required=True,
                    help="softmax, resnet-softmax, softmax-relu (--param reading=A|B|C), two-layer "
                    "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, poisson, "
@@ -158,21 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "or ggn-score (two-layer network; --param hidden=, activation=, "
                    "target=, epochs=, batch_size=, tau=, mu=, nu=, alpha=, scale_hessian_by_tau=, "
                    "smoother=pseudo-huber|ostrovskii-bach; --sketch-size S: full-data GGN with S sampled rows)")
-    p.add_argument("--data", required=True, metavar="STORE")
+    p.add_argument("--data", required=True, metavar="STORE", help="problem store to fit")
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
     p.add_argument("--fit-intercept", action="store_true",
                    help="GLMs: an unpenalised intercept, the last coefficient (the store is not copied)")
     p.add_argument("--solver", default="newton", choices=("newton", "newton-cg", "gd"),
                    help="newton: (sketched) Newton; newton-cg: exact Newton by conjugate gradients "
                         "preconditioned by the sketch; gd: gradient-descent baseline")
-    p.add_argument("--sketch", default="exact", choices=("auto", *SKETCH_KINDS),
-                   help="curvature of A^T diag(D) A (auto: exact when cheap, else leverage)")
-    p.add_argument("--adaptive-sketch", action="store_true",
-                   help="grow/shrink the sketch size when steps miss/meet their predicted decrease")
-    p.add_argument("--sketch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tol", type=float, default=1e-8)
-    p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--sketch", default="auto", choices=("auto", *SKETCH_KINDS),
+                   help="curvature of A^T diag(D) A (auto: exact when cheap, else leverage sampling; "
+                        "exact: exact Newton)")
+    p.add_argument("--adaptive-sketch", action=argparse.BooleanOptionalAction, default=None,
+                   help="grow/shrink the sketch size when steps miss/meet their predicted decrease "
+                        "(default: on for a sketch chosen by auto or named without --sketch-size)")
+    p.add_argument("--sketch-size", type=int, default=None, metavar="N",
+                   help="sampled rows / embedding dimension of the sketch, the start when adaptive "
+                        "(default: 100 rows per feature when adaptive, else the size of the sketch's "
+                        "(1 +- 0.5) guarantee); not with --sketch exact or --solver gd")
+    p.add_argument("--seed", type=int, default=0, help="key of the sketches' counter-based randomness")
+    p.add_argument("--tol", type=float, default=1e-8, help="stop when |grad| <= TOL * |grad_0|")
+    p.add_argument("--max-iter", type=int, default=50, help="most iterations")
     p.add_argument("--ftol", type=float, default=None,
                    help="also stop when a step decreases the loss by at most FTOL relative to it "
                         "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
@@ -187,13 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GLMs: two passes per iteration instead of one fused pass (A p, trial losses "
                         "and the next curvature together)")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a convergence plot")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result store at RESULT")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted fit from RESULT.checkpoint (written after every iteration)")
     add_inference_args(p)
     _add_cluster_args(p)
 
-    p = sub.add_parser("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
+    p = _sub("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
     p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit'")
     p.add_argument("--data", default=None, metavar="STORE",
                    help="the store the model was fitted to (default: the one the result records)")
@@ -202,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_args(p)
     _add_cluster_args(p)
 
-    p = sub.add_parser("predict", help="a fitted GLM's linear predictor and mean for every row of a problem store")
+    p = _sub("predict", help="a fitted GLM's linear predictor and mean for every row of a problem store")
     p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit' (a GLM)")
     p.add_argument("--data", required=True, metavar="STORE",
                    help="problem store with the fitted columns (its 'offset' member is added when present)")
@@ -213,27 +268,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction store at PRED")
     _add_cluster_args(p)
 
-    p = sub.add_parser("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--n-samples", type=int, default=2_000_000)
-    p.add_argument("--n-features", type=int, default=200)
-    p.add_argument("--density", type=float, default=0.01)
-    p.add_argument("--sketch", default="leverage", choices=SKETCH_KINDS)
-    p.add_argument("--sketch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p = _sub("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory of the stores, results, plot and report")
+    p.add_argument("--n-samples", type=int, default=2_000_000, help="rows of each problem")
+    p.add_argument("--n-features", type=int, default=200, help="columns of each problem")
+    p.add_argument("--density", type=float, default=0.01, help="non-zero fraction of A")
+    p.add_argument("--sketch", default="leverage", choices=SKETCH_KINDS,
+                   help="curvature of both fits (the demo shows a sketch at a fixed size)")
+    p.add_argument("--sketch-size", type=int, default=None, metavar="N",
+                   help="sketch size (default: the size of the sketch's (1 +- 0.5) guarantee); "
+                        "not with --sketch exact")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the sketches")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty DIR that holds more than an earlier demo's outputs "
                         "(only the demo's own stores, results, plot and report are replaced)")
     _add_cluster_args(p)
 
-    p = sub.add_parser("bench", help="benchmark against scipy, scikit-learn and dask-ml (see dsketch.bench)")
-    p.add_argument("--out", default=os.path.join("results", "benchmark"), metavar="DIR")
-    p.add_argument("--scale", type=float, default=1.0, help="fraction of the full row counts (default 1)")
-    p.add_argument("--problems", default="ill-dense,sparse,well-dense,coherent")
+    p = _sub("bench", help="benchmark against scipy, scikit-learn and dask-ml (see dsketch.bench)")
+    p.add_argument("--out", default=os.path.join("results", "benchmark"), metavar="DIR",
+                   help="directory of the benchmark's report and results")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the full row counts")
+    p.add_argument("--problems", default="ill-dense,sparse,well-dense,coherent",
+                   help="comma-separated benchmark problems to run")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per solver; the median is reported")
     p.add_argument("--max-memory-gb", type=float, default=6.0,
                    help="largest A loaded into memory for the in-memory peers (scipy, scikit-learn)")
-    p.add_argument("--keep-stores", action="store_true")
+    p.add_argument("--keep-stores", action="store_true", help="keep the generated problem stores under DIR")
     p.add_argument("--daskml-max-iter", default=None, metavar="N,N,...",
                    help="ladder of dask-ml max_iter values, one fit each (default 5,20,100,300)")
     p.add_argument("--daskml-budget-s", type=float, default=None, metavar="S",
@@ -248,7 +308,8 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     from dsketch.engine.datagen import make_problem
     from dsketch.store import outputs
 
-    outputs.check_output(args.out, outputs.PROBLEM, overwrite=args.overwrite)  # before the cluster starts
+    _check_model_name(args.model)  # before the cluster starts
+    outputs.check_output(args.out, outputs.PROBLEM, overwrite=args.overwrite)
     with connect(args.scheduler, n_workers=args.workers) as client:
         spec = make_problem(
             args.out,
@@ -327,9 +388,12 @@ def _check_fit_outputs(args: argparse.Namespace, checkpoint: str | None, plot: s
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from dsketch.api import fit
+    from dsketch.api import check_sketch_options, fit
     from dsketch.solvers.result import save_result
 
+    _check_model_name(args.model, ("ggn-score",))
+    if args.model != "ggn-score":  # before any output is checked or a cluster started
+        check_sketch_options(args.solver, args.sketch, args.sketch_size, None, args.adaptive_sketch)
     if args.model == "ggn-score":
         from dsketch.api import fit_network
 
@@ -403,8 +467,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from dsketch.api import check_sketch_options
     from dsketch.demo import run_demo
 
+    check_sketch_options("newton", args.sketch, args.sketch_size, None, None)  # before the data are made
     run_demo(
         args.out,
         n_samples=args.n_samples,

@@ -96,6 +96,7 @@ def run_demo(
             print(f"\n== {model}: wrote {store} ({spec.n_samples} x {spec.n_features}, "
                   f"nnz={spec.nnz}) in {time.perf_counter() - t0:.1f}s; sketch={sketch}")
             res = fit(spec, model, model_params=params, sketch=sketch, sketch_size=sketch_size,
+                      adaptive_sketch=False,  # the documented fixed size, as the README shows
                       seed=seed, tol=1e-10, max_iter=30, client=client)
             print(res.message)
             save_result(res, os.path.join(out, f"{model}_result.zarr"), overwrite=True)

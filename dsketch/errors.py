@@ -7,6 +7,8 @@ the built-in exception a caller would naturally catch (``ValueError``, ``TypeErr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DSketchError(Exception):
     """Base class of every error raised by dsketch."""
@@ -136,3 +138,37 @@ class MemoryBudgetError(DSketchError, MemoryError):
 
 
 __all__.append("MemoryBudgetError")
+
+
+class UnknownNameError(DSketchError, ValueError):
+    """A model, sketch or other registry name that does not exist (the message suggests the
+    closest valid names)."""
+
+
+__all__.append("UnknownNameError")
+
+
+class UnusedOptionError(DSketchError, ValueError):
+    """An option was given that would have no effect with the other settings (a sketch size
+    for the exact curvature, for instance): refused rather than silently ignored."""
+
+
+__all__.append("UnusedOptionError")
+
+
+def did_you_mean(name: object, valid: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the valid names closest to ``name``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(valid), n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def unknown_name(what: str, name: object, valid: Iterable[str], plural: str | None = None) -> UnknownNameError:
+    """The error for an unknown ``what`` (``"model"``, ``"sketch"``): the name, the nearest
+    valid ones and the full list (``valid <plural>: ...``)."""
+    names = list(valid)
+    return UnknownNameError(f"unknown {what} {name!r}{did_you_mean(name, names)}; "
+                            f"valid {plural or what + 's'}: {', '.join(names)}")

@@ -84,7 +84,8 @@ def main() -> None:
             x_planted = np.asarray(spec.metadata["dsketch"]["x_planted"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ref = dsketch.fit(spec, name, x0=x_planted, tol=0.0, max_iter=50, client=client)
+                ref = dsketch.fit(spec, name, sketch="exact", x0=x_planted, tol=0.0, max_iter=50,
+                                  client=client)
             x_star = ref.x
             scale = max(1.0, float(np.linalg.norm(x_star)))
             # a good initial point in the sense of MODELS.md 1.6 (iii): x* + r0 u, |u| = 1

@@ -169,3 +169,74 @@ def test_bench_arguments_are_checked(tmp_path, capsys):
     assert "must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--daskml-deadline-s", "-1", "--out", str(tmp_path)]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def _subparsers():
+    from dsketch.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices
+
+
+def test_every_option_has_help_that_gives_its_default():
+    import argparse
+
+    for name, p in _subparsers().items():
+        text = " ".join(p.format_help().split())
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"dsketch {name} {action.option_strings or action.dest}"
+            assert action.help, where
+            if action.option_strings and action.default not in (None, argparse.SUPPRESS) \
+                    and not isinstance(action.default, bool):
+                assert "default" in p._get_formatter()._get_help_string(action), where
+        assert "(default: auto)" in text or name != "fit"
+
+
+def test_no_effect_options_are_refused_in_one_line(tmp_path, capsys):
+    base = ["fit", "--model", "logistic", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r.zarr")]
+    for extra, what in ((["--sketch", "exact", "--sketch-size", "100"], "sketch_size"),
+                        (["--sketch", "exact", "--adaptive-sketch"], "adaptive_sketch"),
+                        (["--solver", "gd", "--sketch-size", "100"], "sketch_size")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "no effect" in err and what in err, err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--sketch", "exact", "--sketch-size", "10"]) == 2
+    assert "no effect" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_misspelt_names_suggest_the_nearest(tmp_path, capsys):
+    out = str(tmp_path / "r.zarr")
+    assert main(["fit", "--model", "logistc", "--data", str(tmp_path / "missing.zarr"), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'logistic'" in err and len(err.strip().splitlines()) == 1
+    assert main(["make-data", out, "--model", "poison", "--n-samples", "10", "--n-features", "2"]) == 2
+    assert "did you mean 'poisson'" in capsys.readouterr().err
+    assert not (tmp_path / "r.zarr").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--model", "logistic", "--data", "x", "--out", "y", "--sketch", "levrage"])
+    assert exc.value.code == 2 and "did you mean 'leverage'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fti", "--model", "logistic"])
+    assert "did you mean 'fit'" in capsys.readouterr().err
+
+
+def test_quiet_before_or_after_the_command(tmp_path, capsys):
+    from dsketch.cli import build_parser
+
+    parser = build_parser()
+    tail = ["--model", "logistic", "--data", "d", "--out", "o"]
+    assert parser.parse_args(["fit", *tail]).quiet is False
+    assert parser.parse_args(["--quiet", "fit", *tail]).quiet is True
+    assert parser.parse_args(["fit", *tail, "--quiet"]).quiet is True
+    assert parser.parse_args(["fit", "--quiet", *tail]).quiet is True
+    store = str(tmp_path / "p.zarr")
+    rng = np.random.default_rng(0)
+    dsketch.write_problem(store, rng.standard_normal((50, 3)), rng.standard_normal(50))
+    assert main(["info", store, "--quiet"]) == 0
+    assert "50" in capsys.readouterr().out
+    assert main(["fit", "--model", "least-squares", "--data", store, "--out", str(tmp_path / "r.zarr"),
+                 "--quiet"]) == 0
+    assert dsketch.load_result(str(tmp_path / "r.zarr")).success

@@ -183,7 +183,8 @@ def test_sketched_and_cg_fits_reach_the_weighted_optimum(tmp_path, client, solve
     sw = rng.uniform(0.0, 3.0, y.size)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=np.log(exposure))
     res = dsketch.fit(spec, "poisson", model_params={"l2": 1e-3}, fit_intercept=True, solver=solver,
-                      sketch=sketch, sketch_size=400, adaptive_sketch=True, tol=1e-10, max_iter=100,
+                      sketch=sketch, sketch_size=None if sketch == "exact" else 400,
+                      adaptive_sketch=sketch != "exact", tol=1e-10, max_iter=100,
                       client=client)
     assert res.success
     g = glum.GeneralizedLinearRegressor(family="poisson", alpha=1e-3, gradient_tol=1e-12).fit(

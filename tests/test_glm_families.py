@@ -219,7 +219,8 @@ def test_sketched_and_cg_fits_reach_glums_optimum(tmp_path, client, key, solver,
     A, X, y, sw, off = _problem(key, rng, n=6000)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=off)
     res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True, solver=solver,
-                      sketch=sketch, sketch_size=400, adaptive_sketch=True, tol=1e-11, max_iter=200,
+                      sketch=sketch, sketch_size=None if sketch == "exact" else 400,
+                      adaptive_sketch=sketch != "exact", tol=1e-11, max_iter=200,
                       client=client)
     assert res.success
     print(key, solver, sketch, res.nit, _close(res.x, _glum(family, X, y, sw, off)))

@@ -287,7 +287,7 @@ class _EngineGLM(BaseEstimator, ABC):
                           sketch=self.sketch, sketch_size=self.sketch_size,
                           solver=self.solver, x0="auto" if self._has_intercept else "zeros",
                           seed=int(self.random_state), tol=float(self.tol),
-                          max_iter=int(self.max_iter), client=c, adaptive_sketch=True,
+                          max_iter=int(self.max_iter), client=c,
                           block_rows=None if self.block_rows is None else int(self.block_rows))
         finally:
             if tmp is not None:

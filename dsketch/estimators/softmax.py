@@ -72,8 +72,9 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
     solver : {"newton", "newton-cg", "gd"}, default "newton"
     sketch : {"auto", "exact", "leverage", ...}, default "auto"
     sketch_size, random_state, client, scheduler, block_rows
-        As in :func:`dsketch.fit` (``random_state`` is its ``seed``); the sketch size
-        adapts (``adaptive_sketch=True``), ``sketch_size`` is where it starts.
+        As in :func:`dsketch.fit`, with its defaults (``random_state`` is its ``seed``):
+        with ``"auto"`` a chosen sketch adapts its size, ``sketch_size`` is where it starts;
+        a named sketch with a ``sketch_size`` keeps that size.
 
     Attributes
     ----------

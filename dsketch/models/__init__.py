@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from dsketch.errors import unknown_name
 from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
 from dsketch.models.exp_regression import ExpRegression
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
@@ -81,12 +82,13 @@ def get_model(name: str, **params: Any) -> Model:
     Raises
     ------
     ValueError
-        Unknown name (the message lists the valid ones) or an invalid parameter value.
+        Unknown name (:class:`~dsketch.errors.UnknownNameError`: the message suggests the
+        closest names and lists the valid ones) or an invalid parameter value.
     TypeError
         A parameter the model does not take.
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        raise unknown_name("model", name, MODELS)
     factory = MODELS[name]
     target = factory.func if isinstance(factory, functools.partial) else factory
     fixed = factory.keywords if isinstance(factory, functools.partial) else {}

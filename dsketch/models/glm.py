@@ -429,18 +429,24 @@ class PoissonRegression(_GLM):
 
 
 class LeastSquares(_GLM):
-    """L2-penalised least squares (ridge regression).
+    """Least squares, unpenalised by default; ridge regression with ``l2 > 0``.
 
     Per-row loss ``l = (eta - b)^2 / 2``, ``l' = eta - b``, ``l'' = 1``.
     Objective, gradient and Hessian: see the module docstring.
 
     Parameters
     ----------
-    l2 : float, default 1e-4
-        L2 penalty strength (``>= 0``).
+    l2 : float, default 0.0
+        L2 penalty strength (``>= 0``). Unlike the other GLMs (default ``1e-4``), least
+        squares is unpenalised by default, as scikit-learn's ``LinearRegression``: the
+        default fit is ordinary least squares (``A`` needs full column rank for a unique
+        minimiser; pass ``l2`` for ridge).
     """
 
     name: ClassVar[str] = "least-squares"
+
+    def __init__(self, l2: float = 0.0, n_unpenalized: int = 0) -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
 
     def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
         r = eta - b

@@ -282,18 +282,19 @@ class NegativeBinomialRegression(_LogLink):
             raise ValueError(f"negative binomial regression needs finite targets >= 0; {_first_bad(b, bad)} are not.")
 
 
-def tweedie(power: float | None = None, link: str = "auto", l2: float = 1e-4) -> Model:
+def tweedie(power: float | None = None, link: str = "auto", l2: float | None = None) -> Model:
     """The registry's ``tweedie``: :class:`TweedieRegression` with the log link, or
     ``least-squares`` for ``power=0`` with the identity link (``link="auto"`` is identity
-    for power 0 and log otherwise, as scikit-learn's ``TweedieRegressor``)."""
+    for power 0 and log otherwise, as scikit-learn's ``TweedieRegressor``). ``l2=None``:
+    the chosen model's default (0 for least squares, 1e-4 otherwise)."""
     p = _check_power(power)
     if link not in ("auto", "identity", "log"):
         raise ValueError(f"the Tweedie link must be 'auto', 'identity' or 'log'; got {link!r}")
     if link == "identity" or (link == "auto" and p == 0.0):
         if p != 0.0:
             raise ValueError(f"the identity link is only supported with power 0 (normal); got power={power!r}")
-        return LeastSquares(l2=l2)
-    return TweedieRegression(power=p, l2=l2)
+        return LeastSquares(**_l2(l2))
+    return TweedieRegression(power=p, **_l2(l2))
 
 
 #: glum's family names, with the links each one supports (the first is ``link="auto"``).
@@ -309,13 +310,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def glm(family: str = "normal", link: str = "auto", l2: float = 1e-4, power: float | None = None,
+def _l2(l2: float | None) -> dict[str, float]:
+    """``l2`` as a keyword when given (``None``: the model's own default)."""
+    return {} if l2 is None else {"l2": l2}
+
+
+def glm(family: str = "normal", link: str = "auto", l2: float | None = None, power: float | None = None,
         theta: float | None = None) -> Model:
     """The registry's ``glm``: a family and link by glum's names, mapped onto the models
     (``normal``/``gaussian`` with identity: ``least-squares``; ``binomial``: ``logistic``;
     ``poisson``; ``gamma``; ``inverse.gaussian``; ``tweedie`` with ``power`` (default 1.5, as
     glum; its ``auto`` link is identity for power 0); ``negative.binomial`` with ``theta``
-    (default 1.0))."""
+    (default 1.0)). ``l2=None``: the model's default (0 for least squares, 1e-4 otherwise)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown GLM family {family!r}; valid: {', '.join(FAMILIES)}")
     if power is not None and family != "tweedie":
@@ -329,12 +335,12 @@ def glm(family: str = "normal", link: str = "auto", l2: float = 1e-4, power: flo
     if chosen not in links:
         raise ValueError(f"family {family!r} supports the link(s) {', '.join(links)}; got link={link!r}")
     if family in ("normal", "gaussian"):
-        return LeastSquares(l2=l2) if chosen == "identity" else TweedieRegression(power=0.0, l2=l2)
+        return LeastSquares(**_l2(l2)) if chosen == "identity" else TweedieRegression(power=0.0, **_l2(l2))
     if family == "negative.binomial":
-        return NegativeBinomialRegression(theta=1.0 if theta is None else theta, l2=l2)
+        return NegativeBinomialRegression(theta=1.0 if theta is None else theta, **_l2(l2))
     cls = {"binomial": LogisticRegression, "poisson": PoissonRegression, "gamma": GammaRegression,
            "inverse.gaussian": InverseGaussianRegression}[family]
-    return cls(l2=l2)
+    return cls(**_l2(l2))
 
 
 __all__ = ["FAMILIES", "GammaRegression", "InverseGaussianRegression", "NegativeBinomialRegression",

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.errors import ChunkLayoutError
+from dsketch.errors import ChunkLayoutError, unknown_name
 from dsketch.sketch.base import (
     Partial,
     Sketch,
@@ -72,7 +72,8 @@ def make_sketch(kind: str | Sketch, **params: Any) -> Sketch:
     Raises
     ------
     ValueError
-        Unknown kind (the message lists the valid ones) or a bad parameter value.
+        Unknown kind (:class:`~dsketch.errors.UnknownNameError`: the message suggests the
+        closest names and lists the valid ones) or a bad parameter value.
     TypeError
         A parameter the sketch does not take, or parameters given with an instance.
     """
@@ -83,7 +84,7 @@ def make_sketch(kind: str | Sketch, **params: Any) -> Sketch:
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a sketch name (str); got {type(kind).__name__}")
     if kind not in SKETCHES:
-        raise ValueError(f"unknown sketch {kind!r}; valid sketches: {', '.join(SKETCHES)}")
+        raise unknown_name("sketch", kind, SKETCHES, "sketches")
     cls = SKETCHES[kind]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = set(params) - accepted
