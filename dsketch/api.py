@@ -13,7 +13,8 @@ from distributed import Client
 
 from dsketch.engine.client import SCHEDULER_ENV, connect
 from dsketch.engine.core import Engine, auto_block_rows
-from dsketch.engine.memory import MemoryLimits, check_memory, client_limits, embedded_limits
+from dsketch.engine.memory import client_limits, embedded_limits
+from dsketch.engine.memory import plan_curvature as _memory_plan
 from dsketch.engine.threads import ThreadClient
 from dsketch.errors import DSketchError, StoreNotFoundError
 from dsketch.models import Model, get_model
@@ -200,34 +201,6 @@ def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) 
     raise ClusterConnectionError(
         f"lost the Dask scheduler at {address} during the fit ({type(exc).__name__}: {detail}); {where}"
     ) from None
-
-
-def _memory_plan(sketch: str, size: int, limits: MemoryLimits, *, spec: ProblemSpec, model: Model, solver: str,
-                 size_of: Any, auto: bool, **kw: Any) -> tuple[str, int]:
-    """The curvature and size to fit with: the given ones when their estimated memory fits
-    ``limits``; with ``sketch="auto"`` the other of exact and leverage when only it fits;
-    otherwise :class:`~dsketch.errors.MemoryBudgetError`."""
-    from dsketch.errors import MemoryBudgetError
-
-    try:
-        est = check_memory(spec, limits, sketch=sketch, sketch_size=size, solver=solver, default_size=size_of,
-                           model=model, **kw)
-        logger.debug("%s", est.describe())
-        return sketch, size
-    except MemoryBudgetError as exc:
-        if not auto or solver == "gd":
-            raise
-        other = "leverage" if sketch == "exact" else "exact"
-        try:
-            est = check_memory(spec, limits, sketch=other, sketch_size=size_of(other), solver=solver,
-                               default_size=size_of, model=model, **kw)
-        except MemoryBudgetError:
-            raise MemoryBudgetError(f"sketch='auto': neither exact nor leverage curvature fits; {exc}",
-                                    estimate=exc.estimate) from None
-        logger.info("sketch='auto': %s curvature instead of %s, which would not fit in memory (%s)", other,
-                    sketch, str(exc).split(" (", 1)[0].split(": ", 1)[-1])
-        logger.debug("%s", est.describe())
-        return other, size_of(other)
 
 
 def fit(

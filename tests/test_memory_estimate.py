@@ -206,7 +206,7 @@ def test_auto_takes_the_curvature_that_fits(caplog):
 
 
 def test_memory_check_false_skips_the_estimate(client, stores, monkeypatch):
-    monkeypatch.setattr("dsketch.api.check_memory", lambda *a, **k: pytest.fail("estimate made"))
+    monkeypatch.setattr("dsketch.engine.memory.check_memory", lambda *a, **k: pytest.fail("estimate made"))
     res = dsketch.fit(stores["sparse"], "logistic", client=client, max_iter=2, memory_check=False)
     assert res.nit >= 1
 

@@ -23,11 +23,14 @@ when it does not fit, naming the ways out that would.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dsketch.store import ProblemSpec
+
+logger = logging.getLogger("dsketch")
 
 #: Fraction of a limit a fit may plan to use (the rest: interpreter, Dask, fragmentation).
 MEMORY_MARGIN = 0.8
@@ -434,3 +437,31 @@ def check_memory(spec: ProblemSpec, limits: MemoryLimits, *, sketch: str, sketch
             estimate=est,
         )
     return est
+
+
+def plan_curvature(sketch: str, size: int, limits: MemoryLimits, *, spec: ProblemSpec, model: Any, solver: str,
+                 size_of: Any, auto: bool, **kw: Any) -> tuple[str, int]:
+    """The curvature and size to fit with: the given ones when their estimated memory fits
+    ``limits``; with ``sketch="auto"`` the other of exact and leverage when only it fits;
+    otherwise :class:`~dsketch.errors.MemoryBudgetError`."""
+    from dsketch.errors import MemoryBudgetError
+
+    try:
+        est = check_memory(spec, limits, sketch=sketch, sketch_size=size, solver=solver, default_size=size_of,
+                           model=model, **kw)
+        logger.debug("%s", est.describe())
+        return sketch, size
+    except MemoryBudgetError as exc:
+        if not auto or solver == "gd":
+            raise
+        other = "leverage" if sketch == "exact" else "exact"
+        try:
+            est = check_memory(spec, limits, sketch=other, sketch_size=size_of(other), solver=solver,
+                               default_size=size_of, model=model, **kw)
+        except MemoryBudgetError:
+            raise MemoryBudgetError(f"sketch='auto': neither exact nor leverage curvature fits; {exc}",
+                                    estimate=exc.estimate) from None
+        logger.info("sketch='auto': %s curvature instead of %s, which would not fit in memory (%s)", other,
+                    sketch, str(exc).split(" (", 1)[0].split(": ", 1)[-1])
+        logger.debug("%s", est.describe())
+        return other, size_of(other)

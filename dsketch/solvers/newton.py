@@ -33,6 +33,7 @@ from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
 from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
+from dsketch.solvers.stopping import _trace, _vanished
 from dsketch.solvers.result import (
     HISTORY_COLUMNS,
     STATUS_MESSAGES,
@@ -150,26 +151,6 @@ class _Iterate:
     lowrank: tuple[np.ndarray, np.ndarray] | None = None  # (A^T U, C) for exact products
     penalty_hess: np.ndarray | None = None
     drawn: SketchContext | None = None  # the context of a fused pass's sketch draw
-
-
-def _trace(H: np.ndarray | None) -> float:
-    return float(np.trace(H)) if isinstance(H, np.ndarray) and H.ndim == 2 else np.nan
-
-
-#: Fraction of its first value below which a diverging model's loss and curvature count as
-#: vanished (unpenalised logistic regression on separable classes: both go to zero).
-VANISHED = 1e-6
-
-
-def _vanished(model: Model, first: tuple[float, float], it: _Iterate) -> bool:
-    """Whether ``model`` (``may_diverge``) ended where its loss and the trace of its
-    curvature both fell below :data:`VANISHED` of their first values: the infimum is at
-    infinity, and the "converged" coefficients are only as large as the iterations made them."""
-    if not getattr(model, "may_diverge", False):
-        return False
-    loss0, trace0 = first
-    trace1 = _trace(it.hess)
-    return bool(loss0 > 0 and trace0 > 0 and it.loss <= VANISHED * loss0 and trace1 <= VANISHED * trace0)
 
 
 class NewtonSolver:
