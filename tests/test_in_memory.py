@@ -197,3 +197,21 @@ def test_thread_client_runs_dependencies_and_raises_at_result():
             with pytest.raises(RuntimeError, match="bad 1"):
                 after.result()
             assert [x.result() for x in c.map(np.add, [1, 2], [3, 4])] == [4, 6]
+
+
+def test_thread_pool_runs_blas_single_threaded_and_restores():
+    """Several pool threads each calling a multi-threaded BLAS oversubscribe the cores:
+    while a pool runs, BLAS is held to one thread, and the caller's setting comes back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(t == 2 for t in before)
+        with ThreadClient(1):  # inline: BLAS keeps its threads
+            assert blas_threads() == before
+        with ThreadClient(3) as c:
+            assert c.submit(blas_threads).result() == [1] * len(before)
+        assert blas_threads() == before
