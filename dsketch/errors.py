@@ -156,6 +156,13 @@ class UnusedOptionError(DSketchError, ValueError):
 __all__.append("UnusedOptionError")
 
 
+class InvalidParameterError(DSketchError, ValueError):
+    """An argument outside its allowed range or set (the message gives both)."""
+
+
+__all__.append("InvalidParameterError")
+
+
 def did_you_mean(name: object, valid: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the valid names closest to ``name``, or ``""``."""
     import difflib
