@@ -58,9 +58,9 @@ class Block:
         return any(re.match(r"\s*dsketch(\s|$)", ln) for ln in self.code.splitlines())
 
 
-def parse(path: Path) -> tuple[list[Block], list[str]]:
+def parse(path: Path, rel: str | None = None) -> tuple[list[Block], list[str]]:
     """The python / bash blocks of a Markdown page, and the problems with its markers."""
-    rel = path.relative_to(ROOT).as_posix()
+    rel = path.relative_to(ROOT).as_posix() if rel is None else rel
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     problems: list[str] = []
@@ -124,6 +124,22 @@ def test_not_run_markers():
     assert not problems, "\n".join(problems)
 
 
+def test_marker_rules_are_enforced(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- not-run: needs a cluster -->\n```bash\ndsketch fit --scheduler tcp://h:8786\n```\n\n"
+        "<!-- not-run: -->\n```python\nprint(1)\n```\n\n"
+        "<!-- not-run: dangling -->\nSome prose.\n\n"
+        "```bash\ndsketch info x.zarr\n```\n```bash\npip install dsketch\n```\n",
+        encoding="utf-8",
+    )
+    blocks, problems = parse(page, "page.md")
+    assert [b.not_run for b in blocks] == ["needs a cluster", "", None, None]
+    assert [runnable(b) for b in blocks] == [False, False, True, False]
+    assert problems == ["page.md:6: not-run marker without a reason",
+                        "page.md:11: not-run marker not followed by a code block"]
+
+
 def test_awaits_solver_branch_names_real_blocks():
     ids = {b.id for b in ALL_BLOCKS if runnable(b)}
     assert AWAITS_SOLVER_BRANCH <= ids, sorted(AWAITS_SOLVER_BRANCH - ids)
@@ -143,11 +159,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("block", list(_params()))
-def test_example(block: Block, workdirs, tmp_path_factory):
-    if block.page not in workdirs:
-        workdirs[block.page] = tmp_path_factory.mktemp(block.page.replace("/", "_"))
-    cwd = workdirs[block.page]
+def _run(block: Block, cwd: Path) -> subprocess.CompletedProcess:
     if block.lang == "python":
         script = cwd / f"block{block.index}.py"
         script.write_text(block.code, encoding="utf-8")
@@ -155,7 +167,23 @@ def test_example(block: Block, workdirs, tmp_path_factory):
     else:
         prelude = f'set -euo pipefail\ndsketch() {{ "{sys.executable}" -m dsketch.cli "$@"; }}\n'
         cmd = ["bash", "-c", prelude + block.code]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=SECONDS)
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=SECONDS)
+
+
+@pytest.mark.parametrize("block", list(_params()))
+def test_example(block: Block, workdirs, tmp_path_factory):
+    if block.page not in workdirs:
+        workdirs[block.page] = (tmp_path_factory.mktemp(block.page.replace("/", "_")), set())
+    cwd, done = workdirs[block.page]
+    # A block may read what the page's earlier blocks wrote: run those first when they were
+    # not selected (pytest -k), as a reader following the page would.
+    for earlier in ALL_BLOCKS:
+        if (earlier.page == block.page and earlier.index < block.index and runnable(earlier)
+                and earlier.id not in AWAITS_SOLVER_BRANCH and earlier.index not in done):
+            _run(earlier, cwd)
+            done.add(earlier.index)
+    proc = _run(block, cwd)
+    done.add(block.index)
     assert proc.returncode == 0, (
         f"{block.id} (line {block.line}) failed with status {proc.returncode}\n"
         f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
