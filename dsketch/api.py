@@ -512,7 +512,7 @@ def fit_network(
     persist: bool = False,
     backtracking: bool = False,
 ) -> FitResult:
-    """Train the two-layer network of MODELS.md 7 with GGN-SCORE on a problem store.
+    """Train the two-layer network of docs/theory.md#ggn-score with GGN-SCORE on a problem store.
 
     ``A`` holds the inputs and ``target`` (``"b"``, or a row-aligned member such as
     one-hot ``"Y"``) the outputs. Two modes:

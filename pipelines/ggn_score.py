@@ -1,4 +1,4 @@
-"""Reproduction (scaled down): GGN-SCORE on a two-layer network (MODELS.md section 7.5).
+"""Reproduction (scaled down): GGN-SCORE on a two-layer network (docs/theory.md#the-ggn-score-experiments).
 
 1. Synthetic teacher-student: inputs on the unit sphere, teacher = 5 SiLU units with
    unit-norm weights and +-1 outputs, student n1 SiLU units, full batch; GGN-SCORE

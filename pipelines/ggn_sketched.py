@@ -1,4 +1,4 @@
-"""Sketched full-data GGN-SCORE on a large teacher-student store (MODELS.md section 7).
+"""Sketched full-data GGN-SCORE on a large teacher-student store (docs/theory.md#ggn-score).
 
 A teacher-student problem (inputs on the unit sphere, teacher = 5 SiLU units with
 unit-norm weights and +-1 outputs, one output) with ``n`` rows is written to a Zarr

@@ -1,6 +1,6 @@
 """Reproduction: kappa and the two Hessian splits in the weak-regularisation regime.
 
-MODELS.md 1.4 and 1.5: sketching only the per-row part of the Hessian ``H`` by leverage-score
+docs/theory.md#two-ways-to-split-the-hessian: sketching only the per-row part of the Hessian ``H`` by leverage-score
 row sampling with accuracy ``eps`` gives ``||H^{-1/2}(H~ - H)H^{-1/2}|| <= eps * kappa``, with
 ``kappa = lambda_max(H^{-1/2} G H^{-1/2})`` and ``G`` the Gram of the matrix whose leverage
 scores drive the sampling (``dsketch.models.splits``):
@@ -9,7 +9,7 @@ scores drive the sampling (``dsketch.models.splits``):
 * split (b): ``G_b = A^T diag(w^2 + |s_d|) A + (JA)^T (JA)`` (Gauss-Newton rows sketched,
   the rank-2 part of the second-order term ``S`` exact).
 
-In the weak regime (MODELS.md 1.1b: ``w = 0.3/n``, ``b = f(A x_p) (1 + 0.05 N(0,1))``) this
+In the weak regime (docs/theory.md#regimes-of-the-row-weights: ``w = 0.3/n``, ``b = f(A x_p) (1 + 0.05 N(0,1))``) this
 script measures, for each model and problem:
 
 1. ``kappa_a`` and ``kappa_b`` at ``x*`` (a tight exact Newton solve from ``x_p``), at
@@ -17,7 +17,7 @@ script measures, for each model and problem:
    ``x_p``; beside them the measured whitened sketch error ``eps0`` of one sampled Hessian
    per split at ``eps = 0.5`` (median over the seeds), which the bound says is
    ``<= 0.5 kappa`` with probability ``>= 1 - delta``;
-2. the unit-step approximate Newton iteration of MODELS.md 1.6 with each split, from
+2. the unit-step approximate Newton iteration of docs/theory.md#the-approximate-newton-framework with each split, from
    ``x0 = x* + r0 ||x*|| u``, at ``eps`` in {0.5, 0.25, 0.1} with ``s = 3 d ln(2d/delta)/eps^2``
    expected rows (``delta = 0.1``; ``p_i = min(1, s tau_i / d)``): the iterations to reach
    ``||x - x*|| <= 1e-10 ||x*||`` and the rate per step (geometric mean of
@@ -30,7 +30,7 @@ Problems (generated in memory, ``A`` dense, rows ``a_i = s_i z_i / sqrt(d)``,
   problem generator (``dsketch.make_problem``); ``r0 = 0.1``;
 * ``t8``: heavy-tailed rows, ``s_i = |t_8|`` (Student t, 8 degrees of freedom), and
   ``||x_p|| = 3``: a peaked softmax. Here ``H(x)`` stops being positive definite about
-  ``0.03 ||x*||`` from ``x*``, so ``r0 = 0.01`` (the good initial point of MODELS.md 1.6 (iii)).
+  ``0.03 ||x*||`` from ``x*``, so ``r0 = 0.01`` (the good initial point of docs/theory.md#the-approximate-newton-framework (the condition on the start)).
 
 Usage::
 
@@ -116,7 +116,7 @@ def make_weak_problem(model_name: str, kind: ProblemKind, n: int, d: int, seed: 
 
 
 def chernoff_size(eps: float, d: int) -> float:
-    """``3 d ln(2d/delta) / eps^2`` (MODELS.md 1.4)."""
+    """``3 d ln(2d/delta) / eps^2`` (docs/theory.md#leverage-score-sampling)."""
     return 3.0 * d * math.log(2.0 * d / DELTA) / eps**2
 
 
@@ -230,7 +230,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t_start
 
     lines = [
-        f"Weak regime (MODELS.md 1.1b): n = {n}, d = {d}, w = 0.3/n, b = f(A x_p)(1 + {NOISE} N(0,1)); "
+        f"Weak regime (docs/theory.md#regimes-of-the-row-weights): n = {n}, d = {d}, w = 0.3/n, b = f(A x_p)(1 + {NOISE} N(0,1)); "
         f"problems: " + "; ".join(
             f"{p}: rows × {'|t_' + format(PROBLEMS[p].df, 'g') + '|' if PROBLEMS[p].df else '1'}, "
             f"‖x_p‖ = {_fmt(PROBLEMS[p].x_norm) if PROBLEMS[p].x_norm else '√d'}, r0 = {PROBLEMS[p].r0:g}"

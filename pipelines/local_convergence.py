@@ -1,13 +1,13 @@
 """Reproduction: local convergence of (sketched) Newton on the Song-family models.
 
 For each model, on a problem in the papers' regime (strong row weights w, so the
-Hessian is positive definite; MODELS.md sections 1.6, 2-6) with ``n`` rows written to a
+Hessian is positive definite; docs/theory.md#the-approximate-newton-framework) with ``n`` rows written to a
 Zarr store: ``||x_t - x*||`` against iteration for exact Newton, leverage-sketched Newton
 at eps in {0.5, 0.25, 0.1} (sketch size = the documented (1 +- eps) size), and gradient
 descent, all started from ``x0 = x* + r0 max(1, ||x*||) u`` with a random unit ``u``
 (``r0 = 0.1``: the "good initial point" the framework assumes). ``x*`` comes from exact
 Newton started at the planted solution and run to the rounding level. Reports the measured
-contraction factor ``max r_(t+1)/r_t`` (the framework of MODELS.md 1.6 predicts <= 0.4
+contraction factor ``max r_(t+1)/r_t`` (the framework of docs/theory.md#the-approximate-newton-framework predicts <= 0.4
 for eps0 <= 0.0889; sketched steps contract at roughly eps) and the iterations needed to
 reach ``r_t <= 1e-10 max(1, ||x*||)`` (or 10x the error at which exact Newton itself stops,
 when the loss cannot resolve x to 1e-10: the two-layer model's noisy O(1) data term).
@@ -88,7 +88,7 @@ def main() -> None:
                                   client=client)
             x_star = ref.x
             scale = max(1.0, float(np.linalg.norm(x_star)))
-            # a good initial point in the sense of MODELS.md 1.6 (iii): x* + r0 u, |u| = 1
+            # a good initial point in the sense of docs/theory.md#the-approximate-newton-framework (the condition on the start): x* + r0 u, |u| = 1
             u = np.random.default_rng(7).standard_normal(x_star.size)
             x0 = x_star + args.r0 * scale * u / np.linalg.norm(u)
             methods = [("exact Newton", {"sketch": "exact", "tol": 1e-14, "max_iter": 30})]

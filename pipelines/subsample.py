@@ -8,7 +8,7 @@ CountSketch and a Gaussian embedding: the relative spectral error
 
 against the sketch size (expected sampled rows, or embedding dimension), as the median
 and the worst of several seeds. Beside it, the prediction of the matrix Chernoff bound
-for leverage sampling, ``eps(s) = sqrt(3 d ln(2d/delta) / s)`` (MODELS.md 1.4; delta = 0.1).
+for leverage sampling, ``eps(s) = sqrt(3 d ln(2d/delta) / s)`` (docs/theory.md#leverage-score-sampling; delta = 0.1).
 Every sketch runs through the same per-block code the engine maps over the cluster, here
 over 16 in-memory row blocks.
 

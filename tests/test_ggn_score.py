@@ -95,7 +95,7 @@ def test_pseudo_huber_derivatives():
 
 
 def test_teacher_student_training_loss_decreases():
-    """Synthetic teacher-student (MODELS.md 7.5 (1)), scaled down: the loss falls steadily."""
+    """Synthetic teacher-student (docs/theory.md#the-ggn-score-experiments (the synthetic one)), scaled down: the loss falls steadily."""
     rng = np.random.default_rng(3)
     n0, m = 5, 200
     X = rng.standard_normal((m, n0))
@@ -152,7 +152,7 @@ def test_streaming_from_store_matches_in_memory_steps(tmp_path):
 
 
 def _osba_package_form(t, mu):
-    """The package's two-logarithm form (MODELS.md 7.3), scaled: mu * phi(t / mu), t != 0."""
+    """The package's two-logarithm form (docs/theory.md#smoothers-and-their-constants), scaled: mu * phi(t / mu), t != 0."""
     u = t / mu
     s = np.sqrt(1 + 4 * u * u)
     phi = (s / 2 - 0.5 + 0.5 * np.log((2 * u - s + 1) / u) - np.log(2.0)

@@ -78,7 +78,7 @@ def test_gradient_and_hessian_match_finite_differences(name, n, d, sparse):
     h = 1e-3
     g_fd = fd(f, x, h).ravel()
     h_fd = fd(g, x, h)
-    # scales: the softmax gradient is O(1/n) (MODELS.md section 1.1b), so compare relative
+    # scales: the softmax gradient is O(1/n) (docs/theory.md#regimes-of-the-row-weights), so compare relative
     # to the size of the quantity itself; five-point differences are accurate to ~1e-11 here.
     assert np.max(np.abs(g_fd - grad)) <= 1e-8 * np.max(np.abs(grad))
     assert np.max(np.abs(h_fd - hess)) <= 1e-8 * np.max(np.abs(hess))
@@ -112,7 +112,7 @@ def _exp_reference(phi, Ad, b, w, x):
     u, du = {"exp": (np.exp(v), np.exp(v)), "cosh": (np.cosh(v), np.sinh(v)),
              "sinh": (np.sinh(v), np.cosh(v))}[phi]
     D = {"exp": 2 * np.exp(2 * v) - b * np.exp(v), "cosh": np.cosh(2 * v) - b * np.cosh(v),
-         "sinh": np.cosh(2 * v) - b * np.sinh(v)}[phi]  # MODELS.md section 2, double angles
+         "sinh": np.cosh(2 * v) - b * np.sinh(v)}[phi]  # docs/theory.md#exp-cosh-and-sinh-regression, double angles
     loss = 0.5 * np.sum((u - b) ** 2) + 0.5 * np.sum((w * v) ** 2)
     return loss, Ad.T @ (du * (u - b) + w * w * v), Ad.T @ ((D + w * w)[:, None] * Ad)
 
@@ -469,7 +469,7 @@ def test_default_w_weak_regime():
 
 
 def test_softmax_strong_regime_gives_positive_definite_hessian():
-    """w^2 = 13 and ||b||_inf <= 1: hess L >= sigma_min(A)^2 I at every x (MODELS.md section 3)."""
+    """w^2 = 13 and ||b||_inf <= 1: hess L >= sigma_min(A)^2 I at every x (docs/theory.md#softmax-regression)."""
     rng = np.random.default_rng(40)
     w0 = SoftmaxRegression.default_w(30, "strong")
     assert w0**2 == pytest.approx(13.0)

@@ -38,14 +38,14 @@ OUTER = {
 
 
 def _two_layer_loss(x, A, P, b, w, h):
-    """1/2 ||h(A2 softmax(A x)) - b||^2 + 1/2 ||w * A x||^2, written from MODELS.md 6."""
+    """1/2 ||h(A2 softmax(A x)) - b||^2 + 1/2 ||w * A x||^2, written from docs/theory.md#two-layer-model-with-a-softmax-layer."""
     v = np.asarray(A @ x).ravel()
     z = P.T @ softmax(v)
     return 0.5 * np.sum((h(z) - b) ** 2) + 0.5 * np.sum((w * v) ** 2)
 
 
 def _relu_c_loss(x, A, P, b, w):
-    """1/2 ||softmax(A2 ReLU(A x)) - b||^2 + 1/2 ||w * A x||^2 (MODELS.md 5, reading C)."""
+    """1/2 ||softmax(A2 ReLU(A x)) - b||^2 + 1/2 ||w * A x||^2 (docs/theory.md#softmax-relu-regression, reading C)."""
     v = np.asarray(A @ x).ravel()
     return 0.5 * np.sum((softmax(P.T @ np.maximum(v, 0.0)) - b) ** 2) + 0.5 * np.sum((w * v) ** 2)
 
@@ -111,7 +111,7 @@ def test_softmax_relu_c_matches_definition_and_finite_differences(sparse):
 
 
 def test_gram_form_equals_dense_v_space_hessian():
-    """A^T (diag(D) + U C U^T) A against B assembled densely from MODELS.md 6's formula."""
+    """A^T (diag(D) + U C U^T) A against B assembled densely from docs/theory.md#two-layer-model-with-a-softmax-layer's formula."""
     rng = np.random.default_rng(3)
     n, d, m = 30, 4, 3
     A, _, P, b, w = _paired_problem(rng, n, d, m, False, "two-layer")

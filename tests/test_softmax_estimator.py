@@ -1,5 +1,5 @@
 """The scikit-learn compatible SoftmaxRegression: the coefficients of an independent
-reference (scipy.optimize on the objective of MODELS.md section 3, written out here), the
+reference (scipy.optimize on the objective of docs/theory.md#softmax-regression, written out here), the
 fitted distribution, input kinds, bad-input errors, parameters, and scikit-learn's
 estimator checks where they apply to a target that is a distribution over the rows."""
 
@@ -31,7 +31,7 @@ def _close_shared_cluster():
     est._close_shared()
 
 
-# -- the reference, written from MODELS.md section 3 (not from dsketch's model code) ----------
+# -- the reference, written from docs/theory.md#softmax-regression (not from dsketch's model code) ----------
 def _softmax(v):
     e = np.exp(v - v.max())
     return e / e.sum()
@@ -39,7 +39,7 @@ def _softmax(v):
 
 def _objective(x, A, b, alpha):
     """``L(x) = 1/2 ||f - b||^2 + alpha/2 ||A x||^2`` with ``f = exp(Ax) / <exp(Ax), 1>``
-    (MODELS.md section 3 with ``w = sqrt(alpha) 1_n``), its gradient and Hessian.
+    (docs/theory.md#softmax-regression with ``w = sqrt(alpha) 1_n``), its gradient and Hessian.
 
     With ``J = diag(f) - f f^T`` (the Jacobian of softmax) and ``c = f - b``:
     ``grad = A^T (J c + alpha v)`` and ``hess = A^T (J^T J + sum_k c_k hess f_k + alpha I) A``,
@@ -63,7 +63,7 @@ def _objective(x, A, b, alpha):
 def _reference(A, b, alpha):
     """The minimiser by scipy's trust-exact from 0, then three plain Newton steps.
 
-    The objective is left unscaled: its values are O(1/n) (MODELS.md section 1.1b) and
+    The objective is left unscaled: its values are O(1/n) (docs/theory.md#regimes-of-the-row-weights) and
     trust-exact's reduction ratios stay accurate. Its last reduction ratios are rounding
     noise (it may stop at a gradient ~1e-10 times the one at 0); the Newton steps, inside
     the region of quadratic convergence by then, take the gradient to rounding level.

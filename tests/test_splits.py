@@ -245,7 +245,7 @@ def test_chernoff_size_gives_eps_relative_to_the_sampled_gram(split: str) -> Non
     for seed in range(4):
         sk = sketched_hessian(A, pieces, split=split, sketch_size=size, seed=seed)
         assert sk.expected_rows <= size
-        # P(error > eps) <= delta per draw; the constant is conservative (MODELS.md 1.4
+        # P(error > eps) <= delta per draw; the constant is conservative (docs/theory.md#leverage-score-sampling
         # measured ~0.05 at eps = 0.25), so four fixed seeds pass with a wide margin
         assert spectral_error(G, G + sk.hess - H) <= eps
         assert spectral_error(H, sk.hess) <= eps * k

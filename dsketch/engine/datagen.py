@@ -156,7 +156,7 @@ def make_problem(
     regime : {"weak", "strong"}
         For models with row weights ``w``: ``"weak"`` is ``w = 0.3 / n`` (the data term
         matters), ``"strong"`` the papers' regime where the regulariser guarantees a
-        positive definite Hessian (MODELS.md sections 1.1b, 2, 3).
+        positive definite Hessian (docs/theory.md#regimes-of-the-row-weights).
     noise : float
         Relative noise of the targets (model-specific, see ``Model.sample_targets``).
     n_outputs : int
@@ -299,7 +299,7 @@ def make_teacher_student(
     overwrite: bool = False,
     block_rows: int = GEN_BLOCK_ROWS,
 ) -> ProblemSpec:
-    """The synthetic teacher-student problem of GGN-SCORE (MODELS.md 7.5), in parallel.
+    """The synthetic teacher-student problem of GGN-SCORE (docs/theory.md#the-ggn-score-experiments), in parallel.
 
     Inputs are Gaussian rows normalised to the unit sphere (``A``, n x n_features); the
     targets ``b`` are the outputs of a teacher network ``sum_j v_j pi(u_j^T x)`` with

@@ -39,7 +39,7 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
         \qquad f(x) = \frac{\exp(X x)}{\langle \exp(X x), 1_n \rangle},
 
     i.e. ``1/2 ||softmax(X x) - y||^2 + alpha/2 ||X x||^2``: the objective of
-    :class:`dsketch.models.SoftmaxRegression` (MODELS.md section 3) with ``w = sqrt(alpha) 1_n``.
+    :class:`dsketch.models.SoftmaxRegression` (docs/theory.md#softmax-regression) with ``w = sqrt(alpha) 1_n``.
     Its gradient is ``X^T (f*c - <f,c> f + alpha v)`` with ``v = X x``, ``c = f - y``; the
     Hessian is ``X^T (diag(D) + U C U^T) X`` (diagonal plus rank 2, see the model).
 
@@ -48,7 +48,7 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
     alpha : float >= 0 or {"weak", "strong"}, default "weak"
         The L2 weight on the linear predictor, in the model's own scale (``alpha = w^2``).
         Since ``f`` lies on the simplex its entries are O(1/n), the data term is O(1/n) and
-        its curvature O(1/n^2) (MODELS.md section 1.1b): a fixed ``alpha`` of order one
+        its curvature O(1/n^2) (docs/theory.md#regimes-of-the-row-weights): a fixed ``alpha`` of order one
         drives ``coef_`` to about 0 (the uniform distribution). The named regimes are those
         of :meth:`dsketch.models.SoftmaxRegression.default_w`, resolved at ``fit`` into
         ``alpha_``:
@@ -56,8 +56,8 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
         * ``"weak"``: ``alpha = (0.3 / n)^2``, comparable to the data term's curvature, so
           the data decide the optimum;
         * ``"strong"``: the papers' regime ``alpha = 6 (1 + max(y)) + 1`` (between 7 and
-          13), under which the Hessian is at least ``sigma_min(X)^2 I`` everywhere (MODELS.md
-          section 3); the regulariser dominates and ``coef_`` is close to 0.
+          13), under which the Hessian is at least ``sigma_min(X)^2 I`` everywhere (see
+          docs/theory.md#softmax-regression); the regulariser dominates and ``coef_`` is close to 0.
 
         ``alpha = 0`` (no regulariser) is allowed, but the minimiser then need not exist,
         nor be unique (it is not when a combination of the columns of ``X`` is constant,

@@ -32,7 +32,7 @@ from dsketch.models.softmax import SoftmaxRegression
 
 
 def softmax_relu(reading: str = "A", targets: Any = None) -> Model:
-    """Softmax-ReLU regression in one of its three readings (MODELS.md 5).
+    """Softmax-ReLU regression in one of its three readings (docs/theory.md#softmax-relu-regression).
 
     ``"A"`` and ``"B"`` are :class:`SoftmaxReluRegression` (one matrix, row-aligned ``b``);
     ``"C"`` is the paired :class:`SoftmaxReluPaired` (``A``, ``A2T`` and ``global/b``).

@@ -1,6 +1,6 @@
 """Regularised exp / cosh / sinh regression (Li, Song & Zhou, arXiv 2303.15725).
 
-The maths is MODELS.md section 2.
+The maths is docs/theory.md#exp-cosh-and-sinh-regression.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _log_abs_phi(phi: str, eta: FloatArray) -> FloatArray:
 
 
 def _min_curvature(phi: str, b_max: float) -> float:
-    """``inf`` over ``v`` and ``|b| <= b_max`` of ``phi'^2 + phi'' (phi - b)`` (MODELS.md s. 2)."""
+    """``inf`` over ``v`` and ``|b| <= b_max`` of ``phi'^2 + phi'' (phi - b)`` (docs/theory.md#exp-cosh-and-sinh-regression)."""
     b = abs(b_max)
     if phi == "exp":  # 2 e^{2v} - b e^v, smallest at e^v = b/4
         return -b * b / 8.0
@@ -213,7 +213,7 @@ class ExpRegression(Model):
             ``"strong"``: ``w^2 = 1 + max(0, -inf_v D_phi)``, where ``inf_v D_phi`` is the
             smallest non-w part of ``D`` over all ``v`` and ``|b| <= b_max``: ``-b^2/8``
             (exp), ``1 - b`` for ``b <= 4`` else ``-1 - b^2/8`` (cosh), ``1 - b^2/8``
-            (sinh) (MODELS.md section 2). Then every ``D_i >= 1`` and
+            (sinh) (docs/theory.md#exp-cosh-and-sinh-regression). Then every ``D_i >= 1`` and
             ``hess L(x) >= sigma_min(A)^2 I`` for every ``x``.
         b_max : float, default 3.0
             Bound on ``|b_i|`` assumed by the strong regime. Rows whose targets exceed

@@ -1,6 +1,6 @@
-"""Normalised entrywise-map regressions: ResNet+softmax and softmax-ReLU (MODELS.md 1.2-1.3, 4, 5).
+"""Normalised entrywise-map regressions: ResNet+softmax and softmax-ReLU (docs/theory.md#the-normalised-family).
 
-Both models are instances of the normalised family of MODELS.md section 1.2: with
+Both models are instances of the normalised family of docs/theory.md#the-normalised-family: with
 ``v = A x``, an entrywise map ``phi``, ``u = phi(v)``, ``alpha = <u, 1>``, ``f = u / alpha``
 and ``c = f - b``::
 
@@ -40,7 +40,7 @@ def _empty_stats(n: int, bad: int) -> Stats:
 
 
 class NormalisedMapModel(Model):
-    r"""Shared maths of ``f = phi(Ax) / <phi(Ax), 1>`` models (MODELS.md section 1.2).
+    r"""Shared maths of ``f = phi(Ax) / <phi(Ax), 1>`` models (docs/theory.md#the-normalised-family).
 
     Subclasses implement :meth:`_block_shift` (the shift ``m`` of one block) and
     :meth:`_shifted` (``e^{-m} phi(v)``, ``e^{-m} phi'(v)``, ``e^{-m} phi''(v)``). Every
@@ -246,9 +246,9 @@ class NormalisedMapModel(Model):
     def default_w(n_samples: int, regime: str, *, b_max: float = 1.0) -> float:
         """Constant row weight ``w`` for generated problems (same values as softmax).
 
-        ``"weak"``: ``w = 0.3 / n_samples`` (MODELS.md section 1.1b). ``"strong"``:
+        ``"weak"``: ``w = 0.3 / n_samples`` (docs/theory.md#regimes-of-the-row-weights). ``"strong"``:
         ``w^2 = 6 (1 + b_max) + 1``. For every model of this family (derived as in
-        MODELS.md section 3)::
+        docs/theory.md#softmax-regression)::
 
             B >= -||c||_inf (1 + ||f||_1) (max_i |r_i| + 2 ||q||_2^2) I,
 
@@ -267,7 +267,7 @@ class NormalisedMapModel(Model):
 
 
 class ResNetSoftmaxRegression(NormalisedMapModel):
-    r"""ResNet+softmax regression (Song, Wang & Yin, arXiv 2309.13482; MODELS.md section 4).
+    r"""ResNet+softmax regression (Song, Wang & Yin, arXiv 2309.13482; docs/theory.md#resnet-softmax-regression).
 
     ``phi(v) = e^v + v``, so ``q = (e^v + 1) / alpha`` and ``r = e^v / alpha``; objective,
     gradient and Gram-form Hessian are those of the module docstring (rank 2).
@@ -281,7 +281,7 @@ class ResNetSoftmaxRegression(NormalisedMapModel):
     ("alpha(x) = sum(exp(Ax) + Ax) = ... <= 0; the ResNet-softmax model needs alpha > 0 ...").
     At ``x = 0``, ``alpha = n > 0``.
 
-    Stable statistics (MODELS.md section 1.3): shift ``m = max(max v, 0)``,
+    Stable statistics (docs/theory.md#one-pass-for-the-loss-and-gradient): shift ``m = max(max v, 0)``,
     ``u~ = e^{v-m} + v e^{-m}``, ``u~' = e^{v-m} + e^{-m}``, ``u~'' = e^{v-m}``. Taking
     ``m >= 0`` (instead of ``max v``) keeps ``e^{-m} <= 1``, so a block whose ``v`` are
     all very negative does not overflow; any common shift leaves ``f, q, r`` unchanged.
@@ -318,9 +318,9 @@ class ResNetSoftmaxRegression(NormalisedMapModel):
 
 
 class SoftmaxReluRegression(NormalisedMapModel):
-    r"""Softmax-ReLU regression (Deng, Song & Xie, arXiv 2308.08358; MODELS.md section 5).
+    r"""Softmax-ReLU regression (Deng, Song & Xie, arXiv 2308.08358; docs/theory.md#softmax-relu-regression).
 
-    The paper's exact loss is unconfirmed; two readings of MODELS.md section 5:
+    The paper's exact loss is unconfirmed; two readings of docs/theory.md#softmax-relu-regression:
 
     * ``reading="A"`` (default): ``f = softmax(ReLU(A x))``, i.e. ``phi(v) = exp(ReLU(v))``,
       ``q = r = e^v 1[v >= 0] / alpha``. ``alpha >= n > 0`` always. Stable

@@ -1,4 +1,4 @@
-"""Paired models: the rows of ``A`` meet the columns of a second matrix ``A2`` (MODELS.md 5, 6).
+"""Paired models: the rows of ``A`` meet the columns of a second matrix ``A2`` (docs/theory.md#softmax-relu-regression, docs/theory.md#two-layer-model-with-a-softmax-layer).
 
 Both models have ``A1 = A`` (n x d, the store's ``A``), ``A2`` (m x n) and ``m`` targets
 ``b``. The store keeps ``A2`` transposed, as the row-aligned member ``A2T`` (n x m, chunked
@@ -6,7 +6,7 @@ like the rows of ``A``), so one pass over a row block pairs row ``i`` of ``A`` w
 ``i`` of ``A2``; the targets are the global member ``global/b`` (length m). The per-row
 methods receive the block of ``A2T`` where other models receive the targets.
 
-* :class:`TwoLayerSoftmax` (``two-layer``, MODELS.md 6): ``f = softmax(A x)``,
+* :class:`TwoLayerSoftmax` (``two-layer``, docs/theory.md#two-layer-model-with-a-softmax-layer): ``f = softmax(A x)``,
   ``z = A2 f``, ``L(x) = 1/2 ||h(z) - b||^2 + 1/2 ||diag(w) A x||^2`` with an outer
   function ``h``. With ``c = h(z) - b``, ``g_z = h'(z) c``, ``g_f = A2^T g_z`` and
   ``gamma = <f, g_f> = <z, g_z>``::
@@ -17,7 +17,7 @@ methods receive the block of ``A2T`` where other models receive the targets.
       C      = blkdiag([[2 gamma, -1], [-1, 0]], diag(h'(z)^2 + h''(z) c))
 
   a diagonal part plus an exact rank-(m+2) part.
-* :class:`SoftmaxReluPaired` (``softmax-relu`` with ``reading="C"``, MODELS.md 5):
+* :class:`SoftmaxReluPaired` (``softmax-relu`` with ``reading="C"``, docs/theory.md#softmax-relu-regression):
   ``y = A2 ReLU(A x)``, ``f = softmax(y)`` (length m),
   ``L(x) = 1/2 ||f - b||^2 + 1/2 ||diag(w) A x||^2``. With ``e = 1[v >= 0]``,
   ``c = f - b`` and ``g = f c - <f, c> f``::
@@ -203,7 +203,7 @@ class PairedModel(Model):
     def default_w(cls, n_samples: int, regime: str) -> float:
         """Constant row weight of generated problems.
 
-        ``"weak"``: ``0.3 / n`` (MODELS.md 1.1b: the data term decides ``x*``).
+        ``"weak"``: ``0.3 / n`` (docs/theory.md#regimes-of-the-row-weights: the data term decides ``x*``).
         ``"strong"``: two-layer ``n^(-1/4)``: with the generator's scaling (``z`` of order
         one, rows of ``A`` of unit norm) the diagonal part of ``B`` is of order ``n^(-1/2)``
         per row, so ``w^2 = n^(-1/2)`` makes ``D + w^2`` comparable to or larger than it and
@@ -230,7 +230,7 @@ class TwoLayerSoftmax(PairedModel):
     r"""Two-layer model with a softmax first layer (Li, Song, Wang & Yin, arXiv 2311.15390).
 
     ``L(x) = 1/2 ||h(A2 softmax(A x)) - b||^2 + 1/2 ||diag(w) A x||^2`` (module docstring;
-    MODELS.md 6). Statistics of one block are max-shifted like softmax's: the shift ``m``,
+    docs/theory.md#two-layer-model-with-a-softmax-layer). Statistics of one block are max-shifted like softmax's: the shift ``m``,
     ``S0 = sum e^{v - m}`` and ``Z = A2T^T e^{v - m}`` (an m-vector), merged as in an online
     log-sum-exp; then ``z = Z / S0``.
 
@@ -349,7 +349,7 @@ class TwoLayerSoftmax(PairedModel):
 
 
 class SoftmaxReluPaired(PairedModel):
-    r"""Softmax-ReLU regression, reading C (Deng, Song & Xie, arXiv 2308.08358; MODELS.md 5).
+    r"""Softmax-ReLU regression, reading C (Deng, Song & Xie, arXiv 2308.08358; docs/theory.md#softmax-relu-regression).
 
     ``L(x) = 1/2 ||softmax(A2 ReLU(A x)) - b||^2 + 1/2 ||diag(w) A x||^2`` (module
     docstring). The statistic of a block is the plain sum ``Y = A2T^T ReLU(v)`` (an

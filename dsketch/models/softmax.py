@@ -1,4 +1,4 @@
-"""Regularised softmax regression (Deng, Li & Song, arXiv 2304.10411; MODELS.md section 3)."""
+"""Regularised softmax regression (Deng, Li & Song, arXiv 2304.10411; docs/theory.md#softmax-regression)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class SoftmaxRegression(Model):
     Notes
     -----
     ``f`` lies on the simplex, so the data term is O(1/n) and its curvature in ``x`` is
-    O(1/n^2) (MODELS.md section 1.1b). With ``w`` of order one the regulariser dominates
+    O(1/n^2) (docs/theory.md#regimes-of-the-row-weights). With ``w`` of order one the regulariser dominates
     and ``x* ~ 0`` (the papers' "strong" regime, which guarantees a positive definite
     Hessian); with ``w ~ 0.3/n`` (the "weak" regime) the data term decides the optimum.
     See :meth:`default_w`. ``fc`` is formed as ``ff - fb``: its absolute error is of
@@ -184,7 +184,7 @@ class SoftmaxRegression(Model):
 
         Since ``log f = A x - log alpha``, regressing ``log b`` on ``[A, 1]`` recovers ``x``
         up to the noise in ``b``: a starting point inside the region of fast local
-        convergence when the targets are (noisy) softmax outputs (MODELS.md section 1.6 (iii)).
+        convergence when the targets are (noisy) softmax outputs (docs/theory.md#the-approximate-newton-framework (the condition on the start)).
         """
         pos = b > 0
         Av = A[np.flatnonzero(pos)]
@@ -246,11 +246,11 @@ class SoftmaxRegression(Model):
         n_samples : int
         regime : {"weak", "strong"}
             ``"weak"``: ``w = 0.3 / n_samples``. The regulariser's curvature ``w^2`` is then
-            comparable to the data term's O(1/n^2) (MODELS.md section 1.1b: the optimum
+            comparable to the data term's O(1/n^2) (docs/theory.md#regimes-of-the-row-weights: the optimum
             stays near the planted ``x``).
             ``"strong"``: the papers' regime, ``w^2 = 6 (1 + b_max) + 1``, which is 13
             for ``b_max = 1``. Since ``B >= -6 ||c||_inf I`` and
-            ``||c||_inf <= 1 + ||b||_inf`` (MODELS.md section 3), every target vector
+            ``||c||_inf <= 1 + ||b||_inf`` (docs/theory.md#softmax-regression), every target vector
             with ``||b||_inf <= b_max`` gives ``hess L(x) >= sigma_min(A)^2 I`` for every
             ``x``. The regulariser then dominates and ``x* ~ 0``.
         b_max : float, default 1.0

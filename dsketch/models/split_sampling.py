@@ -3,7 +3,7 @@
 Leverage scores of the matrix each split samples from (:func:`leverage_scores`), the
 inclusion probabilities and the sampled Hessian (:func:`sketched_hessian`), a tight exact
 solve for ``x*`` (:func:`solve_exact`) and the unit-step approximate Newton iteration of
-MODELS.md 1.6 with either split (:func:`approximate_newton`). The algebra of the splits
+docs/theory.md#the-approximate-newton-framework with either split (:func:`approximate_newton`). The algebra of the splits
 (their pieces, Hessians and kappa) is in :mod:`dsketch.models.splits`.
 """
 
@@ -88,7 +88,7 @@ def inclusion_probabilities(tau: FloatArray, rank: int, sketch_size: float) -> F
     """``p_i = min(1, sketch_size * tau_i / rank)``, so that ``E[#kept] = sum p_i <= sketch_size``.
 
     With ``sketch_size = 3 d ln(2d/delta) / eps^2`` and ``rank = d`` this is the matrix
-    Chernoff choice ``p_i = min(1, 3 tau_i ln(2d/delta) / eps^2)`` of MODELS.md 1.4.
+    Chernoff choice ``p_i = min(1, 3 tau_i ln(2d/delta) / eps^2)`` of docs/theory.md#leverage-score-sampling.
 
     Parameters
     ----------
@@ -290,7 +290,7 @@ def approximate_newton(
     max_iter: int = 50,
     seed: SeedLike = None,
 ) -> NewtonTrace:
-    """Unit-step approximate Newton ``x <- x - H~^{-1} grad L(x)`` (MODELS.md 1.6) with one split.
+    """Unit-step approximate Newton ``x <- x - H~^{-1} grad L(x)`` (docs/theory.md#the-approximate-newton-framework) with one split.
 
     The gradient and the split's rank-2 part are exact; the per-row part is resampled at
     every step (:func:`sketched_hessian`) from one seeded generator. This is a measurement

@@ -1,7 +1,7 @@
 """The two splits of the Hessian of the normalised family, and what sketching each one costs.
 
 For the normalised entrywise-map models (softmax, ResNet+softmax and softmax-ReLU readings
-A and B; MODELS.md sections 1.2-1.5), with ``v = A x``, ``f = phi(v) / alpha``,
+A and B; docs/theory.md#two-ways-to-split-the-hessian), with ``v = A x``, ``f = phi(v) / alpha``,
 ``c = f - b``, ``q = phi'(v) / alpha`` and ``r = phi''(v) / alpha``, the Hessian can be
 written in two ways::
 
@@ -24,7 +24,7 @@ Row sampling keeps row index ``i`` with probability ``p_i`` and reweights it by 
 With ``p_i >= min(1, 3 tau_i ln(2d/delta) / eps^2)``, ``tau_i`` the leverage scores of a
 matrix ``Z`` whose Gram ``G = Z^T Z`` dominates the sampled terms row by row, the matrix
 Chernoff bound gives ``-eps G <= H~ - H <= eps G`` with probability ``>= 1 - delta``
-(MODELS.md 1.4), hence::
+(docs/theory.md#leverage-score-sampling), hence::
 
     || H^{-1/2} (H~ - H) H^{-1/2} ||_2 <= eps * kappa,   kappa = lambda_max(H^{-1/2} G H^{-1/2}).
 
@@ -44,7 +44,7 @@ Notes
 -----
 ``q``, ``f`` and the global scalars come from the models' own methods (``row_terms``,
 ``probabilities``, ``scalars``); ``s_d`` is recovered from the model's diagonal as
-``s_d = D - q*q - w*w`` (exact algebra, MODELS.md 1.2), so no model maths is repeated.
+``s_d = D - q*q - w*w`` (exact algebra, docs/theory.md#the-normalised-family), so no model maths is repeated.
 The ``(JA)^T diag(g) (JA)`` products are formed without materialising ``JA``::
 
     (JA)^T diag(g) (JA) = A^T diag(g q^2) A - t mu^T - mu t^T + (sum g f^2) mu mu^T,
@@ -199,7 +199,7 @@ def normalised_pieces(
     Notes
     -----
     ``q`` is the first column of the model's low-rank factor ``U`` and ``s_d`` is
-    ``D - q*q - w*w`` (both exact by MODELS.md 1.2). One pass over ``A`` for ``A x`` and
+    ``D - q*q - w*w`` (both exact by docs/theory.md#the-normalised-family). One pass over ``A`` for ``A x`` and
     one for the reductions ``A^T r`` and ``A^T q``.
     """
     _check_model(model)
@@ -448,7 +448,7 @@ def top_direction(H: FloatArray, M: FloatArray) -> tuple[float, FloatArray]:
 
 
 def spectral_error(H: FloatArray, H_sketch: FloatArray) -> float:
-    """``|| H^{-1/2} (H_sketch - H) H^{-1/2} ||_2``: the ``eps0`` of MODELS.md 1.6.
+    """``|| H^{-1/2} (H_sketch - H) H^{-1/2} ||_2``: the ``eps0`` of docs/theory.md#the-approximate-newton-framework.
 
     Parameters
     ----------

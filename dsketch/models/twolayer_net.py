@@ -1,4 +1,4 @@
-"""The two-layer network of the GGN-SCORE experiments (MODELS.md section 7.1).
+"""The two-layer network of the GGN-SCORE experiments (docs/theory.md#the-network).
 
 ``Phi(x; theta) = kappa * V pi(U x)`` with ``U`` (n1 x n0), ``V`` (ny x n1), no biases,
 ``pi`` in {ReLU, SiLU} and ``kappa = 1/sqrt(n1)``. The parameters are

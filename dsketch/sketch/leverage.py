@@ -1,4 +1,4 @@
-"""Leverage-score sampling of ``sqrt|D| A`` (the SubSample of MODELS.md section 1.4).
+"""Leverage-score sampling of ``sqrt|D| A`` (the SubSample of docs/theory.md#leverage-score-sampling).
 
 References
 ----------

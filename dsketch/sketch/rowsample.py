@@ -64,7 +64,7 @@ SAMPLE_STREAM = 1
 def leverage_size(eps: float, delta: float, n_features: int) -> int:
     """``ceil(3 d ln(2d/delta) / eps^2)``: expected rows for leverage-score sampling.
 
-    The matrix Chernoff size of the module docstring (MODELS.md section 1.4).
+    The matrix Chernoff size of the module docstring (docs/theory.md#leverage-score-sampling).
     """
     check_eps_delta(eps, delta)
     d = check_n_features(n_features)

@@ -1,7 +1,7 @@
 """GGN-SCORE: regularised generalised Gauss-Newton with self-concordant smoothing.
 
 Adeoye, Petersen & Bemporad (arXiv 2404.14875) and Adeoye & Bemporad (arXiv 2112.07344);
-MODELS.md section 7. One step on a mini-batch with Jacobian ``J`` (k x p), residual
+docs/theory.md#ggn-score. One step on a mini-batch with Jacobian ``J`` (k x p), residual
 ``r`` (k,) and ``Q = I_k / k``:
 
     g = tau h_mu'(theta),   H = diag(h_mu''(theta))   (or tau * diag(h_mu''), see below)
@@ -14,9 +14,9 @@ MODELS.md section 7. One step on a mini-batch with Jacobian ``J`` (k x p), resid
 The second line (push-through identity) needs only a (k+1) x (k+1) solve: the p x p
 matrix is never formed. ``scale_hessian_by_tau=False`` (default) follows the authors'
 code for k + 1 <= p; ``True`` uses ``tau * diag(h'')``, the choice consistent with the
-self-concordance of ``tau h`` (MODELS.md 7.2).
+self-concordance of ``tau h`` (docs/theory.md#the-ggn-score-step).
 
-Smoothers (:data:`SMOOTHERS`, MODELS.md 7.3): pseudo-Huber (``nu`` in [2, 8/3], default 2.6
+Smoothers (:data:`SMOOTHERS`, docs/theory.md#smoothers-and-their-constants): pseudo-Huber (``nu`` in [2, 8/3], default 2.6
 with its valid constant 2.537) and Ostrovskii-Bach (``(M_h, nu) = (2 sqrt 2, 3)``, for which
 ``M_g = M_h / sqrt(mu)`` does not grow with ``p``). For large ``n`` and few parameters,
 :mod:`dsketch.solvers.ggn_sketched` takes full-data steps with ``J^T Q J`` sketched by row
@@ -111,7 +111,7 @@ class PseudoHuber:
 class OstrovskiiBach:
     """The Ostrovskii-Bach smoother of ``|t|``, scaled: ``h_mu(t) = mu phi(t / mu)``.
 
-    With ``s = s(u) = sqrt(1 + 4 u^2)`` (MODELS.md 7.3; the package's two-logarithm form
+    With ``s = s(u) = sqrt(1 + 4 u^2)`` (docs/theory.md#smoothers-and-their-constants; the package's two-logarithm form
     simplifies to the first line, since the product of its two log arguments is
     ``2 (s - 1) / u^2``)::
 
@@ -204,7 +204,7 @@ def make_smoother(name: str, *, mu: float, nu: float | None = None) -> Smoother:
 
 
 def score_constant(smoother: Smoother, n_params: int) -> float:
-    """``M_g = M_h p^{(3 - nu)/2} mu^{nu/2 - 2}`` (MODELS.md 7.2, ``0 < nu <= 3``).
+    """``M_g = M_h p^{(3 - nu)/2} mu^{nu/2 - 2}`` (docs/theory.md#the-ggn-score-step, ``0 < nu <= 3``).
 
     For ``nu = 3`` (Ostrovskii-Bach) the factor in ``p`` is one: ``M_g = M_h / sqrt(mu)``.
     """
@@ -229,7 +229,7 @@ def score_step_size(g: np.ndarray, h: np.ndarray, *, M_g: float, alpha: float) -
 
 @dataclass(frozen=True)
 class GGNScoreConfig:
-    """Settings of GGN-SCORE (MODELS.md 7.2; defaults of the synthetic experiment).
+    """Settings of GGN-SCORE (docs/theory.md#the-ggn-score-step; defaults of the synthetic experiment).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Full-data GGN-SCORE for large ``n`` and few parameters: the GGN matrix by row sampling.
 
-MODELS.md 7 (arXiv 2404.14875): "for large n with few parameters, the same GGN matrix
+docs/theory.md#ggn-score (arXiv 2404.14875): "for large n with few parameters, the same GGN matrix
 ``J^T Q J`` sketched by row sampling through the engine". With ``p = n1 n0 + ny n1``
 parameters small (hundreds to a few thousand) the ``p x p`` system is cheap and the cost
 is the pass over ``n`` samples. Every iteration maps two tasks over the row blocks of a

@@ -1,6 +1,6 @@
 """Approximate Newton on the engine: exact low-rank parts, sketched diagonal part.
 
-Order of calls in one iteration (MODELS.md section 1.6, DESIGN.md section 3):
+Order of calls in one iteration (docs/theory.md#the-approximate-newton-framework, DESIGN.md section 3):
 
 1. ``update_gradient_hessian``: the sketch's preliminary stages (if any) and the fused
    curvature pass over A: loss, gradient ``A^T r``, ``A^T U`` and the sketch of
