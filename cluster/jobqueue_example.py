@@ -228,8 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.info("scheduler %s, dashboard %s; waiting for workers", cluster.scheduler_address,
                         client.dashboard_link)
             client.wait_for_workers(1, timeout=args.wait)
-            result = dsketch.fit(args.data, args.model, sketch=args.sketch, sketch_size=args.sketch_size,
-                                 tol=args.tol, seed=args.seed, client=client)
+            result = dsketch.fit(args.data, args.model,
+                                 curvature=dsketch.Curvature(args.sketch, size=args.sketch_size),
+                                 solver=dsketch.Solver(tol=args.tol), seed=args.seed, cluster=client)
         dsketch.save_result(result, args.out, overwrite=True)
     print(f"{result.message} nit={result.nit} loss={result.fun:.15e} -> {args.out}")
     return 0 if result.success else 1

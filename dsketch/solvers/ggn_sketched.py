@@ -56,7 +56,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ from dsketch.solvers.ggn_score import (
     score_constant,
     score_step_size,
 )
+from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, FitResult, Status
 from dsketch.store import ProblemSpec, read_block
 
 logger = logging.getLogger("dsketch")
@@ -287,23 +288,6 @@ class CurvatureEstimate:
     level: float
 
 
-@dataclass
-class SketchedGGNResult:
-    """Parameters and per-iterate history of :meth:`SketchedGGN.fit_store`.
-
-    ``history`` has one entry per iterate ``theta_0 .. theta_T`` for ``iteration``,
-    ``loss``, ``objective`` (loss + ``tau sum h_mu``), ``grad_norm`` (of the objective),
-    ``passes`` (cumulative, when the row was recorded: after its step's passes) and
-    ``seconds``; and per step (NaN on the last row)
-    ``step_size``, ``newton_decrement`` (``sqrt(-(J^T r + g)^T d)``), ``sketch_rows`` and
-    ``expected_rows``.
-    """
-
-    theta: np.ndarray
-    n_passes: int
-    history: dict[str, list[float]] = field(default_factory=dict)
-
-
 # --------------------------------------------------------------------------- solver
 class SketchedGGN:
     """GGN-SCORE with the full-data GGN matrix estimated by row sampling on a cluster.
@@ -501,7 +485,7 @@ class SketchedGGN:
     # ------------------------------------------------------------------ run
     def fit_store(
         self, spec: ProblemSpec, client: Client, *, theta0: np.ndarray, iters: int
-    ) -> SketchedGGNResult:
+    ) -> FitResult:
         """Run ``iters`` sketched GGN-SCORE steps from ``theta0`` on the whole store.
 
         Parameters
@@ -518,7 +502,14 @@ class SketchedGGN:
 
         Returns
         -------
-        SketchedGGNResult
+        FitResult
+            ``x`` is the last ``theta``, ``jac`` the objective's gradient there. The history
+            has a row per iterate ``theta_0 .. theta_T`` (:data:`HISTORY_COLUMNS`, ``loss``
+            the objective, loss + ``tau sum h_mu``, and ``step_size``,
+            ``newton_decrement`` (``sqrt(-(J^T r + g)^T d)``) and ``sketch_rows`` of the step
+            from it, NaN on the last row) plus ``data_loss`` (without the regulariser) and
+            ``expected_rows``; ``info["data_loss"]`` is the last one. Backtracking that
+            finds no decrease stops with ``Status.LINE_SEARCH_FAILED``.
         """
         theta = np.array(theta0, dtype=np.float64, copy=True)
         if theta.shape != (self.net.n_params,):
@@ -528,14 +519,13 @@ class SketchedGGN:
         sources: list[Any] = self._sources(spec)
         k = spec.n_samples * self.net.n_outputs
         tau = self.config.tau
-        cols = ("iteration", "loss", "objective", "grad_norm", "step_size", "newton_decrement", "sketch_rows",
-                "expected_rows", "passes", "seconds")
+        cols = (*HISTORY_COLUMNS, "data_loss", "expected_rows")
         hist: dict[str, list[float]] = {c: [] for c in cols}
         passes = 0
         t0 = time.perf_counter()
 
         def record(it: int, loss: float, obj: float, grad: np.ndarray, th: np.ndarray, **step: float) -> None:
-            row = {"iteration": it, "loss": loss, "objective": obj,
+            row = {"iteration": it, "data_loss": loss, "loss": obj,
                    "grad_norm": float(np.linalg.norm(grad + tau * self.smoother.d1(th))),
                    "step_size": np.nan, "newton_decrement": np.nan, "sketch_rows": np.nan, "expected_rows": np.nan,
                    **step, "passes": passes, "seconds": time.perf_counter() - t0}
@@ -545,6 +535,7 @@ class SketchedGGN:
         if self.persist:
             sources = client.map(_load, sources, pure=False)
             passes += 1
+        status = Status.COMPLETED
         try:
             loss, grad, scores = self._pass_loss_gradient(client, sources, theta, k)
             passes += 1
@@ -571,6 +562,7 @@ class SketchedGGN:
                     warnings.warn(f"iteration {it}: no decrease of the objective after {self.max_halvings} "
                                   "halvings; stopping (increase sketch_size)", ConvergenceWarning, stacklevel=2)
                     record(it, loss, obj, grad, theta, **step)
+                    status = Status.LINE_SEARCH_FAILED
                     break
                 record(it, loss, obj, grad, theta, step_size=a_k, **step)
                 logger.info("sketched GGN it %d: objective %.6e, step %.3g, rows %d", it, obj, a_k, gp["rows"])
@@ -580,7 +572,14 @@ class SketchedGGN:
         finally:
             if self.persist:
                 client.cancel([f for f in sources if isinstance(f, Future)])
-        return SketchedGGNResult(theta=theta, n_passes=passes, history=hist)
+        jac = grad + tau * self.smoother.d1(theta)
+        return FitResult(
+            x=theta, fun=obj, jac=jac, success=status is Status.COMPLETED, status=status,
+            message=STATUS_MESSAGES[status], nit=len(hist["iteration"]) - 1, n_passes=passes,
+            wall_time=time.perf_counter() - t0, grad_norm=float(np.linalg.norm(jac)),
+            history={c: np.asarray(v) for c, v in hist.items()},
+            info={"data_loss": float(loss), "sketch_size": self.sketch_size},
+        )
 
 
 __all__ = [
@@ -588,7 +587,6 @@ __all__ = [
     "SAMPLE_STREAM",
     "CurvatureEstimate",
     "SketchedGGN",
-    "SketchedGGNResult",
     "loss_gradient_scores",
     "merge_histograms",
     "sampled_gram",
