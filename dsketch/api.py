@@ -301,8 +301,8 @@ def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: So
     config = NewtonConfig(tol=solver.tol, max_iter=solver.max_iter, seed=seed, ftol=solver.ftol, armijo=solver.armijo,
                           max_halvings=solver.halvings, score_reuse=solver.score_reuse,
                           adaptive_sketch=plan.adaptive and solver.method != "gd", fused=cluster.fused)
-    return NewtonSolver(engine, model, plan.sketch(), sketch_size=plan.size, config=config,
-                        inner=inner_solver(solver.method, solver.cg_max_iter), **kw)
+    inner = inner_solver(solver.method, solver.cg_max_iter) if solver.inner is None else solver.inner
+    return NewtonSolver(engine, model, plan.sketch(), sketch_size=plan.size, config=config, inner=inner, **kw)
 
 
 def _info(model: Model, spec: ProblemSpec, plan: CurvaturePlan, solver: Solver, cluster: Cluster, seed: int,

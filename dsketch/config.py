@@ -159,6 +159,10 @@ class Solver:
     score_reuse : int, default 3
         With fused passes, leverage scores rebuilt from the sketched Gram every
         ``score_reuse`` iterations (1: every iteration).
+    inner : InnerSolver, optional
+        An inner solver of one's own (:class:`~dsketch.solvers.inner.InnerSolver`) in place
+        of the method's; ``method`` still decides the curvature the fit computes (``"gd"``:
+        none).
 
     Raises
     ------
@@ -176,8 +180,14 @@ class Solver:
     max_halvings: int | None = None
     cg_max_iter: int = 20
     score_reuse: int = 3
+    inner: Any = None
 
     def __post_init__(self) -> None:
+        from dsketch.solvers.inner import InnerSolver
+
+        if self.inner is not None and not isinstance(self.inner, InnerSolver):
+            raise InvalidOptionError("Solver inner must be an InnerSolver: an object with needs_curvature, "
+                                     f"second_order, adapts_sketch and solve(state, problem); got {self.inner!r}")
         if self.method not in METHODS:
             raise unknown_name("solver", self.method, METHODS)
         _number_in("Solver tol", self.tol, 0.0, float("inf"))

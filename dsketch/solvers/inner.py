@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
+from dsketch.solvers.result import outside_stacklevel
 
 if TYPE_CHECKING:
     from dsketch.solvers.newton import IterationState, NewtonSolver
@@ -93,7 +94,7 @@ class CholeskySolve:
 
     def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
         assert state.hess is not None and state.grad is not None
-        p, _method = solve_newton_system(state.hess, state.grad, stacklevel=6)
+        p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
         return newton_direction(p, state.grad)
 
 
@@ -122,7 +123,7 @@ class ConjugateGradient:
         if reason == "negative-curvature":
             logger.debug("newton-cg: negative curvature; taking the preconditioned step")
         if not np.all(np.isfinite(p)) or float(state.grad @ p) >= 0.0:
-            p, _method = solve_newton_system(state.hess, state.grad, stacklevel=6)
+            p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
         return newton_direction(p, state.grad)
 
 

@@ -47,6 +47,7 @@ from dsketch.solvers.result import (
     NewtonState,
     Status,
     format_row,
+    outside_stacklevel,
 )
 from dsketch.solvers.stopping import _trace, _vanished
 
@@ -587,7 +588,7 @@ class NewtonSolver:
             status = Status.DIVERGED
         message = STATUS_MESSAGES[status]
         if status not in SUCCESS and status is not Status.CALLBACK_STOP:
-            warnings.warn(message, ConvergenceWarning, stacklevel=4)
+            warnings.warn(message, ConvergenceWarning, stacklevel=outside_stacklevel())
         return FitResult(
             x=state.x, fun=state.loss, jac=state.grad, success=status in SUCCESS, status=status, message=message,
             nit=state.iteration, n_passes=self.engine.n_passes, wall_time=record.seconds(),

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import enum
 import json
+import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from dsketch.store import outputs, read_group, write_group
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the calling function that attributes the
+    warning to the first frame outside the dsketch package (the user's call of ``fit`` or of
+    a solver), however many of dsketch's own frames lie between."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 HISTORY_COLUMNS = (
     "iteration",  # int: iteration index (0 = the starting point)
