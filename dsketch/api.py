@@ -203,7 +203,7 @@ class CurvaturePlan:
         return replace(self, kind=kind, size=size)
 
 
-def plan_curvature(spec: ProblemSpec, curvature: Curvature, method: str) -> CurvaturePlan:
+def resolve_curvature(spec: ProblemSpec, curvature: Curvature, method: str) -> CurvaturePlan:
     """The curvature of a fit of ``spec`` before the memory check: ``"auto"`` resolved
     (:func:`choose_curvature`, priced with the leverage size this fit would use; the sketch's
     settings only apply when a sketch is chosen) and the size defaulted."""
@@ -446,7 +446,7 @@ def fit(
     curv, sol, clu = as_curvature(curvature), as_solver(solver), as_cluster(cluster)
     curv.check_for(sol.method)
     spec, mdl = _bind(data, model, model_params, fit_intercept)
-    plan = plan_curvature(spec, curv, sol.method)
+    plan = resolve_curvature(spec, curv, sol.method)
     remote = _remote(spec, clu)
     if clu.memory_check and not remote:  # before a cluster starts: a refusal costs nothing
         limits = client_limits(clu.client) if clu.client is not None else embedded_limits(clu.n_workers)
