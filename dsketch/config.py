@@ -249,7 +249,9 @@ class Cluster:
                 self.scheduler, "submit"):
             raise InvalidOptionError("Cluster scheduler must be None, a scheduler address or a distributed.Client; "
                                      f"got {type(self.scheduler).__name__}")
-        _int_at_least("Cluster n_workers", self.n_workers, 1)
+        if isinstance(self.n_workers, bool) or not isinstance(self.n_workers, numbers.Integral) or self.n_workers < 1:
+            raise InvalidOptionError("an embedded cluster needs at least one worker: Cluster n_workers must be an "
+                                     f"integer >= 1 (--workers); got {self.n_workers!r}")
         _int_at_least("Cluster block_rows", self.block_rows, 1, none=True)
         for name in ("fused", "persist", "memory_check"):
             if not isinstance(getattr(self, name), bool):

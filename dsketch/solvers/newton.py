@@ -467,6 +467,7 @@ class NewtonSolver:
         """The state at the start: ``x0`` (None: the model's initialiser), or the state a
         checkpoint saved (its history and clock go into ``record``)."""
         extra: dict[str, Any] = {}
+        size = self.sketch_size
         if resume is not None:
             x0 = resume.x
             extra = dict(iteration=resume.iteration, g0=resume.g0, prev_gnorm=resume.prev_gnorm, tau=resume.tau)
@@ -474,19 +475,18 @@ class NewtonSolver:
             record.offset = resume.seconds
             self.engine.n_passes = resume.n_passes
             if resume.sketch_size is not None:
-                self.sketch_size = int(resume.sketch_size)
+                size = int(resume.sketch_size)
             if resume.last_dec is not None:
                 extra["last_dec"] = float(resume.last_dec)
             if resume.drawn_info is not None and self.config.fused:
-                drawn = self._context(resume.iteration, int(resume.drawn_size or self.sketch_size), resume.drawn_info)
+                drawn = self._context(resume.iteration, int(resume.drawn_size or size), resume.drawn_info)
                 extra["redraw"] = (drawn, resume.next_info)
         elif x0 is None:
             x0 = self.engine.initial_coef(self.model)
         x = np.array(x0, dtype=np.float64, copy=True)
         self.engine.init(x, self.model)
         self.engine.check_targets(self.model)
-        return IterationState(x=x, scalars=self.engine.trial_scalars(self.model)[0], sketch_size=self.sketch_size,
-                              **extra)
+        return IterationState(x=x, scalars=self.engine.trial_scalars(self.model)[0], sketch_size=size, **extra)
 
     def run(self, x0: np.ndarray | None = None, *, resume: Checkpoint | None = None) -> FitResult:
         """Run from ``x0`` (None: the model's initialiser) until convergence or a stop.
