@@ -263,6 +263,8 @@ def test_every_solver_returns_a_fit_result(client, tmp_path):
     for name, res in results.items():
         assert isinstance(res, dsketch.FitResult), name
         assert set(HISTORY_COLUMNS) <= set(res.history), name
+        table = res.history_table()  # the last row of a GGN history has no sampled rows: "nan"
+        assert len(table.splitlines()) == len(res.history["iteration"]) + 1, name
         with pytest.raises(dataclasses.FrozenInstanceError):
             res.x = None
     sk = results["SketchedGGN.fit_store"]

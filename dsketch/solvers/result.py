@@ -217,12 +217,18 @@ class FitResult:
         return format_history(self.history)
 
 
+def _count(value: float) -> str:
+    """A count of the table: the integer, or ``nan`` where none was recorded (the sampled
+    rows on the last row of a GGN-SCORE history)."""
+    return str(int(value)) if np.isfinite(value) else "nan"
+
+
 def format_row(row: dict[str, float]) -> str:
     """One line of the iteration table."""
     return (
-        f"{int(row['iteration']):>4d}  {row['loss']:>22.15e}  {row['grad_norm']:>10.3e}  "
+        f"{_count(row['iteration']):>4s}  {row['loss']:>22.15e}  {row['grad_norm']:>10.3e}  "
         f"{row['newton_decrement']:>10.3e}  {row['step_size']:>6.3g}  "
-        f"{int(row['sketch_rows']):>9d}  {int(row['passes']):>6d}  {row['seconds']:>8.2f}"
+        f"{_count(row['sketch_rows']):>9s}  {_count(row['passes']):>6s}  {row['seconds']:>8.2f}"
     )
 
 
