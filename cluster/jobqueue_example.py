@@ -29,7 +29,7 @@ kernels call BLAS; distributed's nanny already pins OMP/MKL/OpenBLAS threads to 
 worker, so results are bit-identical for any worker count). ``--memory`` is per job and is
 split evenly between its workers (spilling goes to ``--local-directory``, node-local disk
 is best). ``--walltime`` is the job's limit; a fit whose workers are killed by the batch
-system is recomputed on the remaining or new workers (DESIGN.md, README "Failures and
+system is recomputed on the remaining or new workers (docs/user-guide.md, "Failures and
 recovery"). ``--interface`` picks the network interface the scheduler and workers
 bind to (``ib0`` for InfiniBand), ``--scheduler-host`` overrides the scheduler's address
 alone. ``--worker-extra-arg`` passes flags to ``dask worker`` verbatim (repeatable,
@@ -228,8 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.info("scheduler %s, dashboard %s; waiting for workers", cluster.scheduler_address,
                         client.dashboard_link)
             client.wait_for_workers(1, timeout=args.wait)
-            result = dsketch.fit(args.data, args.model, sketch=args.sketch, sketch_size=args.sketch_size,
-                                 tol=args.tol, seed=args.seed, client=client)
+            result = dsketch.fit(args.data, args.model,
+                                 curvature=dsketch.Curvature(args.sketch, size=args.sketch_size),
+                                 solver=dsketch.Solver(tol=args.tol), seed=args.seed, cluster=client)
         dsketch.save_result(result, args.out, overwrite=True)
     print(f"{result.message} nit={result.nit} loss={result.fun:.15e} -> {args.out}")
     return 0 if result.success else 1

@@ -6,6 +6,7 @@ solves the reduced ``d x d`` Newton system.
 """
 
 from dsketch.api import fit, fit_network, initial_point
+from dsketch.config import Cluster, Curvature, Solver
 from dsketch.engine.client import AllocatorTuning, connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
@@ -27,11 +28,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllocatorTuning",
+    "Cluster",
+    "Curvature",
     "Engine",
     "FitResult",
     "Inference",
     "MemoryProblem",
     "NewtonState",
+    "Solver",
     "Status",
     "connect",
     "covariance",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,20 +19,18 @@ from dsketch.engine.core import Engine, auto_block_rows
 from dsketch.engine.memory import client_limits, embedded_limits
 from dsketch.engine.memory import plan_curvature as _memory_plan
 from dsketch.engine.threads import ThreadClient
-from dsketch.errors import DSketchError, StoreNotFoundError
+from dsketch.config import MOVED, Cluster, Curvature, Solver, as_cluster, as_curvature, as_solver, refuse_moved
+from dsketch.errors import DSketchError, InvalidOptionError, StoreNotFoundError, UnusedOptionError
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
-from dsketch.solvers.baselines import GradientOnly
 from dsketch.solvers.checkpoint import FINGERPRINT_KEY, check_settings, load_checkpoint
+from dsketch.solvers.inner import inner_solver
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
 from dsketch.store.memory import MemoryProblem, in_memory
 
 logger = logging.getLogger("dsketch")
-
-SOLVERS = ("newton", "newton-cg", "gd")
-
 
 #: Cost model of :func:`choose_curvature`, in multiply-adds of a dense Gram update, measured
 #: on the reference machine (2 cores, blocks in worker memory, d = 500): reading a stored
@@ -62,49 +63,6 @@ def choose_curvature(spec: ProblemSpec, sketch_size: int | None = None) -> str:
     exact = _EXACT_ITERS * (n * r**2 + _PASS_COST * spec.nnz)
     sketch = _SKETCH_ITERS * (min(s, n) * r**2 + (_PASS_COST + _SCORE_COST) * spec.nnz)
     return "exact" if exact <= sketch else "leverage"
-
-
-def check_sketch_options(solver: str, sketch: Any, sketch_size: int | None,
-                         sketch_params: dict[str, Any] | None, adaptive_sketch: bool | None) -> None:
-    """Refuse unknown names and sketch options that would have no effect.
-
-    Raises :class:`~dsketch.errors.UnknownNameError` for a misspelt solver or sketch (with
-    the nearest names) and :class:`~dsketch.errors.UnusedOptionError` for ``sketch_size``,
-    ``sketch_params`` or ``adaptive_sketch=True`` with the exact curvature or gradient
-    descent, or a sketch named for gradient descent. Cheap: :func:`fit` and the command line
-    call it before any data is read.
-    """
-    from dsketch.errors import UnusedOptionError, unknown_name
-    from dsketch.sketch import SKETCHES
-
-    if solver not in SOLVERS:
-        raise unknown_name("solver", solver, SOLVERS)
-    if isinstance(sketch, str) and sketch != "auto" and sketch not in SKETCHES:
-        raise unknown_name("sketch", sketch, ("auto", *SKETCHES), "sketches")
-    if solver == "gd":
-        why = "solver='gd' (gradient descent) uses no curvature"
-        if sketch != "auto":
-            raise UnusedOptionError(f"sketch={sketch!r} has no effect: {why}; leave sketch at 'auto'")
-    elif sketch == "exact":
-        why = "sketch='exact' forms the exact Gram matrix, there is nothing to sample"
-    else:
-        return
-    given = [name for name, value in (("sketch_size", sketch_size), ("sketch_params", sketch_params or None),
-                                      ("adaptive_sketch", adaptive_sketch or None)) if value is not None]
-    if given:
-        raise UnusedOptionError(f"{' and '.join(given)} {'has' if len(given) == 1 else 'have'} no effect: {why}; "
-                                "drop it or choose a sketch (e.g. sketch='auto' or 'leverage')")
-
-
-def resolve_adaptive(solver: str, sketch: Any, sketch_size: int | None, adaptive_sketch: bool | None) -> bool:
-    """``adaptive_sketch=None`` made explicit (before ``"auto"`` is resolved): adaptive for a
-    sketch whose size is not fixed, ``"auto"`` (any ``sketch_size`` is the start) or a named
-    sketch without ``sketch_size``; never for ``"exact"`` or gradient descent."""
-    if adaptive_sketch is not None:
-        return bool(adaptive_sketch)
-    if solver == "gd" or sketch == "exact":
-        return False
-    return sketch == "auto" or sketch_size is None
 
 
 def default_sketch_size(kind: str, n_samples: int, n_features: int, *, adaptive: bool = False) -> int:
@@ -203,35 +161,203 @@ def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) 
     ) from None
 
 
+@dataclass(frozen=True)
+class CurvaturePlan:
+    """The curvature a fit uses, after the ``auto`` rules and the memory check.
+
+    ``kind`` is ``"exact"`` or a sketch name (``"exact"`` for gradient descent too, which
+    is priced as the cheapest and computes no curvature), ``size`` its size; ``given`` the
+    kind chosen before the memory check and ``size_arg`` the size the user gave (it applies
+    to ``given`` only).
+    """
+
+    method: str
+    kind: str
+    size: int
+    params: dict[str, Any] | None
+    adaptive: bool
+    auto: bool
+    given: str
+    size_arg: int | None
+    n_samples: int
+    n_features: int
+
+    def size_of(self, kind: str) -> int:
+        """The size a fit with curvature ``kind`` samples."""
+        if self.method == "gd":
+            return 1
+        if self.size_arg is None or kind != self.given:
+            return default_sketch_size(kind, self.n_samples, self.n_features, adaptive=self.adaptive)
+        return int(self.size_arg)
+
+    def sketch(self) -> Any:
+        """The sketch object (None for gradient descent, which reads no curvature)."""
+        return None if self.method == "gd" else make_sketch(self.kind, **(self.params or {}))
+
+    def checked(self, limits: Any, spec: ProblemSpec, model: Model, cluster: Cluster) -> CurvaturePlan:
+        """The plan after the memory check (:func:`~dsketch.engine.memory.plan_curvature`):
+        the same, the other curvature when ``auto`` and only it fits, or an error."""
+        kind, size = _memory_plan(self.kind, self.size, limits, spec=spec, model=model, solver=self.method,
+                                  size_of=self.size_of, auto=self.auto, block_rows=cluster.block_rows,
+                                  bounds=cluster.bounds, persist=cluster.persist, sketch_params=self.params)
+        return replace(self, kind=kind, size=size)
+
+
+def resolve_curvature(spec: ProblemSpec, curvature: Curvature, method: str) -> CurvaturePlan:
+    """The curvature of a fit of ``spec`` before the memory check: ``"auto"`` resolved
+    (:func:`choose_curvature`, priced with the leverage size this fit would use; the sketch's
+    settings only apply when a sketch is chosen) and the size defaulted."""
+    adaptive = curvature.resolved_adaptive(method)
+    kind, params = curvature.kind, curvature.params
+    auto = kind == "auto" and method != "gd"
+    n, d = spec.n_samples, spec.n_features
+    if auto:
+        kind = choose_curvature(spec, curvature.size if curvature.size is not None else default_sketch_size(
+            "leverage", n, d, adaptive=adaptive))
+        if kind == "exact":
+            params, adaptive = None, False
+    elif method == "gd":
+        kind = "exact"
+    plan = CurvaturePlan(method=method, kind=kind, size=0, params=params, adaptive=adaptive, auto=auto, given=kind,
+                         size_arg=curvature.size, n_samples=n, n_features=d)
+    return replace(plan, size=plan.size_of(kind))
+
+
+def _bind(data: Any, model: str | Model, model_params: dict[str, Any] | None,
+          fit_intercept: bool) -> tuple[ProblemSpec, Model]:
+    """The problem of ``data`` and the model bound to it (with the intercept column)."""
+    spec = _problem(data)
+    if isinstance(model, Model):
+        if model_params:
+            raise InvalidOptionError("model_params is only valid when model is given by name")
+        mdl = model
+    else:
+        mdl = get_model(model, **(model_params or {}))
+    mdl = mdl.bind(spec)
+    if fit_intercept:
+        mdl, spec = mdl.with_intercept(), spec.with_intercept()
+    return spec, mdl
+
+
+def _start(x0: np.ndarray | str, spec: ProblemSpec) -> np.ndarray | None:
+    """The starting point of ``x0`` (None: the model's initialiser)."""
+    if isinstance(x0, str):
+        if x0 not in ("auto", "zeros"):
+            raise InvalidOptionError(f"x0 must be an array, 'auto' or 'zeros'; got {x0!r}")
+        return None if x0 == "auto" else np.zeros(spec.n_features)
+    start = np.asarray(x0, dtype=np.float64)
+    if start.shape != (spec.n_features,):
+        raise InvalidOptionError(f"x0 must have shape ({spec.n_features},) to match the store's {spec.n_features} "
+                                 f"columns; got {start.shape}")
+    return start
+
+
+def _settings(model: Model, spec: ProblemSpec, plan: CurvaturePlan, cluster: Cluster, seed: int) -> dict[str, Any]:
+    """What a checkpoint records of the fit (a resume must match it)."""
+    bounds, block_rows = cluster.bounds, cluster.block_rows
+    return {
+        **model.describe(),
+        "solver": plan.method,
+        "sketch": "none" if plan.method == "gd" else plan.kind,
+        "sketch_params": dict(plan.params or {}),
+        "sketch_size": plan.size,
+        "seed": seed,
+        "data": spec.path,
+        FINGERPRINT_KEY: spec.fingerprint,
+        "block_rows": (auto_block_rows(spec) if block_rows is None else block_rows) if bounds is None
+        else [list(b) for b in bounds],
+        **({"adaptive_sketch": True} if plan.adaptive else {}),
+    }
+
+
+def _saved(checkpoint: Any, resume: bool, spec: ProblemSpec, settings: dict[str, Any]) -> Any:
+    """The checkpoint to resume from (None when starting afresh), checked against the fit's
+    settings; a new checkpoint's path is checked before the cluster starts."""
+    if checkpoint is not None and not resume:
+        outputs.check_output(checkpoint, outputs.CHECKPOINT, overwrite=True, others={"data": spec.path},
+                             option="checkpoint")
+    if not resume:
+        return None
+    if checkpoint is None:
+        raise InvalidOptionError("resume=True needs the checkpoint= path of the interrupted fit")
+    path = os.fspath(checkpoint)
+    if not os.path.exists(path):
+        raise StoreNotFoundError(f"no checkpoint at {path!r} to resume from; start the fit afresh")
+    saved = load_checkpoint(path)
+    check_settings(saved.settings, settings, path)
+    return saved
+
+
+def _remote(spec: ProblemSpec, cluster: Cluster) -> bool:
+    """Whether the fit joins a scheduler whose workers' limits are known only once joined
+    (an in-memory problem runs on the driver's threads unless an address is given)."""
+    return cluster.client is None and (bool(cluster.address) or (
+        not isinstance(spec, MemoryProblem) and bool(os.environ.get(SCHEDULER_ENV))))
+
+
+def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: Solver, cluster: Cluster, seed: int,
+                   **kw: Any) -> NewtonSolver:
+    """The Newton iteration of ``solver`` with the curvature of ``plan``."""
+    config = NewtonConfig(tol=solver.tol, max_iter=solver.max_iter, seed=seed, ftol=solver.ftol, armijo=solver.armijo,
+                          max_halvings=solver.halvings, score_reuse=solver.score_reuse,
+                          adaptive_sketch=plan.adaptive and solver.method != "gd", fused=cluster.fused)
+    inner = inner_solver(solver.method, solver.cg_max_iter) if solver.inner is None else solver.inner
+    return NewtonSolver(engine, model, plan.sketch(), sketch_size=plan.size, config=config, inner=inner, **kw)
+
+
+def _info(model: Model, spec: ProblemSpec, plan: CurvaturePlan, solver: Solver, cluster: Cluster, seed: int,
+          n_blocks: int, fit_intercept: bool) -> dict[str, Any]:
+    """The ``info`` of a fit's result."""
+    gd = solver.method == "gd"
+    return {
+        **model.describe(),
+        "solver": solver.method,
+        "sketch": "none" if gd else plan.kind,
+        "sketch_size": plan.size if plan.kind != "exact" and not gd else None,
+        "seed": seed,
+        "tol": solver.tol,
+        "max_iter": solver.max_iter,
+        "data": spec.path,
+        "n_samples": spec.n_samples,
+        "n_features": spec.n_features,  # coefficients: the intercept column included
+        "n_features_in": spec.stored_features,  # columns of the store (what predict needs)
+        "n_blocks": n_blocks,
+        "persist": cluster.persist,
+        "fit_intercept": bool(fit_intercept),
+    }
+
+
+def _refuses_moved(func: Any) -> Any:
+    """Answer a keyword that moved into the grouped settings with a
+    :class:`~dsketch.errors.RemovedOptionError` naming where it went."""
+
+    own = set(inspect.signature(func).parameters)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        refuse_moved(func.__name__, {k: v for k, v in kwargs.items() if k in MOVED and k not in own})
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_refuses_moved
 def fit(
     data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
     *,
     model_params: dict[str, Any] | None = None,
     fit_intercept: bool = False,
-    sketch: str = "auto",
-    sketch_size: int | None = None,
-    sketch_params: dict[str, Any] | None = None,
-    solver: str = "newton",
+    curvature: str | Curvature = "auto",
+    solver: str | Solver = "newton",
+    cluster: Cluster | Client | str | None = None,
     x0: np.ndarray | str = "auto",
     seed: int = 0,
-    tol: float = 1e-8,
-    max_iter: int = 50,
-    ftol: float | None = None,
-    adaptive_sketch: bool | None = None,
-    fused: bool = True,
-    client: Client | None = None,
-    scheduler: str | None = None,
-    n_workers: int = 2,
-    block_rows: int | None = None,
-    bounds: list[tuple[int, int]] | None = None,
-    persist: bool = False,
     callback: Callback | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    memory_check: bool = True,
 ) -> FitResult:
-    """Fit a model to a problem store with the (sketched) Newton method.
+    """Fit a model to a problem with the (sketched) Newton method.
 
     Parameters
     ----------
@@ -242,9 +368,9 @@ def fit(
         ``(A, b)`` (ndarray or scipy.sparse ``A``) or :func:`dsketch.in_memory` (which
         also takes ``w``, ``sample_weight`` and ``offset``). An in-memory problem is not
         copied to a store: its row blocks are views of the arrays where possible, and it
-        runs on threads of this process unless ``client`` or ``scheduler`` is given (then
-        its blocks are sent to that cluster). The result is the same bits as a fit of the
-        store :func:`dsketch.write_problem` would write from the same arrays.
+        runs on threads of this process unless ``cluster`` names a client or a scheduler
+        (then its blocks are sent to that cluster). The result is the same bits as a fit of
+        the store :func:`dsketch.write_problem` would write from the same arrays.
     model : str or Model
         A registry name (``"softmax"``, ``"logistic"``, ...) or a model instance.
     model_params : dict, optional
@@ -254,27 +380,27 @@ def fit(
         coefficients). The engine appends the column of ones to every block it reads; the
         store is not copied. ``x0="auto"`` starts the intercept at the intercept-only fit
         (one more pass).
-    sketch : {"auto", "exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
-        How ``A^T diag(D) A`` is estimated. ``"auto"`` (default) picks exact or leverage
-        sampling by cost (:func:`choose_curvature`; small and sparse problems get exact);
-        ``"exact"`` gives exact Newton. The same default as the estimators and ``dsketch fit``.
-    sketch_size : int, optional
-        Expected sampled rows / embedding dimension (default: the documented size for a
-        (1 +- 0.5) approximation, capped at 100 rows per feature when the sketch is
-        adaptive; see :func:`default_sketch_size`). With ``"auto"`` it is the size used if a
-        sketch is chosen (and prices that choice). Refused with ``sketch="exact"`` and
-        ``solver="gd"``, which have no sketch.
-    sketch_params : dict, optional
-        Extra parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage; with
-        ``"auto"``, of leverage when it is chosen). Refused with ``"exact"`` and ``"gd"``.
-    solver : {"newton", "newton-cg", "gd"}
-        ``"newton"``: approximate Newton with the chosen curvature (``sketch="exact"``
-        gives exact Newton). ``"newton-cg"``: exact Newton steps solved inexactly by
-        conjugate gradients on exact Hessian-vector products (one pass over A each),
-        preconditioned by the chosen sketch; no accuracy ceiling. ``"gd"``: gradient
-        descent with Armijo backtracking on the same engine (a baseline without curvature:
-        ``sketch`` other than ``"auto"``, ``sketch_size``, ``sketch_params`` and
-        ``adaptive_sketch=True`` are refused).
+    curvature : str or Curvature, default "auto"
+        How ``A^T diag(D) A`` is estimated (:class:`dsketch.Curvature`: kind, size, sketch
+        parameters, adaptive size). ``"auto"`` picks exact or leverage sampling by cost
+        (:func:`choose_curvature`; small and sparse problems get exact) and, when a sketch
+        is chosen, adapts its size; ``"exact"`` gives exact Newton. The same default as the
+        estimators and ``dsketch fit``.
+    solver : str or Solver, default "newton"
+        The iteration (:class:`dsketch.Solver`: method, tolerances, line search).
+        ``"newton"``: approximate Newton with the chosen curvature, Cholesky inner solve.
+        ``"newton-cg"``: exact Newton steps solved inexactly by conjugate gradients on exact
+        Hessian-vector products (one pass over A each), preconditioned by the chosen
+        curvature; no accuracy ceiling. ``"gd"``: gradient descent with Armijo backtracking
+        on the same engine (no curvature is computed; a curvature other than the default
+        is refused).
+    cluster : Cluster, distributed.Client, str or None
+        Where the passes run and how A is blocked and streamed (:class:`dsketch.Cluster`).
+        None: an in-memory problem runs on threads of this process
+        (:class:`~dsketch.engine.threads.ThreadClient`; ``$DSKETCH_SCHEDULER`` is not
+        consulted for it); for a store, ``$DSKETCH_SCHEDULER`` is joined, or an embedded
+        local cluster of two worker processes is started and stopped. A client runs the
+        fit on it, an address string joins that scheduler.
     x0 : ndarray of shape (n_features,), "auto" or "zeros"
         Starting point. ``"auto"`` (default) uses the model's data-driven initialiser
         when it has one (softmax: the log-linear least-squares fit, one pass over A) and
@@ -282,37 +408,9 @@ def fit(
     seed : int
         Key of the counter-based sketch randomness: the same seed gives the same fit
         for any storage chunking and any number of workers.
-    tol : float
-        Stop when ``||grad|| <= tol * ||grad_0||``.
-    max_iter : int
-    adaptive_sketch : bool, optional
-        Grow / shrink the sketch size from each step's actual against predicted decrease
-        (:class:`~dsketch.solvers.newton.NewtonConfig`); ``sketch_size`` is the start.
-        ``None`` (default): adaptive when the curvature is a sketch and its size was not
-        fixed, that is when ``sketch="auto"`` chooses a sketch (a ``sketch_size`` is then
-        the start), or a sketch is named without a ``sketch_size``; a named sketch with a
-        ``sketch_size`` keeps that size. ``True`` is refused with ``sketch="exact"`` and
-        ``solver="gd"``; with ``"auto"`` it applies only if a sketch is chosen.
-    ftol : float, optional
-        Convergence in loss value (:class:`~dsketch.solvers.newton.NewtonConfig`); by
-        default on (1e-12) only for the non-smooth ReLU models.
-    fused : bool, default True
-        For the GLMs (logistic, Poisson, least squares), whose global scalars do not depend
-        on ``A x``: compute the line search's ``A p`` and the next iteration's loss, gradient
-        and sketch in one pass over A (speculatively at the full step), so an iteration with
-        a full Newton step costs one pass instead of two; leverage scores are then reused
-        from the previous iterate. ``False``: the two-pass iteration. Other models ignore it.
-    client : distributed.Client, optional
-        Run on this client. Otherwise an in-memory problem runs on threads of this process
-        (:class:`~dsketch.engine.threads.ThreadClient`; ``$DSKETCH_SCHEDULER`` is not
-        consulted for it), unless ``scheduler`` names a cluster; for a store,
-        ``scheduler`` / ``$DSKETCH_SCHEDULER`` is joined, or an embedded local cluster
-        with ``n_workers`` processes is started and stopped.
-    block_rows, bounds, persist
-        Row blocking and streaming policy of the :class:`~dsketch.engine.core.Engine`
-        (``block_rows=None``: :func:`~dsketch.engine.core.auto_block_rows`).
     callback : callable, optional
-        ``callback(state)`` after every iteration; raise ``StopIteration`` to stop.
+        ``callback(state)`` after every iteration (a :class:`~dsketch.NewtonState`); raise
+        ``StopIteration`` to stop.
     checkpoint : str or path, optional
         A Zarr group rewritten (atomically) after every iteration with what is needed to
         continue the fit if the driver dies. It may replace only an earlier checkpoint
@@ -321,174 +419,85 @@ def fit(
         Continue from ``checkpoint`` instead of starting afresh. The model, data,
         curvature, sketch size and seed must match the checkpointed fit; the resumed fit
         ends at the same ``x`` as an uninterrupted one (up to rounding).
-    memory_check : bool, default True
-        Before the first pass, estimate the driver's and each worker's peak memory
-        (:func:`~dsketch.engine.memory.estimate_memory`) and refuse a fit that would not fit
-        in the driver's available memory or a worker's memory limit (80% of either) with a
-        :class:`~dsketch.errors.MemoryBudgetError` naming the ways out; with
-        ``sketch="auto"`` the other curvature is taken when only it fits. ``False``: no check.
 
     Returns
     -------
     FitResult
+        Immutable; ``x``, ``jac`` (the gradient at ``x``), ``status``, ``history``, ``info``.
 
     Raises
     ------
+    RemovedOptionError
+        A keyword of the flat signature before the grouped settings (``sketch=``,
+        ``tol=``, ``client=``, ...); the message names the option that replaces it.
+    UnusedOptionError
+        A curvature option without effect (a size with ``"exact"``, a sketch with ``"gd"``).
     MemoryBudgetError
-        The fit's estimated memory exceeds what the driver or a worker has (``memory_check``).
+        The fit's estimated memory exceeds what the driver or a worker has
+        (``Cluster(memory_check=True)``, the default; with ``"auto"`` the other curvature is
+        taken when only it fits).
     StoreChangedError
         The store at the data's path is not the one the fit opened: it was replaced while
-        the fit ran (seen on the next block read; with ``persist=True``, whose blocks keep
-        the data loaded, at the next checkpoint or at the end of the fit), or, with
-        ``resume``, since the checkpoint was written (its settings record the store's
+        the fit ran (seen on the next block read; with ``Cluster(persist=True)``, whose
+        blocks keep the data loaded, at the next checkpoint or at the end of the fit), or,
+        with ``resume``, since the checkpoint was written (its settings record the store's
         :attr:`~dsketch.store.ProblemSpec.fingerprint`).
     """
-    check_sketch_options(solver, sketch, sketch_size, sketch_params, adaptive_sketch)
-    spec = _problem(data)
-    if isinstance(model, Model):
-        if model_params:
-            raise TypeError("model_params is only valid when model is given by name")
-        mdl = model
-    else:
-        mdl = get_model(model, **(model_params or {}))
-    mdl = mdl.bind(spec)
-    if fit_intercept:
-        mdl, spec = mdl.with_intercept(), spec.with_intercept()
-    adaptive_sketch = resolve_adaptive(solver, sketch, sketch_size, adaptive_sketch)
-    auto = sketch == "auto" and solver != "gd"
-    if auto:  # priced with the leverage size this fit would use
-        sketch = choose_curvature(spec, sketch_size if sketch_size is not None else default_sketch_size(
-            "leverage", spec.n_samples, spec.n_features, adaptive=adaptive_sketch))
-        if sketch == "exact":  # the sketch's settings only apply when one is chosen
-            sketch_params, adaptive_sketch = None, False
-    elif solver == "gd":
-        sketch = "exact"  # gradient descent reads no curvature; priced as the cheapest
-    given = sketch
-
-    def size_of(kind: str) -> int:
-        if solver == "gd":
-            return 1
-        if sketch_size is None or kind != given:
-            return default_sketch_size(kind, spec.n_samples, spec.n_features, adaptive=adaptive_sketch)
-        return int(sketch_size)
-
-    size = size_of(sketch)
-    if size < 1:
-        raise ValueError(f"sketch_size must be a positive integer; got {sketch_size!r}")
-    # a scheduler joined inside _client_for: its workers' limits are known only then (an
-    # in-memory problem runs on the driver's threads unless scheduler= names a cluster)
-    remote = client is None and (bool(scheduler) or (
-        not isinstance(spec, MemoryProblem) and bool(os.environ.get(SCHEDULER_ENV))))
-    plan = dict(spec=spec, model=mdl, solver=solver, size_of=size_of, auto=auto, block_rows=block_rows,
-                bounds=bounds, persist=persist, sketch_params=sketch_params)
-    if memory_check and not remote:  # before a cluster starts: a refusal costs nothing
-        limits = client_limits(client) if client is not None else embedded_limits(n_workers)
-        sketch, size = _memory_plan(sketch, size, limits, **plan)
-    sk = GradientOnly() if solver == "gd" else make_sketch(sketch, **(sketch_params or {}))
-    config = (
-        NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, direction="gradient", max_halvings=60, ftol=ftol)
-        if solver == "gd"
-        else NewtonConfig(tol=tol, max_iter=max_iter, seed=seed, ftol=ftol, adaptive_sketch=adaptive_sketch,
-                          fused=fused,
-                          direction="newton-cg" if solver == "newton-cg" else "newton")
-    )
-    if isinstance(x0, str):
-        if x0 not in ("auto", "zeros"):
-            raise ValueError(f"x0 must be an array, 'auto' or 'zeros'; got {x0!r}")
-        start = None if x0 == "auto" else np.zeros(spec.n_features)
-    else:
-        start = np.asarray(x0, dtype=np.float64)
-    if start is not None and start.shape != (spec.n_features,):
-        raise ValueError(
-            f"x0 must have shape ({spec.n_features},) to match the store's {spec.n_features} "
-            f"columns; got {start.shape}"
-        )
-    settings = {
-        **mdl.describe(),
-        "solver": solver,
-        "sketch": "none" if solver == "gd" else sketch,
-        "sketch_params": dict(sketch_params or {}),
-        "sketch_size": size,
-        "seed": seed,
-        "data": spec.path,
-        FINGERPRINT_KEY: spec.fingerprint,
-        "block_rows": (auto_block_rows(spec) if block_rows is None else block_rows) if bounds is None
-        else [list(b) for b in bounds],
-        **({"adaptive_sketch": True} if adaptive_sketch else {}),
-    }
-    if checkpoint is not None and not resume:  # before the cluster: a bad path must not cost a fit
-        outputs.check_output(checkpoint, outputs.CHECKPOINT, overwrite=True, others={"data": spec.path},
-                             option="checkpoint")
-    saved = None
-    if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs the checkpoint= path of the interrupted fit")
-        ckpt_path = os.fspath(checkpoint)
-        if not os.path.exists(ckpt_path):
-            raise StoreNotFoundError(f"no checkpoint at {ckpt_path!r} to resume from; start the fit afresh")
-        saved = load_checkpoint(ckpt_path)
-        check_settings(saved.settings, settings, ckpt_path)
-    with _client_for(client, scheduler, n_workers, spec, block_rows, bounds) as c:
-        if memory_check and remote:
-            chosen = _memory_plan(sketch, size, client_limits(c), **plan)
-            if chosen != (sketch, size):  # sketch="auto" took the other curvature
-                sketch, size = chosen
-                sk = make_sketch(sketch, **(sketch_params or {}))
-                settings.update(sketch=sketch, sketch_size=size)
-        engine = Engine(spec, c, block_rows=block_rows, bounds=bounds, persist=persist,
+    curv, sol, clu = as_curvature(curvature), as_solver(solver), as_cluster(cluster)
+    curv.check_for(sol.method)
+    spec, mdl = _bind(data, model, model_params, fit_intercept)
+    plan = resolve_curvature(spec, curv, sol.method)
+    remote = _remote(spec, clu)
+    if clu.memory_check and not remote:  # before a cluster starts: a refusal costs nothing
+        limits = client_limits(clu.client) if clu.client is not None else embedded_limits(clu.n_workers)
+        plan = plan.checked(limits, spec, mdl, clu)
+    start = _start(x0, spec)
+    settings = _settings(mdl, spec, plan, clu, seed)
+    saved = _saved(checkpoint, resume, spec, settings)
+    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
+        if clu.memory_check and remote:  # the joined scheduler's workers are known now
+            chosen = plan.checked(client_limits(c), spec, mdl, clu)
+            if (chosen.kind, chosen.size) != (plan.kind, plan.size):  # "auto" took the other curvature
+                plan = chosen
+                settings.update(sketch=plan.kind, sketch_size=plan.size)
+        engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, persist=clu.persist,
                         members=mdl.row_members)
         try:
-            result = NewtonSolver(
-                engine, mdl, sk, sketch_size=size, config=config, callback=callback,
-                checkpoint=None if checkpoint is None else os.fspath(checkpoint), settings=settings,
-            ).run(start, resume=saved)
+            result = _newton_solver(
+                engine, mdl, plan, sol, clu, seed, callback=callback, settings=settings,
+                checkpoint=None if checkpoint is None else os.fspath(checkpoint)).run(start, resume=saved)
         except Exception as exc:
             _raise_if_cluster_lost(c, exc, checkpoint)
             raise
         finally:
             engine.close()
-    result.info = {
-        **mdl.describe(),
-        "solver": solver,
-        "sketch": "none" if solver == "gd" else sketch,
-        "sketch_size": size if sketch != "exact" and solver != "gd" else None,
-        "seed": seed,
-        "tol": tol,
-        "max_iter": max_iter,
-        "data": spec.path,
-        "n_samples": spec.n_samples,
-        "n_features": spec.n_features,  # coefficients: the intercept column included
-        "n_features_in": spec.stored_features,  # columns of the store (what predict needs)
-        "n_blocks": len(engine.bounds),
-        "persist": persist,
-        "fit_intercept": bool(fit_intercept),
-    }
-    return result
+    return replace(result, info=_info(mdl, spec, plan, sol, clu, seed, len(engine.bounds), fit_intercept))
 
 
+@_refuses_moved
 def initial_point(
     data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
     *,
     model_params: dict[str, Any] | None = None,
-    client: Client | None = None,
-    scheduler: str | None = None,
-    n_workers: int = 2,
-    block_rows: int | None = None,
+    cluster: Cluster | Client | str | None = None,
 ) -> np.ndarray:
     """The starting point ``fit(..., x0="auto")`` uses: the model's data-driven initialiser
-    (softmax: the log-linear least-squares fit; one pass over A), or zeros."""
+    (softmax: the log-linear least-squares fit; one pass over A), or zeros. ``cluster`` as
+    in :func:`fit`."""
     spec = _problem(data)
+    clu = as_cluster(cluster)
     mdl = model if isinstance(model, Model) else get_model(model, **(model_params or {}))
-    with _client_for(client, scheduler, n_workers, spec, block_rows) as c:
+    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
         mdl = mdl.bind(spec)
-        engine = Engine(spec, c, block_rows=block_rows, members=mdl.row_members)
+        engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, members=mdl.row_members)
         try:
             return engine.initial_coef(mdl)
         finally:
             engine.close()
 
 
+@_refuses_moved
 def fit_network(
     data: str | os.PathLike[str] | ProblemSpec,
     *,
@@ -505,11 +514,7 @@ def fit_network(
     smoother: str = "pseudo-huber",
     sketch_size: int | None = None,
     seed: int = 0,
-    client: Client | None = None,
-    scheduler: str | None = None,
-    n_workers: int = 2,
-    block_rows: int = 2**16,
-    persist: bool = False,
+    cluster: Cluster | Client | str | None = None,
     backtracking: bool = False,
 ) -> FitResult:
     """Train the two-layer network of docs/theory.md#ggn-score with GGN-SCORE on a problem store.
@@ -534,24 +539,23 @@ def fit_network(
         Its GSC exponent (default: 2.6 for pseudo-Huber, 3 for Ostrovskii-Bach).
     mu : float, optional
         Smoothing parameter, default ``sqrt(hidden)``.
-    client, scheduler, n_workers, block_rows, persist
-        Cluster and row blocking of the sketched mode, as in :func:`fit` (ignored when
-        ``sketch_size`` is None).
+    cluster : Cluster, distributed.Client, str or None
+        Where the sketched mode runs, as in :func:`fit` (its ``block_rows`` defaults to
+        65536 here; ``fused`` does not apply). The mini-batch mode runs on the driver and
+        refuses a cluster.
     backtracking : bool
         Sketched mode: halve a step that raises the objective (small sketches need it).
 
     The result's ``x`` is ``theta = [vec(U); vec(V)]`` (column-major).
     """
-    import time as _time
-
     from dsketch.models.twolayer_net import TwoLayerNet
     from dsketch.solvers.ggn_score import GGNScore, GGNScoreConfig, fit_store
     from dsketch.solvers.ggn_sketched import SketchedGGN
-    from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, Status
 
     spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
     if target != "b" and target not in spec.members:
-        raise ValueError(f"target {target!r} is not a member of {spec.path!r}; members: {['b', *spec.members]}")
+        raise InvalidOptionError(f"target {target!r} is not a member of {spec.path!r}; "
+                                 f"members: {['b', *spec.members]}")
     n_out = 1
     if target != "b":
         import zarr
@@ -565,38 +569,18 @@ def fit_network(
     info = {"model": "ggn-score", "hidden": hidden, "activation": activation, "n_outputs": n_out,
             "target": target, "tau": tau, "mu": cfg.mu, "nu": cfg.nu, "alpha": alpha, "smoother": smoother,
             "scale_hessian_by_tau": scale_hessian_by_tau, "epochs": epochs, "seed": seed, "data": spec.path}
-    t0 = _time.perf_counter()
-    if sketch_size is not None:
-        sk = SketchedGGN(net, cfg, sketch_size=sketch_size, seed=seed, target=target, block_rows=block_rows,
-                         persist=persist, backtracking=backtracking)
-        with _client_for(client, scheduler, n_workers) as c:
-            sres = sk.fit_store(spec, c, theta0=theta0, iters=epochs)
-        h = sres.history
-        history = {k: np.asarray(h[k], dtype=np.float64) for k in HISTORY_COLUMNS if k != "loss"}
-        history["loss"] = np.asarray(h["objective"], dtype=np.float64)
-        return FitResult(
-            x=sres.theta, fun=float(h["objective"][-1]), success=True, status=Status.COMPLETED,
-            message=STATUS_MESSAGES[Status.COMPLETED], nit=int(epochs), n_passes=sres.n_passes,
-            wall_time=_time.perf_counter() - t0, grad_norm=float(h["grad_norm"][-1]),
-            history={k: history[k] for k in HISTORY_COLUMNS},
-            info={**info, "solver": "ggn-score-sketched", "sketch_size": int(sketch_size),
-                  "data_loss": float(h["loss"][-1]), "block_rows": block_rows, "persist": persist},
-        )
-    solver = GGNScore(net, cfg)
-    res = fit_store(solver, spec, theta0=theta0, target=target, epochs=epochs, batch_size=batch_size, seed=seed)
-    steps = len(res.history["step_size"])
-    per_epoch = max(1, steps // max(1, epochs))
-    history = {k: [] for k in HISTORY_COLUMNS}
-    for e, (loss, sec) in enumerate(zip(res.history["loss"], res.history["seconds"], strict=True)):
-        sizes = res.history["step_size"][e * per_epoch : (e + 1) * per_epoch]
-        for k, v in (("iteration", e + 1), ("loss", loss), ("grad_norm", np.nan), ("newton_decrement", np.nan),
-                     ("step_size", float(np.mean(sizes)) if sizes else np.nan), ("sketch_rows", batch_size),
-                     ("passes", e + 1), ("seconds", sec)):
-            history[k].append(float(v))
-    return FitResult(
-        x=res.theta, fun=float(res.history["loss"][-1]) if res.history["loss"] else float("nan"),
-        success=True, status=Status.COMPLETED, message=STATUS_MESSAGES[Status.COMPLETED], nit=steps,
-        n_passes=epochs, wall_time=_time.perf_counter() - t0, grad_norm=float("nan"),
-        history={k: np.asarray(v) for k, v in history.items()},
-        info={**info, "batch_size": batch_size},
-    )
+    if sketch_size is None:
+        if cluster is not None:
+            raise UnusedOptionError("cluster has no effect in the mini-batch mode of fit_network (it runs on the "
+                                    "driver); pass sketch_size= for the full-data mode on a cluster")
+        res = fit_store(GGNScore(net, cfg), spec, theta0=theta0, target=target, epochs=epochs,
+                        batch_size=batch_size, seed=seed)
+        return replace(res, info={**info, **res.info})
+    clu = as_cluster(cluster)
+    block_rows = 2**16 if clu.block_rows is None else clu.block_rows
+    sk = SketchedGGN(net, cfg, sketch_size=sketch_size, seed=seed, target=target, block_rows=block_rows,
+                     bounds=clu.bounds, persist=clu.persist, backtracking=backtracking)
+    with _client_for(clu.client, clu.address, clu.n_workers) as c:
+        res = sk.fit_store(spec, c, theta0=theta0, iters=epochs)
+    return replace(res, info={**info, **res.info, "solver": "ggn-score-sketched", "sketch_size": int(sketch_size),
+                              "block_rows": block_rows, "persist": clu.persist})

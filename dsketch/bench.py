@@ -123,22 +123,23 @@ def _dsketch_runs(spec: Any, pdef: ProblemDef, client: Any, *, persist: bool) ->
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = dsketch.fit(spec, "logistic", model_params={"l2": pdef.l2}, x0="zeros", tol=1e-13,
-                                  max_iter=100, client=client, callback=cb, persist=persist, **kw)
+                res = dsketch.fit(spec, "logistic", model_params={"l2": pdef.l2}, x0="zeros",
+                                  solver=dsketch.Solver(kw.get("solver", "newton"), tol=1e-13, max_iter=100),
+                                  cluster=dsketch.Cluster(client, persist=persist), callback=cb,
+                                  curvature=dsketch.Curvature(**{k: v for k, v in kw.items() if k != "solver"}))
             run.seconds = time.perf_counter() - t0
             run.trace.append((run.seconds, res.fun, res.n_passes))
             curvature = res.info.get("sketch")
             run.note = (f"{res.nit} iterations, {res.n_passes} passes over A"
                         + (" (one to load the blocks)" if persist else "")
-                        + (f"; curvature: {curvature}" if kw.get("sketch") == "auto" else ""))
+                        + (f"; curvature: {curvature}" if kw.get("kind") == "auto" else ""))
             return run
         return go
 
-    runs = (("dsketch Newton (defaults: auto curvature, adaptive size)", {"sketch": "auto", "adaptive_sketch": True}),
-            ("dsketch exact Newton", {"sketch": "exact"}),
-            ("dsketch leverage Newton (adaptive)", {"sketch": "leverage", "adaptive_sketch": True}),
-            ("dsketch Newton-CG (leverage)", {"sketch": "leverage", "solver": "newton-cg",
-                                               "adaptive_sketch": False}))
+    runs = (("dsketch Newton (defaults: auto curvature, adaptive size)", {"kind": "auto", "adaptive": True}),
+            ("dsketch exact Newton", {"kind": "exact"}),
+            ("dsketch leverage Newton (adaptive)", {"kind": "leverage", "adaptive": True}),
+            ("dsketch Newton-CG (leverage)", {"kind": "leverage", "solver": "newton-cg", "adaptive": False}))
     return [(label, make(label, **kw)) for label, kw in runs]
 
 

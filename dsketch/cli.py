@@ -388,12 +388,14 @@ def _check_fit_outputs(args: argparse.Namespace, checkpoint: str | None, plot: s
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from dsketch.api import check_sketch_options, fit
+    from dsketch.api import fit
+    from dsketch.config import Cluster, Curvature, Solver
     from dsketch.solvers.result import save_result
 
     _check_model_name(args.model, ("ggn-score",))
     if args.model != "ggn-score":  # before any output is checked or a cluster started
-        check_sketch_options(args.solver, args.sketch, args.sketch_size, None, args.adaptive_sketch)
+        Curvature(args.sketch, size=args.sketch_size, adaptive=args.adaptive_sketch).check_for(
+            Solver(args.solver).method)
     if args.model == "ggn-score":
         from dsketch.api import fit_network
 
@@ -404,8 +406,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if args.sketch_size is not None:  # full-data sketched GGN-SCORE on the cluster
             params.setdefault("sketch_size", args.sketch_size)
         if params.get("sketch_size") is not None:
-            params.setdefault("scheduler", args.scheduler)
-            params.setdefault("n_workers", args.workers)
+            placement = {k: params.pop(k) for k in ("block_rows", "persist") if k in params}
+            params["cluster"] = Cluster(params.pop("scheduler", args.scheduler),
+                                        n_workers=params.pop("n_workers", args.workers), **placement)
         result = fit_network(args.data, **params, seed=args.seed)
         save_result(result, args.out, overwrite=args.overwrite)
         print(result.history_table())
@@ -467,10 +470,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dsketch.api import check_sketch_options
+    from dsketch.config import Curvature
     from dsketch.demo import run_demo
 
-    check_sketch_options("newton", args.sketch, args.sketch_size, None, None)  # before the data are made
+    Curvature(args.sketch, size=args.sketch_size).check_for("newton")  # before the data are made
     run_demo(
         args.out,
         n_samples=args.n_samples,

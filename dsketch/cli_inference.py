@@ -37,28 +37,21 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
     """The fit, with its inference when asked and the fit succeeded; and the inference's error."""
     from dsketch.errors import InferenceError
 
+    from dsketch.config import Cluster, Curvature, Solver
+
     result = fit(
         args.data,
         args.model,
         model_params=params,
         fit_intercept=args.fit_intercept,
-        sketch=args.sketch,
-        sketch_size=args.sketch_size,
-        solver=args.solver,
+        curvature=Curvature(args.sketch, size=args.sketch_size, adaptive=args.adaptive_sketch),
+        solver=Solver(args.solver, tol=args.tol, max_iter=args.max_iter, ftol=args.ftol),
+        cluster=Cluster(client if client is not None else args.scheduler, n_workers=args.workers,
+                        block_rows=args.block_rows, persist=args.persist, fused=args.fused,
+                        memory_check=getattr(args, "memory_check", True)),
         seed=args.seed,
-        tol=args.tol,
-        max_iter=args.max_iter,
-        ftol=args.ftol,
-        adaptive_sketch=args.adaptive_sketch,
-        fused=args.fused,
-        scheduler=args.scheduler,
-        n_workers=args.workers,
-        block_rows=args.block_rows,
-        persist=args.persist,
         checkpoint=checkpoint,
         resume=args.resume,
-        client=client,
-        memory_check=getattr(args, "memory_check", True),
     )
     if args.cov_type is not None and result.success:
         from dsketch.inference import covariance

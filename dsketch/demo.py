@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from dsketch.api import fit
+from dsketch.config import Curvature, Solver
 from dsketch.engine.client import connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
@@ -95,9 +96,10 @@ def run_demo(
             )
             print(f"\n== {model}: wrote {store} ({spec.n_samples} x {spec.n_features}, "
                   f"nnz={spec.nnz}) in {time.perf_counter() - t0:.1f}s; sketch={sketch}")
-            res = fit(spec, model, model_params=params, sketch=sketch, sketch_size=sketch_size,
-                      adaptive_sketch=False,  # the documented fixed size, as the README shows
-                      seed=seed, tol=1e-10, max_iter=30, client=client)
+            res = fit(spec, model, model_params=params,
+                      # the documented fixed size, as the README shows
+                      curvature=Curvature(sketch, size=sketch_size, adaptive=False),
+                      solver=Solver("newton", tol=1e-10, max_iter=30), cluster=client, seed=seed)
             print(res.message)
             save_result(res, os.path.join(out, f"{model}_result.zarr"), overwrite=True)
             results[f"{model} ({sketch})"] = res

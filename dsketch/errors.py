@@ -163,6 +163,22 @@ class InvalidParameterError(DSketchError, ValueError):
 __all__.append("InvalidParameterError")
 
 
+class InvalidOptionError(DSketchError, ValueError):
+    """An option of a configuration object (:class:`dsketch.Solver`, :class:`dsketch.Curvature`,
+    :class:`dsketch.Cluster`) has a value outside its range or of the wrong kind."""
+
+
+__all__.append("InvalidOptionError")
+
+
+class RemovedOptionError(DSketchError, TypeError):
+    """A keyword that :func:`dsketch.fit` no longer takes on its own: it moved into one of the
+    grouped configuration objects (the message names which)."""
+
+
+__all__.append("RemovedOptionError")
+
+
 def did_you_mean(name: object, valid: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the valid names closest to ``name``, or ``""``."""
     import difflib

@@ -346,5 +346,5 @@ def covariance(
     inf = Inference(x, cov, cov_type, names, nobs=int(sums["n"]), scale=scale, n_groups=n_groups, groups=groups,
                     model=model.name, alpha=alpha)
     if attach:
-        result.inference = inf
+        result.attach_inference(inf)
     return inf

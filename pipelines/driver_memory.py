@@ -52,8 +52,8 @@ def _rss() -> int:
 def _fit(spec: object, client: Client) -> dsketch.FitResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dsketch.fit(spec, "logistic", model_params={"l2": L2}, sketch="exact", x0="zeros", tol=1e-10,
-                           client=client)
+        return dsketch.fit(spec, "logistic", model_params={"l2": L2}, curvature="exact", x0="zeros",
+                           solver=dsketch.Solver(tol=1e-10), cluster=client)
 
 
 def measure(n: int, out: str, client: Client) -> dict[str, Any]:

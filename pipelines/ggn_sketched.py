@@ -113,7 +113,7 @@ def main() -> None:
                 warnings.simplefilter("ignore")  # a diverging run may meet a numerically singular system
                 res = solver.fit_store(spec, client, theta0=theta0, iters=args.iters)
             h = res.history
-            traces[label] = list(zip(h["iteration"], h["seconds"], h["objective"], h["passes"], strict=True))
+            traces[label] = list(zip(h["iteration"], h["seconds"], h["loss"], h["passes"], strict=True))
             rows[label] = float(np.nanmean(h["sketch_rows"]))
         gd_solver = SketchedGGN(net, cfg, sketch_size=None, block_rows=args.block_rows)
         lam = float(np.linalg.eigvalsh(gd_solver.update_gradient_hessian(spec, client, theta0).gram)[-1])

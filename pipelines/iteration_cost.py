@@ -66,9 +66,10 @@ def main() -> None:
             for fused in (True, False):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    res = dsketch.fit(spec, "logistic", model_params={"l2": l2}, sketch=kind, x0="zeros",
-                                      tol=1e-10, max_iter=40, client=client, fused=fused, persist=args.persist,
-                                      adaptive_sketch=args.adaptive and kind != "exact")
+                    res = dsketch.fit(spec, "logistic", model_params={"l2": l2},
+                                      curvature=dsketch.Curvature(kind, adaptive=args.adaptive and kind != "exact"),
+                                      x0="zeros", solver=dsketch.Solver(tol=1e-10, max_iter=40),
+                                      cluster=dsketch.Cluster(client, fused=fused, persist=args.persist))
                 per_it = np.diff(np.asarray(res.history["seconds"]))
                 rows.append((kind, fused, float(np.median(per_it)), res.nit, res.n_passes,
                              int(np.median(res.history["sketch_rows"])), res.success))

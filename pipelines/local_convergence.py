@@ -46,7 +46,7 @@ def _errors(client, spec, model, x_star, x0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the blocks (tens of MB) stay in worker memory: the study is about iterations
-        res = dsketch.fit(spec, model, x0=x0, client=client, callback=cb, persist=True, **kw)
+        res = dsketch.fit(spec, model, x0=x0, cluster=dsketch.Cluster(client, persist=True), callback=cb, **kw)
     errs.append(float(np.linalg.norm(res.x - x_star)))
     return np.asarray(errs[: res.nit + 1]), res
 
@@ -84,20 +84,21 @@ def main() -> None:
             x_planted = np.asarray(spec.metadata["dsketch"]["x_planted"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ref = dsketch.fit(spec, name, sketch="exact", x0=x_planted, tol=0.0, max_iter=50,
-                                  client=client)
+                ref = dsketch.fit(spec, name, curvature="exact", x0=x_planted,
+                                  solver=dsketch.Solver(tol=0.0, max_iter=50), cluster=client)
             x_star = ref.x
             scale = max(1.0, float(np.linalg.norm(x_star)))
             # a good initial point in the sense of docs/theory.md#the-approximate-newton-framework (the condition on the start): x* + r0 u, |u| = 1
             u = np.random.default_rng(7).standard_normal(x_star.size)
             x0 = x_star + args.r0 * scale * u / np.linalg.norm(u)
-            methods = [("exact Newton", {"sketch": "exact", "tol": 1e-14, "max_iter": 30})]
+            methods = [("exact Newton", {"curvature": "exact", "solver": dsketch.Solver(tol=1e-14, max_iter=30)})]
             lev = make_sketch("leverage")
             for eps in EPSILONS:
                 size = int(lev.size_for(eps, 0.1, args.n_features))
                 methods.append((f"leverage eps={eps} (s={size})",
-                                {"sketch": "leverage", "sketch_size": size, "tol": 1e-14, "max_iter": 40}))
-            methods.append(("gradient descent", {"solver": "gd", "tol": 1e-14, "max_iter": args.gd_iters}))
+                                {"curvature": dsketch.Curvature("leverage", size=size),
+                                 "solver": dsketch.Solver(tol=1e-14, max_iter=40)}))
+            methods.append(("gradient descent", {"solver": dsketch.Solver("gd", tol=1e-14, max_iter=args.gd_iters)}))
             curves[name] = {}
             target = ERR_TOL * scale
             for label, kw in methods:

@@ -90,8 +90,9 @@ def _fit(spec, limit: str, persist: bool, args) -> tuple[dsketch.FitResult, dict
         t0 = time.perf_counter()
         with PeakMemory(client) as mem, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = dsketch.fit(spec, "logistic", model_params={"l2": 1e-4}, sketch=args.sketch, tol=1e-10,
-                              client=client, persist=persist, seed=0)
+            res = dsketch.fit(spec, "logistic", model_params={"l2": 1e-4}, curvature=args.sketch,
+                              solver=dsketch.Solver(tol=1e-10), cluster=dsketch.Cluster(client, persist=persist),
+                              seed=0)
         seconds = time.perf_counter() - t0
         inference = None
         if not persist:

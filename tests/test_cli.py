@@ -196,9 +196,9 @@ def test_every_option_has_help_that_gives_its_default():
 
 def test_no_effect_options_are_refused_in_one_line(tmp_path, capsys):
     base = ["fit", "--model", "logistic", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "r.zarr")]
-    for extra, what in ((["--sketch", "exact", "--sketch-size", "100"], "sketch_size"),
-                        (["--sketch", "exact", "--adaptive-sketch"], "adaptive_sketch"),
-                        (["--solver", "gd", "--sketch-size", "100"], "sketch_size")):
+    for extra, what in ((["--sketch", "exact", "--sketch-size", "100"], "size"),
+                        (["--sketch", "exact", "--adaptive-sketch"], "adaptive"),
+                        (["--solver", "gd", "--sketch-size", "100"], "size")):
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "no effect" in err and what in err, err

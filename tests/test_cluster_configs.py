@@ -182,7 +182,7 @@ def test_kubernetes_driver_fits_through_a_scheduler_address(client, tmp_path, ca
     out = str(tmp_path / "r.zarr")
     assert driver.main(["--scheduler", client.scheduler.address, "--data", store, "--out", out,
                         "--sketch", "exact", "--tol", "1e-10"]) == 0
-    reference = dsketch.fit(store, "logistic", sketch="exact", tol=1e-10, client=client)
+    reference = dsketch.fit(store, "logistic", curvature="exact", solver=dsketch.Solver(tol=1e-10), cluster=client)
     np.testing.assert_array_equal(dsketch.load_result(out).x, reference.x)
     assert driver.main(["--scheduler", "tcp://127.0.0.1:1", "--data", store, "--out", out,
                         "--connect-timeout", "1"]) == 2

@@ -11,7 +11,6 @@ import pytest
 
 import dsketch
 import dsketch.estimators as est
-from dsketch.api import check_sketch_options, resolve_adaptive
 from dsketch.cli import build_parser
 from dsketch.errors import UnknownNameError, UnusedOptionError
 from dsketch.models import LeastSquares, get_model
@@ -28,10 +27,8 @@ def _fit_action(dest):
 
 
 def test_fit_cli_and_estimators_share_the_curvature_defaults():
-    params = inspect.signature(dsketch.fit).parameters
-    assert params["sketch"].default == "auto"
-    assert params["adaptive_sketch"].default is None
-    assert params["sketch_size"].default is None
+    assert inspect.signature(dsketch.fit).parameters["curvature"].default == "auto"
+    assert dsketch.Curvature() == dsketch.Curvature("auto", size=None, params=None, adaptive=None)
     assert _fit_action("sketch").default == "auto"
     assert _fit_action("adaptive_sketch").default is None
     assert _fit_action("sketch_size").default is None
@@ -43,16 +40,17 @@ def test_fit_cli_and_estimators_share_the_curvature_defaults():
 
 def test_adaptive_default_rule():
     # auto (any size is the start) and a named sketch without a size adapt
-    assert resolve_adaptive("newton", "auto", None, None)
-    assert resolve_adaptive("newton", "auto", 500, None)
-    assert resolve_adaptive("newton", "leverage", None, None)
+    C = dsketch.Curvature
+    assert C("auto").resolved_adaptive("newton")
+    assert C("auto", size=500).resolved_adaptive("newton")
+    assert C("leverage").resolved_adaptive("newton")
     # a named sketch with a size keeps it; exact and gradient descent have nothing to adapt
-    assert not resolve_adaptive("newton", "leverage", 500, None)
-    assert not resolve_adaptive("newton", "exact", None, None)
-    assert not resolve_adaptive("gd", "auto", None, None)
+    assert not C("leverage", size=500).resolved_adaptive("newton")
+    assert not C("exact").resolved_adaptive("newton")
+    assert not C("auto").resolved_adaptive("gd")
     # explicit choices win
-    assert resolve_adaptive("newton", "leverage", 500, True)
-    assert not resolve_adaptive("newton", "auto", None, False)
+    assert C("leverage", size=500, adaptive=True).resolved_adaptive("newton")
+    assert not C("auto", adaptive=False).resolved_adaptive("newton")
 
 
 def test_least_squares_is_unpenalised_by_default():
@@ -79,34 +77,35 @@ def test_least_squares_default_fit_is_ordinary_least_squares():
     np.testing.assert_allclose(res.x, ref, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("kwargs, names", [
-    ({"sketch": "exact", "sketch_size": 100}, "sketch_size"),
-    ({"sketch": "exact", "sketch_params": {"scores": "approx"}}, "sketch_params"),
-    ({"sketch": "exact", "adaptive_sketch": True}, "adaptive_sketch"),
-    ({"solver": "gd", "sketch_size": 100}, "sketch_size"),
-    ({"solver": "gd", "adaptive_sketch": True}, "adaptive_sketch"),
-    ({"solver": "gd", "sketch": "leverage"}, "sketch='leverage'"),
+@pytest.mark.parametrize("curvature, solver, names", [
+    (dict(kind="exact", size=100), "newton", "size"),
+    (dict(kind="exact", params={"scores": "approx"}), "newton", "params"),
+    (dict(kind="exact", adaptive=True), "newton", "adaptive"),
+    (dict(size=100), "gd", "size"),
+    (dict(adaptive=True), "gd", "adaptive"),
+    (dict(kind="leverage"), "gd", "curvature='leverage'"),
 ])
-def test_options_without_effect_are_refused_before_the_data_are_read(tmp_path, kwargs, names):
+def test_options_without_effect_are_refused_before_the_data_are_read(tmp_path, curvature, solver, names):
     with pytest.raises(UnusedOptionError, match="no effect") as exc:
-        dsketch.fit(str(tmp_path / "missing.zarr"), "logistic", **kwargs)
+        dsketch.fit(str(tmp_path / "missing.zarr"), "logistic", curvature=dsketch.Curvature(**curvature),
+                    solver=solver)
     assert names in str(exc.value) and "\n" not in str(exc.value)
     assert isinstance(exc.value, ValueError)
 
 
 def test_meaningful_combinations_are_accepted():
-    for kwargs in ({"sketch": "exact", "adaptive_sketch": False}, {"sketch": "auto", "sketch_size": 50},
-                   {"sketch": "auto", "adaptive_sketch": True}, {"sketch": "leverage", "sketch_size": 50},
-                   {"solver": "newton-cg", "sketch": "leverage"}, {"solver": "gd"}):
-        check_sketch_options(kwargs.pop("solver", "newton"), kwargs.get("sketch", "auto"),
-                             kwargs.get("sketch_size"), None, kwargs.get("adaptive_sketch"))
+    for kwargs in ({"kind": "exact", "adaptive": False}, {"kind": "auto", "size": 50},
+                   {"kind": "auto", "adaptive": True}, {"kind": "leverage", "size": 50},
+                   {"solver": "newton-cg", "kind": "leverage"}, {"solver": "gd"}):
+        method = kwargs.pop("solver", "newton")
+        dsketch.Curvature(**kwargs).check_for(dsketch.Solver(method).method)
     rng = np.random.default_rng(1)
     A = rng.standard_normal((200, 3))
     b = (rng.random(200) < 0.5).astype(float)
     # a small problem: auto picks exact, and its sketch size and adaptivity then do not apply
-    res = dsketch.fit((A, b), "logistic", sketch="auto", sketch_size=50, adaptive_sketch=True)
+    res = dsketch.fit((A, b), "logistic", curvature=dsketch.Curvature("auto", size=50, adaptive=True))
     assert res.success and res.info["sketch"] == "exact" and res.info["sketch_size"] is None
-    exact = dsketch.fit((A, b), "logistic", sketch="exact")
+    exact = dsketch.fit((A, b), "logistic", curvature="exact")
     np.testing.assert_array_equal(res.x, exact.x)
 
 
@@ -125,7 +124,7 @@ def test_did_you_mean():
     with pytest.raises(UnknownNameError, match=r"did you mean 'leverage'\?.*valid sketches: exact"):
         make_sketch("levrage")
     with pytest.raises(UnknownNameError, match=r"did you mean 'auto'\?"):
-        dsketch.fit("missing.zarr", "logistic", sketch="atuo")
+        dsketch.fit("missing.zarr", "logistic", curvature="atuo")
     with pytest.raises(UnknownNameError, match=r"did you mean 'newton'"):
         dsketch.fit("missing.zarr", "logistic", solver="newtn")
     with pytest.raises(UnknownNameError) as exc:  # nothing close: the list alone

@@ -18,8 +18,9 @@ def test_worker_killed_mid_fit_gives_identical_result(tmp_path):
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster, set_as_default=False) as c:
         spec = dsketch.make_problem(str(tmp_path / "p.zarr"), model="logistic", n_samples=60_000,
                                     n_features=12, density=0.3, client=c, seed=4)
-        kw = dict(sketch="leverage", sketch_size=1500, seed=5, tol=1e-12, max_iter=30, block_rows=5000)
-        undisturbed = dsketch.fit(spec, "logistic", client=c, **kw)
+        kw = dict(curvature=dsketch.Curvature("leverage", size=1500), seed=5,
+                  solver=dsketch.Solver(tol=1e-12, max_iter=30), cluster=dsketch.Cluster(c, block_rows=5000))
+        undisturbed = dsketch.fit(spec, "logistic", **kw)
         killed = []
 
         def kill_one_worker(state):
@@ -29,7 +30,7 @@ def test_worker_killed_mid_fit_gives_identical_result(tmp_path):
                 os.kill(pid, signal.SIGKILL)  # the cached predictor blocks on it are lost
                 killed.append(addr)
 
-        disturbed = dsketch.fit(spec, "logistic", client=c, callback=kill_one_worker, **kw)
+        disturbed = dsketch.fit(spec, "logistic", callback=kill_one_worker, **kw)
     assert killed
     assert disturbed.success and undisturbed.success
     # lost blocks are recomputed from the store with the same counter-based randomness
@@ -50,8 +51,8 @@ def _problem(tmp_path, n=20_000, d=8, seed=6):
 
 def test_resume_after_driver_failure_ends_at_same_x(client, tmp_path):
     path = _problem(tmp_path)
-    kw = dict(model_params={"l2": 1e-4}, sketch="uniform", sketch_size=400, seed=3, tol=1e-11,
-              max_iter=200, client=client, block_rows=3000)
+    kw = dict(model_params={"l2": 1e-4}, curvature=dsketch.Curvature("uniform", size=400), seed=3,
+              solver=dsketch.Solver(tol=1e-11, max_iter=200), cluster=dsketch.Cluster(client, block_rows=3000))
     undisturbed = dsketch.fit(path, "logistic", **kw)
     ckpt = str(tmp_path / "run.checkpoint")
 
@@ -139,8 +140,8 @@ def test_corrupted_chunk_mid_fit_is_named_and_no_result_is_written(client, tmp_p
             _corrupt_chunk(path)
 
     with pytest.raises(StoreFormatError, match=r"member 'A' could not be read .*corrupt"):
-        dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, tol=1e-12, client=client, block_rows=3000,
-                    checkpoint=ckpt, callback=corrupt)
+        dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, solver=dsketch.Solver(tol=1e-12),
+                    cluster=dsketch.Cluster(client, block_rows=3000), checkpoint=ckpt, callback=corrupt)
     # what survives is the checkpoint of the last finished iteration, marked as such
     assert load_checkpoint(ckpt).iteration >= 1
 
@@ -172,8 +173,8 @@ def test_store_deleted_during_fit_is_a_clear_error(client, tmp_path):
             shutil.rmtree(path)
 
     with pytest.raises(StoreNotFoundError, match="no longer exists|disappeared"):
-        dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, tol=1e-12, client=client, block_rows=3000,
-                    callback=delete)
+        dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, solver=dsketch.Solver(tol=1e-12),
+                    cluster=dsketch.Cluster(client, block_rows=3000), callback=delete)
 
 
 def _free_port() -> int:

@@ -110,7 +110,7 @@ def test_teacher_student_training_loss_decreases():
     loss = np.asarray(res.history["loss"])
     assert loss[-1] < 0.05 * loss[0]
     assert np.all(np.diff(loss) < 0)
-    assert all(0 < a <= 0.95 for a in res.history["step_size"])
+    assert all(0 < a <= 0.95 for a in res.info["step_sizes"])
 
 
 def test_bad_settings():
@@ -138,7 +138,7 @@ def test_streaming_from_store_matches_in_memory_steps(tmp_path):
     theta0 = net.init_params(rng)
     streamed = fit_store(solver, spec, theta0=theta0, target="Y", epochs=3, batch_size=m)
     in_memory = solver.fit(X, Y, theta0=theta0, epochs=3)
-    np.testing.assert_allclose(streamed.theta, in_memory.theta, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(streamed.x, in_memory.x, rtol=1e-12, atol=1e-14)
     # mini-batches over several windows: the training loss still falls
     big = 2000
     Xb = rng.standard_normal((big, n0))

@@ -108,7 +108,7 @@ def test_sample_does_not_depend_on_workers_or_blocks(client, client1, stores):
     # whole fits: bitwise the same theta on 1 and 2 workers
     fits = [SketchedGGN(net, cfg, sketch_size=s, target="Y", block_rows=500, persist=True).fit_store(
         stores["two"], c, theta0=theta, iters=2) for c in (client, client1)]
-    np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
+    np.testing.assert_array_equal(fits[0].x, fits[1].x)
 
 
 def test_spectral_error_with_ten_p_rows(client, stores):
@@ -183,17 +183,18 @@ def test_fit_decreases_objective_and_reports_true_loss(client, stores, smoother)
     h = res.history
     X, y = stores["X"], stores["Y"][:, 0]
     assert len(h["loss"]) == 5 and res.n_passes == 1 + 2 * 4 + 1
-    assert h["loss"][0] == pytest.approx(net.loss(theta0, X, y), rel=1e-13)
-    assert h["loss"][-1] == pytest.approx(net.loss(res.theta, X, y), rel=1e-13)
+    assert h["data_loss"][0] == pytest.approx(net.loss(theta0, X, y), rel=1e-13)
+    assert h["data_loss"][-1] == pytest.approx(net.loss(res.x, X, y), rel=1e-13)
     sm = cfg.make_smoother()
-    assert h["objective"][-1] == pytest.approx(net.loss(res.theta, X, y) + 1e-4 * sm.value(res.theta).sum(),
-                                               rel=1e-13)
-    assert np.all(np.diff(h["objective"]) < 0)
-    assert h["objective"][-1] < 0.5 * h["objective"][0]
+    # the history's loss is the objective (data loss plus the smoothed l1 term)
+    assert h["loss"][-1] == pytest.approx(net.loss(res.x, X, y) + 1e-4 * sm.value(res.x).sum(), rel=1e-13)
+    assert res.fun == h["loss"][-1]
+    assert np.all(np.diff(h["loss"]) < 0)
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
     # the exact GGN (every row) takes nearly the same path: damping by diag(h'') dominates
     exact = SketchedGGN(net, cfg, sketch_size=None, block_rows=400).fit_store(
         stores["one"], client, theta0=theta0, iters=4)
-    assert h["objective"][-1] == pytest.approx(exact.history["objective"][-1], rel=0.02)
+    assert h["loss"][-1] == pytest.approx(exact.history["loss"][-1], rel=0.02)
     assert exact.history["sketch_rows"][0] == N
     assert all(0 < a <= 0.95 for a in h["step_size"][:-1])
     if smoother == "ostrovskii-bach":
@@ -203,17 +204,17 @@ def test_fit_decreases_objective_and_reports_true_loss(client, stores, smoother)
 def test_fit_network_sketched_mode(client, stores):
     from dsketch.api import fit_network
 
-    res = fit_network(stores["one"], hidden=8, activation="silu", epochs=3, sketch_size=200, client=client,
-                      block_rows=600, smoother="ostrovskii-bach")
+    res = fit_network(stores["one"], hidden=8, activation="silu", epochs=3, sketch_size=200,
+                      cluster=dsketch.Cluster(client, block_rows=600), smoother="ostrovskii-bach")
     assert res.info["solver"] == "ggn-score-sketched" and res.info["sketch_size"] == 200
     assert res.history["loss"].shape == (4,) and np.all(np.diff(res.history["loss"]) < 0)
     assert res.n_passes == 7
     net = TwoLayerNet(N0, 8, 1, "silu")
     assert res.info["data_loss"] == pytest.approx(net.loss(res.x, stores["X"], stores["Y"][:, 0]), rel=1e-13)
     # a tiny sketch with backtracking: the objective never rises
-    bt = fit_network(stores["one"], hidden=8, activation="silu", epochs=4, sketch_size=20, client=client,
-                     block_rows=600, backtracking=True, scale_hessian_by_tau=True)
-    assert np.all(np.diff(bt.history["objective"] if "objective" in bt.history else bt.history["loss"]) <= 0)
+    bt = fit_network(stores["one"], hidden=8, activation="silu", epochs=4, sketch_size=20,
+                     cluster=dsketch.Cluster(client, block_rows=600), backtracking=True, scale_hessian_by_tau=True)
+    assert np.all(np.diff(bt.history["loss"]) <= 0)
 
 
 def test_bad_input(client, stores):
@@ -241,9 +242,9 @@ def test_backtracking_keeps_small_sketches_monotone(client, stores):
     with warnings.catch_warnings():  # the overshooting run may meet a numerically singular system
         warnings.simplefilter("ignore", ConvergenceWarning)
         plain = SketchedGGN(net, cfg, **kw).fit_store(stores["one"], client, theta0=theta0, iters=6)
-    assert np.any(np.diff(plain.history["objective"]) > 0)
+    assert np.any(np.diff(plain.history["loss"]) > 0)
     safe = SketchedGGN(net, cfg, backtracking=True, **kw).fit_store(stores["one"], client, theta0=theta0, iters=6)
-    obj = np.asarray(safe.history["objective"])
+    obj = np.asarray(safe.history["loss"])
     assert np.all(np.diff(obj) <= 0) and obj[-1] < 0.5 * obj[0]
     steps = np.asarray(safe.history["step_size"][:-1])
     a_full = np.asarray(plain.history["step_size"][:1])

@@ -64,7 +64,7 @@ def test_glm_refuses_a_store_with_regularisation_weights(tmp_path, client, model
     A, _, y = _logistic(rng, n=200)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, w=rng.uniform(0.5, 2.0, 200))
     with pytest.raises(StoreFormatError, match="row weights 'w'.*sample_weight"):
-        dsketch.fit(spec, model, client=client)
+        dsketch.fit(spec, model, cluster=client)
 
 
 @pytest.mark.parametrize("member", ["sample_weight", "offset"])
@@ -75,7 +75,7 @@ def test_softmax_refuses_sample_weights_and_offsets(tmp_path, client, member):
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y / y.sum(), w=np.full(100, 0.1),
                                  **{member: rng.uniform(size=100)})
     with pytest.raises(StoreFormatError, match=member):
-        dsketch.fit(spec, "softmax", client=client)
+        dsketch.fit(spec, "softmax", cluster=client)
 
 
 def test_negative_sample_weights_are_refused(tmp_path, client):
@@ -93,7 +93,7 @@ def test_negative_sample_weights_are_refused(tmp_path, client):
     builder.write_vector("sample_weight", 0, sw)
     spec = builder.commit()
     with pytest.raises(ModelDomainError, match="sample weights must be finite and >= 0"):
-        dsketch.fit(spec, "logistic", client=client)
+        dsketch.fit(spec, "logistic", cluster=client)
 
 
 def test_all_zero_sample_weights_are_refused(tmp_path, client):
@@ -101,7 +101,7 @@ def test_all_zero_sample_weights_are_refused(tmp_path, client):
     A, _, y = _logistic(rng, n=40)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=np.zeros(40))
     with pytest.raises(ModelDomainError, match="sum to 0"):
-        dsketch.fit(spec, "logistic", client=client)
+        dsketch.fit(spec, "logistic", cluster=client)
 
 
 # ------------------------------------------------------------------------ model maths
@@ -132,8 +132,8 @@ def test_weighted_logistic_fit_equals_sklearn_and_glum(tmp_path, client, sparse)
     sw = rng.integers(0, 4, y.size).astype(float)
     l2 = 1e-3
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, chunk_rows=512)
-    res = dsketch.fit(spec, "logistic", model_params={"l2": l2}, fit_intercept=True, tol=1e-12,
-                      client=client)
+    res = dsketch.fit(spec, "logistic", model_params={"l2": l2}, fit_intercept=True,
+                      solver=dsketch.Solver(tol=1e-12), cluster=client)
     assert res.success
     ref = sk.LogisticRegression(C=1.0 / (l2 * sw.sum()), tol=1e-12, max_iter=10_000,
                                 solver="newton-cholesky").fit(X, y, sample_weight=sw)
@@ -153,7 +153,7 @@ def test_weight_two_equals_a_duplicated_row(tmp_path, client):
     rep = np.repeat(np.arange(y.size), sw.astype(int))
     weighted = dsketch.write_problem(tmp_path / "w.zarr", A, y, sample_weight=sw)
     repeated = dsketch.write_problem(tmp_path / "r.zarr", A[rep], y[rep])
-    kw = {"model_params": {"l2": 1e-2}, "fit_intercept": True, "tol": 1e-12, "client": client}
+    kw = {"model_params": {"l2": 1e-2}, "fit_intercept": True, "solver": dsketch.Solver(tol=1e-12), "cluster": client}
     xw = dsketch.fit(weighted, "logistic", **kw).x
     xr = dsketch.fit(repeated, "logistic", **kw).x
     np.testing.assert_allclose(xw, xr, rtol=1e-9, atol=1e-12)
@@ -165,7 +165,8 @@ def test_poisson_exposure_offset_equals_glum_and_statsmodels(tmp_path, client, s
     A, X, y, exposure = _poisson(rng, sparse=sparse)
     sw = rng.uniform(0.0, 2.0, y.size)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=np.log(exposure))
-    res = dsketch.fit(spec, "poisson", model_params={"l2": 0.0}, fit_intercept=True, tol=1e-12, client=client)
+    res = dsketch.fit(spec, "poisson", model_params={"l2": 0.0}, fit_intercept=True,
+                      solver=dsketch.Solver(tol=1e-12), cluster=client)
     assert res.success
     ref = sm.GLM(y, sm.add_constant(X, prepend=False), family=sm.families.Poisson(),
                  offset=np.log(exposure), var_weights=sw).fit(tol=1e-13)
@@ -182,10 +183,11 @@ def test_sketched_and_cg_fits_reach_the_weighted_optimum(tmp_path, client, solve
     A, X, y, exposure = _poisson(rng, n=6000)
     sw = rng.uniform(0.0, 3.0, y.size)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=np.log(exposure))
-    res = dsketch.fit(spec, "poisson", model_params={"l2": 1e-3}, fit_intercept=True, solver=solver,
-                      sketch=sketch, sketch_size=None if sketch == "exact" else 400,
-                      adaptive_sketch=sketch != "exact", tol=1e-10, max_iter=100,
-                      client=client)
+    res = dsketch.fit(spec, "poisson", model_params={"l2": 1e-3}, fit_intercept=True,
+                      solver=dsketch.Solver(solver, tol=1e-10, max_iter=100),
+                      curvature=dsketch.Curvature(sketch, size=None if sketch == "exact" else 400,
+                                                  adaptive=sketch != "exact"),
+                      cluster=client)
     assert res.success
     g = glum.GeneralizedLinearRegressor(family="poisson", alpha=1e-3, gradient_tol=1e-12).fit(
         X, y, sample_weight=sw, offset=np.log(exposure))
@@ -197,7 +199,7 @@ def test_fit_intercept_does_not_copy_the_store(tmp_path, client):
     A, X, y = _logistic(rng, n=1000)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y)
     before = sorted(os.listdir(tmp_path))
-    res = dsketch.fit(spec, "least-squares", model_params={"l2": 0.0}, fit_intercept=True, client=client)
+    res = dsketch.fit(spec, "least-squares", model_params={"l2": 0.0}, fit_intercept=True, cluster=client)
     assert sorted(os.listdir(tmp_path)) == before
     ref = sk.LinearRegression().fit(X, y)
     np.testing.assert_allclose(res.x[:-1], ref.coef_, rtol=1e-9, atol=1e-12)
@@ -205,7 +207,7 @@ def test_fit_intercept_does_not_copy_the_store(tmp_path, client):
     assert res.info["fit_intercept"] is True
     with pytest.raises(ValueError, match="no intercept"):
         dsketch.fit(dsketch.write_problem(tmp_path / "s.zarr", A, np.full(1000, 1e-3), w=np.ones(1000)),
-                    "softmax", fit_intercept=True, client=client)
+                    "softmax", fit_intercept=True, cluster=client)
 
 
 @pytest.mark.parametrize("sparse", [False, True])

@@ -153,11 +153,11 @@ def test_bad_targets_and_powers_are_clear_errors(tmp_path, client):
     y[17] = 0.0
     spec = dsketch.write_problem(tmp_path / "g.zarr", X, y)
     with pytest.raises(ValueError, match=r"gamma regression needs finite targets > 0; 1 of .* row 17"):
-        dsketch.fit(spec, "gamma", client=client)
+        dsketch.fit(spec, "gamma", cluster=client)
     y[17] = -1.0
     spec = dsketch.write_problem(tmp_path / "t.zarr", X, y)
     with pytest.raises(ValueError, match=r"Tweedie regression with power 1.5 needs finite targets >= 0"):
-        dsketch.fit(spec, "tweedie", model_params={"power": 1.5}, client=client)
+        dsketch.fit(spec, "tweedie", model_params={"power": 1.5}, cluster=client)
     for p in (0.5, 0.999):
         with pytest.raises(ValueError, match="no Tweedie distribution has a power between 0 and 1"):
             get_model("tweedie", power=p)
@@ -191,8 +191,8 @@ def test_weighted_offset_fit_equals_glum(tmp_path, client, key, sparse):
     rng = np.random.default_rng(3)
     A, X, y, sw, off = _problem(key, rng, sparse=sparse)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=off, chunk_rows=512)
-    res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True, tol=1e-12,
-                      client=client)
+    res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True,
+                      solver=dsketch.Solver(tol=1e-12), cluster=client)
     assert res.success
     print(key, "glum", _close(res.x, _glum(family, X, y, sw, off)))
 
@@ -204,8 +204,8 @@ def test_weighted_fit_equals_sklearn(tmp_path, client, key):
     rng = np.random.default_rng(4)
     A, X, y, sw, _ = _problem(key, rng, sparse=True)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, chunk_rows=512)
-    res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True, tol=1e-12,
-                      client=client)
+    res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True,
+                      solver=dsketch.Solver(tol=1e-12), cluster=client)
     ref = sk.TweedieRegressor(power=params.get("power", 2.0), link="log", alpha=L2, solver="newton-cholesky",
                               tol=1e-12, max_iter=1000).fit(X, y, sample_weight=sw)
     print(key, "sklearn", _close(res.x, np.r_[ref.coef_, ref.intercept_]))
@@ -218,10 +218,11 @@ def test_sketched_and_cg_fits_reach_glums_optimum(tmp_path, client, key, solver,
     rng = np.random.default_rng(5)
     A, X, y, sw, off = _problem(key, rng, n=6000)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=off)
-    res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True, solver=solver,
-                      sketch=sketch, sketch_size=None if sketch == "exact" else 400,
-                      adaptive_sketch=sketch != "exact", tol=1e-11, max_iter=200,
-                      client=client)
+    res = dsketch.fit(spec, name, model_params={"l2": L2, **params}, fit_intercept=True,
+                      solver=dsketch.Solver(solver, tol=1e-11, max_iter=200),
+                      curvature=dsketch.Curvature(sketch, size=None if sketch == "exact" else 400,
+                                                  adaptive=sketch != "exact"),
+                      cluster=client)
     assert res.success
     print(key, solver, sketch, res.nit, _close(res.x, _glum(family, X, y, sw, off)))
 
@@ -285,11 +286,11 @@ def test_worker_killed_mid_gamma_fit_gives_identical_result(tmp_path):
     rng = np.random.default_rng(7)
     A, _, y, sw, off = _problem("gamma", rng, n=20_000, d=8, sparse=True)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=off, chunk_rows=2500)
-    kw = dict(model_params={"l2": L2}, fit_intercept=True, sketch="leverage", sketch_size=800, seed=5,
-              tol=1e-12, max_iter=40, adaptive_sketch=True, block_rows=2500)
+    kw = dict(model_params={"l2": L2}, fit_intercept=True, curvature=dsketch.Curvature("leverage", size=800,
+              adaptive=True), seed=5, solver=dsketch.Solver(tol=1e-12, max_iter=40))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster, set_as_default=False) as c:
-        undisturbed = dsketch.fit(spec, "gamma", client=c, **kw)
+        undisturbed = dsketch.fit(spec, "gamma", cluster=dsketch.Cluster(c, block_rows=2500), **kw)
         killed = []
 
         def kill_one_worker(state):
@@ -299,7 +300,8 @@ def test_worker_killed_mid_gamma_fit_gives_identical_result(tmp_path):
                 os.kill(pid, signal.SIGKILL)  # the cached blocks on it are lost
                 killed.append(addr)
 
-        disturbed = dsketch.fit(spec, "gamma", client=c, callback=kill_one_worker, **kw)
+        disturbed = dsketch.fit(spec, "gamma", cluster=dsketch.Cluster(c, block_rows=2500), callback=kill_one_worker,
+                                **kw)
     assert killed
     assert disturbed.success and undisturbed.success
     np.testing.assert_array_equal(disturbed.x, undisturbed.x)

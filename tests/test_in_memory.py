@@ -101,16 +101,18 @@ def test_fit_bit_identical_to_store_on_cluster(tmp_path, client, model, sparse, 
         y = (y > np.median(y)).astype(np.float64)
     kw = {"sample_weight": sw, "offset": off} if weighted else {}
     spec = write_problem(tmp_path / "p.zarr", X, y, **kw)
-    args = dict(model_params={"l2": 1e-3}, fit_intercept=intercept, sketch=sketch,
-                sketch_size=None if sketch == "exact" else 400, seed=7,
-                block_rows=512, tol=1e-10)
+    args = dict(model_params={"l2": 1e-3}, fit_intercept=intercept,
+                curvature=dsketch.Curvature(sketch, size=None if sketch == "exact" else 400), seed=7,
+                solver=dsketch.Solver(tol=1e-10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = dsketch.fit(spec, model, client=client, **args)
-        inline = dsketch.fit(in_memory(X, y, **kw), model, **args)
+        ref = dsketch.fit(spec, model, cluster=dsketch.Cluster(client, block_rows=512), **args)
+        inline = dsketch.fit(in_memory(X, y, **kw), model, cluster=dsketch.Cluster(block_rows=512), **args)
         with ThreadClient(3) as threads:
-            pooled = dsketch.fit(in_memory(X, y, **kw), model, client=threads, **args)
-        scattered = dsketch.fit(in_memory(X, y, **kw), model, client=client, **args)
+            pooled = dsketch.fit(in_memory(X, y, **kw), model, cluster=dsketch.Cluster(threads, block_rows=512),
+                                 **args)
+        scattered = dsketch.fit(in_memory(X, y, **kw), model, cluster=dsketch.Cluster(client, block_rows=512),
+                                **args)
     assert ref.nit >= 1 and ref.success
     for res in (inline, pooled, scattered):
         assert np.array_equal(res.x, ref.x)

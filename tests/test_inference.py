@@ -63,8 +63,9 @@ def _with_const(X):
 
 
 def _fit(spec, model, client, **kw):
-    res = dsketch.fit(spec, model, model_params={"l2": 0.0}, fit_intercept=True, tol=1e-12, max_iter=100,
-                      block_rows=BLOCK, client=client, **kw)
+    res = dsketch.fit(spec, model, model_params={"l2": 0.0}, fit_intercept=True,
+                      solver=dsketch.Solver(tol=1e-12, max_iter=100), cluster=dsketch.Cluster(client, block_rows=BLOCK),
+                      **kw)
     assert res.success, res.message
     return res
 
@@ -269,11 +270,11 @@ def test_user_errors_are_dsketch_errors(poisson, client, tmp_path):
     rng = np.random.default_rng(0)
     fspec = dsketch.write_problem(tmp_path / "f.zarr", rng.standard_normal((50, 2)), rng.poisson(1.0, 50),
                                   extra={"g": rng.uniform(size=50)})
-    fres = dsketch.fit(fspec, "poisson", fit_intercept=True, client=client)
+    fres = dsketch.fit(fspec, "poisson", fit_intercept=True, cluster=client)
     with pytest.raises(InferenceError, match="integer"):
         dsketch.covariance(fres, fspec, cov_type="cluster", groups="g", client=client)
     with pytest.warns(dsketch.errors.ConvergenceWarning):
-        failed = dsketch.fit(fspec, "poisson", max_iter=1, tol=1e-15, client=client)
+        failed = dsketch.fit(fspec, "poisson", solver=dsketch.Solver(max_iter=1, tol=1e-15), cluster=client)
     assert not failed.success
     with pytest.raises(InferenceError, match="did not succeed"):
         dsketch.covariance(failed, fspec, client=client)
@@ -370,8 +371,8 @@ def test_log_link_families_equal_statsmodels(tmp_path, client, name, params, cov
            "tweedie": sm.families.Tweedie(var_power=1.5, link=sm.families.links.Log()),
            "negative-binomial": sm.families.NegativeBinomial(sm.families.links.Log(), alpha=2.0)}[name]
     spec = dsketch.write_problem(tmp_path / "p.zarr", X, y, chunk_rows=512)
-    res = dsketch.fit(spec, name, model_params={"l2": 0.0, **params}, fit_intercept=True, sketch="exact",
-                      tol=1e-12, client=client)
+    res = dsketch.fit(spec, name, model_params={"l2": 0.0, **params}, fit_intercept=True, curvature="exact",
+                      solver=dsketch.Solver(tol=1e-12), cluster=client)
     inf = dsketch.covariance(res, spec, cov_type=cov_type, client=client, block_rows=700)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -68,7 +68,8 @@ def _measured_peaks(client, path, **kw):
     tracemalloc.start()
     tracemalloc.reset_peak()
     try:
-        dsketch.fit(path, "logistic", client=client, max_iter=3, **kw)
+        dsketch.fit(path, "logistic", cluster=client, solver=dsketch.Solver(max_iter=3),
+                    curvature=dsketch.Curvature(kw["sketch"], size=kw.get("sketch_size")))
         driver = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -144,7 +145,7 @@ def test_wide_sparse_exact_is_refused_before_any_pass(client, stores, monkeypatc
     monkeypatch.setattr("dsketch.api.Engine", no_engine)
     t0 = time.perf_counter()
     with pytest.raises(MemoryBudgetError) as info:
-        dsketch.fit(stores["wide"], "logistic", sketch="exact", client=client)
+        dsketch.fit(stores["wide"], "logistic", curvature="exact", cluster=client)
     assert time.perf_counter() - t0 < 10
     msg = str(info.value)
     assert "\n" not in msg and "GiB" in msg and "26.8 GiB" in msg  # one 60,000 x 60,000 matrix
@@ -156,14 +157,14 @@ def test_wide_sparse_exact_is_refused_before_any_pass(client, stores, monkeypatc
 def test_wide_sparse_auto_names_why(client, stores, monkeypatch):
     monkeypatch.setattr("dsketch.api.Engine", lambda *a, **k: pytest.fail("engine built"))
     with pytest.raises(MemoryBudgetError, match="neither exact nor leverage.*GiB"):
-        dsketch.fit(stores["wide"], "logistic", sketch="auto", client=client)
+        dsketch.fit(stores["wide"], "logistic", curvature="auto", cluster=client)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "countsketch"])
 def test_oversized_embedding_is_refused_with_the_figure(client, stores, monkeypatch, kind):
     monkeypatch.setattr("dsketch.api.Engine", lambda *a, **k: pytest.fail("engine built"))
     with pytest.raises(MemoryBudgetError, match=rf"{kind} embedding of 10,000,000 x 60,000 is 4\.4 TiB"):
-        dsketch.fit(stores["wide"], "logistic", sketch=kind, sketch_size=10**7, client=client)
+        dsketch.fit(stores["wide"], "logistic", curvature=dsketch.Curvature(kind, size=10**7), cluster=client)
 
 
 def test_oversized_embedding_suggests_a_size_that_fits():
@@ -207,7 +208,8 @@ def test_auto_takes_the_curvature_that_fits(caplog):
 
 def test_memory_check_false_skips_the_estimate(client, stores, monkeypatch):
     monkeypatch.setattr("dsketch.engine.memory.check_memory", lambda *a, **k: pytest.fail("estimate made"))
-    res = dsketch.fit(stores["sparse"], "logistic", client=client, max_iter=2, memory_check=False)
+    res = dsketch.fit(stores["sparse"], "logistic", cluster=dsketch.Cluster(client, memory_check=False),
+                      solver=dsketch.Solver(max_iter=2))
     assert res.nit >= 1
 
 

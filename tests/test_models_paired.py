@@ -220,10 +220,11 @@ def test_fit_through_engine_matches_scipy(client, tmp_path, kind):
     x_ref = minimize(ref, np.zeros(6) + 0.01, method="BFGS", options={"gtol": 1e-12, "maxiter": 2000}).x
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exact = dsketch.fit(spec, name, model_params=params, sketch="exact", tol=1e-11, client=client,
-                            block_rows=1000)
-        lev = dsketch.fit(spec, name, model_params=params, sketch="leverage", tol=1e-9, client=client,
-                          block_rows=1000, max_iter=80)
+        exact = dsketch.fit(spec, name, model_params=params, curvature="exact",
+                            solver=dsketch.Solver(tol=1e-11), cluster=dsketch.Cluster(client, block_rows=1000))
+        lev = dsketch.fit(spec, name, model_params=params, curvature="leverage",
+                          solver=dsketch.Solver(tol=1e-9, max_iter=80),
+                          cluster=dsketch.Cluster(client, block_rows=1000))
     assert exact.fun == pytest.approx(ref(exact.x), rel=1e-10)
     if kind == "two-layer":
         assert exact.success
@@ -291,6 +292,8 @@ def test_sparse_paired_store_reads_like_dense(client, tmp_path):
                        global_arrays={"b": b})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r1 = dsketch.fit(s1, "two-layer", tol=1e-10, client=client, block_rows=512)
-        r2 = dsketch.fit(s2, "two-layer", tol=1e-10, client=client, block_rows=512)
+        r1 = dsketch.fit(s1, "two-layer", solver=dsketch.Solver(tol=1e-10),
+                         cluster=dsketch.Cluster(client, block_rows=512))
+        r2 = dsketch.fit(s2, "two-layer", solver=dsketch.Solver(tol=1e-10),
+                         cluster=dsketch.Cluster(client, block_rows=512))
     np.testing.assert_allclose(r1.x, r2.x, rtol=1e-9, atol=1e-12)

@@ -4,6 +4,7 @@ symlinked writes leave nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import hashlib
@@ -144,7 +145,7 @@ def test_save_result_overwrite_replaces_only_results(tmp_path):
     assert _digest(store) == before
     save_result(res, str(tmp_path / "real.zarr"))
     os.symlink(tmp_path / "real.zarr", tmp_path / "r.zarr")
-    res.x = np.full(3, 2.0)
+    res = dataclasses.replace(res, x=np.full(3, 2.0))  # results are immutable: a changed copy
     save_result(res, str(tmp_path / "r.zarr"), overwrite=True)
     assert os.path.islink(tmp_path / "r.zarr")
     np.testing.assert_array_equal(dsketch.load_result(str(tmp_path / "real.zarr")).x, 2.0)

@@ -40,7 +40,7 @@ def test_logistic_with_intercept_in_memory(client, tmp_path, rng, sparse):
     X, y = _logistic_data(rng, sparse=sparse)
     store = str(tmp_path / "p.zarr")
     dsketch.write_problem(store, X, y, chunk_rows=128)
-    res = dsketch.fit(store, "logistic", fit_intercept=True, client=client, tol=1e-10)
+    res = dsketch.fit(store, "logistic", fit_intercept=True, cluster=client, solver=dsketch.Solver(tol=1e-10))
     assert res.success and res.x.shape == (6,)
     coef, c = res.x[:-1], res.x[-1]
     # scikit-learn's own prediction with the same coefficients
@@ -68,7 +68,8 @@ def test_poisson_with_offset_and_info_round_trip(client, tmp_path, rng):
     y = rng.poisson(np.exp(X @ xt + 0.2 + off)).astype(float)
     store = str(tmp_path / "p.zarr")
     dsketch.write_problem(store, X, y, offset=off, chunk_rows=100)
-    res = dsketch.fit(store, "poisson", fit_intercept=True, model_params={"l2": 1e-3}, client=client, tol=1e-10)
+    res = dsketch.fit(store, "poisson", fit_intercept=True, model_params={"l2": 1e-3}, cluster=client,
+                      solver=dsketch.Solver(tol=1e-10))
     assert res.success
     saved = str(tmp_path / "r.zarr")
     dsketch.save_result(res, saved)
@@ -98,7 +99,7 @@ def fitted(client, tmp_path_factory):
     X, y = _logistic_data(rng, n=700, d=5)
     store = str(base / "p.zarr")
     dsketch.write_problem(store, X, y, chunk_rows=64)
-    res = dsketch.fit(store, "logistic", fit_intercept=True, client=client, tol=1e-10)
+    res = dsketch.fit(store, "logistic", fit_intercept=True, cluster=client, solver=dsketch.Solver(tol=1e-10))
     saved = str(base / "r.zarr")
     dsketch.save_result(res, saved)
     return X, store, res, saved
@@ -186,7 +187,7 @@ def test_refusals(client, tmp_path, fitted, rng):
     b = np.exp(A @ rng.standard_normal(d))
     sm_store = str(tmp_path / "sm.zarr")
     dsketch.write_problem(sm_store, A, b / b.sum())
-    sm = dsketch.fit(sm_store, "softmax", client=client, max_iter=5)
+    sm = dsketch.fit(sm_store, "softmax", cluster=client, solver=dsketch.Solver(max_iter=5))
     with pytest.raises(PredictionError, match="no mean"):
         dsketch.predict(sm, sm_store, str(tmp_path / "s.zarr"), client=client)
     assert not (tmp_path / "s.zarr").exists()

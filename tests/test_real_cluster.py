@@ -113,8 +113,8 @@ def test_fit_through_scheduler_processes(scheduler_address, tmp_path, capsys):
     cli = dsketch.load_result(out)
     printed = capsys.readouterr().out
     # the Python API on the same cluster agrees with the command line to the last bit
-    api = dsketch.fit(store, "logistic", sketch="leverage", sketch_size=800, tol=1e-10,
-                      scheduler=scheduler_address)
+    api = dsketch.fit(store, "logistic", curvature=dsketch.Curvature("leverage", size=800),
+                      solver=dsketch.Solver(tol=1e-10), cluster=scheduler_address)
     np.testing.assert_array_equal(cli.x, api.x)
     with Client(scheduler_address, set_as_default=False) as c:
         assert len(c.scheduler_info()["workers"]) == 2

@@ -59,10 +59,10 @@ def test_fit_from_url_equals_fit_from_path(client, tmp_path, capsys):
     spec = write_problem(str(tmp_path / "logit.zarr"), A, y, chunk_rows=1024)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r_local = dsketch.fit(spec.path, "logistic", model_params={"l2": 1e-3}, sketch="leverage", client=client,
-                              block_rows=1000, tol=1e-10)
-        r_url = dsketch.fit(_url(spec.path), "logistic", model_params={"l2": 1e-3}, sketch="leverage",
-                            client=client, block_rows=1000, tol=1e-10)
+        r_local = dsketch.fit(spec.path, "logistic", model_params={"l2": 1e-3}, curvature="leverage",
+                              cluster=dsketch.Cluster(client, block_rows=1000), solver=dsketch.Solver(tol=1e-10))
+        r_url = dsketch.fit(_url(spec.path), "logistic", model_params={"l2": 1e-3}, curvature="leverage",
+                            cluster=dsketch.Cluster(client, block_rows=1000), solver=dsketch.Solver(tol=1e-10))
     np.testing.assert_array_equal(r_local.x, r_url.x)  # same data, same counter-based sample
     # a paired store (global member) through a URL, and the command line
     P = rng.standard_normal((n, m)) * np.sqrt(n)

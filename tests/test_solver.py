@@ -110,8 +110,8 @@ def _rel(x, ref):
 
 def test_logistic_exact_newton_matches_scipy(client, logistic_store):
     path, A, y = logistic_store
-    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-13, client=client,
-                      block_rows=512)
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(tol=1e-13),
+                      cluster=dsketch.Cluster(client, block_rows=512))
     ref = _logistic_reference(A, y, 1e-3)
     assert res.success, res.message
     assert _rel(res.x, ref) < 1e-8
@@ -120,8 +120,8 @@ def test_logistic_exact_newton_matches_scipy(client, logistic_store):
     assert np.all(res.history["step_size"][:-1] == 1.0)
     assert res.n_passes == res.nit + 2
     assert res.nit <= 12
-    two = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-13, client=client,
-                      block_rows=512, fused=False)
+    two = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(tol=1e-13),
+                      cluster=dsketch.Cluster(client, block_rows=512, fused=False))
     # the two-pass iteration: init, then A p and the curvature pass per iteration, then the last
     assert two.n_passes == 2 * two.nit + 2
     assert _rel(two.x, ref) < 1e-8 and two.nit == res.nit
@@ -133,8 +133,10 @@ def test_fused_passes_reach_the_same_optimum_in_fewer_passes(client, logistic_st
     """Fused iterations (leverage scores one step old) against the two-pass iteration."""
     path, A, y = logistic_store
     ref = _logistic_reference(A, y, 1e-3)
-    runs = {f: dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-12, client=client,
-                           block_rows=512, sketch=sketch, sketch_size=400, solver=solver, fused=f)
+    runs = {f: dsketch.fit(path, "logistic", model_params={"l2": 1e-3},
+                           solver=dsketch.Solver(solver, tol=1e-12),
+                           cluster=dsketch.Cluster(client, block_rows=512, fused=f),
+                           curvature=dsketch.Curvature(sketch, size=400))
             for f in (True, False)}
     for res in runs.values():
         assert res.success, res.message
@@ -152,8 +154,9 @@ def test_fused_passes_reach_the_same_optimum_in_fewer_passes(client, logistic_st
 @pytest.mark.parametrize("sketch", ["leverage", "uniform", "countsketch"])
 def test_logistic_sketched_newton_matches_scipy(client, logistic_store, sketch):
     path, A, y = logistic_store
-    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, sketch=sketch,
-                      sketch_size=1000, tol=1e-12, max_iter=100, client=client, block_rows=512)
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3},
+                      curvature=dsketch.Curvature(sketch, size=1000), solver=dsketch.Solver(tol=1e-12, max_iter=100),
+                      cluster=dsketch.Cluster(client, block_rows=512))
     ref = _logistic_reference(A, y, 1e-3)
     assert res.success, res.message
     assert _rel(res.x, ref) < 1e-8
@@ -162,9 +165,9 @@ def test_logistic_sketched_newton_matches_scipy(client, logistic_store, sketch):
 @pytest.mark.parametrize("sketch", ["exact", "leverage"])
 def test_softmax_matches_scipy(client, softmax_store, sketch):
     path, A, b, w = softmax_store
-    res = dsketch.fit(path, "softmax", sketch=sketch, sketch_size=None if sketch == "exact" else 800, tol=1e-12,
-                      max_iter=100,
-                      client=client, block_rows=300)
+    res = dsketch.fit(path, "softmax",
+                      curvature=dsketch.Curvature(sketch, size=None if sketch == "exact" else 800),
+                      solver=dsketch.Solver(tol=1e-12, max_iter=100), cluster=dsketch.Cluster(client, block_rows=300))
     ref = _softmax_reference(A, b, w)
     assert res.success, res.message
     assert _rel(res.x, ref) < 1e-8
@@ -180,17 +183,17 @@ def test_seeded_fit_identical_across_chunkings_and_workers(client, client1, tmp_
         p = str(tmp_path / f"c{chunk}.zarr")
         write_problem(p, A, y, chunk_rows=chunk)
         paths.append(p)
-    kw = dict(model_params={"l2": 1e-3}, sketch="leverage", sketch_size=300, seed=42,
-              max_iter=6, tol=0.0, block_rows=1000)
+    kw = dict(model_params={"l2": 1e-3}, curvature=dsketch.Curvature("leverage", size=300), seed=42,
+              solver=dsketch.Solver(max_iter=6, tol=0.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        r1 = dsketch.fit(paths[0], "logistic", client=client, **kw)
-        r2 = dsketch.fit(paths[1], "logistic", client=client1, **kw)
-        r3 = dsketch.fit(paths[1], "logistic", client=client, persist=True, **kw)
+        r1 = dsketch.fit(paths[0], "logistic", cluster=dsketch.Cluster(client, block_rows=1000), **kw)
+        r2 = dsketch.fit(paths[1], "logistic", cluster=dsketch.Cluster(client1, block_rows=1000), **kw)
+        r3 = dsketch.fit(paths[1], "logistic", cluster=dsketch.Cluster(client, block_rows=1000, persist=True), **kw)
         # a different row blocking: the same rows are sampled, sums differ only by rounding
-        r4 = dsketch.fit(paths[0], "logistic", client=client, **{**kw, "block_rows": 333})
+        r4 = dsketch.fit(paths[0], "logistic", cluster=dsketch.Cluster(client, block_rows=333), **kw)
         # another seed gives a different sketch
-        r5 = dsketch.fit(paths[0], "logistic", client=client, **{**kw, "seed": 43})
+        r5 = dsketch.fit(paths[0], "logistic", cluster=dsketch.Cluster(client, block_rows=1000), **{**kw, "seed": 43})
     np.testing.assert_array_equal(r1.x, r2.x)
     np.testing.assert_array_equal(r1.x, r3.x)
     np.testing.assert_array_equal(r1.history["sketch_rows"], r4.history["sketch_rows"])
@@ -201,7 +204,7 @@ def test_seeded_fit_identical_across_chunkings_and_workers(client, client1, tmp_
 def test_max_iter_warns_and_fails(client, logistic_store):
     path = logistic_store[0]
     with pytest.warns(ConvergenceWarning, match="max_iter"):
-        res = dsketch.fit(path, "logistic", max_iter=1, tol=1e-14, client=client)
+        res = dsketch.fit(path, "logistic", solver=dsketch.Solver(max_iter=1, tol=1e-14), cluster=client)
     assert not res.success
     assert res.status is Status.MAX_ITER
     assert res.nit == 1
@@ -217,14 +220,14 @@ def test_callback_stop_iteration(client, logistic_store):
         if state.iteration == 2:
             raise StopIteration
 
-    res = dsketch.fit(path, "logistic", tol=1e-14, client=client, callback=cb)
+    res = dsketch.fit(path, "logistic", solver=dsketch.Solver(tol=1e-14), cluster=client, callback=cb)
     assert res.status is Status.CALLBACK_STOP
     assert seen == [1, 2]
     assert res.nit == 2
 
 
 def test_result_roundtrip(client, logistic_store, tmp_path):
-    res = dsketch.fit(logistic_store[0], "logistic", client=client)
+    res = dsketch.fit(logistic_store[0], "logistic", cluster=client)
     out = str(tmp_path / "r.zarr")
     dsketch.save_result(res, out)
     back = dsketch.load_result(out)
@@ -238,15 +241,15 @@ def test_result_roundtrip(client, logistic_store, tmp_path):
 def test_bad_arguments(client, logistic_store):
     path = logistic_store[0]
     with pytest.raises(ValueError, match="unknown solver"):
-        dsketch.fit(path, "logistic", solver="sgd", client=client)
+        dsketch.fit(path, "logistic", solver="sgd", cluster=client)
     with pytest.raises(ValueError, match="x0 must have shape"):
-        dsketch.fit(path, "logistic", x0=np.zeros(3), client=client)
+        dsketch.fit(path, "logistic", x0=np.zeros(3), cluster=client)
     with pytest.raises(ValueError, match="tol"):
-        dsketch.fit(path, "logistic", tol=-1.0, client=client)
+        dsketch.fit(path, "logistic", solver=dsketch.Solver(tol=-1.0), cluster=client)
     with pytest.raises(ValueError):
-        dsketch.fit(path, "no-such-model", client=client)
+        dsketch.fit(path, "no-such-model", cluster=client)
     with pytest.raises(ValueError):
-        dsketch.fit(path, "logistic", sketch="no-such-sketch", client=client)
+        dsketch.fit(path, "logistic", curvature="no-such-sketch", cluster=client)
 
 
 def test_targets_outside_domain(client, tmp_path):
@@ -255,7 +258,7 @@ def test_targets_outside_domain(client, tmp_path):
     path = str(tmp_path / "bad.zarr")
     write_problem(path, A, rng.standard_normal(50))
     with pytest.raises(ValueError, match="rows"):
-        dsketch.fit(path, "logistic", client=client)
+        dsketch.fit(path, "logistic", cluster=client)
 
 
 def test_gradient_descent_baseline(client, logistic_store):
@@ -263,8 +266,8 @@ def test_gradient_descent_baseline(client, logistic_store):
     ref = _logistic_reference(A, y, 1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver="gd", max_iter=60,
-                          tol=1e-12, client=client)
+        res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3},
+                          solver=dsketch.Solver("gd", max_iter=60, tol=1e-12), cluster=client)
     loss = res.history["loss"]
     # Armijo: monotone decrease, up to the documented rounding slack of 16 eps |L|
     assert np.all(np.diff(loss) <= 16 * np.finfo(float).eps * np.abs(loss[:-1]))
@@ -272,7 +275,8 @@ def test_gradient_descent_baseline(client, logistic_store):
     assert res.info["sketch"] == "none"
     # first-order: far slower than Newton, but heading to the same optimum
     assert _rel(res.x, ref) < 0.05
-    newton = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, max_iter=60, client=client)
+    newton = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(max_iter=60),
+                         cluster=client)
     assert newton.nit < res.nit
 
 
@@ -286,12 +290,12 @@ def test_softmax_initial_point_recovers_noise_free_plant(client, tmp_path):
     b = np.exp(v - v.max()) / np.exp(v - v.max()).sum()
     path = str(tmp_path / "p.zarr")
     write_problem(path, A, b, np.full(n, 0.3 / n))
-    x0 = dsketch.initial_point(path, "softmax", client=client, block_rows=777)
+    x0 = dsketch.initial_point(path, "softmax", cluster=dsketch.Cluster(client, block_rows=777))
     np.testing.assert_allclose(x0, xp, rtol=1e-8, atol=1e-8)
     # a GLM without an intercept has no initialiser (and refuses the softmax store's w)
     plain = str(tmp_path / "q.zarr")
     write_problem(plain, A, (b > np.median(b)).astype(float))
-    np.testing.assert_array_equal(dsketch.initial_point(plain, "logistic", client=client), np.zeros(d))
+    np.testing.assert_array_equal(dsketch.initial_point(plain, "logistic", cluster=client), np.zeros(d))
 
 
 @pytest.mark.parametrize(("model", "phi"), [
@@ -317,7 +321,8 @@ def test_normalised_family_fits_match_scipy(client, tmp_path, model, phi):
         return scale * (0.5 * np.sum((uu / uu.sum() - b) ** 2) + 0.5 * np.sum((w * v) ** 2))
 
     ref = so.minimize(fun, xt, method="BFGS", options={"gtol": 1e-12, "maxiter": 2000}).x
-    res = dsketch.fit(path, model, x0=xt, tol=1e-12, max_iter=100, client=client, block_rows=700)
+    res = dsketch.fit(path, model, x0=xt, solver=dsketch.Solver(tol=1e-12, max_iter=100),
+                      cluster=dsketch.Cluster(client, block_rows=700))
     assert res.success, res.message
     assert _rel(res.x, ref) < 1e-5  # limited by BFGS with finite-difference gradients
 
@@ -325,17 +330,17 @@ def test_normalised_family_fits_match_scipy(client, tmp_path, model, phi):
 def test_loss_value_convergence(client, logistic_store):
     """ftol stops at the first step whose decrease is <= ftol * loss, reported as success."""
     path = logistic_store[0]
-    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-14, ftol=1e-6,
-                      client=client)
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3},
+                      solver=dsketch.Solver(tol=1e-14, ftol=1e-6), cluster=client)
     assert res.status.name == "CONVERGED_LOSS" and res.success
     loss = res.history["loss"]
     drops = loss[:-1] - loss[1:]
     assert drops[-1] <= 1e-6 * abs(loss[-1])
     assert (drops[:-1] > 1e-6 * np.abs(loss[1:-1])).all()
-    full = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, tol=1e-14, client=client)
+    full = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(tol=1e-14), cluster=client)
     assert full.nit > res.nit and full.status.name != "CONVERGED_LOSS"  # off by default for smooth models
     with pytest.raises(ValueError, match="ftol"):
-        dsketch.fit(path, "logistic", ftol=-1.0, client=client)
+        dsketch.fit(path, "logistic", solver=dsketch.Solver(ftol=-1.0), cluster=client)
 
 
 @pytest.mark.parametrize("model", ["logistic", "softmax", "two-layer"])
@@ -345,7 +350,7 @@ def test_exact_hessian_vector_products_match_dense_hessian(client, tmp_path, mod
     from dsketch.engine.core import Engine
     from dsketch.models import get_model, loss_gradient_hessian
     from dsketch.sketch import make_sketch
-    from dsketch.solvers.newton import NewtonConfig, NewtonSolver, _Iterate
+    from dsketch.solvers.newton import IterationState, NewtonConfig, NewtonSolver
 
     rng = np.random.default_rng(5)
     n, d, m = 1500, 6, 3
@@ -365,8 +370,7 @@ def test_exact_hessian_vector_products_match_dense_hessian(client, tmp_path, mod
     engine = Engine(spec, client, block_rows=400, members=mdl.row_members)
     solver = NewtonSolver(engine, mdl, make_sketch("uniform"), sketch_size=50, config=NewtonConfig())
     engine.init(x, mdl)
-    it = _Iterate(x=x, scalars=engine.trial_scalars(mdl)[0])
-    solver.update_gradient_hessian(it, 0)
+    it = solver.update_gradient_hessian(IterationState(x=x, scalars=engine.trial_scalars(mdl)[0], sketch_size=50))
     _, g_ref, H_ref = loss_gradient_hessian(mdl, A, rowdata, x, w if mdl.uses_w else None)
     np.testing.assert_allclose(it.grad, g_ref, rtol=1e-10, atol=1e-14 * np.abs(g_ref).max())
     for _ in range(3):
@@ -395,11 +399,11 @@ def test_newton_cg_reaches_full_accuracy_where_the_sketch_alone_stalls(client, t
     convergence, Newton-CG preconditioned by the same sketch reaches 1e-12."""
     path, A, y = _ill_logistic(tmp_path, 8)
     n, d = A.shape
-    kw = dict(model_params={"l2": 1e-6}, sketch="uniform", sketch_size=200, tol=1e-12, client=client,
-              block_rows=4096)
+    kw = dict(model_params={"l2": 1e-6}, curvature=dsketch.Curvature("uniform", size=200),
+              cluster=dsketch.Cluster(client, block_rows=4096))
     with pytest.warns(ConvergenceWarning):
-        plain = dsketch.fit(path, "logistic", max_iter=15, **kw)
-    cg = dsketch.fit(path, "logistic", solver="newton-cg", max_iter=30, **kw)
+        plain = dsketch.fit(path, "logistic", solver=dsketch.Solver(tol=1e-12, max_iter=15), **kw)
+    cg = dsketch.fit(path, "logistic", solver=dsketch.Solver("newton-cg", tol=1e-12, max_iter=30), **kw)
     ref = _logistic_reference(A, y, 1e-6)
     assert not plain.success
     assert cg.success and cg.grad_norm <= 1e-12 * cg.history["grad_norm"][0]
@@ -434,12 +438,13 @@ def test_auto_curvature_follows_the_cost_model(tmp_path):
 
 def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(client, tmp_path):
     path, A, y = _ill_logistic(tmp_path, 9)
-    kw = dict(model_params={"l2": 1e-6}, sketch="uniform", sketch_size=30, tol=1e-10, client=client,
-              block_rows=4096)
+    kw = dict(model_params={"l2": 1e-6}, solver=dsketch.Solver(tol=1e-10, max_iter=25),
+              cluster=dsketch.Cluster(client, block_rows=4096))
+    grow = dsketch.Curvature("uniform", size=30, adaptive=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fixed = dsketch.fit(path, "logistic", max_iter=25, **kw)
-    adaptive = dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, **kw)
+        fixed = dsketch.fit(path, "logistic", curvature=dsketch.Curvature("uniform", size=30), **kw)
+    adaptive = dsketch.fit(path, "logistic", curvature=grow, **kw)
     rows = adaptive.history["sketch_rows"]
     assert adaptive.success and not fixed.success
     assert rows.max() > 4 * rows[0]  # it grew
@@ -451,8 +456,8 @@ def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(clie
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, checkpoint=ckpt, callback=stop, **kw)
-    resumed = dsketch.fit(path, "logistic", max_iter=25, adaptive_sketch=True, checkpoint=ckpt, resume=True, **kw)
+        dsketch.fit(path, "logistic", curvature=grow, checkpoint=ckpt, callback=stop, **kw)
+    resumed = dsketch.fit(path, "logistic", curvature=grow, checkpoint=ckpt, resume=True, **kw)
     np.testing.assert_array_equal(resumed.history["sketch_rows"], rows)
     np.testing.assert_allclose(resumed.x, adaptive.x, rtol=1e-12)
 
@@ -460,9 +465,10 @@ def test_adaptive_sketch_grows_a_too_small_sketch_and_resumes_with_its_size(clie
 def test_fused_leverage_fit_resumes_on_the_same_path(client, tmp_path):
     """A resumed fused fit redraws its sketch with the saved (one step old) leverage transform."""
     path, A, y = _ill_logistic(tmp_path, 11)
-    kw = dict(model_params={"l2": 1e-6}, sketch="leverage", sketch_size=300, tol=1e-10, client=client,
-              block_rows=4096, sketch_params={"scores": "approx", "jl_dim": 4})
-    whole = dsketch.fit(path, "logistic", max_iter=30, **kw)
+    kw = dict(model_params={"l2": 1e-6}, solver=dsketch.Solver(tol=1e-10, max_iter=30),
+              curvature=dsketch.Curvature("leverage", size=300, params={"scores": "approx", "jl_dim": 4}),
+              cluster=dsketch.Cluster(client, block_rows=4096))
+    whole = dsketch.fit(path, "logistic", **kw)
     ckpt = str(tmp_path / "lev.ckpt")
 
     def stop(state):
@@ -470,12 +476,12 @@ def test_fused_leverage_fit_resumes_on_the_same_path(client, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        dsketch.fit(path, "logistic", max_iter=30, checkpoint=ckpt, callback=stop, **kw)
+        dsketch.fit(path, "logistic", checkpoint=ckpt, callback=stop, **kw)
     from dsketch.solvers.checkpoint import load_checkpoint
 
     saved = load_checkpoint(ckpt)
     assert saved.drawn_info is not None and saved.drawn_info["T"].shape[1] == 4  # the JL width
-    resumed = dsketch.fit(path, "logistic", max_iter=30, checkpoint=ckpt, resume=True, **kw)
+    resumed = dsketch.fit(path, "logistic", checkpoint=ckpt, resume=True, **kw)
     np.testing.assert_array_equal(resumed.history["sketch_rows"], whole.history["sketch_rows"])
     np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-12)
     assert resumed.nit == whole.nit

@@ -48,7 +48,7 @@ def test_far_start_reports_success_only_at_the_optimum(tmp_path, client, distanc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", NumericalWarning)  # indefinite Hessians far from the optimum
-        res = dsketch.fit(spec, "exp", tol=1e-8, x0=x0, max_iter=200, client=client)
+        res = dsketch.fit(spec, "exp", solver=dsketch.Solver(tol=1e-8, max_iter=200), x0=x0, cluster=client)
     if res.success:
         assert res.fun == pytest.approx(best, rel=1e-6)
     else:
@@ -62,12 +62,12 @@ def test_separable_classes_without_penalty_are_reported_as_diverging(tmp_path, c
     y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(float)
     spec = dsketch.write_problem(tmp_path / "s.zarr", X, y)
     with pytest.warns(ConvergenceWarning, match="separable"):
-        res = dsketch.fit(spec, "logistic", model_params={"l2": 0.0}, client=client)
+        res = dsketch.fit(spec, "logistic", model_params={"l2": 0.0}, cluster=client)
     assert not res.success and res.status is Status.DIVERGED
     # the same data with a penalty has an optimum, which scikit-learn agrees with
     from sklearn.linear_model import LogisticRegression
 
-    pen = dsketch.fit(spec, "logistic", model_params={"l2": 1e-3}, tol=1e-12, client=client)
+    pen = dsketch.fit(spec, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(tol=1e-12), cluster=client)
     ref = LogisticRegression(C=1.0 / (1e-3 * 500), fit_intercept=False, tol=1e-12, max_iter=10_000,
                              solver="newton-cholesky").fit(X, y)
     assert pen.success
@@ -75,7 +75,7 @@ def test_separable_classes_without_penalty_are_reported_as_diverging(tmp_path, c
     # labels that overlap: an ordinary optimum at l2 = 0, no divergence reported
     y2 = (rng.random(500) < 1.0 / (1.0 + np.exp(-X[:, 0]))).astype(float)
     ok = dsketch.fit(dsketch.write_problem(tmp_path / "t.zarr", X, y2), "logistic",
-                     model_params={"l2": 0.0}, client=client)
+                     model_params={"l2": 0.0}, cluster=client)
     assert ok.success and ok.status is Status.CONVERGED_GRADIENT
 
 
@@ -92,7 +92,7 @@ def test_start_with_an_infinite_loss_stops_with_a_numerical_error(tmp_path, clie
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
-        res = dsketch.fit(spec, model, x0=x0, sketch=sketch, sketch_size=None if sketch == "exact" else 200,
-                          client=client)
+        res = dsketch.fit(spec, model, x0=x0,
+                          curvature=dsketch.Curvature(sketch, size=None if sketch == "exact" else 200), cluster=client)
     assert res.status is Status.NUMERICAL_ERROR and not res.success
     assert res.nit == 0 and np.isinf(res.fun)

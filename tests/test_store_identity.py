@@ -17,7 +17,12 @@ from dsketch.store import ProblemSpec, open_problem, read_block
 from dsketch.store._identity import TOKEN_ATTR
 
 #: Small logistic fits that take several exact Newton iterations over 4 blocks.
-KW = dict(model_params={"l2": 1e-4}, tol=1e-12, max_iter=30, block_rows=1000)
+KW = dict(model_params={"l2": 1e-4}, solver=dsketch.Solver(tol=1e-12, max_iter=30))
+
+
+def _on(client, **kw):
+    """The cluster settings of these fits: blocks of 1000 rows on ``client``."""
+    return dsketch.Cluster(client, block_rows=1000, **kw)
 
 
 def _data(seed: int, n: int = 4000, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +90,7 @@ def test_store_replaced_between_passes_of_a_streamed_fit_is_an_error(client, tmp
     _write(path, 1)
     replace, done = _replace_at(1, path)
     with pytest.raises(StoreChangedError, match="was replaced"):
-        dsketch.fit(path, "logistic", client=client, callback=replace, **KW)
+        dsketch.fit(path, "logistic", cluster=_on(client), callback=replace, **KW)
     assert done == [1]
 
 
@@ -98,14 +103,14 @@ def test_store_replaced_during_a_persisted_fit_is_an_error_at_the_end_and_at_che
     _write(path, 1)
     replace, done = _replace_at(1, path)
     with pytest.raises(StoreChangedError, match="was replaced"):
-        dsketch.fit(path, "logistic", client=client, callback=replace, persist=True, **KW)
+        dsketch.fit(path, "logistic", cluster=_on(client, persist=True), callback=replace, **KW)
     assert done == [1]
 
     path2, ck = str(tmp_path / "q.zarr"), str(tmp_path / "run.checkpoint")
     spec = _write(path2, 2)
     replace, done = _replace_at(1, path2)
     with pytest.raises(StoreChangedError, match="was replaced"):
-        dsketch.fit(path2, "logistic", client=client, callback=replace, persist=True, checkpoint=ck, **KW)
+        dsketch.fit(path2, "logistic", cluster=_on(client, persist=True), callback=replace, checkpoint=ck, **KW)
     saved = load_checkpoint(ck)  # the last checkpoint is the one written before the rewrite
     assert done == [1] and saved.iteration == 1
     assert saved.settings[FINGERPRINT_KEY] == spec.fingerprint
@@ -117,11 +122,11 @@ def test_resume_against_a_replaced_store_is_refused(client, tmp_path):
     jumping, and reported 'Converged')."""
     path, ck = str(tmp_path / "p.zarr"), str(tmp_path / "run.checkpoint")
     spec = _write(path, 1)
-    stopped = dsketch.fit(path, "logistic", client=client, checkpoint=ck, callback=_stop_at(2), **KW)
+    stopped = dsketch.fit(path, "logistic", cluster=_on(client), checkpoint=ck, callback=_stop_at(2), **KW)
     assert stopped.status is Status.CALLBACK_STOP and stopped.nit == 2
     _write(path, 99, overwrite=True)
     with pytest.raises(StoreChangedError, match="has been replaced since") as info:
-        dsketch.fit(path, "logistic", client=client, checkpoint=ck, resume=True, **KW)
+        dsketch.fit(path, "logistic", cluster=_on(client), checkpoint=ck, resume=True, **KW)
     assert ck in str(info.value) and path in str(info.value)
     assert load_checkpoint(ck).settings[FINGERPRINT_KEY] == spec.fingerprint  # left as it was
 
@@ -132,7 +137,7 @@ def test_cli_resume_against_a_replaced_store_prints_one_line_and_exits_2(client,
     path, out = str(tmp_path / "p.zarr"), str(tmp_path / "r.zarr")
     _write(path, 1)
     # the checkpoint 'dsketch fit --out r.zarr' keeps, as left by a fit that stopped early
-    dsketch.fit(path, "logistic", client=client, checkpoint=out + ".checkpoint", callback=_stop_at(2))
+    dsketch.fit(path, "logistic", cluster=client, checkpoint=out + ".checkpoint", callback=_stop_at(2))
     _write(path, 99, overwrite=True)
     capsys.readouterr()
     code = main(["fit", "--model", "logistic", "--data", path, "--out", out, "--resume",
@@ -147,10 +152,10 @@ def test_resume_against_the_unchanged_store_goes_on(client, tmp_path):
     checkpoint records the fingerprint the store still has when it is opened again."""
     path, ck = str(tmp_path / "p.zarr"), str(tmp_path / "run.checkpoint")
     _write(path, 1)
-    whole = dsketch.fit(path, "logistic", client=client, **KW)
-    dsketch.fit(path, "logistic", client=client, checkpoint=ck, callback=_stop_at(2), **KW)
+    whole = dsketch.fit(path, "logistic", cluster=_on(client), **KW)
+    dsketch.fit(path, "logistic", cluster=_on(client), checkpoint=ck, callback=_stop_at(2), **KW)
     assert load_checkpoint(ck).settings[FINGERPRINT_KEY] == open_problem(path).fingerprint
-    resumed = dsketch.fit(path, "logistic", client=client, checkpoint=ck, resume=True, **KW)
+    resumed = dsketch.fit(path, "logistic", cluster=_on(client), checkpoint=ck, resume=True, **KW)
     assert whole.success and resumed.success and resumed.nit == whole.nit > 2
     np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-9)
 
@@ -166,7 +171,7 @@ def test_store_without_a_token_opens_fits_and_is_still_told_apart(client, tmp_pa
     assert TOKEN_ATTR not in zarr.open_group(path, mode="r").attrs
     assert old.fingerprint and old.fingerprint == open_problem(path).fingerprint
     assert old.metadata == {"dsketch": {"k": 1}}
-    res = dsketch.fit(old, "logistic", client=client, **KW)
+    res = dsketch.fit(old, "logistic", cluster=_on(client), **KW)
     assert res.success
     _write(path, 1, attrs={"dsketch": {"k": 1}}, overwrite=True)  # same data, same metadata
     _drop_token(path)

@@ -85,7 +85,8 @@ def problem(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(problem, client):
     """The same fit on a plain (tcp, LocalCluster) cluster."""
-    return dsketch.fit(problem, "logistic", sketch="leverage", sketch_size=600, tol=1e-10, client=client)
+    return dsketch.fit(problem, "logistic", curvature=dsketch.Curvature("leverage", size=600),
+                       solver=dsketch.Solver(tol=1e-10), cluster=client)
 
 
 def _clean_env() -> dict[str, str]:
@@ -124,13 +125,14 @@ def test_python_api_over_tls(certs, tls_address, problem, reference):
     with connect(tls_address, security=_client_security(certs)) as c:
         assert len(c.scheduler_info()["workers"]) == 2
         assert all(w.startswith("tls://") for w in c.scheduler_info()["workers"])
-        explicit = dsketch.fit(problem, "logistic", sketch="leverage", sketch_size=600, tol=1e-10, client=c)
+        explicit = dsketch.fit(problem, "logistic", curvature=dsketch.Curvature("leverage", size=600),
+                               solver=dsketch.Solver(tol=1e-10), cluster=c)
     # dask's configuration, read by fit(scheduler=...)
     with dask.config.set({"distributed.comm.tls.ca-file": certs["ca"].cert,
                           "distributed.comm.tls.client.cert": certs["client"].cert,
                           "distributed.comm.tls.client.key": certs["client"].key}):
-        configured = dsketch.fit(problem, "logistic", sketch="leverage", sketch_size=600, tol=1e-10,
-                                 scheduler=tls_address)
+        configured = dsketch.fit(problem, "logistic", curvature=dsketch.Curvature("leverage", size=600),
+                                 solver=dsketch.Solver(tol=1e-10), cluster=tls_address)
     for result in (explicit, configured):
         assert result.success
         np.testing.assert_allclose(result.x, reference.x, rtol=0, atol=1e-10)

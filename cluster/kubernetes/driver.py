@@ -60,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import dsketch
 
     def run(client) -> dsketch.FitResult:
-        return dsketch.fit(args.data, args.model, sketch=args.sketch, sketch_size=args.sketch_size,
-                           tol=args.tol, seed=args.seed, client=client)
+        return dsketch.fit(args.data, args.model,
+                           curvature=dsketch.Curvature(args.sketch, size=args.sketch_size),
+                           solver=dsketch.Solver(tol=args.tol), seed=args.seed, cluster=client)
 
     if args.scheduler:
         from dsketch.errors import DSketchError

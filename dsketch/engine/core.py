@@ -283,9 +283,10 @@ class Engine:
         Runs the sketch's preliminary stages first (each one a pass over A if it reads A;
         skipped with ``pre_stages=False``, when ``ctx`` already holds their result), then
         the fused curvature pass. Returns the reduced totals and the final context.
+        ``sketch=None``: loss and gradient only (no curvature is computed).
         """
         assert self.rows is not None
-        for stage in range(sketch.n_pre_stages if pre_stages else 0):
+        for stage in range(sketch.n_pre_stages if pre_stages and sketch is not None else 0):
             ctx = self.pre_stage(model, sketch, stage, scalars, ctx)
         ctx_f = self._share(ctx)
         parts = [

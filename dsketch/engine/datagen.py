@@ -354,12 +354,13 @@ def record_optimum(
     import zarr
 
     from dsketch.api import fit
+    from dsketch.config import Solver
     from dsketch.store import open_problem
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = fit(spec, model, model_params=model_params, sketch="exact", tol=tol, max_iter=max_iter,
-                  client=client)
+        res = fit(spec, model, model_params=model_params, curvature="exact",
+                  solver=Solver(tol=tol, max_iter=max_iter), cluster=client)
     g = zarr.open_group(spec.path, mode="r+")
     meta = dict(g.attrs.get("dsketch", {}))
     g0 = float(res.history["grad_norm"][0]) if len(res.history.get("grad_norm", ())) else res.grad_norm

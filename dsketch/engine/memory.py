@@ -433,7 +433,7 @@ def check_memory(spec: ProblemSpec, limits: MemoryLimits, *, sketch: str, sketch
             f"{solver} with the {sketch} curvature" + (f" of size {sketch_size:,}" if sketch != "exact" else ""))
         raise MemoryBudgetError(
             f"not enough memory for {curv}: {why} ({_what(est, spec)}); ways out: " + "; ".join(outs)
-            + "; or memory_check=False (--no-memory-check) to try anyway",
+            + "; or Cluster(memory_check=False) (--no-memory-check) to try anyway",
             estimate=est,
         )
     return est

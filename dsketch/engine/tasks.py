@@ -216,7 +216,8 @@ def curvature(
     """The fused curvature pass on one block.
 
     Returns the block's loss term, gradient part ``A_b^T r``, low-rank reduction
-    ``A_b^T U`` (d x k) and the sketch's partial result (keys prefixed ``sketch:``).
+    ``A_b^T U`` (d x k) and the sketch's partial result (keys prefixed ``sketch:``);
+    with ``sketch=None`` the loss and gradient only.
     """
     A = load(source).A
     with np.errstate(over="ignore", invalid="ignore"):
@@ -231,6 +232,8 @@ def curvature(
         r, D = np.zeros_like(rows.eta), np.zeros_like(rows.eta)
         U = None if U is None else np.zeros_like(U)
     out: dict[str, Any] = {"loss": loss, "grad": _rmatvec(A, r)}
+    if sketch is None:  # loss and gradient only (a first-order solver)
+        return out
     if U is not None and U.shape[1] > 0:
         out["AU"] = np.asarray(A.T @ U, dtype=np.float64)
     for key, val in sketch.block(A, D, rows.r0, ctx).items():
@@ -286,6 +289,8 @@ def fused_step(
         "grad": _rmatvec(A, r),
         "curvature_bad": float(bad),
     }
+    if sketch is None:  # loss and gradient only (a first-order solver)
+        return ap, out
     if U is not None and U.shape[1] > 0:
         out["AU"] = np.asarray(A.T @ U, dtype=np.float64)
     for key, val in sketch.block(A, D, rows.r0, ctx).items():

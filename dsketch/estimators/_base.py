@@ -238,6 +238,7 @@ class _EngineGLM(BaseEstimator, ABC):
         a temporary store first.
         """
         from dsketch.api import fit
+        from dsketch.config import Cluster, Curvature, Solver
 
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
@@ -284,11 +285,10 @@ class _EngineGLM(BaseEstimator, ABC):
             with self._client(spec) as c, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = fit(spec, self._model, model_params=params, fit_intercept=self._has_intercept,
-                          sketch=self.sketch, sketch_size=self.sketch_size,
-                          solver=self.solver, x0="auto" if self._has_intercept else "zeros",
-                          seed=int(self.random_state), tol=float(self.tol),
-                          max_iter=int(self.max_iter), client=c,
-                          block_rows=None if self.block_rows is None else int(self.block_rows))
+                          curvature=Curvature(self.sketch, size=self.sketch_size),
+                          solver=Solver(self.solver, tol=float(self.tol), max_iter=int(self.max_iter)),
+                          x0="auto" if self._has_intercept else "zeros", seed=int(self.random_state),
+                          cluster=Cluster(c, block_rows=None if self.block_rows is None else int(self.block_rows)))
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,7 @@ Every model's objective has the form
 
     L(x) = sum over row blocks of loss_terms(eta_b)  +  penalty(x),      eta = A x,
 
-and its Hessian (or Gauss-Newton matrix) the Gram form (DESIGN.md section 2)
+and its Hessian (or Gauss-Newton matrix) the Gram form (docs/theory.md#the-gram-form-of-the-hessian)
 
     H(x) = A^T diag(D) A  +  (A^T U) C (A^T U)^T  +  diag(penalty_hess(x)),
 

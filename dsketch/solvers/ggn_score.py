@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import scipy.linalg as sla
 
 from dsketch.models.twolayer_net import TwoLayerNet
+from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, FitResult, Status
 from dsketch.store import ProblemSpec, read_block
 
 
@@ -280,12 +281,28 @@ def ggn_score_direction(J: np.ndarray, r: np.ndarray, g: np.ndarray, h: np.ndarr
     return -HinvJb @ sla.solve(S, rb)
 
 
-@dataclass
-class GGNScoreResult:
-    """Parameters and per-step history (loss, step size, seconds)."""
-
-    theta: np.ndarray
-    history: dict[str, list[float]] = field(default_factory=dict)
+def epoch_result(theta: np.ndarray, losses: list[float], seconds: list[float], step_sizes: list[float], *,
+                 first: int, batch_size: int, n_passes: int, wall_time: float) -> FitResult:
+    """The :class:`~dsketch.solvers.result.FitResult` of a mini-batch GGN-SCORE run: one
+    history row an epoch (``first`` is the number of the first row: 0 when the losses start
+    with the initial point's), its step size the mean of that epoch's steps; every step
+    size is kept in ``info["step_sizes"]``. The gradient is not computed (``jac`` None)."""
+    n_rows = len(losses)
+    per_epoch = max(1, len(step_sizes) // max(1, n_rows - (1 if first == 0 else 0)))
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
+    for e, (loss, sec) in enumerate(zip(losses, seconds, strict=True)):
+        sizes = step_sizes[e * per_epoch: (e + 1) * per_epoch]
+        row = {"iteration": e + first, "loss": loss, "grad_norm": np.nan, "newton_decrement": np.nan,
+               "step_size": float(np.mean(sizes)) if sizes else np.nan, "sketch_rows": batch_size,
+               "passes": min(e + first, n_passes), "seconds": sec}
+        for k in HISTORY_COLUMNS:
+            history[k].append(float(row[k]))
+    return FitResult(
+        x=theta, fun=float(losses[-1]) if losses else float("nan"), success=True, status=Status.COMPLETED,
+        message=STATUS_MESSAGES[Status.COMPLETED], nit=len(step_sizes), n_passes=n_passes, wall_time=wall_time,
+        grad_norm=float("nan"), history={k: np.asarray(v) for k, v in history.items()},
+        info={"step_sizes": [float(a) for a in step_sizes], "batch_size": int(batch_size)},
+    )
 
 
 class GGNScore:
@@ -325,8 +342,11 @@ class GGNScore:
         epochs: int = 1,
         batch_size: int | None = None,
         rng: np.random.Generator | None = None,
-    ) -> GGNScoreResult:
-        """Epochs of shuffled mini-batch steps on in-memory data (full batch by default)."""
+    ) -> FitResult:
+        """Epochs of shuffled mini-batch steps on in-memory data (full batch by default).
+
+        The history has a row for the start and one after each epoch (the loss over all
+        rows); :func:`epoch_result`."""
         m = X.shape[0]
         Y = np.asarray(Y, dtype=np.float64).reshape(m, self.net.n_outputs)
         bs = m if batch_size is None else int(batch_size)
@@ -342,7 +362,8 @@ class GGNScore:
                 hist["step_size"].append(a_k)
             hist["loss"].append(self.net.loss(theta, X, Y))
             hist["seconds"].append(time.perf_counter() - t0)
-        return GGNScoreResult(theta=theta, history=hist)
+        return epoch_result(theta, hist["loss"], hist["seconds"], hist["step_size"], first=0, batch_size=bs,
+                            n_passes=int(epochs), wall_time=time.perf_counter() - t0)
 
 
 def fit_store(
@@ -354,14 +375,15 @@ def fit_store(
     epochs: int = 1,
     batch_size: int = 64,
     seed: int = 0,
-) -> GGNScoreResult:
+) -> FitResult:
     """GGN-SCORE with mini-batches streamed from a problem store.
 
     ``A`` holds the inputs ``X`` (n x n0) and the row-aligned member ``target`` the outputs
     (n x ny; ``"b"`` for a single output). Each epoch visits the store in row windows of
     ``8 * batch_size`` rows in a random order, shuffles the rows inside a window and steps
     once per mini-batch, so at most one window is in memory. The recorded loss is the
-    mean of the mini-batch losses seen during the epoch (no extra pass).
+    mean of the mini-batch losses seen during the epoch (no extra pass); the history has a
+    row per epoch, numbered from 1 (:func:`epoch_result`).
     """
     n = problem.n_samples
     window = 8 * int(batch_size)
@@ -387,4 +409,5 @@ def fit_store(
                 hist["step_size"].append(a_k)
         hist["loss"].append(total / max(seen, 1))
         hist["seconds"].append(time.perf_counter() - t0)
-    return GGNScoreResult(theta=theta, history=hist)
+    return epoch_result(theta, hist["loss"], hist["seconds"], hist["step_size"], first=1,
+                        batch_size=int(batch_size), n_passes=int(epochs), wall_time=time.perf_counter() - t0)

@@ -56,7 +56,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ from dsketch.solvers.ggn_score import (
     score_constant,
     score_step_size,
 )
+from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, FitResult, Status
 from dsketch.store import ProblemSpec, read_block
 
 logger = logging.getLogger("dsketch")
@@ -287,23 +288,6 @@ class CurvatureEstimate:
     level: float
 
 
-@dataclass
-class SketchedGGNResult:
-    """Parameters and per-iterate history of :meth:`SketchedGGN.fit_store`.
-
-    ``history`` has one entry per iterate ``theta_0 .. theta_T`` for ``iteration``,
-    ``loss``, ``objective`` (loss + ``tau sum h_mu``), ``grad_norm`` (of the objective),
-    ``passes`` (cumulative, when the row was recorded: after its step's passes) and
-    ``seconds``; and per step (NaN on the last row)
-    ``step_size``, ``newton_decrement`` (``sqrt(-(J^T r + g)^T d)``), ``sketch_rows`` and
-    ``expected_rows``.
-    """
-
-    theta: np.ndarray
-    n_passes: int
-    history: dict[str, list[float]] = field(default_factory=dict)
-
-
 # --------------------------------------------------------------------------- solver
 class SketchedGGN:
     """GGN-SCORE with the full-data GGN matrix estimated by row sampling on a cluster.
@@ -501,7 +485,7 @@ class SketchedGGN:
     # ------------------------------------------------------------------ run
     def fit_store(
         self, spec: ProblemSpec, client: Client, *, theta0: np.ndarray, iters: int
-    ) -> SketchedGGNResult:
+    ) -> FitResult:
         """Run ``iters`` sketched GGN-SCORE steps from ``theta0`` on the whole store.
 
         Parameters
@@ -518,7 +502,14 @@ class SketchedGGN:
 
         Returns
         -------
-        SketchedGGNResult
+        FitResult
+            ``x`` is the last ``theta``, ``jac`` the objective's gradient there. The history
+            has a row per iterate ``theta_0 .. theta_T`` (:data:`HISTORY_COLUMNS`, ``loss``
+            the objective, loss + ``tau sum h_mu``, and ``step_size``,
+            ``newton_decrement`` (``sqrt(-(J^T r + g)^T d)``) and ``sketch_rows`` of the step
+            from it, NaN on the last row) plus ``data_loss`` (without the regulariser) and
+            ``expected_rows``; ``info["data_loss"]`` is the last one. Backtracking that
+            finds no decrease stops with ``Status.LINE_SEARCH_FAILED``.
         """
         theta = np.array(theta0, dtype=np.float64, copy=True)
         if theta.shape != (self.net.n_params,):
@@ -527,60 +518,91 @@ class SketchedGGN:
             raise ValueError(f"iters must be a non-negative integer; got {iters!r}")
         sources: list[Any] = self._sources(spec)
         k = spec.n_samples * self.net.n_outputs
-        tau = self.config.tau
-        cols = ("iteration", "loss", "objective", "grad_norm", "step_size", "newton_decrement", "sketch_rows",
-                "expected_rows", "passes", "seconds")
-        hist: dict[str, list[float]] = {c: [] for c in cols}
+        hist: dict[str, list[float]] = {c: [] for c in (*HISTORY_COLUMNS, "data_loss", "expected_rows")}
         passes = 0
         t0 = time.perf_counter()
 
-        def record(it: int, loss: float, obj: float, grad: np.ndarray, th: np.ndarray, **step: float) -> None:
-            row = {"iteration": it, "loss": loss, "objective": obj,
-                   "grad_norm": float(np.linalg.norm(grad + tau * self.smoother.d1(th))),
+        def record(it: int, pt: _Point, **step: float) -> None:
+            row = {"iteration": it, "data_loss": pt.loss, "loss": pt.obj, "grad_norm": float(np.linalg.norm(pt.jac)),
                    "step_size": np.nan, "newton_decrement": np.nan, "sketch_rows": np.nan, "expected_rows": np.nan,
                    **step, "passes": passes, "seconds": time.perf_counter() - t0}
-            for c in cols:
-                hist[c].append(float(row[c]))
+            for c, column in hist.items():
+                column.append(float(row[c]))
 
         if self.persist:
             sources = client.map(_load, sources, pure=False)
             passes += 1
+        status = Status.COMPLETED
         try:
-            loss, grad, scores = self._pass_loss_gradient(client, sources, theta, k)
+            pt = self._evaluate(client, sources, theta, k)
             passes += 1
-            obj = self.objective(loss, theta)
             for it in range(int(iters)):
-                level = self._level(scores, spec.n_samples)
-                gp = self._pass_gram(client, sources, theta, level, it, k)
-                passes += 1
-                est = CurvatureEstimate(loss=loss, gradient=grad, gram=gp["gram"], sketch_rows=gp["rows"],
-                                        expected_rows=gp["expected_rows"], level=level)
-                d, g, h = self.inner_solve(est, theta)
-                a_k = score_step_size(g, h, M_g=self.M_g, alpha=self.config.alpha)
-                step = {"newton_decrement": math.sqrt(max(-float((grad + g) @ d), 0.0)),
-                        "sketch_rows": gp["rows"], "expected_rows": gp["expected_rows"]}
-                for halving in range(self.max_halvings + 1):
-                    trial = theta + a_k * d
-                    t_loss, t_grad, t_scores = self._pass_loss_gradient(client, sources, trial, k)
-                    passes += 1
-                    t_obj = self.objective(t_loss, trial)
-                    if not self.backtracking or t_obj <= obj or halving == self.max_halvings:
-                        break
-                    a_k *= 0.5
-                if self.backtracking and t_obj > obj:
+                nxt, step, n = self._step(client, sources, spec, pt, it, k)
+                passes += n
+                record(it, pt, **step)
+                if nxt is None:
                     warnings.warn(f"iteration {it}: no decrease of the objective after {self.max_halvings} "
                                   "halvings; stopping (increase sketch_size)", ConvergenceWarning, stacklevel=2)
-                    record(it, loss, obj, grad, theta, **step)
+                    status = Status.LINE_SEARCH_FAILED
                     break
-                record(it, loss, obj, grad, theta, step_size=a_k, **step)
-                logger.info("sketched GGN it %d: objective %.6e, step %.3g, rows %d", it, obj, a_k, gp["rows"])
-                theta, loss, grad, scores, obj = trial, t_loss, t_grad, t_scores, t_obj
+                logger.info("sketched GGN it %d: objective %.6e, step %.3g, rows %d", it, pt.obj, step["step_size"],
+                            step["sketch_rows"])
+                pt = nxt
             else:
-                record(int(iters), loss, obj, grad, theta)
+                record(int(iters), pt)
         finally:
             if self.persist:
                 client.cancel([f for f in sources if isinstance(f, Future)])
-        return SketchedGGNResult(theta=theta, n_passes=passes, history=hist)
+        return FitResult(
+            x=pt.theta, fun=pt.obj, jac=pt.jac, success=status is Status.COMPLETED, status=status,
+            message=STATUS_MESSAGES[status], nit=len(hist["iteration"]) - 1, n_passes=passes,
+            wall_time=time.perf_counter() - t0, grad_norm=float(np.linalg.norm(pt.jac)),
+            history={c: np.asarray(v) for c, v in hist.items()},
+            info={"data_loss": float(pt.loss), "sketch_size": self.sketch_size},
+        )
+
+    def _evaluate(self, client: Client, sources: list[Any], theta: np.ndarray, k: int) -> _Point:
+        """The point ``theta`` with its loss, gradient, scores and objective (one pass)."""
+        loss, grad, scores = self._pass_loss_gradient(client, sources, theta, k)
+        jac = grad + self.config.tau * self.smoother.d1(theta)
+        return _Point(theta=theta, loss=loss, grad=grad, scores=scores, obj=self.objective(loss, theta), jac=jac)
+
+    def _step(self, client: Client, sources: list[Any], spec: ProblemSpec, pt: _Point, it: int,
+              k: int) -> tuple[_Point | None, dict[str, float], int]:
+        """One GGN-SCORE step from ``pt``: the sampled GGN pass, the direction, and the
+        trial points (halved while the objective rises, with ``backtracking``). Returns the
+        next point (None when backtracking found no decrease), the step's history entries
+        and the passes it took."""
+        level = self._level(pt.scores, spec.n_samples)
+        gp = self._pass_gram(client, sources, pt.theta, level, it, k)
+        est = CurvatureEstimate(loss=pt.loss, gradient=pt.grad, gram=gp["gram"], sketch_rows=gp["rows"],
+                                expected_rows=gp["expected_rows"], level=level)
+        d, g, h = self.inner_solve(est, pt.theta)
+        a_k = score_step_size(g, h, M_g=self.M_g, alpha=self.config.alpha)
+        step = {"newton_decrement": math.sqrt(max(-float((pt.grad + g) @ d), 0.0)),
+                "sketch_rows": gp["rows"], "expected_rows": gp["expected_rows"]}
+        passes = 1
+        for halving in range(self.max_halvings + 1):
+            trial = self._evaluate(client, sources, pt.theta + a_k * d, k)
+            passes += 1
+            if not self.backtracking or trial.obj <= pt.obj or halving == self.max_halvings:
+                break
+            a_k *= 0.5
+        if self.backtracking and trial.obj > pt.obj:
+            return None, step, passes
+        return trial, {**step, "step_size": a_k}, passes
+
+
+@dataclass(frozen=True)
+class _Point:
+    """An iterate of :meth:`SketchedGGN.fit_store` with what one pass computes there."""
+
+    theta: np.ndarray  # (p,) parameters
+    loss: float  # data loss R(theta)
+    grad: np.ndarray  # (p,) J^T r
+    scores: dict[str, np.ndarray]  # histogram of the sampling scores
+    obj: float  # loss + tau sum h_mu(theta)
+    jac: np.ndarray  # (p,) gradient of the objective
 
 
 __all__ = [
@@ -588,7 +610,6 @@ __all__ = [
     "SAMPLE_STREAM",
     "CurvatureEstimate",
     "SketchedGGN",
-    "SketchedGGNResult",
     "loss_gradient_scores",
     "merge_histograms",
     "sampled_gram",

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field
+import os
+import sys
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from dsketch.store import outputs, read_group, write_group
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the calling function that attributes the
+    warning to the first frame outside the dsketch package (the user's call of ``fit`` or of
+    a solver), however many of dsketch's own frames lie between."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 HISTORY_COLUMNS = (
     "iteration",  # int: iteration index (0 = the starting point)
@@ -80,31 +93,61 @@ class NewtonState:
     seconds: float  # wall time since the start
 
 
-@dataclass
+class FrozenDict(dict):
+    """A ``dict`` that refuses changes (the ``history`` and ``info`` of a :class:`FitResult`);
+    it copies, pickles and serialises like a ``dict``."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a FitResult is immutable: copy its history or info (dict(...)) to change them")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+
+def _read_only(a: Any) -> Any:
+    """A read-only float array copy of ``a`` (None stays None)."""
+    if a is None:
+        return None
+    out = np.array(a, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True)
 class FitResult:
-    """Result of a fit, in scipy's vocabulary plus cost accounting.
+    """Result of a fit, the same for every solver, in scipy's vocabulary plus cost accounting.
+
+    Immutable once returned: the fields cannot be assigned, the arrays are read-only and the
+    ``history`` and ``info`` mappings refuse changes (use :func:`dataclasses.replace` for a
+    changed copy). Only :meth:`attach_inference` adds to it, once.
 
     Attributes
     ----------
     x : ndarray of shape (n_features,)
         The solution.
     fun : float
-        Objective value at ``x``.
+        Objective value at ``x`` (also :attr:`loss`).
     success : bool
     status : Status
     message : str
     nit : int
-        Iterations performed.
+        Iterations performed (also :attr:`n_iter`).
     n_passes : int
         Passes over the design matrix A.
     wall_time : float
         Seconds.
     grad_norm : float
-        Gradient norm at ``x``.
+        Gradient norm at ``x`` (NaN where a solver does not compute it).
+    jac : ndarray of shape (n_features,) or None
+        The gradient of the objective at ``x``; None where it was not computed (mini-batch
+        GGN-SCORE, results saved before it was recorded).
     history : dict of str to ndarray
         One column per entry of :data:`HISTORY_COLUMNS`, one row per recorded iterate.
     info : dict
-        Model, solver and curvature settings, problem shape.
+        Model, solver and curvature settings, problem shape; solver-specific entries.
     inference : dsketch.inference.Inference or None
         Standard errors and tests of a GLM fit, when computed (:func:`dsketch.covariance`,
         ``dsketch fit --cov-type``); :meth:`summary` prints them.
@@ -119,9 +162,31 @@ class FitResult:
     n_passes: int
     wall_time: float
     grad_norm: float
+    jac: np.ndarray | None = None
     history: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     inference: Any = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "x", _read_only(np.asarray(self.x, dtype=np.float64)))
+        set_(self, "jac", _read_only(None if self.jac is None else np.asarray(self.jac, dtype=np.float64)))
+        set_(self, "history", FrozenDict({k: _read_only(np.asarray(v)) for k, v in self.history.items()}))
+        set_(self, "info", FrozenDict(self.info))
+
+    @property
+    def loss(self) -> float:
+        """The objective value at ``x`` (the same as :attr:`fun`)."""
+        return self.fun
+
+    @property
+    def n_iter(self) -> int:
+        """Iterations performed (the same as :attr:`nit`)."""
+        return self.nit
+
+    def attach_inference(self, inference: Any) -> None:
+        """Record the standard errors computed for this fit (:func:`dsketch.covariance`)."""
+        object.__setattr__(self, "inference", inference)
 
     def __repr__(self) -> str:
         return (
@@ -152,12 +217,18 @@ class FitResult:
         return format_history(self.history)
 
 
+def _count(value: float) -> str:
+    """A count of the table: the integer, or ``nan`` where none was recorded (the sampled
+    rows on the last row of a GGN-SCORE history)."""
+    return str(int(value)) if np.isfinite(value) else "nan"
+
+
 def format_row(row: dict[str, float]) -> str:
     """One line of the iteration table."""
     return (
-        f"{int(row['iteration']):>4d}  {row['loss']:>22.15e}  {row['grad_norm']:>10.3e}  "
+        f"{_count(row['iteration']):>4s}  {row['loss']:>22.15e}  {row['grad_norm']:>10.3e}  "
         f"{row['newton_decrement']:>10.3e}  {row['step_size']:>6.3g}  "
-        f"{int(row['sketch_rows']):>9d}  {int(row['passes']):>6d}  {row['seconds']:>8.2f}"
+        f"{_count(row['sketch_rows']):>9s}  {_count(row['passes']):>6s}  {row['seconds']:>8.2f}"
     )
 
 
@@ -182,13 +253,14 @@ def save_result(result: FitResult, path: str, *, overwrite: bool = False) -> Non
     another path (:func:`dsketch.store.outputs.check_output`).
     """
     arrays = {"x": np.asarray(result.x, dtype=np.float64)}
+    if result.jac is not None:
+        arrays["jac"] = np.asarray(result.jac, dtype=np.float64)
     for k, v in result.history.items():
         arrays[f"history__{k}"] = np.asarray(v, dtype=np.float64)
-    meta = {
-        k: v
-        for k, v in asdict(result).items()
-        if k not in ("x", "history", "inference")
+    meta: dict[str, Any] = {
+        f.name: getattr(result, f.name) for f in fields(result) if f.name not in ("x", "jac", "history", "inference")
     }
+    meta["info"] = dict(result.info)
     if result.inference is not None:
         inf_arrays, meta["inference"] = result.inference.to_store()
         arrays.update({f"inference__{k}": np.asarray(v, dtype=np.float64) for k, v in inf_arrays.items()})
@@ -230,6 +302,7 @@ def load_result(path: str) -> FitResult:
             dict(meta["inference"]))
     return FitResult(
         x=np.asarray(arrays["x"]),
+        jac=np.asarray(arrays["jac"]) if "jac" in arrays else None,  # None: saved before jac was recorded
         fun=float(meta["fun"]),
         success=bool(meta["success"]),
         status=Status[meta["status"]],
