@@ -25,16 +25,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
-# Examples written for the grouped configuration API (dsketch.Curvature, dsketch.Solver,
-# dsketch.Cluster and the FitResult fields loss / n_iter) of the `solver` branch: they
-# fail until that branch is merged, and must pass after it (strict xfail), at which point
-# this set is emptied.
-AWAITS_SOLVER_BRANCH: set[str] = {
-    "docs/user-guide.md::block2",
-    "docs/user-guide.md::block3",
-    "docs/user-guide.md::block4",
-}
-
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
 SECONDS = 120  # per block; the examples use small problems and take a few seconds each
@@ -113,10 +103,7 @@ def _params():
     for block in ALL_BLOCKS:
         if not runnable(block):
             continue
-        marks = []
-        if block.id in AWAITS_SOLVER_BRANCH:
-            marks.append(pytest.mark.xfail(reason="needs the solver branch's API", strict=True))
-        yield pytest.param(block, id=block.id, marks=marks)
+        yield pytest.param(block, id=block.id)
 
 
 def test_not_run_markers():
@@ -138,11 +125,6 @@ def test_marker_rules_are_enforced(tmp_path):
     assert [runnable(b) for b in blocks] == [False, False, True, False]
     assert problems == ["page.md:6: not-run marker without a reason",
                         "page.md:11: not-run marker not followed by a code block"]
-
-
-def test_awaits_solver_branch_names_real_blocks():
-    ids = {b.id for b in ALL_BLOCKS if runnable(b)}
-    assert AWAITS_SOLVER_BRANCH <= ids, sorted(AWAITS_SOLVER_BRANCH - ids)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +161,7 @@ def test_example(block: Block, workdirs, tmp_path_factory):
     # not selected (pytest -k), as a reader following the page would.
     for earlier in ALL_BLOCKS:
         if (earlier.page == block.page and earlier.index < block.index and runnable(earlier)
-                and earlier.id not in AWAITS_SOLVER_BRANCH and earlier.index not in done):
+                and earlier.index not in done):
             _run(earlier, cwd)
             done.add(earlier.index)
     proc = _run(block, cwd)
