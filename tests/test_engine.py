@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dsketch.engine.core import Engine, make_bounds
+from dsketch.engine.core import Engine
+from dsketch.store.blocks import row_blocks
 from dsketch.errors import ChunkLayoutError
 from dsketch.models import get_model
 from dsketch.sketch import SketchContext, make_sketch
@@ -26,7 +27,7 @@ def _bounds(kind: str) -> list[tuple[int, int]]:
     if kind == "single-row":
         return [(0, 1)] + [(1, 2)] + [(2, N - 1), (N - 1, N)]
     if kind == "many":
-        return make_bounds(N, 9)
+        return row_blocks(N, 9)
     raise AssertionError(kind)
 
 
@@ -163,28 +164,34 @@ def _spec(n: int, d: int, *, chunk: int, sparse: bool = False, nnz: int = 0, dty
 
 
 @pytest.mark.parametrize(
-    ("n", "d", "chunk", "sparse", "nnz", "expected"),
+    ("n", "d", "sparse", "nnz", "expected"),
     [
-        (100_000, 500, 4096, False, 0, 4096),  # small: n / 16 = 6250 rows, down to a power of two
-        (2_000_000, 500, 4096, False, 0, 16384),  # large dense: 64 MiB / 4000 B = 16777 rows
-        (100_000, 500, 65536, False, 0, 65536),  # chunks longer than the target: whole chunks
+        (100_000, 500, False, 0, 4096),  # small: n / 16 = 6250 rows, down to a power of two
+        (2_000_000, 500, False, 0, 16384),  # large dense: 64 MiB / 4000 B = 16777 rows
         # sparse, 120 B a row: 64 MiB is 559,240 rows, but n / 16 = 312,500; the 32 MB d x d
         # partial asks for 2 x 32 MB of A a block: 533,333 rows
-        (5_000_000, 2000, 131072, True, 50_000_000, 524288),
-        (250_000, 2000, 65536, True, 2_125_000, 131072),  # the same, smaller: two blocks remain
-        (20_000_000, 10, 0, False, 0, 524288),  # narrow dense, 80 B a row: 838,860 rows
-        (50_000_000, 2, 0, False, 0, 1048576),  # 16 B a row: 4,194,304 rows, capped at 2**20
-        (300_000, 40, 5000, False, 0, 15000),  # 16384 rows, cut to whole chunks of 5000
-        (700, 3, 0, False, 0, 1024),  # tiny, no chunk information: the 1024-row floor
+        (5_000_000, 2000, True, 50_000_000, 524288),
+        (250_000, 2000, True, 2_125_000, 131072),  # the same, smaller: two blocks remain
+        (20_000_000, 10, False, 0, 524288),  # narrow dense, 80 B a row: 838,860 rows
+        (50_000_000, 2, False, 0, 1048576),  # 16 B a row: 4,194,304 rows, capped at 2**20
+        (300_000, 40, False, 0, 16384),  # n / 16 = 18,750 rows, down to a power of two
+        (700, 3, False, 0, 1024),  # tiny: the 1024-row floor
     ],
 )
-def test_auto_block_rows(n, d, chunk, sparse, nnz, expected):
+def test_auto_block_rows(n, d, sparse, nnz, expected):
+    """The default block size from the problem's shape alone: any storage chunking gives the
+    same blocks (the same fit, to the bit)."""
     from dsketch.engine.core import auto_block_rows
 
-    rows = auto_block_rows(_spec(n, d, chunk=chunk, sparse=sparse, nnz=nnz))
-    assert rows == expected
-    if chunk:
-        assert rows % chunk == 0  # no chunk is read by two blocks
+    for chunk in (0, 1, 777, 4096, 65536, n):
+        assert auto_block_rows(_spec(n, d, chunk=chunk, sparse=sparse, nnz=nnz)) == expected
+
+
+def test_auto_block_rows_follow_the_value_type():
+    """float32 rows are half as long: twice the rows for the same bytes per block."""
+    from dsketch.engine.core import auto_block_rows
+
+    assert auto_block_rows(_spec(2_000_000, 500, chunk=0, dtype="float32")) == 32768
 
 
 def test_block_and_row_state_report_their_size_to_dask():

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from dsketch.store.blocks import SUM_STEP, _Arrays, block_from
+from dsketch.store.blocks import SUM_STEP, _Arrays, block_from, row_blocks
 from dsketch.store.builder import checked_inputs, default_chunk_rows
 from dsketch.store.spec import Block, ProblemSpec
 
@@ -72,8 +72,8 @@ class MemoryProblem(ProblemSpec):
         """:func:`dsketch.store.member_sum` of the arrays (the same slices, the same sum)."""
         values = self.member(name)
         total = 0.0
-        for r0 in range(0, self.n_samples, SUM_STEP):
-            total += float(np.sum(np.asarray(values[r0 : min(self.n_samples, r0 + SUM_STEP)], dtype=np.float64)))
+        for r0, r1 in row_blocks(self.n_samples, SUM_STEP):
+            total += float(np.sum(np.asarray(values[r0:r1], dtype=np.float64)))
         return total
 
 
