@@ -211,12 +211,13 @@ def test_block_and_row_state_report_their_size_to_dask():
 
 
 def test_held_network_blocks_report_their_size_to_dask():
+    """The sketched GGN holds engine blocks too: inputs in ``A``, outputs in a member."""
     from dask.sizeof import sizeof
 
-    from dsketch.solvers.ggn_sketched import _Data
+    from dsketch.store import Block
 
     X, Y = np.ones((500, 40)), np.ones((500, 3))
-    assert sizeof(_Data(X=X, Y=Y, r0=0)) >= X.nbytes + Y.nbytes
+    assert sizeof(Block(A=X, b=None, w=None, extra={"Y": Y})) >= X.nbytes + Y.nbytes
 
 
 def _page_faults_of_array_churn() -> int:

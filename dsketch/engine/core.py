@@ -359,6 +359,24 @@ class Engine:
         self.n_passes += 1
         return dict(self._tree(parts, tasks.merge_inference))
 
+    def map_reduce(self, fn: Any, *args: Any, combine: Any = tasks.sum_parts) -> Any:
+        """``fn(block, r0, *args)`` on every row block, reduced over the fixed tree (one pass).
+
+        For per-block maths outside the model interface (the sketched GGN of
+        :mod:`dsketch.solvers.ggn_sketched`): ``block`` is the :class:`~dsketch.store.Block`
+        of rows ``[r0, r1)`` (read from the store, or held in memory with ``persist=True``),
+        and ``combine(*partials)`` merges any number of partial results in the given order
+        (default :func:`~dsketch.engine.tasks.sum_parts`: sums of arrays, floats, or dicts
+        of them). NumPy arguments are sent to the cluster once, not once per block.
+        """
+        shared = tuple(self._share(a) if isinstance(a, np.ndarray) else a for a in args)
+        parts = [
+            self._submit(tasks.map_block, fn, src, r0, *shared)
+            for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
+        ]
+        self.n_passes += 1
+        return self._tree(parts, combine)
+
     def check_targets(self, model: Model) -> None:
         """Check every block's targets against the model's domain (no read of A)."""
         assert self.rows is not None

@@ -94,6 +94,12 @@ def load_source(source: Source) -> Block:
     return read_block(source.spec, source.r0, source.r1, members=source.members)
 
 
+def map_block(fn: Any, source: Source | Block, r0: int, *args: Any) -> Any:
+    """``fn(block, r0, *args)`` on one row block (read from the store, or held): the task
+    of :meth:`dsketch.engine.core.Engine.map_reduce`."""
+    return fn(load(source), r0, *args)
+
+
 def _matvec(A: Any, x: FloatArray) -> FloatArray:
     return np.asarray(A @ x, dtype=np.float64).ravel()
 
