@@ -184,7 +184,7 @@ class Engine:
         return len(self.bounds)
 
     def _submit(self, fn: Any, *args: Any) -> Future:
-        return self.client.submit(fn, *args, pure=False)
+        return self.client.submit(tasks.settled_call, fn, *args, pure=False)
 
     def _tree(self, futures: list[Future], combine: Any, *extra: Any) -> Any:
         """Reduce futures with ``combine(*extra, *group)`` over a fixed tree; return the value."""
