@@ -68,6 +68,10 @@ class MemoryProblem(ProblemSpec):
             raise ValueError(f"the in-memory problem has no member {name!r}; available: {list(self.members)}")
         return arr
 
+    def member_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of a row-aligned member, as given."""
+        return tuple(int(s) for s in np.shape(self.member(name)))
+
     def member_sum(self, name: str) -> float:
         """:func:`dsketch.store.member_sum` of the arrays (the same slices, the same sum)."""
         values = self.member(name)
