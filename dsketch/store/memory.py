@@ -108,9 +108,9 @@ def in_memory(
     """An in-memory problem: the arguments of :func:`~dsketch.store.write_problem`, checked
     the same way, kept by reference (nothing is copied but a non-canonical CSR matrix).
 
-    Its ``a_chunk_rows`` is the chunking ``write_problem`` would choose, so the engine's
-    default row blocks (:func:`~dsketch.engine.core.auto_block_rows`) are those of the
-    store ``write_problem`` would write, and the fit the same.
+    Its ``a_chunk_rows`` is the chunking ``write_problem`` would choose. The engine's
+    default row blocks (:func:`~dsketch.engine.core.auto_block_rows`) do not depend on the
+    chunking, so a fit of it is the fit of any store written from the same arrays.
 
     Raises
     ------
