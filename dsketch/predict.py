@@ -21,11 +21,12 @@ from distributed import Client, wait
 
 from dsketch.api import _client_for
 from dsketch.engine import tasks
-from dsketch.engine.core import auto_block_rows, make_bounds
+from dsketch.engine.core import auto_block_rows
 from dsketch.errors import PredictionError, StoreFormatError, StoreNotFoundError
 from dsketch.models import MODELS, Model, get_model
 from dsketch.solvers.result import FitResult, load_result
 from dsketch.store import ProblemSpec, _atomic, open_problem, outputs
+from dsketch.store.blocks import row_blocks
 
 __all__ = ["PREDICTION_VERSION", "describe_prediction", "model_from_info", "predict"]
 
@@ -94,7 +95,7 @@ def _layout(spec: ProblemSpec, block_rows: int | None) -> tuple[int, list[tuple[
             raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
         rows = int(block_rows)
     rows = -(-rows // chunk) * chunk  # rounded up to whole output chunks
-    return chunk, make_bounds(spec.n_samples, rows)
+    return chunk, row_blocks(spec.n_samples, rows)
 
 
 def predict(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dsketch.engine.core import Engine, make_bounds
+from dsketch.engine.core import Engine
+from dsketch.store.blocks import row_blocks
 from dsketch.errors import ChunkLayoutError
 from dsketch.models import get_model
 from dsketch.sketch import SketchContext, make_sketch
@@ -26,7 +27,7 @@ def _bounds(kind: str) -> list[tuple[int, int]]:
     if kind == "single-row":
         return [(0, 1)] + [(1, 2)] + [(2, N - 1), (N - 1, N)]
     if kind == "many":
-        return make_bounds(N, 9)
+        return row_blocks(N, 9)
     raise AssertionError(kind)
 
 
@@ -155,6 +156,28 @@ def test_bare_pass_times_streamed_and_persisted(client, problem, persist):
     assert len(times) == 2 and all(np.isfinite(t) and t > 0 for t in times)
 
 
+def _weighted_column_sums(blk, r0, v):
+    """A per-block map for ``Engine.map_reduce``: ``A_b^T (v * (global row index))`` and the
+    block's row count."""
+    rows = np.arange(r0, r0 + blk.A.shape[0], dtype=np.float64)
+    return {"s": np.asarray(blk.A.T @ (rows * v[rows.astype(int)])).ravel(), "n": blk.A.shape[0]}
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_map_reduce_runs_a_block_function_over_the_tree(client, problem, persist):
+    """Per-block maths outside the model interface (the sketched GGN's): each block gets its
+    first global row, arrays are shared once, the partials are summed over the tree."""
+    spec, A, _, _ = problem
+    v = np.linspace(-1.0, 1.0, N)
+    engine = Engine(spec, client, bounds=_bounds("uneven"), persist=persist, split_every=2)
+    passes = engine.n_passes
+    total = engine.map_reduce(_weighted_column_sums, v)
+    assert engine.n_passes == passes + 1
+    assert total["n"] == N
+    np.testing.assert_allclose(total["s"], A.T @ (np.arange(N) * v), rtol=1e-12, atol=1e-12)
+    engine.close()
+
+
 def _spec(n: int, d: int, *, chunk: int, sparse: bool = False, nnz: int = 0, dtype: str = "float64"):
     from dsketch.store.spec import ProblemSpec
 
@@ -163,28 +186,34 @@ def _spec(n: int, d: int, *, chunk: int, sparse: bool = False, nnz: int = 0, dty
 
 
 @pytest.mark.parametrize(
-    ("n", "d", "chunk", "sparse", "nnz", "expected"),
+    ("n", "d", "sparse", "nnz", "expected"),
     [
-        (100_000, 500, 4096, False, 0, 4096),  # small: n / 16 = 6250 rows, down to a power of two
-        (2_000_000, 500, 4096, False, 0, 16384),  # large dense: 64 MiB / 4000 B = 16777 rows
-        (100_000, 500, 65536, False, 0, 65536),  # chunks longer than the target: whole chunks
+        (100_000, 500, False, 0, 4096),  # small: n / 16 = 6250 rows, down to a power of two
+        (2_000_000, 500, False, 0, 16384),  # large dense: 64 MiB / 4000 B = 16777 rows
         # sparse, 120 B a row: 64 MiB is 559,240 rows, but n / 16 = 312,500; the 32 MB d x d
         # partial asks for 2 x 32 MB of A a block: 533,333 rows
-        (5_000_000, 2000, 131072, True, 50_000_000, 524288),
-        (250_000, 2000, 65536, True, 2_125_000, 131072),  # the same, smaller: two blocks remain
-        (20_000_000, 10, 0, False, 0, 524288),  # narrow dense, 80 B a row: 838,860 rows
-        (50_000_000, 2, 0, False, 0, 1048576),  # 16 B a row: 4,194,304 rows, capped at 2**20
-        (300_000, 40, 5000, False, 0, 15000),  # 16384 rows, cut to whole chunks of 5000
-        (700, 3, 0, False, 0, 1024),  # tiny, no chunk information: the 1024-row floor
+        (5_000_000, 2000, True, 50_000_000, 524288),
+        (250_000, 2000, True, 2_125_000, 131072),  # the same, smaller: two blocks remain
+        (20_000_000, 10, False, 0, 524288),  # narrow dense, 80 B a row: 838,860 rows
+        (50_000_000, 2, False, 0, 1048576),  # 16 B a row: 4,194,304 rows, capped at 2**20
+        (300_000, 40, False, 0, 16384),  # n / 16 = 18,750 rows, down to a power of two
+        (700, 3, False, 0, 1024),  # tiny: the 1024-row floor
     ],
 )
-def test_auto_block_rows(n, d, chunk, sparse, nnz, expected):
+def test_auto_block_rows(n, d, sparse, nnz, expected):
+    """The default block size from the problem's shape alone: any storage chunking gives the
+    same blocks (the same fit, to the bit)."""
     from dsketch.engine.core import auto_block_rows
 
-    rows = auto_block_rows(_spec(n, d, chunk=chunk, sparse=sparse, nnz=nnz))
-    assert rows == expected
-    if chunk:
-        assert rows % chunk == 0  # no chunk is read by two blocks
+    for chunk in (0, 1, 777, 4096, 65536, n):
+        assert auto_block_rows(_spec(n, d, chunk=chunk, sparse=sparse, nnz=nnz)) == expected
+
+
+def test_auto_block_rows_follow_the_value_type():
+    """float32 rows are half as long: twice the rows for the same bytes per block."""
+    from dsketch.engine.core import auto_block_rows
+
+    assert auto_block_rows(_spec(2_000_000, 500, chunk=0, dtype="float32")) == 32768
 
 
 def test_block_and_row_state_report_their_size_to_dask():
@@ -204,12 +233,13 @@ def test_block_and_row_state_report_their_size_to_dask():
 
 
 def test_held_network_blocks_report_their_size_to_dask():
+    """The sketched GGN holds engine blocks too: inputs in ``A``, outputs in a member."""
     from dask.sizeof import sizeof
 
-    from dsketch.solvers.ggn_sketched import _Data
+    from dsketch.store import Block
 
     X, Y = np.ones((500, 40)), np.ones((500, 3))
-    assert sizeof(_Data(X=X, Y=Y, r0=0)) >= X.nbytes + Y.nbytes
+    assert sizeof(Block(A=X, b=None, w=None, extra={"Y": Y})) >= X.nbytes + Y.nbytes
 
 
 def _page_faults_of_array_churn() -> int:

@@ -5,9 +5,10 @@ state (the cached predictor ``A x``) in worker memory between passes, which futu
 express directly. Every reduction is a fixed tree over *block indices* (``split_every``
 children per node), so its floating-point result depends neither on the number of
 workers nor on the order in which tasks finish. Row blocks are cut at multiples of
-``block_rows`` independently of the store's chunks, so the storage chunking does not
-change the result either; the default ``block_rows`` (:func:`auto_block_rows`) depends
-on the problem's shape and storage only, never on the cluster.
+``block_rows`` (:func:`dsketch.store.blocks.row_blocks`) independently of the store's
+chunks, so the storage chunking does not change the result either; the default
+``block_rows`` (:func:`auto_block_rows`) depends on the problem's shape and value type
+only, never on its chunks nor on the cluster.
 
 Cost is counted in *passes over A*: every method that reads the design matrix adds one
 to :attr:`Engine.n_passes`; reductions over the cached per-row vectors add nothing.
@@ -28,7 +29,7 @@ from dsketch.engine.threads import ThreadClient
 from dsketch.errors import ChunkLayoutError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import ProblemSpec
-from dsketch.store.blocks import check_unchanged
+from dsketch.store.blocks import check_unchanged, row_blocks
 from dsketch.store.memory import MemoryProblem
 
 logger = logging.getLogger("dsketch")
@@ -49,18 +50,24 @@ def _floor_pow2(x: float) -> int:
 
 
 def auto_block_rows(problem: ProblemSpec) -> int:
-    """The default rows per block: a power of two, from the problem alone.
+    """The default rows per block: a power of two, from the problem's shape and storage
+    type alone (``n``, ``d``, ``nnz``, dtype).
 
-    About :data:`BLOCK_BYTES` of stored ``A`` per block (dense: ``8 d`` bytes a row; CSR:
-    12 bytes per stored entry) and, for small problems, at least :data:`MIN_BLOCKS`
-    blocks. Every block also returns a dense ``d x d`` partial (the Gram or the sketch's
-    share), which costs about as much to make, send and add as reading twice its bytes of
-    ``A``: a block holds at least that much of ``A`` while two blocks remain (this matters
-    for sparse rows and large ``d``: on the sparse benchmark problem, 5e6 x 2000 with 8.5
-    entries a row, 524,288-row blocks fit in 12.6 s against 22.6 s with 131,072). At least
-    1024 rows and at most :data:`MAX_BLOCK_ROWS`, then a whole number of the store's chunks
-    (a block never reads a chunk another block reads too). It depends only on the store, so
-    results do not change with the cluster's size.
+    About :data:`BLOCK_BYTES` of stored ``A`` per block (dense: ``itemsize * d`` bytes a
+    row; CSR: 12 bytes per stored entry) and, for small problems, at least
+    :data:`MIN_BLOCKS` blocks. Every block also returns a dense ``d x d`` partial (the Gram
+    or the sketch's share), which costs about as much to make, send and add as reading
+    twice its bytes of ``A``: a block holds at least that much of ``A`` while two blocks
+    remain (this matters for sparse rows and large ``d``: on the sparse benchmark problem,
+    5e6 x 2000 with 8.5 entries a row, 524,288-row blocks fit in 12.6 s against 22.6 s
+    with 131,072). At least 1024 rows and at most :data:`MAX_BLOCK_ROWS`.
+
+    Neither the store's chunking nor the cluster enters the rule, so the block boundaries,
+    hence the reduction tree and every rounding of a fit, are the same for one problem
+    written with any chunks and fitted on any number of workers. A block may start inside
+    a storage chunk (that chunk is then read by two blocks); the default chunking of
+    :func:`~dsketch.store.default_chunk_rows` is a power of two no longer than these
+    blocks, so a store written with it is read chunk-aligned.
     """
     n = max(int(problem.n_samples), 1)
     if problem.sparse:
@@ -71,18 +78,7 @@ def auto_block_rows(problem: ProblemSpec) -> int:
     rows = _floor_pow2(min(BLOCK_BYTES / per_row, n / MIN_BLOCKS))
     partial_rows = _floor_pow2(2.0 * 8.0 * problem.n_features**2 / per_row)
     rows = max(rows, min(partial_rows, 1 << int(np.ceil(np.log2(max(n / 2, 1.0))))))
-    rows = min(max(rows, 1024), MAX_BLOCK_ROWS)
-    chunk = int(problem.a_chunk_rows or 0)
-    if chunk > 0:  # whole chunks per block
-        rows = chunk if rows <= chunk else rows // chunk * chunk
-    return int(rows)
-
-
-def make_bounds(n_samples: int, block_rows: int) -> list[tuple[int, int]]:
-    """Cut ``[0, n_samples)`` into consecutive blocks of ``block_rows`` rows."""
-    if block_rows < 1:
-        raise ChunkLayoutError(f"block_rows must be a positive integer; got {block_rows}")
-    return [(r0, min(r0 + block_rows, n_samples)) for r0 in range(0, n_samples, block_rows)]
+    return int(min(max(rows, 1024), MAX_BLOCK_ROWS))
 
 
 def check_bounds(bounds: Sequence[tuple[int, int]], n_samples: int) -> list[tuple[int, int]]:
@@ -151,7 +147,7 @@ class Engine:
         self.bounds = (
             check_bounds(bounds, problem.n_samples)
             if bounds is not None
-            else make_bounds(problem.n_samples, auto_block_rows(problem) if block_rows is None else block_rows)
+            else row_blocks(problem.n_samples, auto_block_rows(problem) if block_rows is None else block_rows)
         )
         self.split_every = split_every
         self.persist = persist
@@ -188,7 +184,7 @@ class Engine:
         return len(self.bounds)
 
     def _submit(self, fn: Any, *args: Any) -> Future:
-        return self.client.submit(fn, *args, pure=False)
+        return self.client.submit(tasks.settled_call, fn, *args, pure=False)
 
     def _tree(self, futures: list[Future], combine: Any, *extra: Any) -> Any:
         """Reduce futures with ``combine(*extra, *group)`` over a fixed tree; return the value."""
@@ -363,6 +359,24 @@ class Engine:
         parts = [self._submit(tasks.inference_block, model, src, xs, groups) for src in self._sources]
         self.n_passes += 1
         return dict(self._tree(parts, tasks.merge_inference))
+
+    def map_reduce(self, fn: Any, *args: Any, combine: Any = tasks.sum_parts) -> Any:
+        """``fn(block, r0, *args)`` on every row block, reduced over the fixed tree (one pass).
+
+        For per-block maths outside the model interface (the sketched GGN of
+        :mod:`dsketch.solvers.ggn_sketched`): ``block`` is the :class:`~dsketch.store.Block`
+        of rows ``[r0, r1)`` (read from the store, or held in memory with ``persist=True``),
+        and ``combine(*partials)`` merges any number of partial results in the given order
+        (default :func:`~dsketch.engine.tasks.sum_parts`: sums of arrays, floats, or dicts
+        of them). NumPy arguments are sent to the cluster once, not once per block.
+        """
+        shared = tuple(self._share(a) if isinstance(a, np.ndarray) else a for a in args)
+        parts = [
+            self._submit(tasks.map_block, fn, src, r0, *shared)
+            for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
+        ]
+        self.n_passes += 1
+        return self._tree(parts, combine)
 
     def check_targets(self, model: Model) -> None:
         """Check every block's targets against the model's domain (no read of A)."""

@@ -19,6 +19,7 @@ from distributed import Client
 from dsketch.models import Model, get_model
 from dsketch.models.paired import PairedModel
 from dsketch.store import ProblemBuilder, ProblemSpec, default_chunk_rows
+from dsketch.store.blocks import row_blocks
 
 logger = logging.getLogger("dsketch")
 
@@ -191,7 +192,7 @@ def make_problem(
         mdl = get_model(model, **(model_params or {}), targets=np.zeros(n_outputs))
     x_planted = _block_rng(seed, 2**31, 3).standard_normal(n_features)
     w_value = float(mdl.default_w(n_samples, regime)) if mdl.uses_w else None
-    bounds = [(r0, min(r0 + block_rows, n_samples)) for r0 in range(0, n_samples, block_rows)]
+    bounds = row_blocks(n_samples, block_rows)
     if density is not None:
         counts = client.gather(
             [
@@ -319,7 +320,7 @@ def make_teacher_student(
     attrs = {"dsketch": {"generator": "dsketch make-data", "model": "ggn-score", "seed": seed, "noise": noise,
                          "teacher_U": U.tolist(), "teacher_v": v.tolist(), "activation": activation,
                          "optimum": "zero loss, reached by the teacher network" if noise == 0 else None}}
-    bounds = [(r0, min(r0 + block_rows, n_samples)) for r0 in range(0, n_samples, block_rows)]
+    bounds = row_blocks(n_samples, block_rows)
     builder = ProblemBuilder.create(
         path, n_samples=n_samples, n_features=n_features, sparse=False, attrs=attrs, overwrite=overwrite,
         chunk_rows=min(block_rows, default_chunk_rows(n_features, n_samples=n_samples)),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dsketch.store import ProblemSpec
+from dsketch.store.blocks import row_blocks
 
 logger = logging.getLogger("dsketch")
 
@@ -162,7 +163,7 @@ def estimate_memory(
         sizes = [int(b) - int(a) for a, b in bounds]
     else:
         br = int(auto_block_rows(spec) if block_rows is None else block_rows)
-        sizes = [min(br, n - r0) for r0 in range(0, n, br)]
+        sizes = [r1 - r0 for r0, r1 in row_blocks(n, br)]
     n_blocks = len(sizes)
     rows_b = max(sizes)
     n_workers, threads = max(int(n_workers), 1), max(int(threads), 1)

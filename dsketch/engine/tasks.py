@@ -6,6 +6,7 @@ These are plain functions of their arguments (no hidden state besides the store 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,51 @@ def load(source: Source | Block) -> Block:
 def load_source(source: Source) -> Block:
     """Read a block from the store (used to persist blocks in cluster memory)."""
     return read_block(source.spec, source.r0, source.r1, members=source.members)
+
+
+def settled(value: Any) -> Any:
+    """``value`` with every NumPy array in it that is not aligned to its dtype copied to an
+    :data:`~dsketch.store.blocks.ALIGNMENT` boundary (in dicts, lists, tuples and dataclass
+    fields too; memory order kept). Returned as is when nothing needed a copy.
+
+    An argument that crossed the network can come out of its message frame at any byte
+    offset. NumPy hands a product of such an array to its own loops instead of BLAS, which
+    sum in another order: the sketch context's transform ``T`` at a 4-byte offset changed
+    the last bits of a block's sampled Gram, so a fit differed from run to run on a cluster
+    and from the same fit on the driver's threads.
+    """
+    if isinstance(value, np.ndarray):
+        if value.flags.aligned or value.dtype.hasobject:
+            return value
+        if value.flags.f_contiguous and not value.flags.c_contiguous:
+            return aligned(value.T, value.dtype).T
+        return aligned(value, value.dtype)
+    if isinstance(value, dict):
+        items = {k: settled(v) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else type(value)(items)
+    if isinstance(value, list | tuple):
+        seq = [settled(v) for v in value]
+        if all(a is b for a, b in zip(seq, value, strict=True)):
+            return value
+        return type(value)(*seq) if hasattr(value, "_fields") else type(value)(seq)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+        new = {k: settled(v) for k, v in fields.items()}
+        changed = {k: v for k, v in new.items() if v is not fields[k]}
+        return dataclasses.replace(value, **changed) if changed else value
+    return value
+
+
+def settled_call(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` with its arguments :func:`settled`: how the engine runs every task, so
+    a block's result does not depend on where its inputs were sent from."""
+    return fn(*(settled(a) for a in args))
+
+
+def map_block(fn: Any, source: Source | Block, r0: int, *args: Any) -> Any:
+    """``fn(block, r0, *args)`` on one row block (read from the store, or held): the task
+    of :meth:`dsketch.engine.core.Engine.map_reduce`."""
+    return fn(load(source), r0, *args)
 
 
 def _matvec(A: Any, x: FloatArray) -> FloatArray:

@@ -36,6 +36,7 @@ from dsketch.store import (
     read_block,
     write_problem,
 )
+from dsketch.store.blocks import row_blocks
 from dsketch.store.memory import MemoryProblem, in_memory
 
 _SHARED: dict[str, Any] = {}
@@ -212,8 +213,8 @@ class _EngineGLM(BaseEstimator, ABC):
                                         nnz=spec.nnz if spec.sparse else None, chunk_rows=rows, has_w=True)
         try:
             offset, edges = 0, []
-            for r0 in range(0, spec.n_samples, rows):
-                blk = read_block(spec, r0, min(spec.n_samples, r0 + rows))
+            for r0, r1 in row_blocks(spec.n_samples, rows):
+                blk = read_block(spec, r0, r1)
                 if spec.sparse:
                     A = sp.csr_matrix(blk.A)
                     edges.append(builder.write_csr_rows(r0, A.indptr, A.indices, A.data, offset))

@@ -118,16 +118,14 @@ class PairedModel(Model):
     def bind(self, spec: Any) -> Model:
         """Check the store's ``A2T`` and ``global/b``; return a copy holding the targets."""
         super().bind(spec)
-        from dsketch.store import read_global
-
         if "b" not in spec.global_members:
             raise StoreFormatError(
                 f"model {self.name!r} needs its m targets as the global member 'global/b'; store "
                 f"{spec.path!r} has global members {list(spec.global_members)} (write it with "
                 "dsketch.store.write_problem(..., b=None, extra={'A2T': A2.T}, global_arrays={'b': b}))"
             )
-        targets = read_global(spec, "b")
-        shape = self._a2t_shape(spec)
+        targets = spec.global_array("b")
+        shape = spec.member_shape("A2T")
         if targets.ndim != 1 or shape[1:] != (targets.size,):
             raise StoreFormatError(
                 f"store {spec.path!r}: 'A2T' has shape {shape} but 'global/b' has shape {targets.shape}; "
@@ -136,12 +134,6 @@ class PairedModel(Model):
         bound = self._copy()
         bound.targets = targets
         return bound
-
-    @staticmethod
-    def _a2t_shape(spec: Any) -> tuple[int, ...]:
-        import zarr
-
-        return tuple(zarr.open_group(spec.path, mode="r")["A2T"].shape)
 
     def _copy(self) -> PairedModel:
         clone = object.__new__(type(self))

@@ -4,7 +4,7 @@ docs/theory.md#ggn-score (arXiv 2404.14875): "for large n with few parameters, t
 ``J^T Q J`` sketched by row sampling through the engine". With ``p = n1 n0 + ny n1``
 parameters small (hundreds to a few thousand) the ``p x p`` system is cheap and the cost
 is the pass over ``n`` samples. Every iteration maps two tasks over the row blocks of a
-problem store with a :class:`distributed.Client` and reduces their partial results over a
+problem store through :class:`dsketch.engine.core.Engine` and reduces their partial results over a
 fixed tree of block indices:
 
 1. **Exact loss and gradient** (one pass). For samples ``x_i`` with outputs ``y_i`` and
@@ -50,7 +50,6 @@ approximating matrix multiplication. SIAM J. Comput. 36(1), 2006.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
@@ -62,10 +61,10 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
-from dask.sizeof import sizeof
-from distributed import Client, Future
+from distributed import Client
 from scipy.linalg import blas
 
+from dsketch.engine.core import Engine
 from dsketch.errors import ChunkLayoutError, ConvergenceWarning
 from dsketch.models.twolayer_net import TwoLayerNet
 from dsketch.sketch import random as crng
@@ -76,7 +75,7 @@ from dsketch.solvers.ggn_score import (
     score_step_size,
 )
 from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, FitResult, Status
-from dsketch.store import ProblemSpec, read_block
+from dsketch.store import Block, ProblemSpec
 
 logger = logging.getLogger("dsketch")
 
@@ -201,48 +200,22 @@ def sampled_gram(
 
 
 # --------------------------------------------------------------------------- tasks
-@dataclass(frozen=True)
-class _Source:
-    """Rows ``[r0, r1)`` of a store and the member holding the targets."""
-
-    spec: ProblemSpec
-    r0: int
-    r1: int
-    target: str
-    n_outputs: int
-
-
-@dataclass(frozen=True)
-class _Data:
-    X: np.ndarray
-    Y: np.ndarray
-    r0: int
-
-
-@sizeof.register(_Data)
-def _sizeof_data(data: _Data) -> int:  # so that the scheduler keeps tasks where held blocks are
-    return int(sizeof(data.X) + sizeof(data.Y))
-
-
-def _load(src: _Source | _Data) -> _Data:
-    if isinstance(src, _Data):
-        return src
-    blk = read_block(src.spec, src.r0, src.r1, members=() if src.target == "b" else (src.target,))
+def _inputs_outputs(blk: Block, target: str, n_outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """A block's inputs ``X`` (dense) and outputs ``Y`` (``n_rows x n_outputs``)."""
     X = blk.A.toarray() if sp.issparse(blk.A) else np.asarray(blk.A)
-    Y = blk.b if src.target == "b" else blk.extra[src.target]
-    return _Data(X=X, Y=np.asarray(Y, dtype=np.float64).reshape(X.shape[0], src.n_outputs), r0=src.r0)
+    Y = blk.b if target == "b" else blk.extra[target]
+    return X, np.asarray(Y, dtype=np.float64).reshape(X.shape[0], n_outputs)
 
 
-def _stats_task(net: TwoLayerNet, theta: np.ndarray, src: _Source | _Data) -> dict[str, Any]:
-    d = _load(src)
-    return loss_gradient_scores(net, theta, d.X, d.Y)
+def _stats_task(blk: Block, r0: int, net: TwoLayerNet, theta: np.ndarray, target: str) -> dict[str, Any]:
+    X, Y = _inputs_outputs(blk, target, net.n_outputs)
+    return loss_gradient_scores(net, theta, X, Y)
 
 
-def _gram_task(
-    net: TwoLayerNet, theta: np.ndarray, src: _Source | _Data, level: float, seed: int, iteration: int
-) -> dict[str, Any]:
-    d = _load(src)
-    return sampled_gram(net, theta, d.X, d.Y, d.r0, level=level, seed=seed, iteration=iteration)
+def _gram_task(blk: Block, r0: int, net: TwoLayerNet, theta: np.ndarray, target: str, level: float, seed: int,
+               iteration: int) -> dict[str, Any]:
+    X, Y = _inputs_outputs(blk, target, net.n_outputs)
+    return sampled_gram(net, theta, X, Y, r0, level=level, seed=seed, iteration=iteration)
 
 
 def _combine(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -369,18 +342,7 @@ class SketchedGGN:
         self.M_g = score_constant(self.smoother, net.n_params)
 
     # ------------------------------------------------------------------ data layout
-    def _bounds(self, n: int) -> list[tuple[int, int]]:
-        if self.bounds is None:
-            return [(r0, min(r0 + self.block_rows, n)) for r0 in range(0, n, self.block_rows)]
-        b = self.bounds
-        ok = b and b[0][0] == 0 and b[-1][1] == n and all(x1 == y0 for (_, x1), (y0, _) in itertools.pairwise(b))
-        if not ok or any(b1 <= b0 for b0, b1 in b):
-            raise ChunkLayoutError(
-                f"bounds must be non-empty contiguous row blocks covering [0, {n}); got {b[:2]}...{b[-1:]}"
-            )
-        return list(b)
-
-    def _sources(self, spec: ProblemSpec) -> list[_Source]:
+    def _check_store(self, spec: ProblemSpec) -> None:
         if spec.has_w:
             raise ValueError(
                 f"store {spec.path!r} has row weights w, but the network loss is unweighted; "
@@ -397,29 +359,22 @@ class SketchedGGN:
         if spec.n_features != self.net.n_inputs:
             raise ValueError(f"the store has {spec.n_features} columns but the network expects "
                              f"n_inputs={self.net.n_inputs}")
-        return [_Source(spec, a, b, self.target, ny) for a, b in self._bounds(spec.n_samples)]
 
-    def _tree(self, client: Client, futures: list[Future]) -> dict[str, Any]:
-        level = list(futures)
-        while len(level) > 1:
-            level = [client.submit(_combine, *level[i : i + self.split_every], pure=False)
-                     for i in range(0, len(level), self.split_every)]
-        return level[0].result()
-
-    def _map(self, client: Client, fn: Any, sources: list[Any], theta: np.ndarray, *rest: Any) -> dict[str, Any]:
-        """``fn(net, theta, source, *rest)`` on every block, tree-reduced in block order."""
-        futs = [client.submit(fn, self.net, theta, src, *rest, pure=False) for src in sources]
-        return self._tree(client, futs)
+    def _engine(self, spec: ProblemSpec, client: Client, *, persist: bool = False) -> Engine:
+        """The engine over the store's row blocks (``block_rows`` or ``bounds``)."""
+        self._check_store(spec)
+        return Engine(spec, client, block_rows=self.block_rows, bounds=self.bounds, persist=persist,
+                      split_every=self.split_every, members=() if self.target == "b" else (self.target,))
 
     # ------------------------------------------------------------------ stages
-    def _pass_loss_gradient(self, client: Client, sources: list[Any], theta: np.ndarray, k: int) -> tuple[
+    def _pass_loss_gradient(self, engine: Engine, theta: np.ndarray, k: int) -> tuple[
             float, np.ndarray, dict[str, np.ndarray]]:
-        tot = self._map(client, _stats_task, sources, theta)
+        tot = engine.map_reduce(_stats_task, self.net, theta, self.target, combine=_combine)
         return float(tot["sse"]) / k, np.asarray(tot["grad"]) / k, tot["hist"]
 
-    def _pass_gram(self, client: Client, sources: list[Any], theta: np.ndarray, level: float, iteration: int,
-                   k: int) -> dict[str, Any]:
-        tot = self._map(client, _gram_task, sources, theta, level, self.seed, iteration)
+    def _pass_gram(self, engine: Engine, theta: np.ndarray, level: float, iteration: int, k: int) -> dict[str, Any]:
+        tot = engine.map_reduce(_gram_task, self.net, theta, self.target, level, self.seed, iteration,
+                                combine=_combine)
         G = np.asarray(tot["gram"], dtype=np.float64) / k
         return {"gram": 0.5 * (G + G.T), "rows": round(float(tot["rows"])),
                 "expected_rows": float(tot["expected_rows"])}
@@ -441,17 +396,17 @@ class SketchedGGN:
             Key of the sample (with ``seed`` and the global rows).
         """
         theta = np.asarray(theta, dtype=np.float64)
-        sources = self._sources(spec)
+        engine = self._engine(spec, client)
         k = spec.n_samples * self.net.n_outputs
-        loss, grad, hist = self._pass_loss_gradient(client, sources, theta, k)
+        loss, grad, hist = self._pass_loss_gradient(engine, theta, k)
         level = self._level(hist, spec.n_samples)
-        g = self._pass_gram(client, sources, theta, level, iteration, k)
+        g = self._pass_gram(engine, theta, level, iteration, k)
         return CurvatureEstimate(loss=loss, gradient=grad, gram=g["gram"], sketch_rows=g["rows"],
                                  expected_rows=g["expected_rows"], level=level)
 
     def loss_gradient(self, spec: ProblemSpec, client: Client, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Exact ``R(theta)`` and ``J^T r`` over all rows (one pass)."""
-        loss, grad, _ = self._pass_loss_gradient(client, self._sources(spec), np.asarray(theta, dtype=np.float64),
+        loss, grad, _ = self._pass_loss_gradient(self._engine(spec, client), np.asarray(theta, dtype=np.float64),
                                                  spec.n_samples * self.net.n_outputs)
         return loss, grad
 
@@ -516,7 +471,7 @@ class SketchedGGN:
             raise ValueError(f"theta0 must have shape ({self.net.n_params},); got {theta.shape}")
         if int(iters) != iters or iters < 0:
             raise ValueError(f"iters must be a non-negative integer; got {iters!r}")
-        sources: list[Any] = self._sources(spec)
+        self._check_store(spec)
         k = spec.n_samples * self.net.n_outputs
         hist: dict[str, list[float]] = {c: [] for c in (*HISTORY_COLUMNS, "data_loss", "expected_rows")}
         passes = 0
@@ -529,15 +484,14 @@ class SketchedGGN:
             for c, column in hist.items():
                 column.append(float(row[c]))
 
-        if self.persist:
-            sources = client.map(_load, sources, pure=False)
-            passes += 1
+        engine = self._engine(spec, client, persist=self.persist)
+        passes += int(self.persist)  # the load of the blocks into worker memory
         status = Status.COMPLETED
         try:
-            pt = self._evaluate(client, sources, theta, k)
+            pt = self._evaluate(engine, theta, k)
             passes += 1
             for it in range(int(iters)):
-                nxt, step, n = self._step(client, sources, spec, pt, it, k)
+                nxt, step, n = self._step(engine, spec, pt, it, k)
                 passes += n
                 record(it, pt, **step)
                 if nxt is None:
@@ -551,8 +505,7 @@ class SketchedGGN:
             else:
                 record(int(iters), pt)
         finally:
-            if self.persist:
-                client.cancel([f for f in sources if isinstance(f, Future)])
+            engine.close()
         return FitResult(
             x=pt.theta, fun=pt.obj, jac=pt.jac, success=status is Status.COMPLETED, status=status,
             message=STATUS_MESSAGES[status], nit=len(hist["iteration"]) - 1, n_passes=passes,
@@ -561,20 +514,20 @@ class SketchedGGN:
             info={"data_loss": float(pt.loss), "sketch_size": self.sketch_size},
         )
 
-    def _evaluate(self, client: Client, sources: list[Any], theta: np.ndarray, k: int) -> _Point:
+    def _evaluate(self, engine: Engine, theta: np.ndarray, k: int) -> _Point:
         """The point ``theta`` with its loss, gradient, scores and objective (one pass)."""
-        loss, grad, scores = self._pass_loss_gradient(client, sources, theta, k)
+        loss, grad, scores = self._pass_loss_gradient(engine, theta, k)
         jac = grad + self.config.tau * self.smoother.d1(theta)
         return _Point(theta=theta, loss=loss, grad=grad, scores=scores, obj=self.objective(loss, theta), jac=jac)
 
-    def _step(self, client: Client, sources: list[Any], spec: ProblemSpec, pt: _Point, it: int,
+    def _step(self, engine: Engine, spec: ProblemSpec, pt: _Point, it: int,
               k: int) -> tuple[_Point | None, dict[str, float], int]:
         """One GGN-SCORE step from ``pt``: the sampled GGN pass, the direction, and the
         trial points (halved while the objective rises, with ``backtracking``). Returns the
         next point (None when backtracking found no decrease), the step's history entries
         and the passes it took."""
         level = self._level(pt.scores, spec.n_samples)
-        gp = self._pass_gram(client, sources, pt.theta, level, it, k)
+        gp = self._pass_gram(engine, pt.theta, level, it, k)
         est = CurvatureEstimate(loss=pt.loss, gradient=pt.grad, gram=gp["gram"], sketch_rows=gp["rows"],
                                 expected_rows=gp["expected_rows"], level=level)
         d, g, h = self.inner_solve(est, pt.theta)
@@ -583,7 +536,7 @@ class SketchedGGN:
                 "sketch_rows": gp["rows"], "expected_rows": gp["expected_rows"]}
         passes = 1
         for halving in range(self.max_halvings + 1):
-            trial = self._evaluate(client, sources, pt.theta + a_k * d, k)
+            trial = self._evaluate(engine, pt.theta + a_k * d, k)
             passes += 1
             if not self.backtracking or trial.obj <= pt.obj or halving == self.max_halvings:
                 break

@@ -295,7 +295,7 @@ def load_result(path: str) -> FitResult:
     }
     inference = None
     if "inference" in meta:
-        from dsketch.inference import Inference
+        from dsketch.solvers.inference_result import Inference
 
         inference = Inference.from_store(
             {k.split("__", 1)[1]: np.asarray(v) for k, v in arrays.items() if k.startswith("inference__")},

@@ -21,7 +21,13 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from dsketch.errors import DSketchError, StoreChangedError, StoreFormatError, StoreNotFoundError
+from dsketch.errors import (
+    ChunkLayoutError,
+    DSketchError,
+    StoreChangedError,
+    StoreFormatError,
+    StoreNotFoundError,
+)
 from dsketch.store import _fs, _identity
 from dsketch.store.spec import (
     GLOBAL_GROUP,
@@ -33,6 +39,25 @@ from dsketch.store.spec import (
 )
 
 _INT32_MAX = np.iinfo(np.int32).max
+
+
+def row_blocks(n_rows: int, block_rows: int) -> list[tuple[int, int]]:
+    """Cut rows ``[0, n_rows)`` into consecutive ``[start, stop)`` blocks of ``block_rows`` rows.
+
+    The one place row ranges are cut into blocks (engine passes, data generation, writers,
+    predictions): the last block holds the remainder. ``n_rows = 0`` gives no block.
+
+    Raises
+    ------
+    ChunkLayoutError
+        When ``block_rows`` is not a positive integer or ``n_rows`` is negative.
+    """
+    if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
+        raise ChunkLayoutError(f"block_rows must be a positive integer; got {block_rows!r}")
+    if int(n_rows) != n_rows or n_rows < 0:
+        raise ChunkLayoutError(f"the number of rows must be a non-negative integer; got {n_rows!r}")
+    n, step = int(n_rows), int(block_rows)
+    return [(r0, min(r0 + step, n)) for r0 in range(0, n, step)]
 
 
 @dataclass(frozen=True)
@@ -347,9 +372,8 @@ def member_sum(spec: ProblemSpec, name: str) -> float:
         raise ValueError(f"store {spec.path!r} has no row-aligned member {name!r}; available: {list(spec.members)}")
     arr = zarr.open_group(spec.path, mode="r")[name]
     total = 0.0
-    for r0 in range(0, spec.n_samples, SUM_STEP):
-        part = np.asarray(read_slice(spec.path, arr, name, r0, min(spec.n_samples, r0 + SUM_STEP), r0),
-                          dtype=np.float64)
+    for r0, r1 in row_blocks(spec.n_samples, SUM_STEP):
+        part = np.asarray(read_slice(spec.path, arr, name, r0, r1, r0), dtype=np.float64)
         check_finite(f"store {spec.path!r}", name, part, r0)
         total += float(np.sum(part))
     return total

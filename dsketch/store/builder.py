@@ -54,7 +54,11 @@ def default_chunk_rows(
     n_features : int
     n_samples : int, optional
         When given, the result is at most the power of two at or above it (zarr stores
-        edge chunks at full size, so a tiny problem should not get a huge chunk).
+        edge chunks at full size, so a tiny problem should not get a huge chunk), and at
+        most ``n_samples / 16`` rounded down to a power of two (but not under ``2**10``):
+        never longer than the engine's default row blocks
+        (:func:`dsketch.engine.core.auto_block_rows`), so those read whole chunks of a
+        store written with this chunking.
     itemsize : int
         Bytes per stored value.
     density : float
@@ -70,7 +74,8 @@ def default_chunk_rows(
     k = math.floor(math.log2(max(16 * 2**20 / per_row, 1.0)))
     rows = int(np.clip(1 << min(k, 40), MIN_CHUNK_ROWS, MAX_CHUNK_ROWS))
     if n_samples is not None and n_samples >= 1:
-        rows = min(rows, 1 << (int(n_samples) - 1).bit_length())
+        sixteenth = 1 << max(int(n_samples) // 16, 1).bit_length() - 1
+        rows = min(rows, max(sixteenth, MIN_CHUNK_ROWS), 1 << (int(n_samples) - 1).bit_length())
     return rows
 
 

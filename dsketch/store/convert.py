@@ -45,6 +45,7 @@ from dsketch.errors import (
 )
 from dsketch.store import _atomic, outputs
 from dsketch.store._anndata import anndata_source
+from dsketch.store.blocks import row_blocks
 from dsketch.store.builder import ProblemBuilder, default_chunk_rows, write_problem
 from dsketch.store.describe import describe
 from dsketch.store.spec import ProblemSpec, check_sample_weight_values, check_value_dtype
@@ -191,8 +192,7 @@ def _from_npy(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
     step = _step(rows, d)
 
     def blocks() -> Blocks:
-        for r0 in range(0, n, step):
-            r1 = min(n, r0 + step)
+        for r0, r1 in row_blocks(n, step):
             yield np.asarray(A[r0:r1]), {k: v[r0:r1] for k, v in vecs.items()}
 
     return write_stream(out, blocks(), n_samples=n, n_features=d, nnz=None, dtype=dtype, has_w="w" in vecs,
@@ -323,8 +323,7 @@ def _from_anndata(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
     step = _step(rows, d * density)
 
     def blocks() -> Blocks:
-        for r0 in range(0, n, step):
-            r1 = min(n, r0 + step)
+        for r0, r1 in row_blocks(n, step):
             yield source.rows(r0, r1), {k: v[r0:r1] for k, v in vecs.items()}
 
     return write_stream(out, blocks(), n_samples=n, n_features=d, nnz=source.nnz, dtype=dtype, has_w="w" in vecs,

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from dsketch.store.blocks import row_blocks
 from dsketch.store.problem import open_group
 from dsketch.store.spec import ProblemSpec
 
@@ -15,8 +16,8 @@ def _target_summary(b: zarr.Array, step: int) -> dict[str, Any]:
     n = int(b.shape[0])
     lo, hi, total, total2, bad = np.inf, -np.inf, 0.0, 0.0, 0
     binary = nonneg_int = nonneg = True
-    for r0 in range(0, n, step):
-        v = np.asarray(b[r0 : r0 + step], dtype=np.float64)
+    for r0, r1 in row_blocks(n, step):
+        v = np.asarray(b[r0:r1], dtype=np.float64)
         fin = np.isfinite(v)
         bad += int(v.size - fin.sum())
         v = v[fin]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from dsketch.store.blocks import SUM_STEP, _Arrays, block_from
+from dsketch.store.blocks import SUM_STEP, _Arrays, block_from, row_blocks
 from dsketch.store.builder import checked_inputs, default_chunk_rows
 from dsketch.store.spec import Block, ProblemSpec
 
@@ -68,12 +68,16 @@ class MemoryProblem(ProblemSpec):
             raise ValueError(f"the in-memory problem has no member {name!r}; available: {list(self.members)}")
         return arr
 
+    def member_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of a row-aligned member, as given."""
+        return tuple(int(s) for s in np.shape(self.member(name)))
+
     def member_sum(self, name: str) -> float:
         """:func:`dsketch.store.member_sum` of the arrays (the same slices, the same sum)."""
         values = self.member(name)
         total = 0.0
-        for r0 in range(0, self.n_samples, SUM_STEP):
-            total += float(np.sum(np.asarray(values[r0 : min(self.n_samples, r0 + SUM_STEP)], dtype=np.float64)))
+        for r0, r1 in row_blocks(self.n_samples, SUM_STEP):
+            total += float(np.sum(np.asarray(values[r0:r1], dtype=np.float64)))
         return total
 
 
@@ -104,9 +108,9 @@ def in_memory(
     """An in-memory problem: the arguments of :func:`~dsketch.store.write_problem`, checked
     the same way, kept by reference (nothing is copied but a non-canonical CSR matrix).
 
-    Its ``a_chunk_rows`` is the chunking ``write_problem`` would choose, so the engine's
-    default row blocks (:func:`~dsketch.engine.core.auto_block_rows`) are those of the
-    store ``write_problem`` would write, and the fit the same.
+    Its ``a_chunk_rows`` is the chunking ``write_problem`` would choose. The engine's
+    default row blocks (:func:`~dsketch.engine.core.auto_block_rows`) do not depend on the
+    chunking, so a fit of it is the fit of any store written from the same arrays.
 
     Raises
     ------

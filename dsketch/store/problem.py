@@ -37,7 +37,7 @@ from dsketch.errors import (
 )
 from dsketch.store import _fs, _identity
 from dsketch.store._fs import absolute
-from dsketch.store.blocks import read_block, read_slice
+from dsketch.store.blocks import read_block, read_slice, row_blocks
 from dsketch.store.spec import (
     CSR_ENCODING,
     GLOBAL_GROUP,
@@ -342,5 +342,5 @@ def _full_check(spec: ProblemSpec) -> None:
     """Read every row block (aligned to A's row chunks) through the validating reader."""
     per_row = max(1.0, spec.nnz / spec.n_samples)
     step = max(1, int(FULL_CHECK_STEP / per_row) // spec.a_chunk_rows) * spec.a_chunk_rows
-    for r0 in range(0, spec.n_samples, step):
-        read_block(spec, r0, min(spec.n_samples, r0 + step), members=spec.members)
+    for r0, r1 in row_blocks(spec.n_samples, step):
+        read_block(spec, r0, r1, members=spec.members)

@@ -106,6 +106,23 @@ class ProblemSpec:
             return self
         return replace(self, intercept=True, n_features=self.n_features + 1, nnz=self.nnz + self.n_samples)
 
+    def global_array(self, name: str) -> np.ndarray:
+        """An array of the store's ``global`` subgroup, checked
+        (:func:`dsketch.store.read_global`). Models read their non-row-aligned data through
+        the spec they are bound to, so that they need not import the storage layer."""
+        from dsketch.store.blocks import read_global
+
+        return read_global(self, name)
+
+    def member_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of the row-aligned member ``name`` (from the store's metadata)."""
+        import zarr
+
+        if name not in self.members:
+            raise StoreFormatError(f"store {self.path!r} has no row-aligned member {name!r}; "
+                                   f"its members: {list(self.members)}")
+        return tuple(int(s) for s in zarr.open_group(self.path, mode="r")[name].shape)
+
     @property
     def stored_features(self) -> int:
         """Columns of ``A`` as stored (``n_features`` less the intercept column)."""
