@@ -19,7 +19,18 @@ from dsketch.engine.core import Engine, auto_block_rows
 from dsketch.engine.memory import client_limits, embedded_limits
 from dsketch.engine.memory import plan_curvature as _memory_plan
 from dsketch.engine.threads import ThreadClient
-from dsketch.config import MOVED, Cluster, Curvature, Solver, as_cluster, as_curvature, as_solver, refuse_moved
+from dsketch.config import (
+    FIRST_ORDER,
+    MOVED,
+    Cluster,
+    Curvature,
+    Solver,
+    as_cluster,
+    as_curvature,
+    as_solver,
+    refuse_moved,
+    resolve_method,
+)
 from dsketch.errors import DSketchError, InvalidOptionError, StoreNotFoundError, UnusedOptionError
 from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
@@ -184,7 +195,7 @@ class CurvaturePlan:
 
     def size_of(self, kind: str) -> int:
         """The size a fit with curvature ``kind`` samples."""
-        if self.method == "gd":
+        if self.method in FIRST_ORDER:
             return 1
         if self.size_arg is None or kind != self.given:
             return default_sketch_size(kind, self.n_samples, self.n_features, adaptive=self.adaptive)
@@ -192,7 +203,7 @@ class CurvaturePlan:
 
     def sketch(self) -> Any:
         """The sketch object (None for gradient descent, which reads no curvature)."""
-        return None if self.method == "gd" else make_sketch(self.kind, **(self.params or {}))
+        return None if self.method in FIRST_ORDER else make_sketch(self.kind, **(self.params or {}))
 
     def checked(self, limits: Any, spec: ProblemSpec, model: Model, cluster: Cluster) -> CurvaturePlan:
         """The plan after the memory check (:func:`~dsketch.engine.memory.plan_curvature`):
@@ -209,14 +220,14 @@ def resolve_curvature(spec: ProblemSpec, curvature: Curvature, method: str) -> C
     settings only apply when a sketch is chosen) and the size defaulted."""
     adaptive = curvature.resolved_adaptive(method)
     kind, params = curvature.kind, curvature.params
-    auto = kind == "auto" and method != "gd"
+    auto = kind == "auto" and method not in FIRST_ORDER
     n, d = spec.n_samples, spec.n_features
     if auto:
         kind = choose_curvature(spec, curvature.size if curvature.size is not None else default_sketch_size(
             "leverage", n, d, adaptive=adaptive))
         if kind == "exact":
             params, adaptive = None, False
-    elif method == "gd":
+    elif method in FIRST_ORDER:
         kind = "exact"
     plan = CurvaturePlan(method=method, kind=kind, size=0, params=params, adaptive=adaptive, auto=auto, given=kind,
                          size_arg=curvature.size, n_samples=n, n_features=d)
@@ -258,7 +269,7 @@ def _settings(model: Model, spec: ProblemSpec, plan: CurvaturePlan, cluster: Clu
     return {
         **model.describe(),
         "solver": plan.method,
-        "sketch": "none" if plan.method == "gd" else plan.kind,
+        "sketch": "none" if plan.method in FIRST_ORDER else plan.kind,
         "sketch_params": dict(plan.params or {}),
         "sketch_size": plan.size,
         "seed": seed,
@@ -300,7 +311,7 @@ def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: So
     """The Newton iteration of ``solver`` with the curvature of ``plan``."""
     config = NewtonConfig(tol=solver.tol, max_iter=solver.max_iter, seed=seed, ftol=solver.ftol, armijo=solver.armijo,
                           max_halvings=solver.halvings, score_reuse=solver.score_reuse,
-                          adaptive_sketch=plan.adaptive and solver.method != "gd", fused=cluster.fused)
+                          adaptive_sketch=plan.adaptive and solver.method not in FIRST_ORDER, fused=cluster.fused)
     inner = inner_solver(solver.method, solver.cg_max_iter) if solver.inner is None else solver.inner
     return NewtonSolver(engine, model, plan.sketch(), sketch_size=plan.size, config=config, inner=inner, **kw)
 
@@ -308,7 +319,7 @@ def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: So
 def _info(model: Model, spec: ProblemSpec, plan: CurvaturePlan, solver: Solver, cluster: Cluster, seed: int,
           n_blocks: int, fit_intercept: bool) -> dict[str, Any]:
     """The ``info`` of a fit's result."""
-    gd = solver.method == "gd"
+    gd = solver.method in FIRST_ORDER
     return {
         **model.describe(),
         "solver": solver.method,
@@ -349,7 +360,7 @@ def fit(
     model_params: dict[str, Any] | None = None,
     fit_intercept: bool = False,
     curvature: str | Curvature = "auto",
-    solver: str | Solver = "newton",
+    solver: str | Solver = "auto",
     cluster: Cluster | Client | str | None = None,
     x0: np.ndarray | str = "auto",
     seed: int = 0,
@@ -446,6 +457,7 @@ def fit(
     curv, sol, clu = as_curvature(curvature), as_solver(solver), as_cluster(cluster)
     curv.check_for(sol.method)
     spec, mdl = _bind(data, model, model_params, fit_intercept)
+    sol = resolve_method(sol, curv, mdl)
     plan = resolve_curvature(spec, curv, sol.method)
     remote = _remote(spec, clu)
     if clu.memory_check and not remote:  # before a cluster starts: a refusal costs nothing
@@ -471,7 +483,8 @@ def fit(
             raise
         finally:
             engine.close()
-    return replace(result, info=_info(mdl, spec, plan, sol, clu, seed, len(engine.bounds), fit_intercept))
+    return replace(result, info={**_info(mdl, spec, plan, sol, clu, seed, len(engine.bounds), fit_intercept),
+                                 **result.info})
 
 
 @_refuses_moved

@@ -212,9 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
     p.add_argument("--fit-intercept", action="store_true",
                    help="GLMs: an unpenalised intercept, the last coefficient (the store is not copied)")
-    p.add_argument("--solver", default="newton", choices=("newton", "newton-cg", "gd"),
-                   help="newton: (sketched) Newton; newton-cg: exact Newton by conjugate gradients "
-                        "preconditioned by the sketch; gd: gradient-descent baseline")
+    p.add_argument("--solver", default="auto", choices=("auto", "newton", "newton-cg", "lbfgs", "gd"),
+                   help="auto: L-BFGS while the gradient contracts fast, then (sketched) Newton (Newton "
+                        "from the start for the softmax-type models or a named --sketch); newton: "
+                        "(sketched) Newton; newton-cg: exact Newton by conjugate gradients "
+                        "preconditioned by the sketch; lbfgs: L-BFGS only; gd: gradient-descent baseline")
     p.add_argument("--sketch", default="auto", choices=("auto", *SKETCH_KINDS),
                    help="curvature of A^T diag(D) A (auto: exact when cheap, else leverage sampling; "
                         "exact: exact Newton)")

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dsketch.errors import InvalidOptionError, UnusedOptionError, unknown_name
 
 #: The solver methods: the inner solve of the Newton iteration each one uses
 #: (:mod:`dsketch.solvers.inner`).
-METHODS = ("newton", "newton-cg", "gd")
+METHODS = ("auto", "newton", "newton-cg", "lbfgs", "gd")
+#: The methods that form no curvature (every pass computes loss and gradient only).
+FIRST_ORDER = ("lbfgs", "gd")
 
 
 def _int_at_least(name: str, value: Any, low: int, *, none: bool = False) -> None:
@@ -111,11 +113,11 @@ class Curvature:
     def check_for(self, method: str) -> None:
         """Refuse a curvature that solver ``method`` would not use (gradient descent reads
         none: only the default ``Curvature()`` goes with ``"gd"``)."""
-        if method == "gd" and self.kind != "auto":
-            raise UnusedOptionError(f"curvature={self.kind!r} has no effect: solver 'gd' (gradient descent) uses no "
+        if method in FIRST_ORDER and self.kind != "auto":
+            raise UnusedOptionError(f"curvature={self.kind!r} has no effect: solver {method!r} uses no "
                                     "curvature; leave curvature at 'auto'")
-        if method == "gd":
-            self._refuse_options("solver 'gd' (gradient descent) uses no curvature")
+        if method in FIRST_ORDER:
+            self._refuse_options(f"solver {method!r} uses no curvature")
 
     def resolved_adaptive(self, method: str) -> bool:
         """``adaptive=None`` made explicit (before ``"auto"`` is resolved): adaptive for
@@ -123,7 +125,7 @@ class Curvature:
         for ``"exact"`` or gradient descent."""
         if self.adaptive is not None:
             return bool(self.adaptive)
-        if method == "gd" or self.kind == "exact":
+        if method in FIRST_ORDER or self.kind == "exact":
             return False
         return self.kind == "auto" or self.size is None
 
@@ -134,7 +136,15 @@ class Solver:
 
     Parameters
     ----------
-    method : {"newton", "newton-cg", "gd"}
+    method : {"auto", "newton", "newton-cg", "lbfgs", "gd"}
+        ``"auto"`` (the default): L-BFGS while the gradient contracts fast, then Newton
+        steps with the chosen curvature once it does not
+        (:class:`~dsketch.solvers.inner.QuasiNewtonThenNewton`): a well-conditioned problem
+        is solved at the cost of gradient evaluations, an ill-conditioned one by Newton.
+        It is ``"newton"`` for a model whose passes cannot be fused (the softmax-type
+        models: ``Model.fixed_scalars`` false), for a non-smooth model, and when a curvature
+        other than ``"auto"`` is named. ``"lbfgs"``: L-BFGS only
+        (:class:`~dsketch.solvers.inner.QuasiNewton`; no curvature pass).
         ``"newton"``: approximate Newton, the reduced system solved by Cholesky
         (:class:`~dsketch.solvers.inner.CholeskySolve`). ``"newton-cg"``: exact Newton steps
         solved by conjugate gradients on exact Hessian-vector products (one pass over A
@@ -172,7 +182,7 @@ class Solver:
         A value outside its range.
     """
 
-    method: str = "newton"
+    method: str = "auto"
     tol: float = 1e-8
     max_iter: int = 50
     ftol: float | None = None
@@ -207,6 +217,17 @@ class Solver:
         if self.max_halvings is not None:
             return int(self.max_halvings)
         return 60 if self.method == "gd" else 30
+
+
+def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
+    """``Solver("auto")`` made concrete for ``model``: the quasi-Newton-then-Newton hybrid
+    where a quasi-Newton iteration costs one fused pass (a smooth model with fixed global
+    scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise."""
+    if solver.method != "auto":
+        return solver
+    hybrid = (bool(getattr(model, "fixed_scalars", False)) and bool(getattr(model, "smooth", True))
+              and curvature.kind == "auto" and solver.inner is None)
+    return solver if hybrid else replace(solver, method="newton")
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,16 @@ def test_least_squares_default_fit_is_ordinary_least_squares():
     rng = np.random.default_rng(0)
     A = rng.standard_normal((400, 6))
     b = A @ rng.standard_normal(6) + 0.3 * rng.standard_normal(400)
-    res = dsketch.fit((A, b), "least-squares")
-    assert res.success
     ref = LinearRegression(fit_intercept=False).fit(A, b).coef_
-    np.testing.assert_allclose(res.x, ref, rtol=0, atol=1e-9)
+    newton = dsketch.fit((A, b), "least-squares", solver="newton")
+    assert newton.success
+    np.testing.assert_allclose(newton.x, ref, rtol=0, atol=1e-9)
+    # the default solver (L-BFGS here, a well-conditioned problem) stops at the relative
+    # gradient 1e-8: the same coefficients to that accuracy (a default penalty of 1e-4
+    # would move them by about 1e-4)
+    res = dsketch.fit((A, b), "least-squares")
+    assert res.success and res.info["solver"] == "auto" and res.info["newton_from"] is None
+    np.testing.assert_allclose(res.x, ref, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("curvature, solver, names", [
@@ -103,9 +109,10 @@ def test_meaningful_combinations_are_accepted():
     A = rng.standard_normal((200, 3))
     b = (rng.random(200) < 0.5).astype(float)
     # a small problem: auto picks exact, and its sketch size and adaptivity then do not apply
-    res = dsketch.fit((A, b), "logistic", curvature=dsketch.Curvature("auto", size=50, adaptive=True))
+    res = dsketch.fit((A, b), "logistic", curvature=dsketch.Curvature("auto", size=50, adaptive=True),
+                      solver="newton")
     assert res.success and res.info["sketch"] == "exact" and res.info["sketch_size"] is None
-    exact = dsketch.fit((A, b), "logistic", curvature="exact")
+    exact = dsketch.fit((A, b), "logistic", curvature="exact", solver="newton")
     np.testing.assert_array_equal(res.x, exact.x)
 
 
@@ -113,8 +120,8 @@ def test_estimator_with_exact_curvature():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((300, 3))
     y = rng.poisson(np.exp(0.3 * X[:, 0]))
-    a = est.PoissonRegressor(sketch="exact").fit(X, y)
-    b = est.PoissonRegressor().fit(X, y)
+    a = est.PoissonRegressor(sketch="exact").fit(X, y)  # a named curvature: Newton
+    b = est.PoissonRegressor(solver="newton").fit(X, y)
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=0, atol=1e-8)
 
 

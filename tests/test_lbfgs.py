@@ -94,3 +94,131 @@ def test_probe_settings_are_checked(kw):
 def test_memory_size_is_checked():
     with pytest.raises(InvalidParameterError, match="memory"):
         LBFGSMemory(m=0)
+
+
+# ---------------------------------------------------------------- fits with L-BFGS and "auto"
+import dsketch  # noqa: E402
+from dsketch import Status  # noqa: E402
+from dsketch.errors import ConvergenceWarning, UnusedOptionError  # noqa: E402
+
+
+def _logistic(n, d, cond, seed=0):
+    """Dense logistic data whose feature covariance has condition number ``cond``."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    s = np.logspace(0, -0.5 * np.log10(cond), d)
+    A = (rng.standard_normal((n, d)) * s) @ U.T
+    x = U @ (rng.standard_normal(d) / s) / np.sqrt(d)
+    b = (rng.random(n) < 1 / (1 + np.exp(-(A @ x)))).astype(float)
+    return A, b
+
+
+def _reference(A, b, l2):
+    """The optimum of mean log-loss + l2/2 |x|^2 by scipy's trust-region Newton (exact Hessian)."""
+    n = len(b)
+
+    def fun(x):
+        eta = A @ x
+        return np.mean(np.logaddexp(0, eta) - b * eta) + 0.5 * l2 * x @ x
+
+    def jac(x):
+        return A.T @ (1 / (1 + np.exp(-(A @ x))) - b) / n + l2 * x
+
+    def hess(x):
+        mu = 1 / (1 + np.exp(-(A @ x)))
+        return (A * (mu * (1 - mu))[:, None]).T @ A / n + l2 * np.eye(A.shape[1])
+
+    res = minimize(fun, np.zeros(A.shape[1]), jac=jac, hess=hess, method="trust-exact", options={"gtol": 1e-13})
+    return res.x, res.fun
+
+
+def test_lbfgs_reaches_the_optimum_without_curvature():
+    A, b = _logistic(4000, 12, cond=10.0)
+    ref, fref = _reference(A, b, 1e-3)
+    res = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver("lbfgs", tol=1e-10))
+    assert res.success and res.info["solver"] == "lbfgs" and res.info["sketch"] == "none"
+    assert np.all(res.history["sketch_rows"] == 0)  # no curvature was formed
+    np.testing.assert_allclose(res.x, ref, rtol=1e-6, atol=1e-8)
+    assert abs(res.fun - fref) <= 1e-12 * abs(fref)
+
+
+def test_auto_stays_quasi_newton_when_well_conditioned():
+    A, b = _logistic(4000, 12, cond=3.0)
+    ref, _ = _reference(A, b, 1e-2)
+    res = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-2}, solver=dsketch.Solver(tol=1e-10))
+    assert res.success and res.info["solver"] == "auto" and res.info["newton_from"] is None
+    assert np.all(res.history["sketch_rows"] == 0)
+    np.testing.assert_allclose(res.x, ref, rtol=1e-6, atol=1e-8)
+
+
+def test_auto_hands_over_to_newton_when_ill_conditioned():
+    A, b = _logistic(6000, 15, cond=1e6)
+    ref, fref = _reference(A, b, 1e-8)
+    res = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-8}, solver=dsketch.Solver(tol=1e-10))
+    assert res.success and res.info["newton_from"] is not None and res.info["newton_from"] >= 3
+    rows = res.history["sketch_rows"]
+    assert np.all(rows[: res.info["newton_from"]] == 0) and np.all(rows[res.info["newton_from"]:] > 0)
+    np.testing.assert_allclose(res.x, ref, rtol=1e-5, atol=1e-6)
+    assert abs(res.fun - fref) <= 1e-10 * abs(fref)
+    # L-BFGS alone is far slower on it: the hand-over is what makes "auto" fast
+    with pytest.warns(ConvergenceWarning):
+        slow = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-8},
+                           solver=dsketch.Solver("lbfgs", tol=1e-10, max_iter=res.nit))
+    assert slow.status is Status.MAX_ITER
+
+
+def test_auto_is_newton_where_quasi_newton_does_not_pay():
+    A, b = _logistic(2000, 6, cond=3.0)
+    named = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-2}, curvature="exact")
+    assert named.info["solver"] == "newton" and np.all(named.history["sketch_rows"][:-1] > 0)
+    rng = np.random.default_rng(0)
+    A2 = np.abs(rng.standard_normal((300, 5)))
+    b2 = rng.random(300)
+    w = 0.3 / 300 * (1.0 + rng.random(300))
+    soft = dsketch.fit(dsketch.in_memory(A2, b2 / b2.sum(), w=w), "softmax")
+    assert soft.info["solver"] == "newton"
+
+
+def test_first_order_methods_refuse_a_named_curvature():
+    A, b = _logistic(500, 4, cond=3.0)
+    with pytest.raises(UnusedOptionError, match="lbfgs"):
+        dsketch.fit((A, b), "logistic", curvature="leverage", solver="lbfgs")
+
+
+def test_lbfgs_reports_separable_classes_as_diverging():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((500, 3))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(float)
+    with pytest.warns(ConvergenceWarning):
+        res = dsketch.fit((X, y), "logistic", model_params={"l2": 0.0}, solver=dsketch.Solver("lbfgs", max_iter=500))
+    assert not res.success and res.status in (Status.DIVERGED, Status.MAX_ITER, Status.LINE_SEARCH_FAILED)
+
+
+def test_auto_resumes_bit_identically(tmp_path):
+    """The L-BFGS pairs and the probe's norms travel with the checkpoint: the resumed fit
+    takes the uninterrupted fit's steps (to rounding: the resumed fit recomputes ``A x``
+    where the uninterrupted one kept updating it), where restarting L-BFGS from an empty
+    memory would take others."""
+    A, b = _logistic(6000, 15, cond=1e6, seed=2)
+    path = str(tmp_path / "p.zarr")
+    dsketch.write_problem(path, A, b)
+    kw = dict(model_params={"l2": 1e-8}, solver=dsketch.Solver(tol=1e-10), cluster=dsketch.Cluster(n_workers=1))
+    whole = dsketch.fit(path, "logistic", **kw)
+    assert whole.info["newton_from"] is not None
+    ckpt = str(tmp_path / "run.checkpoint")
+
+    class Stop(Exception):
+        pass
+
+    for at in (2, whole.info["newton_from"] + 1):  # inside the L-BFGS phase, and after the switch
+        def die(state, at=at):
+            if state.iteration == at:
+                raise Stop
+
+        with pytest.raises(Stop):
+            dsketch.fit(path, "logistic", checkpoint=ckpt, callback=die, **kw)
+        resumed = dsketch.fit(path, "logistic", checkpoint=ckpt, resume=True, **kw)
+        assert resumed.nit == whole.nit and resumed.info["newton_from"] == whole.info["newton_from"]
+        np.testing.assert_allclose(resumed.history["grad_norm"], whole.history["grad_norm"], rtol=1e-6,
+                                   atol=1e-12 * whole.history["grad_norm"][0])
+        np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-10)

@@ -110,7 +110,7 @@ def _rel(x, ref):
 
 def test_logistic_exact_newton_matches_scipy(client, logistic_store):
     path, A, y = logistic_store
-    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(tol=1e-13),
+    res = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver("newton", tol=1e-13),
                       cluster=dsketch.Cluster(client, block_rows=512))
     ref = _logistic_reference(A, y, 1e-3)
     assert res.success, res.message
@@ -120,7 +120,7 @@ def test_logistic_exact_newton_matches_scipy(client, logistic_store):
     assert np.all(res.history["step_size"][:-1] == 1.0)
     assert res.n_passes == res.nit + 2
     assert res.nit <= 12
-    two = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver(tol=1e-13),
+    two = dsketch.fit(path, "logistic", model_params={"l2": 1e-3}, solver=dsketch.Solver("newton", tol=1e-13),
                       cluster=dsketch.Cluster(client, block_rows=512, fused=False))
     # the two-pass iteration: init, then A p and the curvature pass per iteration, then the last
     assert two.n_passes == 2 * two.nit + 2

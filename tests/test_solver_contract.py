@@ -228,7 +228,7 @@ def test_saved_result_keeps_jac_and_old_results_still_load(problem, tmp_path):
     dsketch.save_result(res, path)
     back = dsketch.load_result(path)
     np.testing.assert_array_equal(back.jac, res.jac)
-    assert isinstance(back, dsketch.FitResult) and back.info["solver"] == "newton"
+    assert isinstance(back, dsketch.FitResult) and back.info["solver"] == res.info["solver"] == "auto"
     # a result written before jac was recorded: no 'jac' array in the group
     import zarr
 
@@ -323,7 +323,7 @@ def test_settings_are_checked_when_built(build, error, match):
 def test_settings_are_frozen_and_defaults_documented():
     s = dsketch.Solver()
     assert (s.method, s.tol, s.max_iter, s.ftol, s.armijo, s.cg_max_iter, s.score_reuse) == (
-        "newton", 1e-8, 50, None, 1e-4, 20, 3)
+        "auto", 1e-8, 50, None, 1e-4, 20, 3)
     assert s.halvings == 30 and dsketch.Solver("gd").halvings == 60
     c = dsketch.Cluster()
     assert (c.scheduler, c.n_workers, c.block_rows, c.fused, c.persist, c.memory_check) == (

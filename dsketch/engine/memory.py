@@ -170,7 +170,7 @@ def estimate_memory(
     bpw = math.ceil(n_blocks / n_workers)
     rows_w = min(n, bpw * rows_b)
     inflight = min(threads, bpw)
-    if solver == "gd":
+    if solver in ("gd", "lbfgs"):  # first-order: no curvature
         sketch = "none"
     s = int(sketch_size or 1)
     keys = 1 if _nonnegative_curvature(model) else 2
@@ -430,7 +430,7 @@ def check_memory(spec: ProblemSpec, limits: MemoryLimits, *, sketch: str, sketch
     if not ok:
         outs = ways_out(spec, limits, sketch=sketch, sketch_size=sketch_size, solver=solver,
                         default_size=default_size, margin=margin, **kw)
-        curv = "gradient descent" if solver == "gd" else (
+        curv = f"solver {solver!r}" if solver in ("gd", "lbfgs") else (
             f"{solver} with the {sketch} curvature" + (f" of size {sketch_size:,}" if sketch != "exact" else ""))
         raise MemoryBudgetError(
             f"not enough memory for {curv}: {why} ({_what(est, spec)}); ways out: " + "; ".join(outs)
@@ -453,7 +453,7 @@ def plan_curvature(sketch: str, size: int, limits: MemoryLimits, *, spec: Proble
         logger.debug("%s", est.describe())
         return sketch, size
     except MemoryBudgetError as exc:
-        if not auto or solver == "gd":
+        if not auto or solver in ("gd", "lbfgs"):
             raise
         other = "leverage" if sketch == "exact" else "exact"
         try:

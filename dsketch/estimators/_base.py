@@ -100,7 +100,7 @@ class _EngineGLM(BaseEstimator, ABC):
         fit_intercept: bool = True,
         tol: float = 1e-4,
         max_iter: int = 100,
-        solver: str = "newton",
+        solver: str = "auto",
         sketch: str = "auto",
         sketch_size: int | None = None,
         random_state: int = 0,

@@ -42,7 +42,12 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     fit_intercept, tol, max_iter
         As in scikit-learn; ``tol`` is dsketch's relative gradient norm
         ``||g|| <= tol ||g_0||``.
-    solver : {"newton", "newton-cg", "gd"}, default "newton"
+    solver : {"auto", "newton", "newton-cg", "lbfgs", "gd"}, default "auto"
+        As :class:`dsketch.Solver`'s ``method``: ``"auto"`` runs L-BFGS while the gradient
+        contracts fast and Newton steps after (Newton from the start with a named ``sketch``).
+        L-BFGS converges linearly and stops at ``tol``, where a Newton method's last step
+        usually lands far below it: for coefficients accurate beyond ``tol``, lower ``tol``
+        or choose ``"newton"``.
     sketch : {"auto", "exact", "leverage", ...}, default "auto"
     sketch_size, random_state, client, scheduler, block_rows
         As in :func:`dsketch.fit`, with its defaults (``random_state`` is its ``seed``):
@@ -63,7 +68,7 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     _model: ClassVar[str] = "logistic"
 
     def __init__(self, C: float = 1.0, *, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
-                 solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
+                 solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
@@ -172,7 +177,7 @@ class PoissonRegressor(_EngineRegressor):
     _model: ClassVar[str] = "poisson"
 
     def __init__(self, *, alpha: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
-                 solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
+                 solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,

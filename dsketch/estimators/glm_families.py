@@ -114,7 +114,7 @@ class GammaRegressor(_FamilyRegressor):
     _model: ClassVar[str] = "gamma"
 
     def __init__(self, *, alpha: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
-                 solver: str = "newton", sketch: str = "auto", sketch_size: int | None = None,
+                 solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         _init(self, locals())
@@ -137,7 +137,7 @@ class TweedieRegressor(_FamilyRegressor):
     _model: ClassVar[str] = "tweedie"
 
     def __init__(self, *, power: float = 0.0, alpha: float = 1.0, link: str = "auto", fit_intercept: bool = True,
-                 tol: float = 1e-4, max_iter: int = 100, solver: str = "newton", sketch: str = "auto",
+                 tol: float = 1e-4, max_iter: int = 100, solver: str = "auto", sketch: str = "auto",
                  sketch_size: int | None = None, random_state: int = 0, client: Any = None,
                  scheduler: str | None = None, block_rows: int | None = None) -> None:
         _init(self, locals())
@@ -168,7 +168,7 @@ class GeneralizedLinearRegressor(_FamilyRegressor):
 
     def __init__(self, family: str = "normal", link: str = "auto", *, alpha: float = 1.0,
                  power: float | None = None, theta: float | None = None, fit_intercept: bool = True,
-                 tol: float = 1e-4, max_iter: int = 100, solver: str = "newton", sketch: str = "auto",
+                 tol: float = 1e-4, max_iter: int = 100, solver: str = "auto", sketch: str = "auto",
                  sketch_size: int | None = None, random_state: int = 0, client: Any = None,
                  scheduler: str | None = None, block_rows: int | None = None) -> None:
         _init(self, locals())

@@ -61,6 +61,9 @@ class Checkpoint:
         The sketch size of that draw (adaptive sizes change after it).
     next_info : dict or None
         The sketch context ``info`` the next fused pass draws with.
+    inner : dict or None
+        The inner solver's own state (``state_dict()``: L-BFGS's pairs, the probe's
+        gradient norms), so that a resumed fit takes the same steps.
     """
 
     x: np.ndarray
@@ -77,6 +80,7 @@ class Checkpoint:
     drawn_info: dict[str, Any] | None = None
     drawn_size: int | None = None
     next_info: dict[str, Any] | None = None
+    inner: dict[str, Any] | None = None
 
 
 def _split_info(prefix: str, info: dict[str, Any] | None, arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
@@ -116,6 +120,7 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
         "sketch_size": None if ckpt.sketch_size is None else int(ckpt.sketch_size),
         "drawn_info": _split_info("drawn_info", ckpt.drawn_info, arrays),
         "next_info": _split_info("next_info", ckpt.next_info, arrays),
+        "inner": _split_info("inner", ckpt.inner, arrays),
         "drawn_size": None if ckpt.drawn_size is None else int(ckpt.drawn_size),
         "last_dec": None if ckpt.last_dec is None or not np.isfinite(ckpt.last_dec) else float(ckpt.last_dec),
     }
@@ -142,6 +147,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         sketch_size=meta.get("sketch_size"),
         drawn_info=_join_info(meta.get("drawn_info"), arrays),
         next_info=_join_info(meta.get("next_info"), arrays),
+        inner=_join_info(meta.get("inner"), arrays),
         drawn_size=meta.get("drawn_size"),
         last_dec=meta.get("last_dec"),
     )

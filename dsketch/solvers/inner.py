@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from dsketch.solvers.lbfgs import LBFGSMemory, QuasiNewtonProbe
 from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
 from dsketch.solvers.result import outside_stacklevel
 
@@ -145,10 +146,142 @@ class GradientStep:
         return Direction(p=-tau * state.grad, gp=-tau * state.grad_norm**2, tau=tau)
 
 
+class QuasiNewton:
+    """L-BFGS: ``p = -H g`` with ``H`` built from the last ``memory`` steps and gradient
+    changes (:class:`~dsketch.solvers.lbfgs.LBFGSMemory`). No curvature is computed: with
+    fused passes an iteration whose full step is accepted reads A once, at the cost of a
+    gradient evaluation. Right for well-conditioned problems; on ill-conditioned ones it
+    needs many iterations (see :class:`QuasiNewtonThenNewton`).
+
+    The pairs are kept between calls (an inner solver belongs to one fit); the pair of the
+    last step is added when the next iterate's gradient arrives.
+    """
+
+    needs_curvature = False
+    second_order = False
+    adapts_sketch = False
+
+    def __init__(self, memory: int = 10) -> None:
+        self.memory = LBFGSMemory(memory)
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
+        assert state.grad is not None
+        self.remember(state)
+        p = self.memory.direction(state.grad)
+        return Direction(p=p, gp=float(state.grad @ p))
+
+    def remember(self, state: IterationState) -> None:
+        """Add the pair from the previous iterate to ``state`` (once per iteration)."""
+        assert state.grad is not None
+        if self._last is not None and self._last[0] == state.iteration:
+            return
+        if self._last is not None and self._last[0] == state.iteration - 1:
+            self.memory.update(state.x - self._last[1], state.grad - self._last[2])
+        self._last = (state.iteration, state.x.copy(), state.grad.copy())
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps so that a resumed fit takes the same steps."""
+        out: dict[str, object] = {"pairs": len(self.memory.pairs)}
+        for i, (s, y, _rho) in enumerate(self.memory.pairs):
+            out[f"s{i}"], out[f"y{i}"] = s, y
+        if self._last is not None:
+            out["last_iteration"], out["last_x"], out["last_grad"] = self._last
+        return out
+
+    def load_state_dict(self, saved: dict[str, object]) -> None:
+        self.memory.clear()
+        for i in range(int(saved["pairs"])):  # type: ignore[call-overload]
+            self.memory.update(np.asarray(saved[f"s{i}"]), np.asarray(saved[f"y{i}"]))
+        if "last_iteration" in saved:
+            self._last = (int(saved["last_iteration"]), np.asarray(saved["last_x"]),  # type: ignore[call-overload]
+                          np.asarray(saved["last_grad"]))
+
+
+class QuasiNewtonThenNewton:
+    """``Solver("auto")``: L-BFGS while it contracts the gradient fast, Newton steps after.
+
+    The first iterations are quasi-Newton (:class:`QuasiNewton`: one pass each, no
+    curvature). :class:`~dsketch.solvers.lbfgs.QuasiNewtonProbe` watches the gradient norms;
+    once they contract slower than its ``rate`` (an ill-conditioned problem, where L-BFGS
+    would take hundreds of iterations) the fit asks for the curvature at the current iterate
+    and takes Newton steps (:class:`CholeskySolve`) to the end, with the usual fused passes
+    and adaptive sketch sizes. On a well-conditioned problem no curvature is ever formed.
+    """
+
+    needs_curvature = True  # may need it: the fit prepares a sketch
+
+    def __init__(self, memory: int = 10, probe: QuasiNewtonProbe | None = None) -> None:
+        self.quasi = QuasiNewton(memory)
+        self.newton = CholeskySolve()
+        self.probe = QuasiNewtonProbe() if probe is None else probe
+        self._seen = -1
+        #: The iteration from which Newton steps were taken (None: L-BFGS throughout).
+        self.newton_from: int | None = None
+
+    @property
+    def second_order(self) -> bool:  # type: ignore[override]
+        return self.probe.switched
+
+    @property
+    def adapts_sketch(self) -> bool:  # type: ignore[override]
+        return self.probe.switched
+
+    def _observe(self, state: IterationState) -> None:
+        if state.grad is not None and state.iteration > self._seen:
+            self.probe.observe(state.grad_norm)
+            self._seen = state.iteration
+            if self.newton_from is None and self.probe.use_newton():
+                self.newton_from = state.iteration
+                logger.debug("auto solver: L-BFGS contracted at %.3g per iteration; Newton steps from "
+                             "iteration %d", self.probe.observed_rate(), state.iteration)
+
+    def describe(self) -> dict[str, object]:
+        """What the result's ``info`` records about the choice."""
+        return {"newton_from": self.newton_from}
+
+    def wants_curvature(self, state: IterationState) -> bool:
+        """Whether the pass at (or towards) ``state`` should compute the curvature."""
+        self._observe(state)
+        return self.probe.use_newton()
+
+    def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
+        assert state.grad is not None
+        self._observe(state)
+        if self.probe.use_newton() and state.hess is not None:
+            return self.newton.solve(state, problem)
+        return self.quasi.solve(state, problem)
+
+    def state_dict(self) -> dict[str, object]:
+        return {**self.quasi.state_dict(), "norms": np.asarray(self.probe.norms, dtype=np.float64),
+                "switched": int(self.probe.switched), "seen": self._seen,
+                "newton_from": -1 if self.newton_from is None else self.newton_from}
+
+    def load_state_dict(self, saved: dict[str, object]) -> None:
+        self.quasi.load_state_dict(saved)
+        self.probe.norms = [float(v) for v in np.asarray(saved["norms"])]
+        self.probe.switched = bool(int(saved["switched"]))  # type: ignore[call-overload]
+        self._seen = int(saved["seen"])  # type: ignore[call-overload]
+        start = int(saved["newton_from"])  # type: ignore[call-overload]
+        self.newton_from = None if start < 0 else start
+
+
+def wants_curvature(inner: InnerSolver, state: IterationState) -> bool:
+    """Whether ``inner`` wants the curvature at ``state``: its ``wants_curvature(state)``
+    when it decides as the fit goes (:class:`QuasiNewtonThenNewton`), else
+    ``needs_curvature``."""
+    decide = getattr(inner, "wants_curvature", None)
+    return bool(decide(state)) if callable(decide) else bool(inner.needs_curvature)
+
+
 def inner_solver(method: str, cg_max_iter: int = 20) -> InnerSolver:
     """The inner solver of ``dsketch.Solver(method)``."""
     if method == "newton-cg":
         return ConjugateGradient(max_iter=cg_max_iter)
     if method == "gd":
         return GradientStep()
+    if method == "lbfgs":
+        return QuasiNewton()
+    if method == "auto":
+        return QuasiNewtonThenNewton()
     return CholeskySolve()

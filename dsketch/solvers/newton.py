@@ -37,7 +37,7 @@ from dsketch.errors import ConvergenceWarning, InvalidOptionError, NonFiniteCurv
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
-from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver
+from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, wants_curvature
 from dsketch.solvers.result import (
     HISTORY_COLUMNS,
     STATUS_MESSAGES,
@@ -227,31 +227,42 @@ class NewtonSolver:
         Where the model overflows at ``state.x`` (an infinite loss, non-finite curvature
         weights) the state gets an infinite loss and a NaN gradient, and :meth:`run` stops
         with ``Status.NUMERICAL_ERROR``."""
-        if state.grad is not None:
-            return state
+        if state.grad is None:
+            state = self._pass(state, self.sketch if self._curvature_wanted(state) else None)
+        if state.hess is None and np.isfinite(state.loss) and self._curvature_wanted(state):
+            state = self._pass(replace(state, grad=None), self.sketch)  # the inner solver asks for it now
+        return state
+
+    def _curvature_wanted(self, state: IterationState) -> bool:
+        return self.sketch is not None and wants_curvature(self.inner, state)
+
+    def _pass(self, state: IterationState, sketch: Any) -> IterationState:
+        """The pass of :meth:`update_gradient_hessian` with ``sketch`` (None: loss and
+        gradient only)."""
         redraw, drawn = state.redraw, None
         try:
-            if redraw is not None:  # redraw a resumed fused pass's sketch as it was drawn
+            if redraw is not None and sketch is not None:  # redraw a resumed fused pass's sketch as it was drawn
                 drawn, nxt_info = redraw
-                total, ctx = self.engine.curvature(self.model, self.sketch, state.scalars, drawn, pre_stages=False)
+                total, ctx = self.engine.curvature(self.model, sketch, state.scalars, drawn, pre_stages=False)
                 info = dict(nxt_info if nxt_info is not None else drawn.info)
             else:
                 ctx = self._context(state.iteration, state.sketch_size)
-                total, ctx = self.engine.curvature(self.model, self.sketch, state.scalars, ctx)
-                info = ctx.info
+                total, ctx = self.engine.curvature(self.model, sketch, state.scalars, ctx)
+                info = ctx.info if sketch is not None else state.sketch_info
         except NonFiniteCurvatureError:  # raised by a sketch's preliminary stage
             total, info = {"loss": np.inf}, state.sketch_info
-        state = replace(state, redraw=None, drawn=drawn, sketch_info=info)
+        state = replace(state, redraw=None if sketch is not None else redraw, drawn=drawn, sketch_info=info)
         if not np.isfinite(float(total["loss"])):
             d = state.x.size
             return replace(state, loss=float("inf"), grad=np.full(d, np.nan), grad_norm=float("nan"),
-                           hess=np.zeros((d, d)) if self.sketch is not None else None, sketch_rows=0)
-        state = self._assemble(state, total, ctx)[0]
+                           hess=np.zeros((d, d)) if sketch is not None else None, sketch_rows=0)
+        state = self._assemble(state, total, ctx, sketch)[0]
         if state.first is None and np.isfinite(state.grad_norm):  # the divergence test's reference
             state = replace(state, first=(state.loss, _trace(state.hess)))
         return state
 
-    def _assemble(self, state: IterationState, total: dict[str, Any], ctx: SketchContext) -> tuple[IterationState, Any]:
+    def _assemble(self, state: IterationState, total: dict[str, Any], ctx: SketchContext,
+                  sketch: Any) -> tuple[IterationState, Any]:
         """``H~ = sketch + (A^T U) C (A^T U)^T + penalty``, loss and gradient from reduced partials."""
         pv, pg, ph = self.model.penalty(state.x)
         grad = np.asarray(total["grad"], dtype=np.float64) + pg
@@ -259,9 +270,9 @@ class NewtonSolver:
         loss = float(total["loss"]) + pv
         g0 = state.g0 if state.g0 is not None or not (np.isfinite(loss) and np.isfinite(gnorm)) else gnorm
         state = replace(state, loss=loss, grad=grad, grad_norm=gnorm, g0=g0, penalty_hess=ph)
-        if self.sketch is None:
+        if sketch is None:
             return state, None
-        sk = self.sketch.finish({k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx)
+        sk = sketch.finish({k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx)
         H = np.array(sk.gram, dtype=np.float64, copy=True)
         lowrank = None
         if "AU" in total:
@@ -423,8 +434,13 @@ class NewtonSolver:
         sketch context info the next fused pass draws with.
         """
         ctx = self._context(state.iteration + 1, state.sketch_size, state.sketch_info)
-        ts = tuple(0.5**j for j in range(min(4, self.config.max_halvings + 1)))
-        ap, total = self.engine.fused_step(self.model, self.sketch, state.scalars, p, ts, ctx)
+        sketch = self.sketch if self._curvature_wanted(state) else None
+        # trial steps evaluated in the pass itself: four for a Newton step, whose first
+        # steps from afar are often short; one for a quasi-Newton step (nearly always
+        # accepted whole, and each trial loss costs a transcendental function a row)
+        trials = 4 if sketch is not None or self.inner.second_order else 1
+        ts = tuple(0.5**j for j in range(min(trials, self.config.max_halvings + 1)))
+        ap, total = self.engine.fused_step(self.model, sketch, state.scalars, p, ts, ctx)
         found = self._armijo(state, p, gp, ts, total["trial_losses"])
         if found is None:
             if len(ts) > self.config.max_halvings:
@@ -435,16 +451,17 @@ class NewtonSolver:
         accepted = (ts[j], state.scalars, lt)
         if j > 0 or float(total["curvature_bad"]) > 0:
             return accepted, None, state.sketch_info
-        nxt, sk = self._assemble(IterationState(x=state.x + ts[0] * p, scalars=state.scalars, drawn=ctx,
-                                                g0=state.g0), total, ctx)
+        nxt, sk = self._assemble(IterationState(x=state.x + ts[0] * p, scalars=state.scalars,
+                                                drawn=ctx if sketch is not None else None, g0=state.g0),
+                                 total, ctx, sketch)
         nxt = replace(nxt, loss=lt)
-        return accepted, nxt, self._next_info(state, total, sk, ctx, nxt)
+        return accepted, nxt, self._next_info(state, total, sk, ctx, nxt, sketch)
 
     def _next_info(self, state: IterationState, total: dict[str, Any], sk: Any, ctx: SketchContext,
-                   nxt: IterationState) -> dict[str, Any]:
+                   nxt: IterationState, sketch: Any) -> dict[str, Any]:
         """The sketch context info for the next fused pass, refreshed at the new point."""
         info = state.sketch_info
-        if self.sketch is None:
+        if sketch is None:
             return info
         if self.sketch.refreshes_from_gram:
             born = info.get("born")
@@ -478,6 +495,8 @@ class NewtonSolver:
                 size = int(resume.sketch_size)
             if resume.last_dec is not None:
                 extra["last_dec"] = float(resume.last_dec)
+            if resume.inner is not None and hasattr(self.inner, "load_state_dict"):
+                self.inner.load_state_dict(resume.inner)
             if resume.drawn_info is not None and self.config.fused:
                 drawn = self._context(resume.iteration, int(resume.drawn_size or size), resume.drawn_info)
                 extra["redraw"] = (drawn, resume.next_info)
@@ -576,6 +595,7 @@ class NewtonSolver:
             sketch_size=state.sketch_size, last_dec=state.last_dec,
             drawn_info=None if drawn is None else drawn.info, drawn_size=None if drawn is None else drawn.sketch_size,
             next_info=None if drawn is None else state.sketch_info,
+            inner=self.inner.state_dict() if hasattr(self.inner, "state_dict") else None,
         ))
 
     def finalize(self, state: IterationState, status: Status, record: _Record) -> FitResult:
@@ -594,4 +614,5 @@ class NewtonSolver:
             nit=state.iteration, n_passes=self.engine.n_passes, wall_time=record.seconds(),
             grad_norm=float(record.history["grad_norm"][-1]),
             history={k: np.asarray(v) for k, v in record.history.items()},
+            info=self.inner.describe() if hasattr(self.inner, "describe") else {},
         )

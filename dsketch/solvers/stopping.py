@@ -23,9 +23,15 @@ VANISHED = 1e-6
 def _vanished(model: Model, first: tuple[float, float], it: Any) -> bool:
     """Whether ``model`` (``may_diverge``) ended where its loss and the trace of its
     curvature both fell below :data:`VANISHED` of their first values: the infimum is at
-    infinity, and the "converged" coefficients are only as large as the iterations made them."""
+    infinity, and the "converged" coefficients are only as large as the iterations made them.
+    Where either end has no curvature (a first-order iteration: L-BFGS, gradient descent)
+    the loss alone decides."""
     if not getattr(model, "may_diverge", False):
         return False
     loss0, trace0 = first
     trace1 = _trace(it.hess)
-    return bool(loss0 > 0 and trace0 > 0 and it.loss <= VANISHED * loss0 and trace1 <= VANISHED * trace0)
+    if not (loss0 > 0 and it.loss <= VANISHED * loss0):
+        return False
+    if np.isnan(trace0) or np.isnan(trace1):
+        return True
+    return bool(trace0 > 0 and trace1 <= VANISHED * trace0)
