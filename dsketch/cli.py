@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
-from dsketch.errors import DSketchError
+from dsketch.errors import (
+    DSketchError,
+    InvalidParameterError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnknownNameError,
+)
 
 logger = logging.getLogger("dsketch")
 
@@ -45,7 +51,7 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or ():
         if "=" not in item:
-            raise ValueError(f"--param expects KEY=VALUE; got {item!r}")
+            raise InvalidParameterError(f"--param expects KEY=VALUE; got {item!r}")
         key, val = item.split("=", 1)
         try:
             out[key.replace("-", "_")] = json.loads(val)
@@ -96,7 +102,7 @@ def _connection_config(args: argparse.Namespace) -> Any:
     timeout = getattr(args, "connect_timeout", None)
     if timeout is not None:
         if not 0 < timeout < float("inf"):
-            raise ValueError(f"--connect-timeout must be a positive number of seconds; got {timeout}")
+            raise InvalidParameterError(f"--connect-timeout must be a positive number of seconds; got {timeout}")
         config["distributed.comm.timeouts.connect"] = f"{timeout}s"
     return dask.config.set(config)
 
@@ -417,7 +423,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(f"{result.message} steps={result.nit} time={result.wall_time:.2f}s loss={result.fun:.6e} -> {args.out}")
         return 0
     if args.fit_intercept and args.model == "ggn-score":
-        raise ValueError("--fit-intercept is for the GLMs; ggn-score's network has its own biases")
+        raise InvalidParameterError("--fit-intercept is for the GLMs; ggn-score's network has its own biases")
     checkpoint = args.out.rstrip("/") + ".checkpoint"
     args.checkpoint_path = checkpoint  # named by main() when the fit is interrupted
     _check_fit_outputs(args, checkpoint, args.plot)
@@ -426,9 +432,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         check_inference_args(args, get_model(args.model, **_parse_params(args.param)))
     if args.resume and not os.path.exists(checkpoint):
-        raise FileNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
+        raise StoreNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
     if not args.resume and os.path.exists(checkpoint) and not args.overwrite:
-        raise FileExistsError(
+        raise StoreExistsError(
             f"an interrupted fit left the checkpoint {checkpoint!r}: add --resume to continue it, or "
             "--overwrite to start afresh (the checkpoint is then replaced)"
         )
@@ -497,9 +503,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     names = tuple(x for x in args.problems.split(",") if x)
     unknown = sorted(set(names) - {p.name for p in PROBLEMS})
     if unknown:
-        raise ValueError(f"unknown benchmark problem(s) {unknown}; valid: {[p.name for p in PROBLEMS]}")
+        raise UnknownNameError(f"unknown benchmark problem(s) {unknown}; valid: {[p.name for p in PROBLEMS]}")
     if not args.scale > 0:
-        raise ValueError(f"--scale must be positive; got {args.scale}")
+        raise InvalidParameterError(
+            f"--scale must be positive (a fraction of the full row counts; 1 is the full size); got {args.scale}"
+        )
     ladder, budget, deadline = daskml_settings(args.daskml_max_iter, args.daskml_budget_s, args.daskml_deadline_s)
     print(run_benchmark(args.out, scale=args.scale, problems=names, repeats=args.repeats,
                         max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores, daskml_max_iters=ladder,

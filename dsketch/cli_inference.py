@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+from dsketch.errors import InvalidParameterError
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def check_inference_args(args: argparse.Namespace, model: Any) -> None:
 
     args.cov_type = check_cov_type(args.cov_type, args.groups)
     if not 0.0 < args.alpha < 1.0:
-        raise ValueError(f"--alpha must be in (0, 1); got {args.alpha}")
+        raise InvalidParameterError(f"--alpha must be in (0, 1); got {args.alpha}")
     if not isinstance(model, _GLM):
         from dsketch.errors import InferenceError
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dsketch.errors import InvalidOptionError, UnusedOptionError, unknown_name
+from dsketch.errors import DSketchTypeError, InvalidOptionError, UnusedOptionError, unknown_name
 
 #: The solver methods: the inner solve of the Newton iteration each one uses
 #: (:mod:`dsketch.solvers.inner`).
@@ -349,4 +349,4 @@ def refuse_moved(func: str, kwargs: Mapping[str, Any]) -> None:
     if moved:
         where = "; ".join(f"{k}= is now {MOVED[k]}" for k in moved)
         raise RemovedOptionError(f"{func}() no longer takes {', '.join(k + '=' for k in moved)}: {where}")
-    raise TypeError(f"{func}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+    raise DSketchTypeError(f"{func}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")

@@ -3,6 +3,11 @@
 Every error a user can trigger with bad input derives from :class:`DSketchError` and from
 the built-in exception a caller would naturally catch (``ValueError``, ``TypeError``,
 ``FileNotFoundError``). Messages name what is wrong and how to fix it.
+
+Bad arguments raise :class:`InvalidParameterError` (a ``ValueError``) or
+:class:`DSketchTypeError` (a ``TypeError``), so ``except ValueError`` and scikit-learn's
+estimator checks keep working. A bare built-in exception is left only where no user input
+can reach it, marked ``# internal: <why>`` (``tests/test_errors.py`` walks the source).
 """
 
 from __future__ import annotations
@@ -161,6 +166,31 @@ class InvalidParameterError(DSketchError, ValueError):
 
 
 __all__.append("InvalidParameterError")
+
+
+class DSketchTypeError(DSketchError, TypeError):
+    """An argument of the wrong kind (a string where a number is needed, a keyword a
+    function does not take): the message names the argument, what was given and what is
+    accepted."""
+
+
+__all__.append("DSketchTypeError")
+
+
+class InvalidTargetError(DSketchError, ValueError):
+    """Targets outside the model's support (a label other than 0/1 for logistic regression,
+    a negative count for Poisson, ...): the message gives the first offending row."""
+
+
+__all__.append("InvalidTargetError")
+
+
+class CheckpointMismatchError(DSketchError, ValueError):
+    """A checkpoint to resume was written by a fit with other settings (model, data,
+    curvature or seed)."""
+
+
+__all__.append("CheckpointMismatchError")
 
 
 class InvalidOptionError(DSketchError, ValueError):

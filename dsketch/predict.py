@@ -22,7 +22,7 @@ from distributed import Client, wait
 from dsketch.api import _client_for
 from dsketch.engine import tasks
 from dsketch.engine.core import auto_block_rows
-from dsketch.errors import PredictionError, StoreFormatError, StoreNotFoundError
+from dsketch.errors import InvalidParameterError, PredictionError, StoreFormatError, StoreNotFoundError
 from dsketch.models import MODELS, Model, get_model
 from dsketch.solvers.result import FitResult, load_result
 from dsketch.store import ProblemSpec, _atomic, open_problem, outputs
@@ -92,7 +92,7 @@ def _layout(spec: ProblemSpec, block_rows: int | None) -> tuple[int, list[tuple[
         rows = auto_block_rows(spec)
     else:
         if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
-            raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
+            raise InvalidParameterError(f"block_rows must be a positive integer; got {block_rows!r}")
         rows = int(block_rows)
     rows = -(-rows // chunk) * chunk  # rounded up to whole output chunks
     return chunk, row_blocks(spec.n_samples, rows)
@@ -168,7 +168,7 @@ def predict(
         )
     spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
     if spec.intercept:
-        raise ValueError("pass the problem store itself, not its with_intercept() view")
+        raise InvalidParameterError("pass the problem store itself, not its with_intercept() view")
     fit_intercept = bool(info.get("fit_intercept", False))
     n_coef = x.size - int(fit_intercept)
     if spec.n_features != n_coef:

@@ -37,7 +37,7 @@ from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster, WorkerPlugin
 from distributed.security import Security
 
-from dsketch.errors import ClusterConnectionError
+from dsketch.errors import ClusterConnectionError, InvalidParameterError
 
 logger = logging.getLogger("dsketch")
 
@@ -107,8 +107,16 @@ class DriverHandlesInterrupt(WorkerPlugin):
         with contextlib.suppress(ValueError):  # not the main thread: nothing to change
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if not os.environ.get("DSKETCH_DEBUG"):
+            # A task that raises (bad targets, NaN in A, a corrupt chunk) is logged by the
+            # worker as "Compute Failed" with the task, its arguments and a traceback, then
+            # re-raised in the driver, which reports it as one line: the worker's copy only
+            # repeats it. DSKETCH_DEBUG=1 keeps these logs.
             for name in ("distributed.worker", "distributed.worker.state_machine"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
+            # Memory warnings stay: a worker near its limit (spilling, pausing, unmanaged
+            # memory) is news the driver does not repeat, and it explains a slow or stalled
+            # fit and what to change (smaller blocks, fewer workers, more memory). The
+            # nanny's restart of a worker over its budget (distributed.nanny) stays too.
             logging.getLogger("distributed.worker.memory").setLevel(logging.WARNING)
 
 
@@ -169,9 +177,9 @@ def resolve_timeout(timeout: float | None = None) -> float:
     try:
         value = float(parse_timedelta(raw, default="seconds"))
     except (TypeError, ValueError, KeyError):
-        raise ValueError(f"{source} must be a duration such as 30 or '30s'; got {raw!r}") from None
+        raise InvalidParameterError(f"{source} must be a duration such as 30 or '30s'; got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{source} must be a positive number of seconds; got {raw!r}")
+        raise InvalidParameterError(f"{source} must be a positive number of seconds; got {raw!r}")
     return value
 
 
@@ -449,7 +457,9 @@ def connect(
     wait = resolve_timeout(timeout)
     sec = security if security is not None else Security()
     if not address and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):
-        raise ValueError(f"an embedded cluster needs at least one worker; got n_workers={n_workers!r} (--workers)")
+        raise InvalidParameterError(
+            f"an embedded cluster needs at least one worker; got n_workers={n_workers!r} (--workers)"
+        )
     if address:
         check_security(address, sec)
         probe_scheduler(address, wait)

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from threadpoolctl import threadpool_limits
+from dsketch.errors import InvalidParameterError
 
 
 class ThreadFuture:
@@ -82,7 +83,7 @@ class ThreadClient:
     def __init__(self, n_threads: int | None = None) -> None:
         n = int(n_threads) if n_threads is not None else max(1, os.cpu_count() or 1)
         if n < 1:
-            raise ValueError(f"n_threads must be a positive integer; got {n_threads!r}")
+            raise InvalidParameterError(f"n_threads must be a positive integer; got {n_threads!r}")
         self.n_threads = n
         self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="dsketch") if n > 1 else None
         # one BLAS thread per pool thread (see the module's notes); restored by close()

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from dsketch.errors import ConvergenceWarning
+from dsketch.errors import ConvergenceWarning, InvalidParameterError, NonFiniteError, StoreFormatError
 from dsketch.store.spec import check_sample_weight_values
 from dsketch.store import (
     ProblemBuilder,
@@ -83,9 +83,9 @@ def _row_vector(v: Any, n: int, name: str, *, finite: bool = True) -> np.ndarray
     if values.ndim == 2 and values.shape[1] == 1:
         values = values.ravel()
     if values.shape != (n,):
-        raise ValueError(f"{name} must have {n} entries, one per row of X; got shape {values.shape}")
+        raise InvalidParameterError(f"{name} must have {n} entries, one per row of X; got shape {values.shape}")
     if finite and not np.isfinite(values).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
+        raise NonFiniteError(f"{name} holds NaN or infinite values; remove or impute them before fitting")
     return values
 
 
@@ -181,7 +181,7 @@ class _EngineGLM(BaseEstimator, ABC):
         if yv.ndim == 2 and yv.shape[1] == 1:
             yv = yv.ravel()
         if yv.shape != (n,):
-            raise ValueError(f"y must have {n} entries, one per row of X; got shape {yv.shape}")
+            raise InvalidParameterError(f"y must have {n} entries, one per row of X; got shape {yv.shape}")
         yv = self._targets(yv)
         vectors = {name: _row_vector(v, n, name) for name, v in rows.items()}
         if "sample_weight" in vectors:
@@ -242,9 +242,9 @@ class _EngineGLM(BaseEstimator, ABC):
         from dsketch.config import Cluster, Curvature, Solver
 
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
+            raise InvalidParameterError(f"max_iter must be a positive integer; got {self.max_iter!r}")
         if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
-            raise ValueError(f"tol must be a number >= 0; got {self.tol!r}")
+            raise InvalidParameterError(f"tol must be a number >= 0; got {self.tol!r}")
         rows = {k: v for k, v in (("sample_weight", sample_weight), ("offset", offset)) if v is not None}
         if _is_store(X) or _is_dask(X):
             spec, tmp = None, tempfile.mkdtemp(prefix="dsketch-estimator-")
@@ -263,7 +263,7 @@ class _EngineGLM(BaseEstimator, ABC):
         try:
             if _is_store(X):
                 if y is not None or rows:
-                    raise ValueError(
+                    raise InvalidParameterError(
                         "fitting a problem store takes its targets, sample weights and offsets from the store "
                         f"(members 'b', 'sample_weight', 'offset'): pass y=None and no {sorted(rows) or 'y'}"
                     )
@@ -275,7 +275,7 @@ class _EngineGLM(BaseEstimator, ABC):
                     spec = self._copy_store(tmp, spec)
             elif _is_dask(X):
                 if X.ndim != 2:
-                    raise ValueError(f"X must be 2-D; got a dask array of shape {X.shape}")
+                    raise InvalidParameterError(f"X must be 2-D; got a dask array of shape {X.shape}")
                 self.n_features_in_ = int(X.shape[1])
                 assert tmp is not None
                 spec = self._write_dask(tmp, X, y, rows)
@@ -313,7 +313,8 @@ class _EngineGLM(BaseEstimator, ABC):
 
     def _check_store_targets(self, spec: ProblemSpec) -> None:
         if not spec.has_b:
-            raise ValueError(f"store {spec.path!r} has no row-aligned targets 'b'")
+            raise StoreFormatError(f"store {spec.path!r} has no row-aligned targets 'b'; write the targets into it "
+                                   "(dsketch.write_problem(path, A, b)) or fit the arrays with y")
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         return (x[:-1], float(x[-1])) if self._has_intercept else (x, 0.0)

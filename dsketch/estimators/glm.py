@@ -26,6 +26,7 @@ from dsketch.estimators._base import _EngineGLM
 from dsketch.store import (
     ProblemSpec,
 )
+from dsketch.errors import InvalidParameterError, InvalidTargetError
 
 
 class LogisticRegression(ClassifierMixin, _EngineGLM):
@@ -78,7 +79,7 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
 
     def _l2(self, total_weight: float) -> float:
         if not (isinstance(self.C, (int, float, np.floating)) and self.C > 0):
-            raise ValueError(f"C must be a positive number; got {self.C!r}")
+            raise InvalidParameterError(f"C must be a positive number; got {self.C!r}")
         return 1.0 / (float(self.C) * total_weight)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
@@ -87,7 +88,7 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         check_classification_targets(y)
         classes = np.unique(y)
         if classes.size != 2:
-            raise ValueError(
+            raise InvalidTargetError(
                 f"Only binary classification is supported by dsketch's LogisticRegression: y must hold exactly "
                 f"2 classes; got {classes.size} class(es) {classes[:5].tolist()}"
             )
@@ -187,13 +188,14 @@ class PoissonRegressor(_EngineRegressor):
 
     def _l2(self, total_weight: float) -> float:
         if not (isinstance(self.alpha, (int, float, np.floating)) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a number >= 0; got {self.alpha!r}")
+            raise InvalidParameterError(f"alpha must be a number >= 0; got {self.alpha!r}")
         return float(self.alpha)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
         if (y < 0).any():
-            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
+            raise InvalidTargetError("Some value(s) of y are negative which is not allowed for Poisson regression. "
+                                     "Pass counts (y >= 0).")
         return y
 
     def predict(self, X: Any, offset: Any = None) -> np.ndarray:

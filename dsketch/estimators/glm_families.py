@@ -20,6 +20,7 @@ from dsketch.models import get_model
 from dsketch.models.base import Model
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
 from dsketch.models.glm_families import NegativeBinomialRegression, TweedieRegression
+from dsketch.errors import InvalidParameterError
 
 _COMMON = ("fit_intercept", "tol", "max_iter", "solver", "sketch", "sketch_size", "random_state", "client",
            "scheduler", "block_rows")
@@ -72,7 +73,7 @@ class _FamilyRegressor(_EngineRegressor):
         alpha = self.alpha
         if not (isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool) and alpha >= 0
                 and np.isfinite(alpha)):
-            raise ValueError(f"alpha must be a finite number >= 0; got {alpha!r}")
+            raise InvalidParameterError(f"alpha must be a finite number >= 0; got {alpha!r}")
         return float(alpha)
 
     def _family_params(self) -> dict[str, Any]:

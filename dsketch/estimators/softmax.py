@@ -11,6 +11,7 @@ from dsketch.estimators._base import _EngineGLM
 from dsketch.store import (
     ProblemSpec,
 )
+from dsketch.errors import InvalidParameterError, InvalidTargetError, NonFiniteError
 
 _SUM_TOL = 1e-6
 
@@ -19,11 +20,11 @@ def _check_distribution(where: str, fix: str, *, n_non_finite: int, minimum: flo
     """Raise ValueError unless the summarised target is a finite distribution (>= 0, sum 1)."""
     what = "the target of SoftmaxRegression is a distribution over the rows of X (non-negative, summing to 1)"
     if n_non_finite:
-        raise ValueError(f"{where} holds {n_non_finite} NaN or infinite value(s); {what}: {fix}")
+        raise NonFiniteError(f"{where} holds {n_non_finite} NaN or infinite value(s); {what}: {fix}")
     if minimum < 0:
-        raise ValueError(f"{where} has negative entries (minimum {minimum:.6g}); {what}: {fix}")
+        raise InvalidTargetError(f"{where} has negative entries (minimum {minimum:.6g}); {what}: {fix}")
     if not abs(total - 1.0) <= _SUM_TOL:
-        raise ValueError(f"{where} must sum to 1 (within {_SUM_TOL:g}) but sums to {total:.12g}; {what}: {fix}")
+        raise InvalidTargetError(f"{where} must sum to 1 (within {_SUM_TOL:g}) but sums to {total:.12g}; {what}: {fix}")
 
 
 class SoftmaxRegression(RegressorMixin, _EngineGLM):
@@ -175,7 +176,7 @@ class SoftmaxRegression(RegressorMixin, _EngineGLM):
             return
         number = isinstance(self.alpha, (int, float, np.integer, np.floating)) and not isinstance(self.alpha, bool)
         if not (number and np.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0 or one of {REGIMES}; got {self.alpha!r}")
+            raise InvalidParameterError(f"alpha must be a finite number >= 0 or one of {REGIMES}; got {self.alpha!r}")
         self.alpha_ = float(self.alpha)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from dsketch.errors import unknown_name
+from dsketch.errors import DSketchTypeError, unknown_name
 from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
 from dsketch.models.exp_regression import ExpRegression
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
@@ -41,7 +41,7 @@ def softmax_relu(reading: str = "A", targets: Any = None) -> Model:
     if reading == "C":
         return SoftmaxReluPaired(targets=targets)
     if targets is not None:
-        raise TypeError("targets= is only taken by reading 'C' of softmax-relu")
+        raise DSketchTypeError("targets= is only taken by reading 'C' of softmax-relu; drop it, or pass reading='C'")
     return SoftmaxReluRegression(reading=reading)
 
 
@@ -95,7 +95,7 @@ def get_model(name: str, **params: Any) -> Model:
     accepted = set(inspect.signature(target).parameters) - set(fixed)
     unknown = set(params) - accepted
     if unknown:
-        raise TypeError(
+        raise DSketchTypeError(
             f"model {name!r} takes no parameter(s) {sorted(unknown)}; "
             f"accepted: {sorted(accepted) or 'none'}"
         )

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
+from dsketch.errors import InvalidParameterError
 
 Stats = dict[str, Any]
 
@@ -135,7 +136,7 @@ class Model(ABC):
         ValueError
             For models whose objective has no use for an intercept.
         """
-        raise ValueError(
+        raise InvalidParameterError(
             f"model {self.name!r} has no intercept (fit_intercept is for the GLMs: logistic, poisson, "
             "least-squares, gamma, tweedie, ...); append a column of ones to A if you want one regardless"
         )

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dsketch.errors import ModelDomainError
+from dsketch.errors import InvalidParameterError, ModelDomainError
 from dsketch.models.base import FloatArray, Model, RowTerms, Scalars, Stats
 
 _Fn = Callable[[FloatArray], FloatArray]
@@ -96,7 +96,7 @@ class ExpRegression(Model):
 
     def __init__(self, phi: str = "exp") -> None:
         if phi not in PHIS:
-            raise ValueError(f"phi must be one of {sorted(PHIS)}; got {phi!r}")
+            raise InvalidParameterError(f"phi must be one of {sorted(PHIS)}; got {phi!r}")
         self.phi = phi
 
     @property  # type: ignore[misc]
@@ -227,4 +227,4 @@ class ExpRegression(Model):
             return 0.3 / n_samples
         if regime == "strong":
             return float(np.sqrt(1.0 + max(0.0, -_min_curvature(self.phi, b_max))))
-        raise ValueError(f"regime must be one of {REGIMES}; got {regime!r}")
+        raise InvalidParameterError(f"regime must be one of {REGIMES}; got {regime!r}")

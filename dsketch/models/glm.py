@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit
 
-from dsketch.errors import ModelDomainError
+from dsketch.errors import InvalidParameterError, InvalidTargetError, ModelDomainError
 from dsketch.models.base import ROW_DATA_MEMBERS, FloatArray, Model, RowTerms, Scalars, Stats
 
 #: Largest ``eta`` used as a Poisson mean when simulating (``e^40 ~ 2.4e17`` counts).
@@ -77,11 +77,11 @@ class _GLM(Model):
         try:
             value = float(l2)
         except (TypeError, ValueError):
-            raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}") from None
+            raise InvalidParameterError(f"l2 must be a finite number >= 0; got {l2!r}") from None
         if not (np.isfinite(value) and value >= 0.0):
-            raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}")
+            raise InvalidParameterError(f"l2 must be a finite number >= 0; got {l2!r}")
         if isinstance(n_unpenalized, bool) or int(n_unpenalized) != n_unpenalized or n_unpenalized < 0:
-            raise ValueError(f"n_unpenalized must be an integer >= 0; got {n_unpenalized!r}")
+            raise InvalidParameterError(f"n_unpenalized must be an integer >= 0; got {n_unpenalized!r}")
         self.l2 = value
         #: The last ``n_unpenalized`` coefficients (an intercept column) carry no penalty.
         self.n_unpenalized = int(n_unpenalized)
@@ -156,6 +156,7 @@ class _GLM(Model):
 
     def dmu_deta(self, eta: FloatArray) -> FloatArray:
         """``dmu/deta``, the inverse link's derivative (needed for non-canonical links)."""
+        # internal: only called for non-canonical links, which override it
         raise TypeError(f"model {self.name!r} has a canonical link: its Fisher information is l''")
 
     def inference_rows(
@@ -355,7 +356,7 @@ class LogisticRegression(_GLM):
         """Raise ``ValueError`` unless every target is 0 or 1."""
         bad = (b != 0.0) & (b != 1.0)
         if bad.any():
-            raise ValueError(
+            raise InvalidTargetError(
                 f"logistic regression needs targets in {{0, 1}}; {_first_bad(b, bad)} are not. "
                 "Recode the labels as 0/1."
             )
@@ -416,7 +417,7 @@ class PoissonRegression(_GLM):
         """Raise ``ValueError`` unless every target is a finite number ``>= 0``."""
         bad = ~(np.isfinite(b) & (b >= 0.0))
         if bad.any():
-            raise ValueError(
+            raise InvalidTargetError(
                 f"Poisson regression needs finite targets >= 0; {_first_bad(b, bad)} are not."
             )
 

@@ -30,6 +30,7 @@ from scipy.special import expit
 
 from dsketch.models.base import FloatArray, Model
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression, _first_bad, _GLM
+from dsketch.errors import InvalidParameterError, InvalidTargetError, UnknownNameError
 
 
 def _exp_diff(la: FloatArray, lb: FloatArray) -> FloatArray:
@@ -169,21 +170,23 @@ class TweedieRegression(_LogLink):
         what, ok = self._domain()
         bad = ~ok(b)
         if bad.any():
-            raise ValueError(f"{self._family()} needs {what}; {_first_bad(b, bad)} are not.")
+            raise InvalidTargetError(f"{self._family()} needs {what}; {_first_bad(b, bad)} are not.")
 
 
 def _check_power(power: Any) -> float:
     if power is None:
-        raise ValueError("model 'tweedie' needs its power (--param power=P, model_params={'power': P}): "
+        raise InvalidParameterError("model 'tweedie' needs its power (--param power=P, model_params={'power': P}): "
                          "0 normal, 1 Poisson, 1 < P < 2 compound Poisson, 2 gamma, 3 inverse Gaussian")
     try:
         p = float(power)
     except (TypeError, ValueError):
-        raise ValueError(f"the Tweedie power must be a number; got {power!r}") from None
+        raise InvalidParameterError(f"the Tweedie power must be a number; got {power!r}") from None
     if not np.isfinite(p) or p < 0.0:
-        raise ValueError(f"the Tweedie power must be 0 or >= 1 (powers below 0 are not supported); got {power!r}")
+        raise InvalidParameterError(
+            f"the Tweedie power must be 0 or >= 1 (powers below 0 are not supported); got {power!r}"
+        )
     if 0.0 < p < 1.0:
-        raise ValueError(f"no Tweedie distribution has a power between 0 and 1; got {power!r} "
+        raise InvalidParameterError(f"no Tweedie distribution has a power between 0 and 1; got {power!r} "
                          "(use 0 for the normal, 1 for Poisson, 1 < p < 2 for compound Poisson)")
     return p
 
@@ -252,9 +255,11 @@ class NegativeBinomialRegression(_LogLink):
         try:
             value = float(theta)
         except (TypeError, ValueError):
-            raise ValueError(f"theta must be a finite number > 0; got {theta!r}") from None
+            raise InvalidParameterError(f"theta must be a finite number > 0; got {theta!r}") from None
         if not (np.isfinite(value) and value > 0.0):
-            raise ValueError(f"theta must be a finite number > 0 (no negative binomial has theta <= 0); got {theta!r}")
+            raise InvalidParameterError(
+                f"theta must be a finite number > 0 (no negative binomial has theta <= 0); got {theta!r}"
+            )
         self.theta = value
 
     def _family_params(self) -> dict[str, Any]:
@@ -279,7 +284,9 @@ class NegativeBinomialRegression(_LogLink):
         """Raise ``ValueError`` unless every target is a finite number ``>= 0``."""
         bad = ~(np.isfinite(b) & (b >= 0.0))
         if bad.any():
-            raise ValueError(f"negative binomial regression needs finite targets >= 0; {_first_bad(b, bad)} are not.")
+            raise InvalidTargetError(
+                f"negative binomial regression needs finite targets >= 0; {_first_bad(b, bad)} are not."
+            )
 
 
 def tweedie(power: float | None = None, link: str = "auto", l2: float | None = None) -> Model:
@@ -289,10 +296,12 @@ def tweedie(power: float | None = None, link: str = "auto", l2: float | None = N
     the chosen model's default (0 for least squares, 1e-4 otherwise)."""
     p = _check_power(power)
     if link not in ("auto", "identity", "log"):
-        raise ValueError(f"the Tweedie link must be 'auto', 'identity' or 'log'; got {link!r}")
+        raise InvalidParameterError(f"the Tweedie link must be 'auto', 'identity' or 'log'; got {link!r}")
     if link == "identity" or (link == "auto" and p == 0.0):
         if p != 0.0:
-            raise ValueError(f"the identity link is only supported with power 0 (normal); got power={power!r}")
+            raise InvalidParameterError(
+                f"the identity link is only supported with power 0 (normal); got power={power!r}"
+            )
         return LeastSquares(**_l2(l2))
     return TweedieRegression(power=p, **_l2(l2))
 
@@ -323,17 +332,17 @@ def glm(family: str = "normal", link: str = "auto", l2: float | None = None, pow
     glum; its ``auto`` link is identity for power 0); ``negative.binomial`` with ``theta``
     (default 1.0)). ``l2=None``: the model's default (0 for least squares, 1e-4 otherwise)."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown GLM family {family!r}; valid: {', '.join(FAMILIES)}")
+        raise UnknownNameError(f"unknown GLM family {family!r}; valid: {', '.join(FAMILIES)}")
     if power is not None and family != "tweedie":
-        raise ValueError(f"power= is for family 'tweedie'; got family={family!r}")
+        raise InvalidParameterError(f"power= is for family 'tweedie'; got family={family!r}")
     if theta is not None and family != "negative.binomial":
-        raise ValueError(f"theta= is for family 'negative.binomial'; got family={family!r}")
+        raise InvalidParameterError(f"theta= is for family 'negative.binomial'; got family={family!r}")
     if family == "tweedie":
         return tweedie(power=1.5 if power is None else power, link=link, l2=l2)
     links = FAMILIES[family]
     chosen = links[0] if link == "auto" else link
     if chosen not in links:
-        raise ValueError(f"family {family!r} supports the link(s) {', '.join(links)}; got link={link!r}")
+        raise InvalidParameterError(f"family {family!r} supports the link(s) {', '.join(links)}; got link={link!r}")
     if family in ("normal", "gaussian"):
         return LeastSquares(**_l2(l2)) if chosen == "identity" else TweedieRegression(power=0.0, **_l2(l2))
     if family == "negative.binomial":

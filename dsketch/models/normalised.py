@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dsketch.errors import ModelDomainError
+from dsketch.errors import InvalidParameterError, ModelDomainError
 from dsketch.models.base import FloatArray, Model, RowTerms, Scalars, Stats
 
 REGIMES = ("weak", "strong")
@@ -263,7 +263,7 @@ class NormalisedMapModel(Model):
             return 0.3 / n_samples
         if regime == "strong":
             return float(np.sqrt(6.0 * (1.0 + abs(b_max)) + 1.0))
-        raise ValueError(f"regime must be one of {REGIMES}; got {regime!r}")
+        raise InvalidParameterError(f"regime must be one of {REGIMES}; got {regime!r}")
 
 
 class ResNetSoftmaxRegression(NormalisedMapModel):
@@ -362,7 +362,9 @@ class SoftmaxReluRegression(NormalisedMapModel):
 
     def __init__(self, reading: str = "A") -> None:
         if reading not in READINGS:
-            raise ValueError(f"reading must be one of ('A', 'B', 'C'); got {reading!r} (reading C is dsketch.models.SoftmaxReluPaired)")
+            raise InvalidParameterError(
+                f"reading must be one of ('A', 'B', 'C'); got {reading!r} (reading C is dsketch.models.SoftmaxReluPaired)"
+            )
         self.reading = reading
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dsketch.errors import ModelDomainError
+from dsketch.errors import InvalidParameterError, ModelDomainError
 from dsketch.models.base import FloatArray, Model, RowTerms, Scalars, Stats
 
 REGIMES = ("weak", "strong")
@@ -265,4 +265,4 @@ class SoftmaxRegression(Model):
             return 0.3 / n_samples
         if regime == "strong":
             return float(np.sqrt(6.0 * (1.0 + abs(b_max)) + 1.0))
-        raise ValueError(f"regime must be one of {REGIMES}; got {regime!r}")
+        raise InvalidParameterError(f"regime must be one of {REGIMES}; got {regime!r}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit
+from dsketch.errors import InvalidParameterError
 
 ACTIVATIONS = ("relu", "silu")
 
@@ -55,9 +56,9 @@ class TwoLayerNet:
         for name in ("n_inputs", "n_hidden", "n_outputs"):
             val = getattr(self, name)
             if int(val) != val or val < 1:
-                raise ValueError(f"{name} must be a positive integer; got {val!r}")
+                raise InvalidParameterError(f"{name} must be a positive integer; got {val!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+            raise InvalidParameterError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
 
     @property
     def n_params(self) -> int:
@@ -71,7 +72,7 @@ class TwoLayerNet:
         """``(U, V)`` from ``theta`` (column-major blocks)."""
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.n_params,):
-            raise ValueError(f"theta must have shape ({self.n_params},); got {theta.shape}")
+            raise InvalidParameterError(f"theta must have shape ({self.n_params},); got {theta.shape}")
         nu = self.n_hidden * self.n_inputs
         U = theta[:nu].reshape((self.n_hidden, self.n_inputs), order="F")
         V = theta[nu:].reshape((self.n_outputs, self.n_hidden), order="F")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.errors import ChunkLayoutError, unknown_name
+from dsketch.errors import ChunkLayoutError, DSketchTypeError, unknown_name
 from dsketch.sketch.base import (
     Partial,
     Sketch,
@@ -79,17 +79,17 @@ def make_sketch(kind: str | Sketch, **params: Any) -> Sketch:
     """
     if isinstance(kind, Sketch):
         if params:
-            raise TypeError(f"parameters {sorted(params)} are only valid when the sketch is given by name")
+            raise DSketchTypeError(f"parameters {sorted(params)} are only valid when the sketch is given by name")
         return kind
     if not isinstance(kind, str):
-        raise TypeError(f"kind must be a sketch name (str); got {type(kind).__name__}")
+        raise DSketchTypeError(f"kind must be a sketch name (str); got {type(kind).__name__}")
     if kind not in SKETCHES:
         raise unknown_name("sketch", kind, SKETCHES, "sketches")
     cls = SKETCHES[kind]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = set(params) - accepted
     if unknown:
-        raise TypeError(
+        raise DSketchTypeError(
             f"sketch {kind!r} takes no parameter(s) {sorted(unknown)}; accepted: {sorted(accepted) or 'none'}"
         )
     return cls(**params)
@@ -129,6 +129,7 @@ def sum_partials(parts: Sequence[Partial]) -> Partial:
     keys = set(parts[0])
     for p in parts[1:]:
         if set(p) != keys:
+            # internal: partials come from one sketch's own blocks
             raise ValueError(f"partials disagree on their keys: {sorted(keys)} vs {sorted(p)}")
     total: Partial = {}
     for k in parts[0]:

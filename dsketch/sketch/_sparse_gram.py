@@ -58,6 +58,7 @@ def csr_weighted_gram(A: sp.csr_matrix | sp.csr_array, w: np.ndarray) -> np.ndar
         A.sum_duplicates()
     w = np.ascontiguousarray(w, dtype=np.float64)
     if w.shape != (A.shape[0],):
+        # internal: the engine passes one weight per row of the block
         raise ValueError(f"weights of shape {w.shape} for a block of {A.shape[0]} rows")
     data = A.data if A.data.dtype in (np.float32, np.float64) else A.data.astype(np.float64)
     # NumPy's allocation, not the compiled code's: NumPy asks the kernel for huge pages on

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from dsketch.errors import DTypeError, NonFiniteCurvatureError
+from dsketch.errors import DSketchTypeError, DTypeError, InvalidParameterError, NonFiniteCurvatureError
 from dsketch.sketch._sparse_gram import csr_weighted_gram
 
 Partial = dict[str, Any]
@@ -41,9 +41,9 @@ Block = Union[np.ndarray, sp.csr_matrix]
 
 def _check_int(name: str, val: Any, low: int | None) -> int:
     if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {type(val).__name__} {val!r}")
+        raise DSketchTypeError(f"{name} must be an integer; got {type(val).__name__} {val!r}")
     if low is not None and val < low:
-        raise ValueError(f"{name} must be >= {low}; got {val}")
+        raise InvalidParameterError(f"{name} must be >= {low}; got {val}")
     return int(val)
 
 
@@ -80,7 +80,7 @@ class SketchContext:
         _check_int("n_features", self.n_features, 1)
         _check_int("sketch_size", self.sketch_size, 1)
         if not isinstance(self.info, dict):
-            raise TypeError(f"info must be a dict; got {type(self.info).__name__}")
+            raise DSketchTypeError(f"info must be a dict; got {type(self.info).__name__}")
 
     def with_info(self, **values: Any) -> SketchContext:
         """A copy whose ``info`` is updated with ``values``."""
@@ -137,10 +137,12 @@ class Sketch(ABC):
         self, stage: int, A_b: Block | None, D_b: np.ndarray, rownorm2_b: np.ndarray, r0: int, ctx: SketchContext
     ) -> Partial:
         """Partial sums of preliminary stage ``stage`` on one block."""
+        # internal: the solver calls only the stages a sketch declares
         raise ValueError(f"sketch {self.kind!r} has no preliminary stage {stage!r} (it has {self.n_pre_stages})")
 
     def pre_finish(self, stage: int, total: Partial, ctx: SketchContext) -> SketchContext:
         """Driver step after preliminary stage ``stage``: the context for the next pass."""
+        # internal: the solver calls only the stages a sketch declares
         raise ValueError(f"sketch {self.kind!r} has no preliminary stage {stage!r} (it has {self.n_pre_stages})")
 
     def context_from_gram(self, gram: np.ndarray, ctx: SketchContext,
@@ -188,7 +190,7 @@ def as_block(A: Any) -> Block:
         return A if A.dtype.kind == "f" else A.astype(np.float64)
     A = np.asarray(A)
     if A.ndim != 2:
-        raise ValueError(f"A block must be 2-D (rows x features); got shape {A.shape}")
+        raise InvalidParameterError(f"A block must be 2-D (rows x features); got shape {A.shape}")
     if A.dtype.kind not in "fiub":
         raise DTypeError(f"A must hold real numbers; got dtype {A.dtype} -- convert with A.astype(float)")
     return A if A.dtype.kind == "f" else A.astype(np.float64)
@@ -198,7 +200,7 @@ def check_weights(D_b: Any, n_rows: int, r0: int) -> np.ndarray:
     """``D_b`` as a finite float64 vector of length ``n_rows`` (errors name the rows)."""
     D = np.asarray(D_b, dtype=np.float64)
     if D.ndim != 1 or D.size != n_rows:
-        raise ValueError(f"D for rows [{r0}, {r0 + n_rows}) must have shape ({n_rows},); got {D.shape}")
+        raise InvalidParameterError(f"D for rows [{r0}, {r0 + n_rows}) must have shape ({n_rows},); got {D.shape}")
     if not np.isfinite(D).all():
         bad = int(np.flatnonzero(~np.isfinite(D))[0]) + r0
         raise NonFiniteCurvatureError(
@@ -278,9 +280,9 @@ def check_eps_delta(eps: float, delta: float) -> None:
     """``eps`` and ``delta`` must both lie in the open interval (0, 1)."""
     for name, val in (("eps", eps), ("delta", delta)):
         if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name} must be a real number; got {type(val).__name__} {val!r}")
+            raise DSketchTypeError(f"{name} must be a real number; got {type(val).__name__} {val!r}")
         if not 0.0 < float(val) < 1.0:
-            raise ValueError(f"{name} must lie in the open interval (0, 1); got {val!r}")
+            raise InvalidParameterError(f"{name} must lie in the open interval (0, 1); got {val!r}")
 
 
 def check_n_features(n_features: Any) -> int:

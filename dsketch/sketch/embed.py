@@ -52,6 +52,7 @@ from dsketch.sketch.base import (
     scale_rows,
     work_dtype,
 )
+from dsketch.errors import InvalidParameterError
 
 BUCKET_STREAM = 2
 SIGN_STREAM = 3
@@ -73,7 +74,7 @@ def osnap_matrix(n_rows: int, r0: int, m: int, nnz: int, seed: int, iteration: i
     ``nnz``.
     """
     if m % nnz:
-        raise ValueError(f"m ({m}) must be a multiple of nnz ({nnz})")
+        raise InvalidParameterError(f"m ({m}) must be a multiple of nnz ({nnz})")
     rows = np.arange(r0, r0 + n_rows, dtype=np.int64)
     width = m // nnz
     buckets = crng.integers_cols(seed, iteration, OSNAP_BUCKET_STREAM, rows, nnz, width)

@@ -40,6 +40,7 @@ from dsketch.sketch.base import (
 )
 from dsketch.sketch.embed import osnap_matrix
 from dsketch.sketch.rowsample import Sampler, leverage_size
+from dsketch.errors import InvalidParameterError
 
 JL_STREAM = 7
 SCORE_MODES = ("auto", "exact", "approx")
@@ -169,7 +170,7 @@ class LeverageSampler(Sampler):
 
     def __init__(self, *, scores: str = "auto", jl_dim: int = 32, embed_factor: int = 8, osnap_nnz: int = 4) -> None:
         if scores not in SCORE_MODES:
-            raise ValueError(f"scores must be one of {', '.join(map(repr, SCORE_MODES))}; got {scores!r}")
+            raise InvalidParameterError(f"scores must be one of {', '.join(map(repr, SCORE_MODES))}; got {scores!r}")
         self.scores = scores
         self.jl_dim = check_param_int("jl_dim", jl_dim)
         self.embed_factor = check_param_int("embed_factor", embed_factor)
@@ -202,6 +203,7 @@ class LeverageSampler(Sampler):
         if stage != 0:
             return super().pre_block(stage, A_b, D_b, rownorm2_b, r0, ctx)
         if A_b is None:
+            # internal: the engine reads A for a stage that declares it
             raise ValueError("the leverage pre-stage reads A (pre_stage_reads_A[0] is True); A_b must not be None")
         A_b = as_block(A_b)
         absD = np.abs(check_weights(D_b, A_b.shape[0], r0))

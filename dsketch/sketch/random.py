@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtri
+from dsketch.errors import DSketchTypeError, InvalidParameterError
 
 _MASK = 0xFFFFFFFFFFFFFFFF
 _PHI = np.uint64(0x9E3779B97F4A7C15)
@@ -57,9 +58,9 @@ def _mix(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
 def _check_key(seed: int, iteration: int, stream: int) -> None:
     for name, val in (("seed", seed), ("iteration", iteration), ("stream", stream)):
         if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer; got {type(val).__name__} {val!r}")
+            raise DSketchTypeError(f"{name} must be an integer; got {type(val).__name__} {val!r}")
     if iteration < 0 or stream < 0:
-        raise ValueError(f"iteration and stream must be >= 0; got iteration={iteration}, stream={stream}")
+        raise InvalidParameterError(f"iteration and stream must be >= 0; got iteration={iteration}, stream={stream}")
 
 
 def stream_key(seed: int, iteration: int, stream: int) -> np.uint64:
@@ -77,9 +78,9 @@ def _rows_u64(rows: ArrayLike) -> NDArray[np.uint64]:
     if r.dtype.kind not in "iu":
         if r.size == 0:
             return np.zeros(r.shape, dtype=np.uint64)
-        raise TypeError(f"rows must be integer indices; got dtype {r.dtype}")
+        raise DSketchTypeError(f"rows must be integer indices; got dtype {r.dtype}")
     if r.dtype.kind == "i" and r.size and int(r.min()) < 0:
-        raise ValueError(f"rows must be non-negative global row indices; got min {int(r.min())}")
+        raise InvalidParameterError(f"rows must be non-negative global row indices; got min {int(r.min())}")
     return r.astype(np.uint64)
 
 
@@ -105,9 +106,9 @@ def bits(seed: int, iteration: int, stream: int, rows: ArrayLike, n_cols: int | 
     if n_cols is None:
         return _mix(z)  # column 0: mix(z + 0 * phi)
     if int(n_cols) < 0:
-        raise ValueError(f"n_cols must be >= 0; got {n_cols}")
+        raise InvalidParameterError(f"n_cols must be >= 0; got {n_cols}")
     if r.ndim != 1:
-        raise ValueError(f"rows must be 1-D when n_cols is given; got shape {r.shape}")
+        raise InvalidParameterError(f"rows must be 1-D when n_cols is given; got shape {r.shape}")
     cols = np.arange(int(n_cols), dtype=np.uint64) * _PHI
     return _mix(z[:, None] + cols[None, :])
 
@@ -129,7 +130,7 @@ def uniform(seed: int, iteration: int, stream: int, rows: ArrayLike) -> NDArray[
 def integers(seed: int, iteration: int, stream: int, rows: ArrayLike, high: int) -> NDArray[np.int64]:
     """Integers in ``[0, high)``, one per row (modulo bias below ``high / 2**64``)."""
     if int(high) < 1:
-        raise ValueError(f"high must be >= 1; got {high}")
+        raise InvalidParameterError(f"high must be >= 1; got {high}")
     return (bits(seed, iteration, stream, rows) % np.uint64(int(high))).astype(np.int64)
 
 
@@ -147,7 +148,7 @@ def uniform_cols(seed: int, iteration: int, stream: int, rows: ArrayLike, n_cols
 def integers_cols(seed: int, iteration: int, stream: int, rows: ArrayLike, n_cols: int, high: int) -> NDArray[np.int64]:
     """Integers in ``[0, high)`` of shape ``(len(rows), n_cols)``, keyed by (row, column)."""
     if int(high) < 1:
-        raise ValueError(f"high must be >= 1; got {high}")
+        raise InvalidParameterError(f"high must be >= 1; got {high}")
     return (bits(seed, iteration, stream, rows, n_cols) % np.uint64(int(high))).astype(np.int64)
 
 

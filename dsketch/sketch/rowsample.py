@@ -57,6 +57,7 @@ from dsketch.sketch.base import (
     sym,
     weighted_gram,
 )
+from dsketch.errors import DSketchTypeError, InvalidParameterError
 
 SAMPLE_STREAM = 1
 
@@ -192,7 +193,7 @@ class UniformSampler(Sampler):
     def size_for(self, eps: float, delta: float, n_features: int, *, coherence: float = 1.0) -> int:
         """``ceil(coherence * 3 d ln(2d/delta) / eps^2)`` (see Notes)."""
         if not float(coherence) >= 1.0:
-            raise ValueError(f"coherence must be >= 1 (it is n max_i tau_i / d); got {coherence!r}")
+            raise InvalidParameterError(f"coherence must be >= 1 (it is n max_i tau_i / d); got {coherence!r}")
         return int(math.ceil(float(coherence) * leverage_size(eps, delta, n_features) - 1e-9))
 
 
@@ -249,7 +250,7 @@ class RowNormSampler(Sampler):
 
     def __init__(self, *, waterfill: bool = True, n_grid: int = 129) -> None:
         if not isinstance(waterfill, (bool, np.bool_)):
-            raise TypeError(f"waterfill must be a bool; got {waterfill!r}")
+            raise DSketchTypeError(f"waterfill must be a bool; got {waterfill!r}")
         self.waterfill = bool(waterfill)
         self.n_grid = check_param_int("n_grid", n_grid, 2)
         self.n_pre_stages = 2 if self.waterfill else 1
@@ -307,5 +308,7 @@ class RowNormSampler(Sampler):
     def size_for(self, eps: float, delta: float, n_features: int, *, condition: float = 1.0) -> int:
         """``ceil(condition * 3 d ln(2d/delta) / eps^2)`` (see Notes)."""
         if not float(condition) >= 1.0:
-            raise ValueError(f"condition must be >= 1 (it is ||sqrt|D|A||_F^2 / (d lambda_min)); got {condition!r}")
+            raise InvalidParameterError(
+                f"condition must be >= 1 (it is ||sqrt|D|A||_F^2 / (d lambda_min)); got {condition!r}"
+            )
         return int(math.ceil(float(condition) * leverage_size(eps, delta, n_features) - 1e-9))

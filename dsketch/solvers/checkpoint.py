@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.errors import StoreChangedError, StoreFormatError
+from dsketch.errors import CheckpointMismatchError, StoreChangedError, StoreFormatError
 from dsketch.solvers.result import HISTORY_COLUMNS
 from dsketch.store import outputs, read_group, write_group
 
@@ -173,7 +173,7 @@ def check_settings(saved: dict[str, Any], current: dict[str, Any], path: str) ->
     diff = {k: (saved.get(k), v) for k, v in current.items() if k != FINGERPRINT_KEY and saved.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"checkpoint {path!r} was written by a fit with other settings ({detail}); "
             "resume with the same model, data, curvature and seed, or start afresh without resume"
         )

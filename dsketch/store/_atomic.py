@@ -52,6 +52,7 @@ def _renameat2(src: str, dst: str, flags: int) -> bool:
         return False  # filesystem or kernel without the flag
     if err == errno.EEXIST:
         raise StoreExistsError(f"{dst!r} appeared while it was being written; pass overwrite=True to replace it")
+    # internal: a system call's errno, reported as the OSError it is
     raise OSError(err, os.strerror(err), dst)
 
 

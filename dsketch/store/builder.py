@@ -22,7 +22,14 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from dsketch.errors import ChunkLayoutError, EmptyProblemError, ShapeMismatchError
+from dsketch.errors import (
+    ChunkLayoutError,
+    DSketchTypeError,
+    EmptyProblemError,
+    InvalidParameterError,
+    ShapeMismatchError,
+    UnknownNameError,
+)
 from dsketch.store import _atomic, _identity, outputs
 from dsketch.store.blocks import clear_cache
 from dsketch.store.problem import open_problem
@@ -209,11 +216,11 @@ class ProblemBuilder:
             raise EmptyProblemError(f"a CSR problem needs nnz >= 1 stored entries; got nnz={nnz}")
         vdt = check_value_dtype(target, "A", dtype)
         if vdt.kind != "f":
-            raise ValueError(f"dtype of A must be a floating dtype ('float64' or 'float32'); got {dtype!r}")
+            raise InvalidParameterError(f"dtype of A must be a floating dtype ('float64' or 'float32'); got {dtype!r}")
         extra = dict(extra or {})
         for name in extra:
             if name in RESERVED or not name or "/" in name or name.startswith("."):
-                raise ValueError(f"extra member name {name!r} is reserved or invalid; use a plain name")
+                raise InvalidParameterError(f"extra member name {name!r} is reserved or invalid; use a plain name")
         nnz_total = int(nnz) if sparse else n * d  # type: ignore[arg-type]
         rows = int(chunk_rows) if chunk_rows else default_chunk_rows(d, n_samples=n, itemsize=vdt.itemsize)
         if rows < 1:
@@ -260,7 +267,7 @@ class ProblemBuilder:
 
     def _check_rows(self, r0: int, m: int, what: str) -> None:
         if r0 < 0 or r0 + m > self.n_samples:
-            raise ValueError(f"{what}: rows [{r0}, {r0 + m}) are outside [0, {self.n_samples})")
+            raise InvalidParameterError(f"{what}: rows [{r0}, {r0 + m}) are outside [0, {self.n_samples})")
         if r0 % self.chunk_rows:
             raise ChunkLayoutError(
                 f"{what}: a row range must start on a chunk boundary (a multiple of chunk_rows = "
@@ -271,7 +278,7 @@ class ProblemBuilder:
     def write_dense_rows(self, r0: int, A_rows: np.ndarray) -> None:
         """Write rows ``[r0, r0 + len(A_rows))`` of a dense ``A`` (finite values only)."""
         if self.sparse:
-            raise TypeError("write_dense_rows needs a dense builder; use write_csr_rows for CSR")
+            raise DSketchTypeError("write_dense_rows needs a dense builder; use write_csr_rows for CSR")
         A_rows = np.asarray(A_rows)
         if A_rows.ndim != 2 or A_rows.shape[1] != self.n_features:
             raise ShapeMismatchError(f"dense rows must have shape (m, {self.n_features}); got {A_rows.shape}")
@@ -283,7 +290,7 @@ class ProblemBuilder:
     def write_vector(self, name: str, r0: int, values: np.ndarray) -> None:
         """Write rows ``[r0, r0 + len(values))`` of ``b``, ``w`` or an extra member."""
         if name not in self.vectors:
-            raise ValueError(f"unknown member {name!r}; this builder writes {list(self.vectors)}")
+            raise UnknownNameError(f"unknown member {name!r}; this builder writes {list(self.vectors)}")
         values = np.asarray(values)
         self._check_rows(int(r0), values.shape[0] if values.ndim else 0, f"write_vector({name!r})")
         check_value_dtype("input", name, values.dtype)
@@ -293,7 +300,7 @@ class ProblemBuilder:
     def write_global(self, name: str, values: Any) -> None:
         """Write a whole array that is not row-aligned into the ``global`` subgroup."""
         if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"global member name {name!r} is invalid; use a plain name")
+            raise InvalidParameterError(f"global member name {name!r} is invalid; use a plain name")
         arr = np.asarray(values)
         check_value_dtype("input", f"{GLOBAL_GROUP}/{name}", arr.dtype)
         if arr.ndim == 0 or arr.size == 0:
@@ -328,7 +335,7 @@ class ProblemBuilder:
             blocks) to :meth:`write_edges` on the driver.
         """
         if not self.sparse:
-            raise TypeError("write_csr_rows needs a CSR builder; use write_dense_rows for dense A")
+            raise DSketchTypeError("write_csr_rows needs a CSR builder; use write_dense_rows for dense A")
         r0, o0 = int(r0), int(nnz_offset)
         ip = np.asarray(indptr_local, dtype=np.int64)
         indices, data = np.asarray(indices), np.asarray(data)
@@ -449,7 +456,7 @@ def checked_inputs(
     named = {"sample_weight": sample_weight, "offset": offset}
     clash = [k for k in named if named[k] is not None and k in (extra or {})]
     if clash:
-        raise ValueError(f"{clash} given both as keywords and in extra; give each once")
+        raise InvalidParameterError(f"{clash} given both as keywords and in extra; give each once")
     extra = {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
     vecs = {**({"b": b} if b is not None else {}), **({"w": w} if w is not None else {}),
             **{k: v for k, v in named.items() if v is not None}}

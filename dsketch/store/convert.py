@@ -39,9 +39,12 @@ import scipy.sparse as sp
 from dsketch.errors import (
     DTypeError,
     EmptyProblemError,
+    InvalidParameterError,
     ShapeMismatchError,
     StoreFormatError,
     StoreNotFoundError,
+    UnknownNameError,
+    UnusedOptionError,
 )
 from dsketch.store import _atomic, outputs
 from dsketch.store._anndata import anndata_source
@@ -85,7 +88,7 @@ def infer_format(source: str) -> str:
             "(anndata.read_h5ad(path).write_zarr('data.zarr')) and pass the .zarr"
         )
     if suffix not in _SUFFIXES:
-        raise ValueError(
+        raise InvalidParameterError(
             f"cannot infer the format of {source!r} from its suffix {suffix!r}; pass fmt= one of "
             f"{list(FORMATS)} (suffixes: {sorted(_SUFFIXES)})"
         )
@@ -214,7 +217,7 @@ def _load_row_vectors(opts: dict[str, Any], n: int, vecs: dict[str, Any]) -> dic
 
 def _npy_vectors(opts: dict[str, Any], n: int, src: str) -> dict[str, np.ndarray]:
     if opts["target"] is None:
-        raise ValueError(f"converting {src!r} needs the targets: pass target='b.npy' (--target)")
+        raise InvalidParameterError(f"converting {src!r} needs the targets: pass target='b.npy' (--target)")
     vecs = {"b": load_vector(opts["target"], n, "target")}
     if opts["weights"] is not None:
         vecs["w"] = load_vector(opts["weights"], n, "weights")
@@ -259,7 +262,7 @@ def _svm_batches(src: str) -> Iterator[tuple[sp.csr_matrix, np.ndarray]]:
 
 def _from_svmlight(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
     if opts["target"] is not None:
-        raise ValueError("svmlight files carry their labels; target= does not apply (they become b)")
+        raise UnusedOptionError("svmlight files carry their labels; target= does not apply (they become b)")
     n = nnz = 0
     lo, hi = np.iinfo(np.int64).max, -1
     for X, _ in _svm_batches(src):  # pass 1: shape, nnz and whether indices are one-based
@@ -306,10 +309,10 @@ def _from_anndata(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
     vecs: dict[str, Any] = dict(source.vectors)
     if opts["target"] is not None:
         if "b" in vecs:
-            raise ValueError("pass either obs_column= or target=, not both")
+            raise InvalidParameterError("pass either obs_column= or target=, not both")
         vecs["b"] = load_vector(opts["target"], n, "target")
     if "b" not in vecs:
-        raise ValueError(
+        raise InvalidParameterError(
             f"converting {src!r} needs the targets: pass obs_column= (--obs-column) one of "
             f"{source.obs_columns}, or target='b.npy'"
         )
@@ -405,11 +408,11 @@ def convert(
         raise StoreNotFoundError(f"source {src!r} does not exist")
     fmt = fmt or infer_format(src)
     if fmt not in _READERS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {list(FORMATS)}")
+        raise UnknownNameError(f"unknown format {fmt!r}; choose one of {list(FORMATS)}")
     if fmt != "anndata":
         for name, value in (("obs_column", obs_column), ("layer", layer)):
             if value is not None:
-                raise ValueError(f"{name}= applies only to AnnData sources, not fmt={fmt!r}")
+                raise UnusedOptionError(f"{name}= applies only to AnnData sources, not fmt={fmt!r}")
     inputs = {"the source": src, "target": target, "weights": weights}  # weights may be an obs column name
     outputs.check_output(dst, outputs.PROBLEM, overwrite=overwrite,
                          others={k: v for k, v in inputs.items() if v is not None and os.path.lexists(v)})

@@ -16,6 +16,7 @@ import zarr
 from dsketch.store import _atomic
 from dsketch.store.problem import get_member, member_names, open_group
 from dsketch.store.spec import check_value_dtype
+from dsketch.errors import DSketchTypeError, InvalidParameterError
 
 
 def write_group(
@@ -58,11 +59,11 @@ def write_group(
     try:
         attrs_clean = json.loads(json.dumps(attrs))
     except TypeError as exc:
-        raise TypeError(f"attrs for {target!r} must be JSON-serialisable: {exc}") from None
+        raise DSketchTypeError(f"attrs for {target!r} must be JSON-serialisable: {exc}") from None
     clean = {}
     for name, value in arrays.items():
         if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"array name {name!r} is invalid; use a plain name without '/'")
+            raise InvalidParameterError(f"array name {name!r} is invalid; use a plain name without '/'")
         arr = np.asarray(value)
         check_value_dtype("input", name, arr.dtype)
         clean[name] = arr

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from dsketch.store.blocks import SUM_STEP, _Arrays, block_from, row_blocks
 from dsketch.store.builder import checked_inputs, default_chunk_rows
 from dsketch.store.spec import Block, ProblemSpec
+from dsketch.errors import InvalidParameterError
 
 #: The :attr:`~dsketch.store.ProblemSpec.path` of every in-memory problem.
 MEMORY_PATH = "<memory>"
@@ -52,10 +53,10 @@ class MemoryProblem(ProblemSpec):
         """Rows ``[r0, r1)`` as a :class:`~dsketch.store.Block` (views where possible)."""
         r0, r1 = int(r0), int(r1)
         if not 0 <= r0 <= r1 <= self.n_samples:
-            raise ValueError(f"row range [{r0}, {r1}) is not inside [0, {self.n_samples}]")
+            raise InvalidParameterError(f"row range [{r0}, {r1}) is not inside [0, {self.n_samples}]")
         unknown = [m for m in members if m not in self.members]
         if unknown:
-            raise ValueError(f"the in-memory problem has no row-aligned member(s) {unknown}; "
+            raise InvalidParameterError(f"the in-memory problem has no row-aligned member(s) {unknown}; "
                              f"available: {list(self.members)}")
         assert self.arrays is not None
         return _read_only(block_from(self, self.arrays, r0, r1, members, check=False))
@@ -65,7 +66,9 @@ class MemoryProblem(ProblemSpec):
         assert self.arrays is not None
         arr = {"b": self.arrays.b, "w": self.arrays.w}.get(name, self.arrays.extra.get(name))
         if arr is None:
-            raise ValueError(f"the in-memory problem has no member {name!r}; available: {list(self.members)}")
+            raise InvalidParameterError(
+                f"the in-memory problem has no member {name!r}; available: {list(self.members)}"
+            )
         return arr
 
     def member_shape(self, name: str) -> tuple[int, ...]:

@@ -31,6 +31,7 @@ from dsketch.errors import (
     DTypeError,
     EmptyProblemError,
     EncodingError,
+    InvalidParameterError,
     ShapeMismatchError,
     StoreFormatError,
     StoreNotFoundError,
@@ -282,7 +283,7 @@ def open_problem(path: str | os.PathLike[str], *, check: Literal["metadata", "fu
     accepted and read as 0/1. Members are listed from the directory (local stores only).
     """
     if check not in ("metadata", "full"):
-        raise ValueError(f"check must be 'metadata' or 'full'; got {check!r}")
+        raise InvalidParameterError(f"check must be 'metadata' or 'full'; got {check!r}")
     path = absolute(path)
     g = open_group(path)
     where = f"store {path!r}"
