@@ -15,7 +15,7 @@ from distributed import Client, LocalCluster
 from scipy.linalg import toeplitz
 from sklearn.linear_model import LogisticRegression
 
-from dsketch.bench import (
+from benchmarks.bench import (
     NOTES,
     PROBLEMS,
     ProblemDef,
@@ -206,7 +206,7 @@ def test_call_with_deadline_stops_a_long_computation_and_keeps_the_cluster():
 
     from distributed import Client, LocalCluster
 
-    from dsketch.bench import call_with_deadline
+    from benchmarks.bench import call_with_deadline
 
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster, set_as_default=False) as c:
@@ -243,3 +243,17 @@ def test_benchmark_end_to_end_optimum_matches_scikit_learn(tmp_path):
     if "dask-ml lbfgs" in rows:
         assert rows["dask-ml lbfgs"][7] == ""  # no error
         assert rows["dask-ml newton"][8].startswith(NOTES["dask-ml newton"])
+
+
+def test_bench_arguments_are_checked(tmp_path, capsys):
+    from benchmarks.bench import main
+
+    for argv, message in ((["--problems", "nope"], "unknown benchmark problem"),
+                          (["--scale", "0"], "--scale must be positive"),
+                          (["--daskml-max-iter", "5,x"], "comma-separated integers"),
+                          (["--daskml-max-iter", "0"], "must be >= 1"),
+                          (["--daskml-deadline-s", "-1"], "must be positive")):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--out", str(tmp_path)])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err

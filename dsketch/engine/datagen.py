@@ -138,7 +138,6 @@ def make_problem(
     overwrite: bool = False,
     block_rows: int = GEN_BLOCK_ROWS,
     n_outputs: int = 8,
-    solve: bool = False,
 ) -> ProblemSpec:
     """Generate a problem for ``model`` with a planted coefficient vector and write it.
 
@@ -164,10 +163,6 @@ def make_problem(
         ``m``, the number of targets of the paired models (``two-layer``, ``softmax-relu``
         reading C); their store holds ``A2T`` (n x m, entries ``N(0, a2_scale(n)^2)``) and
         ``global/b`` instead of a row-aligned ``b``.
-    solve : bool
-        Also compute the optimum ``x*`` with a tight exact Newton fit and record it in the
-        metadata (``x_star``, with the relative gradient norm reached), so the problem has a
-        known optimum besides the planted ``x``.
 
     Returns
     -------
@@ -267,8 +262,6 @@ def make_problem(
         builder.abort()
         raise
     logger.info("wrote %s: %d x %d (%s)", path, n_samples, n_features, "dense" if density is None else f"csr, nnz={nnz}")
-    if solve:
-        spec = record_optimum(spec, model, model_params=model_params, client=client)
     return spec
 
 
@@ -334,39 +327,3 @@ def make_teacher_student(
         raise
     logger.info("wrote %s: teacher-student, %d x %d", path, n_samples, n_features)
     return spec
-
-
-def record_optimum(
-    spec: ProblemSpec,
-    model: str,
-    *,
-    client: Client,
-    model_params: dict[str, Any] | None = None,
-    tol: float = 1e-12,
-    max_iter: int = 100,
-) -> ProblemSpec:
-    """Solve the problem tightly (exact Newton) and record ``x_star`` in its metadata.
-
-    Writes ``metadata["dsketch"]["x_star"]``, ``"x_star_grad_norm"`` (relative gradient
-    norm reached) and ``"x_star_iterations"``; returns the reopened store.
-    """
-    import warnings
-
-    import zarr
-
-    from dsketch.api import fit
-    from dsketch.config import Solver
-    from dsketch.store import open_problem
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = fit(spec, model, model_params=model_params, curvature="exact",
-                  solver=Solver(tol=tol, max_iter=max_iter), cluster=client)
-    g = zarr.open_group(spec.path, mode="r+")
-    meta = dict(g.attrs.get("dsketch", {}))
-    g0 = float(res.history["grad_norm"][0]) if len(res.history.get("grad_norm", ())) else res.grad_norm
-    meta.update(x_star=np.asarray(res.x).tolist(), x_star_grad_norm=float(res.grad_norm) / max(g0, 1e-300),
-                x_star_iterations=int(res.nit), x_star_converged=bool(res.success))
-    g.attrs["dsketch"] = meta
-    logger.info("recorded x* of %s (%d exact Newton iterations, success=%s)", spec.path, res.nit, res.success)
-    return open_problem(spec.path)

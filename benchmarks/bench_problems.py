@@ -1,4 +1,4 @@
-"""The benchmark's problems (:mod:`dsketch.bench`), generated block by block on the workers.
+"""The benchmark's problems (:mod:`benchmarks.bench`), generated block by block on the workers.
 
 * ``ill-dense``: dense, columns AR(1)-correlated (rho = 0.985), Hessian condition number
   of order 1e4;
@@ -105,7 +105,7 @@ def write_benchmark_problem(path: str, pdef: ProblemDef, client: Any, *, seed: i
         offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     builder = ProblemBuilder.create(path, n_samples=pdef.n, n_features=pdef.d, sparse=sparse,
                                     nnz=int(offsets[-1]) if sparse else None, chunk_rows=chunk_rows, overwrite=True,
-                                    attrs={"dsketch": {"generator": "dsketch bench", "problem": pdef.name,
+                                    attrs={"dsketch": {"generator": "benchmarks.bench", "problem": pdef.name,
                                                        "seed": seed}})
     try:
         edges = client.gather([client.submit(_write_task, builder, pdef, seed, k, r0, r1 - r0, w_true,

@@ -2,7 +2,7 @@
 
 L2-regularised logistic regression, ``L(x) = mean(log(1 + e^{a_i x}) - y_i a_i x) +
 l2 ||x||^2 / 2`` without intercept, on four problems written to Zarr first
-(:mod:`dsketch.bench_problems`: ill-conditioned dense, sparse with power-law columns,
+(:mod:`benchmarks.bench_problems`: ill-conditioned dense, sparse with power-law columns,
 well-conditioned dense, high-coherence dense).
 
 Solvers (the same objective; scikit-learn and dask-ml take ``C = 1 / (l2 n)``):
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.bench_problems import PROBLEMS, ProblemDef, write_benchmark_problem
+from benchmarks.bench_problems import PROBLEMS, ProblemDef, write_benchmark_problem
 
 __all__ = ["PROBLEMS", "ProblemDef", "run_benchmark", "write_benchmark_problem"]
 
@@ -528,7 +528,7 @@ def _plot(traces: dict[str, list[Run]], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dsketch bench", description=__doc__.split("\n", 1)[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n", 1)[0])
     ap.add_argument("--out", default=os.path.join("results", "benchmark"))
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full row counts")
     ap.add_argument("--problems", default=",".join(p.name for p in PROBLEMS))
@@ -543,11 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--daskml-deadline-s", type=float, default=None,
                     help="stop a dask-ml fit still running after this many seconds (default: 4 x the budget)")
     args = ap.parse_args(argv)
+    names = tuple(x for x in args.problems.split(",") if x)
+    unknown = sorted(set(names) - {p.name for p in PROBLEMS})
+    if unknown:
+        ap.error(f"unknown benchmark problem(s) {unknown}; valid: {[p.name for p in PROBLEMS]}")
+    if not args.scale > 0:
+        ap.error(f"--scale must be positive; got {args.scale}")
     try:
         ladder, budget, deadline = daskml_settings(args.daskml_max_iter, args.daskml_budget_s, args.daskml_deadline_s)
     except ValueError as exc:
         ap.error(str(exc))
-    print(run_benchmark(args.out, scale=args.scale, problems=tuple(args.problems.split(",")),
+    print(run_benchmark(args.out, scale=args.scale, problems=names,
                         repeats=args.repeats, max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores,
                         daskml_max_iters=ladder, daskml_budget_s=budget, daskml_deadline_s=deadline))
     return 0
