@@ -40,3 +40,17 @@ def test_package_imports_without_matplotlib_or_bokeh():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_demo_without_matplotlib_skips_only_its_plot(client, tmp_path, monkeypatch, capsys):
+    """`pip install .` (no plot extra) then `dsketch demo`: the fits, results and tables are
+    written; the plot is skipped with a one-line note naming the extra."""
+    from dsketch.demo import run_demo
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "demo"
+    run_demo(str(out), n_samples=3000, n_features=6, density=0.5, scheduler=client.scheduler.address)
+    assert (out / "demo.md").exists() and (out / "logistic_result.zarr").exists()
+    assert not (out / "convergence.png").exists()
+    text = capsys.readouterr().out
+    assert "no convergence.png: plotting needs matplotlib: pip install 'dsketch[plot]'" in text
