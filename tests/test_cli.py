@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 import dsketch
 from dsketch.cli import main
+from dsketch.store import read_block
 
 
 @pytest.mark.parametrize("sub", [[], ["fit"], ["predict"], ["make-data"], ["convert"], ["info"], ["demo"],
@@ -156,6 +157,20 @@ def test_fit_ggn_score_from_cli(tmp_path, capsys):
     assert main(["fit", "--model", "ggn-score", "--data", store, "--out", str(tmp_path / "x.zarr"),
                  "--param", "target=nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_make_data_solve_records_the_optimum(client, tmp_path):
+    """--solve: generation writes the store, then a tight fit records x* (the gradient of
+    mean(log(1 + e^z) - b z) + l2/2 |x|^2, written out here, vanishes there)."""
+    store = str(tmp_path / "s.zarr")
+    assert main(["make-data", store, "--model", "logistic", "--n-samples", "3000", "--n-features", "5",
+                 "--param", "l2=0.01", "--scheduler", client.scheduler.address, "--solve"]) == 0
+    spec = dsketch.open_problem(store)
+    x = np.asarray(spec.metadata["dsketch"]["x_star"])
+    blk = read_block(spec, 0, spec.n_samples)
+    A, b = np.asarray(blk.A), np.asarray(blk.b)
+    grad = A.T @ (1 / (1 + np.exp(-(A @ x))) - b) / len(b) + 0.01 * x
+    assert np.linalg.norm(grad) < 1e-9 and spec.metadata["dsketch"]["x_star_converged"]
 
 
 def test_no_bench_subcommand(capsys):
