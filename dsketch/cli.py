@@ -19,7 +19,6 @@ from dsketch.errors import (
     InvalidParameterError,
     StoreExistsError,
     StoreNotFoundError,
-    UnknownNameError,
 )
 
 logger = logging.getLogger("dsketch")
@@ -291,23 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into a non-empty DIR that holds more than an earlier demo's outputs "
                         "(only the demo's own stores, results, plot and report are replaced)")
     _add_cluster_args(p)
-
-    p = _sub("bench", help="benchmark against scipy, scikit-learn and dask-ml (see dsketch.bench)")
-    p.add_argument("--out", default=os.path.join("results", "benchmark"), metavar="DIR",
-                   help="directory of the benchmark's report and results")
-    p.add_argument("--scale", type=float, default=1.0, help="fraction of the full row counts")
-    p.add_argument("--problems", default="ill-dense,sparse,well-dense,coherent",
-                   help="comma-separated benchmark problems to run")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per solver; the median is reported")
-    p.add_argument("--max-memory-gb", type=float, default=6.0,
-                   help="largest A loaded into memory for the in-memory peers (scipy, scikit-learn)")
-    p.add_argument("--keep-stores", action="store_true", help="keep the generated problem stores under DIR")
-    p.add_argument("--daskml-max-iter", default=None, metavar="N,N,...",
-                   help="ladder of dask-ml max_iter values, one fit each (default 5,20,100,300)")
-    p.add_argument("--daskml-budget-s", type=float, default=None, metavar="S",
-                   help="skip the dask-ml fits predicted to take longer than S seconds (default 600)")
-    p.add_argument("--daskml-deadline-s", type=float, default=None, metavar="S",
-                   help="stop a dask-ml fit still running after S seconds (default: 4 x the budget)")
     return parser
 
 
@@ -332,8 +314,11 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             client=client,
             n_outputs=args.outputs,
-            solve=args.solve,
         )
+        if args.solve:
+            from dsketch.api import record_optimum
+
+            spec = record_optimum(spec, args.model, model_params=_parse_params(args.param), client=client)
     print(f"wrote {spec.path}: {spec.n_samples} x {spec.n_features}, nnz={spec.nnz}")
     return 0
 
@@ -497,24 +482,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from dsketch.bench import PROBLEMS, daskml_settings, run_benchmark
-
-    names = tuple(x for x in args.problems.split(",") if x)
-    unknown = sorted(set(names) - {p.name for p in PROBLEMS})
-    if unknown:
-        raise UnknownNameError(f"unknown benchmark problem(s) {unknown}; valid: {[p.name for p in PROBLEMS]}")
-    if not args.scale > 0:
-        raise InvalidParameterError(
-            f"--scale must be positive (a fraction of the full row counts; 1 is the full size); got {args.scale}"
-        )
-    ladder, budget, deadline = daskml_settings(args.daskml_max_iter, args.daskml_budget_s, args.daskml_deadline_s)
-    print(run_benchmark(args.out, scale=args.scale, problems=names, repeats=args.repeats,
-                        max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores, daskml_max_iters=ladder,
-                        daskml_budget_s=budget, daskml_deadline_s=deadline))
-    return 0
-
-
 COMMANDS = {
     "make-data": _cmd_make_data,
     "convert": _cmd_convert,
@@ -523,7 +490,6 @@ COMMANDS = {
     "summary": cmd_summary,
     "predict": _cmd_predict,
     "demo": _cmd_demo,
-    "bench": _cmd_bench,
 }
 
 

@@ -209,6 +209,13 @@ class RemovedOptionError(DSketchError, TypeError):
 __all__.append("RemovedOptionError")
 
 
+class MissingDependencyError(DSketchError, ImportError):
+    """An optional dependency (an extra such as ``dsketch[plot]``) is not installed."""
+
+
+__all__.append("MissingDependencyError")
+
+
 def did_you_mean(name: object, valid: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the valid names closest to ``name``, or ``""``."""
     import difflib

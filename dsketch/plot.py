@@ -6,6 +6,23 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from dsketch.errors import MissingDependencyError
+
+PLOT_HINT = "plotting needs matplotlib: pip install 'dsketch[plot]'"
+
+
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend, or a one-line error saying
+    which extra to install."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependencyError(PLOT_HINT) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 def plot_convergence(results: Mapping[str, object], path: str, *, title: str = "") -> None:
     """Loss suboptimality and gradient norm against iteration and time, one line per fit.
@@ -16,11 +33,13 @@ def plot_convergence(results: Mapping[str, object], path: str, *, title: str = "
     path : str
         Output PNG file.
     title : str, optional
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Raises
+    ------
+    MissingDependencyError
+        matplotlib is not installed (``pip install 'dsketch[plot]'``).
+    """
+    plt = _pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     for label, res in results.items():

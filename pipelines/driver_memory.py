@@ -5,7 +5,7 @@ normal columns, d = 100, l2 = 1e-4) at two sizes, n1 and n2 = 4 n1 rows, starts 
 embedded 2-worker cluster, and fits each with exact Newton
 (``dsketch.fit(store, "logistic", sketch="exact", x0="zeros", tol=1e-10)``). A first fit
 on a small store loads every module before anything is measured. For each size it records,
-sampled every 0.2 s by :class:`dsketch.bench.PeakRSS`:
+sampled every 0.2 s by :class:`benchmarks.bench.PeakRSS`:
 
 * the driver's peak resident memory during the fit minus its resident memory just before
   the fit (what the fit itself costs the driver);
@@ -18,7 +18,7 @@ state per task (row blocks times passes) is part of the driver's increase.
 
 Usage::
 
-    python pipelines/driver_memory.py [--n1 250000] [--out results/driver_memory] [--keep-stores]
+    python -m pipelines.driver_memory [--n1 250000] [--out results/driver_memory] [--keep-stores]
 
 Prints a markdown table and the ratio of the driver's peak increase at n2 to that at n1,
 and writes both to ``OUT/driver_memory.md``.
@@ -38,7 +38,7 @@ import psutil
 from distributed import Client, LocalCluster
 
 import dsketch
-from dsketch.bench import PeakRSS, ProblemDef, write_benchmark_problem
+from benchmarks.bench import PeakRSS, ProblemDef, write_benchmark_problem
 
 D = 100
 L2 = 1e-4

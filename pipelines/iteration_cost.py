@@ -15,7 +15,7 @@ columns, as the benchmark's ``ill-dense``) and ``--problem sparse`` (1% density)
 
 Usage::
 
-    python pipelines/iteration_cost.py [--problem dense] [--n-samples 400000]
+    python -m pipelines.iteration_cost [--problem dense] [--n-samples 400000]
         [--n-features 500] [--persist] [--adaptive] [--out results/iteration_cost]
 
 Prints a markdown table and writes it to ``OUT/iteration_cost_PROBLEM.md``.
@@ -31,8 +31,8 @@ import warnings
 import numpy as np
 
 import dsketch
-from dsketch.bench import ProblemDef, write_benchmark_problem
-from dsketch.demo import bare_pass_times
+from benchmarks.bench import ProblemDef, write_benchmark_problem
+from benchmarks.passes import bare_pass_times
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 docs/theory.md#two-ways-to-split-the-hessian: sketching only the per-row part of the Hessian ``H`` by leverage-score
 row sampling with accuracy ``eps`` gives ``||H^{-1/2}(H~ - H)H^{-1/2}|| <= eps * kappa``, with
 ``kappa = lambda_max(H^{-1/2} G H^{-1/2})`` and ``G`` the Gram of the matrix whose leverage
-scores drive the sampling (``dsketch.models.splits``):
+scores drive the sampling (``research.splits``):
 
 * split (a), the model contract: ``G_a = A^T diag(|D|) A`` (``H = A^T D A + rank-2``);
 * split (b): ``G_b = A^T diag(w^2 + |s_d|) A + (JA)^T (JA)`` (Gauss-Newton rows sketched,
@@ -34,7 +34,7 @@ Problems (generated in memory, ``A`` dense, rows ``a_i = s_i z_i / sqrt(d)``,
 
 Usage::
 
-    python pipelines/kappa_split.py [--n-samples 100000] [--n-features 20]
+    python -m pipelines.kappa_split [--n-samples 100000] [--n-features 20]
         [--models softmax,resnet-softmax] [--problems gaussian,t8] [--seeds 5]
         [--out results/kappa_split]
 
@@ -52,12 +52,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsketch.models import get_model
-from dsketch.models.split_sampling import (
+from research.split_sampling import (
     approximate_newton,
     sketched_hessian,
     solve_exact,
 )
-from dsketch.models.splits import (
+from research.splits import (
     hessian_split_b,
     normalised_pieces,
     sampling_gram,

@@ -15,7 +15,7 @@ from distributed import Client, LocalCluster
 from scipy.linalg import toeplitz
 from sklearn.linear_model import LogisticRegression
 
-from dsketch.bench import (
+from benchmarks.bench import (
     NOTES,
     PROBLEMS,
     ProblemDef,
@@ -206,7 +206,7 @@ def test_call_with_deadline_stops_a_long_computation_and_keeps_the_cluster():
 
     from distributed import Client, LocalCluster
 
-    from dsketch.bench import call_with_deadline
+    from benchmarks.bench import call_with_deadline
 
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster, set_as_default=False) as c:
@@ -243,3 +243,77 @@ def test_benchmark_end_to_end_optimum_matches_scikit_learn(tmp_path):
     if "dask-ml lbfgs" in rows:
         assert rows["dask-ml lbfgs"][7] == ""  # no error
         assert rows["dask-ml newton"][8].startswith(NOTES["dask-ml newton"])
+
+
+def test_bench_arguments_are_checked(tmp_path, capsys):
+    from benchmarks.bench import main
+
+    for argv, message in ((["--problems", "nope"], "unknown benchmark problem"),
+                          (["--scale", "0"], "--scale must be positive"),
+                          (["--daskml-max-iter", "5,x"], "comma-separated integers"),
+                          (["--daskml-max-iter", "0"], "must be >= 1"),
+                          (["--daskml-deadline-s", "-1"], "must be positive")):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--out", str(tmp_path)])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- glum and ill_dense_100
+def _newton_optimum(A: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    """The optimum of mean(log(1+e^z) - y z) + l2/2 |x|^2 by plain Newton steps in NumPy."""
+    n, d = A.shape
+    x = np.zeros(d)
+    for _ in range(50):
+        s = 1.0 / (1.0 + np.exp(-(A @ x)))
+        g = A.T @ (s - y) / n + l2 * x
+        if np.linalg.norm(g) < 1e-15:
+            break
+        x -= np.linalg.solve((A.T * (s * (1 - s))) @ A / n + l2 * np.eye(d), g)
+    return x
+
+
+def test_glum_alpha_gives_the_benchmark_objective_and_dsketch_agrees():
+    """glum with alpha = glum_alpha(l2), glum's lbfgs and dsketch reach the optimum of the
+    benchmark's objective (a NumPy Newton solve of it) to 1e-8 relative."""
+    glum = pytest.importorskip("glum")
+    import dsketch
+    from benchmarks.bench import glum_alpha
+    from dsketch.config import Solver
+
+    rng = np.random.default_rng(3)
+    n, d, l2 = 3000, 6, 1e-3
+    A = rng.standard_normal((n, d))
+    y = (rng.random(n) < 1 / (1 + np.exp(-A @ rng.standard_normal(d)))).astype(float)
+    ref = _newton_optimum(A, y, l2)
+    for solver in ("auto", "lbfgs"):
+        m = glum.GeneralizedLinearRegressor(family="binomial", alpha=glum_alpha(l2), l1_ratio=0.0,
+                                            fit_intercept=False, solver=solver, gradient_tol=1e-14,
+                                            max_iter=1000).fit(A, y)
+        assert np.linalg.norm(m.coef_ - ref) <= 1e-8 * np.linalg.norm(ref), solver
+    # a wrong mapping (scikit-learn's n-scaled one) lands elsewhere: the check can fail
+    off = glum.GeneralizedLinearRegressor(family="binomial", alpha=l2 * n, l1_ratio=0.0,
+                                          fit_intercept=False).fit(A, y)
+    assert np.linalg.norm(off.coef_ - ref) > 1e-2 * np.linalg.norm(ref)
+    res = dsketch.fit((A, y), "logistic", model_params={"l2": l2}, curvature="exact",
+                      solver=Solver(tol=1e-13, max_iter=50))
+    assert np.linalg.norm(res.x - ref) <= 1e-8 * np.linalg.norm(ref)
+
+
+def test_ill_dense_100_is_listed_with_its_size_and_penalty():
+    pdef = next(p for p in PROBLEMS if p.name == "ill_dense_100")
+    assert (pdef.n, pdef.d, pdef.l2) == (1_000_000, 100, 1e-8) and pdef.density == 1.0
+
+
+def test_ill_dense_100_covariance_has_condition_1e4(bench_client, tmp_path):
+    """The rows' sample covariance (times d, undoing the 1/sqrt(d) scaling) has condition
+    number near 1e4, and its eigenvalues are log-spaced from 1 to 1e-4."""
+    pdef = _small("ill_dense_100", 40_000, d=40)
+    spec = write_benchmark_problem(str(tmp_path / "c.zarr"), pdef, bench_client, block_rows=8192)
+    A = read_block(spec, 0, spec.n_samples).A
+    assert A.shape == (40_000, 40) and not spec.sparse
+    ev = np.linalg.eigvalsh(A.T @ A * pdef.d / pdef.n)[::-1]
+    want = np.logspace(0, -4, pdef.d)
+    # n / d = 1000: each sample eigenvalue within a few sqrt(d / n) = 3% of its population value
+    assert np.allclose(ev, want, rtol=0.15)
+    assert 0.7e4 < ev[0] / ev[-1] < 1.3e4

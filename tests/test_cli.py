@@ -12,9 +12,10 @@ import scipy.sparse as sp
 
 import dsketch
 from dsketch.cli import main
+from dsketch.store import read_block
 
 
-@pytest.mark.parametrize("sub", [[], ["fit"], ["predict"], ["make-data"], ["convert"], ["info"], ["demo"], ["bench"],
+@pytest.mark.parametrize("sub", [[], ["fit"], ["predict"], ["make-data"], ["convert"], ["info"], ["demo"],
                                  ["summary"]])
 def test_help(sub, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -158,17 +159,26 @@ def test_fit_ggn_score_from_cli(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_bench_arguments_are_checked(tmp_path, capsys):
-    assert main(["bench", "--problems", "nope", "--out", str(tmp_path)]) == 2
-    assert "unknown benchmark problem" in capsys.readouterr().err
-    assert main(["bench", "--scale", "0", "--out", str(tmp_path)]) == 2
-    assert "--scale must be positive" in capsys.readouterr().err
-    assert main(["bench", "--daskml-max-iter", "5,x", "--out", str(tmp_path)]) == 2
-    assert "comma-separated integers" in capsys.readouterr().err
-    assert main(["bench", "--daskml-max-iter", "0", "--out", str(tmp_path)]) == 2
-    assert "must be >= 1" in capsys.readouterr().err
-    assert main(["bench", "--daskml-deadline-s", "-1", "--out", str(tmp_path)]) == 2
-    assert "must be positive" in capsys.readouterr().err
+def test_make_data_solve_records_the_optimum(client, tmp_path):
+    """--solve: generation writes the store, then a tight fit records x* (the gradient of
+    mean(log(1 + e^z) - b z) + l2/2 |x|^2, written out here, vanishes there)."""
+    store = str(tmp_path / "s.zarr")
+    assert main(["make-data", store, "--model", "logistic", "--n-samples", "3000", "--n-features", "5",
+                 "--param", "l2=0.01", "--scheduler", client.scheduler.address, "--solve"]) == 0
+    spec = dsketch.open_problem(store)
+    x = np.asarray(spec.metadata["dsketch"]["x_star"])
+    blk = read_block(spec, 0, spec.n_samples)
+    A, b = np.asarray(blk.A), np.asarray(blk.b)
+    grad = A.T @ (1 / (1 + np.exp(-(A @ x))) - b) / len(b) + 0.01 * x
+    assert np.linalg.norm(grad) < 1e-9 and spec.metadata["dsketch"]["x_star_converged"]
+
+
+def test_no_bench_subcommand(capsys):
+    """The benchmark is not part of the installed package: it runs from a checkout."""
+    with pytest.raises(SystemExit) as exc:
+        main(["bench"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
 
 
 def _subparsers():

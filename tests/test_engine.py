@@ -149,7 +149,7 @@ def test_bad_block_rows(client, problem):
 @pytest.mark.parametrize("persist", [False, True])
 def test_bare_pass_times_streamed_and_persisted(client, problem, persist):
     """The benchmark's bare pass runs on a client that is not the default one, in both modes."""
-    from dsketch.demo import bare_pass_times
+    from benchmarks.passes import bare_pass_times
 
     spec, _, _, _ = problem
     times = bare_pass_times(spec, client, np.ones(D), 2, persist=persist)

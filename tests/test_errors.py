@@ -50,20 +50,7 @@ INTERNAL_MARK = "# internal:"
 
 # Files whose bare raises are not converted yet, each with the reason. An entry is removed
 # once its file is converted (test_allow_list_is_not_stale says when).
-ALLOWED_FILES = {
-    "api.py": "being rewritten on the solver branch (fit's arguments); converted after the merge",
-    "solvers/result.py": "being rewritten on the solver branch; converted after the merge",
-    "solvers/ggn_score.py": "being rewritten on the solver branch; converted after the merge",
-    "solvers/ggn_sketched.py": "being rewritten on the engine branch; converted after the merge",
-    "engine/core.py": "being rewritten on the engine branch; converted after the merge",
-    "engine/tasks.py": "being rewritten on the engine branch; converted after the merge",
-    "engine/datagen.py": "being rewritten on the engine branch; converted after the merge",
-    "store/blocks.py": "being rewritten on the engine branch; converted after the merge",
-    "models/paired.py": "being rewritten on the engine branch; converted after the merge",
-    "bench.py": "being rewritten on the lab branch; converted after the merge",
-    "models/splits.py": "being rewritten on the lab branch; converted after the merge",
-    "models/split_sampling.py": "being rewritten on the lab branch; converted after the merge",
-}
+ALLOWED_FILES: dict[str, str] = {}  # relative path -> why its bare raises are allowed (none now)
 
 
 def _bare_raises(path: pathlib.Path) -> list[tuple[int, str]]:

@@ -1,4 +1,4 @@
-"""Tests of dsketch.models.splits: the two Hessian splits of the normalised family, kappa,
+"""Tests of research.splits: the two Hessian splits of the normalised family, kappa,
 leverage-score sampling of each split and the unit-step approximate Newton iteration.
 
 References first (the model's own dense Hessian and finite differences of a loss written
@@ -22,14 +22,14 @@ from dsketch.models import (
     SoftmaxReluRegression,
     loss_gradient_hessian,
 )
-from dsketch.models.split_sampling import (
+from research.split_sampling import (
     approximate_newton,
     inclusion_probabilities,
     leverage_scores,
     sketched_hessian,
     solve_exact,
 )
-from dsketch.models.splits import (
+from research.splits import (
     curvature_lowrank,
     hessian_split_a,
     hessian_split_b,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from distributed import Client, Future
 
 from dsketch.engine import tasks
 from dsketch.engine.threads import ThreadClient
-from dsketch.errors import ChunkLayoutError
+from dsketch.errors import ChunkLayoutError, InvalidParameterError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import ProblemSpec
 from dsketch.store.blocks import check_unchanged, row_blocks
@@ -141,7 +142,7 @@ class Engine:
         members: Sequence[str] = (),
     ) -> None:
         if split_every < 2:
-            raise ValueError(f"split_every must be >= 2; got {split_every}")
+            raise InvalidParameterError(f"split_every must be >= 2; got {split_every}")
         self.problem = problem
         self.client = client
         self.bounds = (
@@ -184,7 +185,10 @@ class Engine:
         return len(self.bounds)
 
     def _submit(self, fn: Any, *args: Any) -> Future:
-        return self.client.submit(tasks.settled_call, fn, *args, pure=False)
+        # keyed by the task's own name (not the wrapper's): the dashboard and the scheduler's
+        # task prefixes show "curvature", "fused_step", ... as before
+        key = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
+        return self.client.submit(tasks.settled_call, fn, *args, pure=False, key=key)
 
     def _tree(self, futures: list[Future], combine: Any, *extra: Any) -> Any:
         """Reduce futures with ``combine(*extra, *group)`` over a fixed tree; return the value."""

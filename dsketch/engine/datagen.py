@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from distributed import Client
 
+from dsketch.errors import InvalidParameterError
 from dsketch.models import Model, get_model
 from dsketch.models.paired import PairedModel
 from dsketch.store import ProblemBuilder, ProblemSpec, default_chunk_rows
@@ -138,7 +139,6 @@ def make_problem(
     overwrite: bool = False,
     block_rows: int = GEN_BLOCK_ROWS,
     n_outputs: int = 8,
-    solve: bool = False,
 ) -> ProblemSpec:
     """Generate a problem for ``model`` with a planted coefficient vector and write it.
 
@@ -164,10 +164,6 @@ def make_problem(
         ``m``, the number of targets of the paired models (``two-layer``, ``softmax-relu``
         reading C); their store holds ``A2T`` (n x m, entries ``N(0, a2_scale(n)^2)``) and
         ``global/b`` instead of a row-aligned ``b``.
-    solve : bool
-        Also compute the optimum ``x*`` with a tight exact Newton fit and record it in the
-        metadata (``x_star``, with the relative gradient norm reached), so the problem has a
-        known optimum besides the planted ``x``.
 
     Returns
     -------
@@ -175,20 +171,20 @@ def make_problem(
         The written store; its metadata holds ``x_planted`` and the generator settings.
     """
     if n_samples < 1 or n_features < 1:
-        raise ValueError(f"n_samples and n_features must be positive; got {n_samples}, {n_features}")
+        raise InvalidParameterError(f"n_samples and n_features must be positive; got {n_samples}, {n_features}")
     if model == "ggn-score":
         return make_teacher_student(path, n_samples=n_samples, n_features=n_features, client=client, seed=seed,
                                     noise=noise, overwrite=overwrite, block_rows=block_rows,
                                     **(model_params or {}))
     if density is not None and not 0.0 < density <= 1.0:
-        raise ValueError(f"density must lie in (0, 1]; got {density}")
+        raise InvalidParameterError(f"density must lie in (0, 1]; got {density}")
     if regime not in ("weak", "strong"):
-        raise ValueError(f"regime must be 'weak' or 'strong'; got {regime!r}")
+        raise InvalidParameterError(f"regime must be 'weak' or 'strong'; got {regime!r}")
     mdl = get_model(model, **(model_params or {}))
     paired = isinstance(mdl, PairedModel)
     if paired:
         if n_outputs < 1:
-            raise ValueError(f"n_outputs must be a positive integer; got {n_outputs}")
+            raise InvalidParameterError(f"n_outputs must be a positive integer; got {n_outputs}")
         mdl = get_model(model, **(model_params or {}), targets=np.zeros(n_outputs))
     x_planted = _block_rng(seed, 2**31, 3).standard_normal(n_features)
     w_value = float(mdl.default_w(n_samples, regime)) if mdl.uses_w else None
@@ -203,7 +199,7 @@ def make_problem(
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         nnz = int(offsets[-1])
         if nnz == 0:
-            raise ValueError(f"density {density} gave a matrix without non-zeros; raise it")
+            raise InvalidParameterError(f"density {density} gave a matrix without non-zeros; raise it")
     else:
         offsets = np.zeros(len(bounds) + 1, dtype=np.int64)
         nnz = None
@@ -267,8 +263,6 @@ def make_problem(
         builder.abort()
         raise
     logger.info("wrote %s: %d x %d (%s)", path, n_samples, n_features, "dense" if density is None else f"csr, nnz={nnz}")
-    if solve:
-        spec = record_optimum(spec, model, model_params=model_params, client=client)
     return spec
 
 
@@ -310,9 +304,9 @@ def make_teacher_student(
     into ``V``) reaches zero loss; the teacher's ``U`` and ``v`` are in the metadata.
     """
     if activation not in ("relu", "silu"):
-        raise ValueError(f"activation must be 'relu' or 'silu'; got {activation!r}")
+        raise InvalidParameterError(f"activation must be 'relu' or 'silu'; got {activation!r}")
     if teacher < 1:
-        raise ValueError(f"teacher must be a positive number of units; got {teacher}")
+        raise InvalidParameterError(f"teacher must be a positive number of units; got {teacher}")
     rng = _block_rng(seed, 2**31, 6)
     U = rng.standard_normal((teacher, n_features))
     U /= np.linalg.norm(U, axis=1, keepdims=True)
@@ -334,39 +328,3 @@ def make_teacher_student(
         raise
     logger.info("wrote %s: teacher-student, %d x %d", path, n_samples, n_features)
     return spec
-
-
-def record_optimum(
-    spec: ProblemSpec,
-    model: str,
-    *,
-    client: Client,
-    model_params: dict[str, Any] | None = None,
-    tol: float = 1e-12,
-    max_iter: int = 100,
-) -> ProblemSpec:
-    """Solve the problem tightly (exact Newton) and record ``x_star`` in its metadata.
-
-    Writes ``metadata["dsketch"]["x_star"]``, ``"x_star_grad_norm"`` (relative gradient
-    norm reached) and ``"x_star_iterations"``; returns the reopened store.
-    """
-    import warnings
-
-    import zarr
-
-    from dsketch.api import fit
-    from dsketch.config import Solver
-    from dsketch.store import open_problem
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = fit(spec, model, model_params=model_params, curvature="exact",
-                  solver=Solver(tol=tol, max_iter=max_iter), cluster=client)
-    g = zarr.open_group(spec.path, mode="r+")
-    meta = dict(g.attrs.get("dsketch", {}))
-    g0 = float(res.history["grad_norm"][0]) if len(res.history.get("grad_norm", ())) else res.grad_norm
-    meta.update(x_star=np.asarray(res.x).tolist(), x_star_grad_norm=float(res.grad_norm) / max(g0, 1e-300),
-                x_star_iterations=int(res.nit), x_star_converged=bool(res.success))
-    g.attrs["dsketch"] = meta
-    logger.info("recorded x* of %s (%d exact Newton iterations, success=%s)", spec.path, res.nit, res.success)
-    return open_problem(spec.path)

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from dask.sizeof import sizeof
 
+from dsketch.errors import StoreFormatError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import Block, ProblemSpec, read_block
 from dsketch.store.blocks import ALIGNMENT, aligned
@@ -314,6 +315,7 @@ def fused_step(
     counts the block, so the driver knows to discard it.
     """
     if ts[0] != 1.0:
+        # internal: the solver always puts the full step first
         raise ValueError(f"the first trial step of a fused pass must be 1; got {ts[0]!r}")
     A = load(source).A
     ap = _matvec(A, p)
@@ -432,7 +434,7 @@ def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) 
     if offset is not None:
         o = np.asarray(offset, dtype=np.float64)
         if o.size != eta.size:
-            raise ValueError(
+            raise StoreFormatError(
                 f"store {source.spec.path!r}: member 'offset' has shape {o.shape} for {eta.size} rows; an "
                 "offset needs one value a row"
             )

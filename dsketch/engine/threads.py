@@ -89,8 +89,9 @@ class ThreadClient:
         # one BLAS thread per pool thread (see the module's notes); restored by close()
         self._blas_limits = threadpool_limits(limits=1, user_api="blas") if n > 1 else None
 
-    def submit(self, fn: Any, *args: Any, pure: bool = False, **kwargs: Any) -> ThreadFuture:
-        """Run ``fn(*args, **kwargs)`` (arguments that are futures replaced by their values)."""
+    def submit(self, fn: Any, *args: Any, pure: bool = False, key: str | None = None, **kwargs: Any) -> ThreadFuture:
+        """Run ``fn(*args, **kwargs)`` (arguments that are futures replaced by their values;
+        ``pure`` and ``key``, a Dask task's identity, mean nothing here)."""
         if self._pool is None:
             try:
                 return ThreadFuture(value=_call(fn, args, kwargs))

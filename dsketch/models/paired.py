@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dsketch.errors import ModelDomainError, StoreFormatError
+from dsketch.errors import DSketchTypeError, InvalidParameterError, ModelDomainError, StoreFormatError
 from dsketch.models.base import FloatArray, Model, RowTerms, Scalars, Stats
 
 Outer = Callable[[FloatArray], FloatArray]
@@ -99,9 +99,9 @@ class PairedModel(Model):
     def _check_targets_vector(targets: Any) -> FloatArray:
         t = np.asarray(targets, dtype=np.float64)
         if t.ndim != 1 or t.size == 0:
-            raise ValueError(f"targets must be a non-empty 1-D array (length m); got shape {t.shape}")
+            raise InvalidParameterError(f"targets must be a non-empty 1-D array (length m); got shape {t.shape}")
         if not np.isfinite(t).all():
-            raise ValueError("targets hold NaN or infinite values")
+            raise InvalidParameterError("targets hold NaN or infinite values")
         return t
 
     @property
@@ -142,7 +142,7 @@ class PairedModel(Model):
 
     def _b(self) -> FloatArray:
         if self.targets is None:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"model {self.name!r} has no targets: pass targets= (length m) or fit it on a store "
                 "with 'global/b'"
             )
@@ -152,7 +152,7 @@ class PairedModel(Model):
         P = np.asarray(P, dtype=np.float64)
         m = self._b().size
         if P.ndim != 2 or P.shape != (eta.size, m):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"model {self.name!r}: the rows of A2^T must have shape ({eta.size}, {m}); got {P.shape}"
             )
         return P
@@ -209,7 +209,7 @@ class PairedModel(Model):
             return 0.3 / n_samples
         if regime == "strong":
             return float(n_samples) ** cls._strong_power
-        raise ValueError(f"regime must be 'weak' or 'strong'; got {regime!r}")
+        raise InvalidParameterError(f"regime must be 'weak' or 'strong'; got {regime!r}")
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.name}
@@ -243,9 +243,9 @@ class TwoLayerSoftmax(PairedModel):
         super().__init__(targets)
         if isinstance(h, str):
             if h not in OUTER_FUNCTIONS:
-                raise ValueError(f"h must be one of {sorted(OUTER_FUNCTIONS)} or (h, h', h''); got {h!r}")
+                raise InvalidParameterError(f"h must be one of {sorted(OUTER_FUNCTIONS)} or (h, h', h''); got {h!r}")
         elif not (isinstance(h, tuple) and len(h) == 3 and all(callable(f) for f in h)):
-            raise TypeError("h must be a name or a tuple of three callables (h, h', h'')")
+            raise DSketchTypeError("h must be a name or a tuple of three callables (h, h', h'')")
         self.h = h
 
     def __repr__(self) -> str:

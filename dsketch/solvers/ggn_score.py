@@ -33,6 +33,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.linalg as sla
 
+from dsketch.errors import DSketchTypeError, InvalidParameterError, UnknownNameError
 from dsketch.models.twolayer_net import TwoLayerNet
 from dsketch.solvers.result import HISTORY_COLUMNS, STATUS_MESSAGES, FitResult, Status
 from dsketch.store import ProblemSpec, read_block
@@ -48,7 +49,7 @@ def pseudo_huber_constant(nu: float) -> float:
     the smallest valid ``M`` at ``nu = 2.6`` is 2.537.)
     """
     if not 2.0 <= nu <= 8.0 / 3.0 + 1e-12:
-        raise ValueError(f"pseudo-Huber is generalised self-concordant only for 2 <= nu <= 8/3; got {nu}")
+        raise InvalidParameterError(f"pseudo-Huber is generalised self-concordant only for 2 <= nu <= 8/3; got {nu}")
     a = 0.75 * nu - 2.5
     if 1.0 + 2.0 * a >= -1e-12:
         return 3.0
@@ -58,9 +59,9 @@ def pseudo_huber_constant(nu: float) -> float:
 
 def _check_mu(mu: float) -> None:
     if isinstance(mu, bool) or not isinstance(mu, (int, float, np.integer, np.floating)):
-        raise TypeError(f"mu must be a positive number; got {type(mu).__name__} {mu!r}")
+        raise DSketchTypeError(f"mu must be a positive number; got {type(mu).__name__} {mu!r}")
     if not (mu > 0 and math.isfinite(mu)):
-        raise ValueError(f"mu must be a positive number; got {mu!r}")
+        raise InvalidParameterError(f"mu must be a positive number; got {mu!r}")
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class OstrovskiiBach:
     def __post_init__(self) -> None:
         _check_mu(self.mu)
         if self.nu != 3.0:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"the Ostrovskii-Bach smoother is used with nu = 3 (M_h = 2 sqrt 2); got nu={self.nu!r}"
             )
 
@@ -200,7 +201,7 @@ def make_smoother(name: str, *, mu: float, nu: float | None = None) -> Smoother:
     try:
         cls = SMOOTHERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown smoother {name!r}; valid smoothers: {', '.join(SMOOTHERS)}") from None
+        raise UnknownNameError(f"unknown smoother {name!r}; valid smoothers: {', '.join(SMOOTHERS)}") from None
     return cls(mu=mu, nu=cls.default_nu if nu is None else float(nu))
 
 
@@ -258,9 +259,9 @@ class GGNScoreConfig:
 
     def __post_init__(self) -> None:
         if not (self.tau >= 0 and math.isfinite(self.tau)):
-            raise ValueError(f"tau must be a finite number >= 0; got {self.tau!r}")
+            raise InvalidParameterError(f"tau must be a finite number >= 0; got {self.tau!r}")
         if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must lie in (0, 1]; got {self.alpha!r}")
+            raise InvalidParameterError(f"alpha must lie in (0, 1]; got {self.alpha!r}")
         sm = make_smoother(self.smoother, mu=self.mu, nu=self.nu)  # validates name, mu and nu
         object.__setattr__(self, "nu", sm.nu)
 

@@ -65,7 +65,7 @@ from distributed import Client
 from scipy.linalg import blas
 
 from dsketch.engine.core import Engine
-from dsketch.errors import ChunkLayoutError, ConvergenceWarning
+from dsketch.errors import ChunkLayoutError, ConvergenceWarning, InvalidParameterError, StoreFormatError
 from dsketch.models.twolayer_net import TwoLayerNet
 from dsketch.sketch import random as crng
 from dsketch.solvers.ggn_score import (
@@ -320,11 +320,11 @@ class SketchedGGN:
     ) -> None:
         if sketch_size is not None and (isinstance(sketch_size, bool) or int(sketch_size) != sketch_size
                                         or sketch_size < 1):
-            raise ValueError(f"sketch_size must be a positive integer or None; got {sketch_size!r}")
+            raise InvalidParameterError(f"sketch_size must be a positive integer or None; got {sketch_size!r}")
         if int(block_rows) < 1:
             raise ChunkLayoutError(f"block_rows must be a positive integer; got {block_rows!r}")
         if int(split_every) < 2:
-            raise ValueError(f"split_every must be >= 2; got {split_every!r}")
+            raise InvalidParameterError(f"split_every must be >= 2; got {split_every!r}")
         self.net = net
         self.config = config
         self.sketch_size = None if sketch_size is None else int(sketch_size)
@@ -336,7 +336,7 @@ class SketchedGGN:
         self.split_every = int(split_every)
         self.backtracking = bool(backtracking)
         if int(max_halvings) != max_halvings or max_halvings < 0:
-            raise ValueError(f"max_halvings must be a non-negative integer; got {max_halvings!r}")
+            raise InvalidParameterError(f"max_halvings must be a non-negative integer; got {max_halvings!r}")
         self.max_halvings = int(max_halvings)
         self.smoother = config.make_smoother()
         self.M_g = score_constant(self.smoother, net.n_params)
@@ -344,20 +344,20 @@ class SketchedGGN:
     # ------------------------------------------------------------------ data layout
     def _check_store(self, spec: ProblemSpec) -> None:
         if spec.has_w:
-            raise ValueError(
+            raise StoreFormatError(
                 f"store {spec.path!r} has row weights w, but the network loss is unweighted; "
                 "write the store without w"
             )
         ny = self.net.n_outputs
         if self.target == "b":
             if ny != 1:
-                raise ValueError(f"target 'b' holds one output but the network has n_outputs={ny}; "
+                raise StoreFormatError(f"target 'b' holds one output but the network has n_outputs={ny}; "
                                  "pass target=<member of shape (n, ny)>")
         elif self.target not in spec.members:
-            raise ValueError(f"target {self.target!r} is not a member of {spec.path!r}; "
+            raise StoreFormatError(f"target {self.target!r} is not a member of {spec.path!r}; "
                              f"members: {['b', *spec.members]}")
         if spec.n_features != self.net.n_inputs:
-            raise ValueError(f"the store has {spec.n_features} columns but the network expects "
+            raise StoreFormatError(f"the store has {spec.n_features} columns but the network expects "
                              f"n_inputs={self.net.n_inputs}")
 
     def _engine(self, spec: ProblemSpec, client: Client, *, persist: bool = False) -> Engine:
@@ -468,9 +468,9 @@ class SketchedGGN:
         """
         theta = np.array(theta0, dtype=np.float64, copy=True)
         if theta.shape != (self.net.n_params,):
-            raise ValueError(f"theta0 must have shape ({self.net.n_params},); got {theta.shape}")
+            raise InvalidParameterError(f"theta0 must have shape ({self.net.n_params},); got {theta.shape}")
         if int(iters) != iters or iters < 0:
-            raise ValueError(f"iters must be a non-negative integer; got {iters!r}")
+            raise InvalidParameterError(f"iters must be a non-negative integer; got {iters!r}")
         self._check_store(spec)
         k = spec.n_samples * self.net.n_outputs
         hist: dict[str, list[float]] = {c: [] for c in (*HISTORY_COLUMNS, "data_loss", "expected_rows")}

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dsketch.errors import DSketchTypeError
 from dsketch.store import outputs, read_group, write_group
 
 def outside_stacklevel() -> int:
@@ -98,7 +99,7 @@ class FrozenDict(dict):
     it copies, pickles and serialises like a ``dict``."""
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a FitResult is immutable: copy its history or info (dict(...)) to change them")
+        raise DSketchTypeError("a FitResult is immutable: copy its history or info (dict(...)) to change them")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
     __ior__ = _refuse  # type: ignore[assignment]

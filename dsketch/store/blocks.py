@@ -24,6 +24,7 @@ import zarr
 from dsketch.errors import (
     ChunkLayoutError,
     DSketchError,
+    InvalidParameterError,
     StoreChangedError,
     StoreFormatError,
     StoreNotFoundError,
@@ -308,13 +309,13 @@ def read_block(spec: ProblemSpec, r0: int, r1: int, *, members: Sequence[str] = 
     """
     r0, r1 = int(r0), int(r1)
     if not 0 <= r0 <= r1 <= spec.n_samples:
-        raise ValueError(
+        raise InvalidParameterError(
             f"row range [{r0}, {r1}) is not inside [0, {spec.n_samples}] for store {spec.path!r}; "
             "need 0 <= r0 <= r1 <= n_samples"
         )
     unknown = [m for m in members if m not in spec.members]
     if unknown:
-        raise ValueError(
+        raise InvalidParameterError(
             f"store {spec.path!r} has no row-aligned member(s) {unknown}; available: {list(spec.members)}"
         )
     return block_from(spec, arrays_for(spec), r0, r1, members)
@@ -369,7 +370,7 @@ def member_sum(spec: ProblemSpec, name: str) -> float:
         When the store has no such member; NonFiniteError when it holds NaN or inf.
     """
     if name not in spec.members:
-        raise ValueError(f"store {spec.path!r} has no row-aligned member {name!r}; available: {list(spec.members)}")
+        raise InvalidParameterError(f"store {spec.path!r} has no row-aligned member {name!r}; available: {list(spec.members)}")
     arr = zarr.open_group(spec.path, mode="r")[name]
     total = 0.0
     for r0, r1 in row_blocks(spec.n_samples, SUM_STEP):
@@ -394,7 +395,7 @@ def read_global(spec: ProblemSpec, name: str) -> np.ndarray:
         When another store was put at the path after it was opened.
     """
     if name not in spec.global_members:
-        raise ValueError(
+        raise InvalidParameterError(
             f"store {spec.path!r} has no global member {name!r} (in its 'global' group); "
             f"available: {list(spec.global_members)}"
         )

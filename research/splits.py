@@ -79,7 +79,7 @@ from dsketch.models.softmax import SoftmaxRegression
 from dsketch.sketch.base import weighted_gram
 
 Split = Literal["a", "b"]
-# Sampling each split and the approximate Newton iteration on it: dsketch.models.split_sampling.
+# Sampling each split and the approximate Newton iteration on it: research.split_sampling.
 SPLITS: tuple[str, ...] = ("a", "b")
 SeedLike = int | np.random.Generator | None
 

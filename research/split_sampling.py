@@ -4,7 +4,7 @@ Leverage scores of the matrix each split samples from (:func:`leverage_scores`),
 inclusion probabilities and the sampled Hessian (:func:`sketched_hessian`), a tight exact
 solve for ``x*`` (:func:`solve_exact`) and the unit-step approximate Newton iteration of
 docs/theory.md#the-approximate-newton-framework with either split (:func:`approximate_newton`). The algebra of the splits
-(their pieces, Hessians and kappa) is in :mod:`dsketch.models.splits`.
+(their pieces, Hessians and kappa) is in :mod:`research.splits`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import scipy.linalg
 
 from dsketch.errors import ModelDomainError
 from dsketch.models.base import FloatArray, Model, loss_gradient_hessian
-from dsketch.models.splits import (
+from research.splits import (
     NormalisedPieces,
     SeedLike,
     Split,

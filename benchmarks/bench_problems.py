@@ -1,10 +1,13 @@
-"""The benchmark's problems (:mod:`dsketch.bench`), generated block by block on the workers.
+"""The benchmark's problems (:mod:`benchmarks.bench`), generated block by block on the workers.
 
 * ``ill-dense``: dense, columns AR(1)-correlated (rho = 0.985), Hessian condition number
   of order 1e4;
 * ``sparse``: CSR, 0.5% density, power-law column frequencies (as text or count data);
 * ``well-dense``: dense, independent standard normal columns;
-* ``coherent``: dense, a few rows a thousand times larger than the rest (high leverage).
+* ``coherent``: dense, a few rows a thousand times larger than the rest (high leverage);
+* ``ill_dense_100``: dense 1e6 x 100, rows Gaussian with covariance ``Q diag(lambda) Q^T``
+  (``lambda`` log-spaced from 1 to 1e-4, so condition number 1e4; ``Q`` a random rotation),
+  and a nearly unregularised ``l2 = 1e-8``.
 
 Targets are Bernoulli draws from the logistic model with standard normal true
 coefficients. Every block's randomness is keyed by ``(seed, block, stream)``.
@@ -27,7 +30,7 @@ class ProblemDef:
     name: str
     n: int
     d: int
-    kind: str  # "ill", "sparse", "well", "coherent"
+    kind: str  # "ill", "sparse", "well", "coherent", "cov"
     density: float = 1.0
     l2: float = 1e-6
 
@@ -37,7 +40,20 @@ PROBLEMS = (
     ProblemDef("sparse", 5_000_000, 2000, "sparse", density=0.005),
     ProblemDef("well-dense", 2_000_000, 100, "well", l2=1e-4),
     ProblemDef("coherent", 2_000_000, 50, "coherent"),
+    ProblemDef("ill_dense_100", 1_000_000, 100, "cov", l2=1e-8),
 )
+
+#: The covariance condition number of the ``cov`` kind.
+COV_CONDITION = 1e4
+
+
+def covariance_factor(d: int, seed: int) -> np.ndarray:
+    """``F = diag(sqrt(lambda)) Q^T`` of the ``cov`` kind: rows ``z F`` with ``z ~ N(0, I)``
+    have covariance ``Q diag(lambda) Q^T``, eigenvalues log-spaced from 1 to ``1 / COV_CONDITION``."""
+    Q, R = np.linalg.qr(_rng(seed, 2**31, 1).standard_normal((d, d)))
+    Q *= np.sign(np.diag(R))  # a uniformly random rotation
+    lam = np.logspace(0.0, -np.log10(COV_CONDITION), d)
+    return np.sqrt(lam)[:, None] * Q.T
 
 
 def _rng(seed: int, k: int, stream: int) -> np.random.Generator:
@@ -63,6 +79,8 @@ def _block(pdef: ProblemDef, seed: int, k: int, n_rows: int, w_true: np.ndarray)
             rho, s = 0.985, np.sqrt(1 - 0.985**2)
             for j in range(1, d):
                 Z[:, j] = rho * Z[:, j - 1] + s * Z[:, j]
+        if pdef.kind == "cov":
+            Z = Z @ covariance_factor(d, seed)
         if pdef.kind == "coherent":
             Z[_rng(seed, k, 3).random(n_rows) < 1e-4] *= 1e3
         A = Z / np.sqrt(d)
@@ -105,7 +123,7 @@ def write_benchmark_problem(path: str, pdef: ProblemDef, client: Any, *, seed: i
         offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     builder = ProblemBuilder.create(path, n_samples=pdef.n, n_features=pdef.d, sparse=sparse,
                                     nnz=int(offsets[-1]) if sparse else None, chunk_rows=chunk_rows, overwrite=True,
-                                    attrs={"dsketch": {"generator": "dsketch bench", "problem": pdef.name,
+                                    attrs={"dsketch": {"generator": "benchmarks.bench", "problem": pdef.name,
                                                        "seed": seed}})
     try:
         edges = client.gather([client.submit(_write_task, builder, pdef, seed, k, r0, r1 - r0, w_true,
