@@ -42,6 +42,7 @@ from dsketch.models import Model, get_model
 from dsketch.sketch import make_sketch
 from dsketch.solvers.checkpoint import FINGERPRINT_KEY, check_settings, load_checkpoint
 from dsketch.solvers.inner import inner_solver
+from dsketch.solvers.lbfgs import QuasiNewtonProbe, newton_cost
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
@@ -318,7 +319,10 @@ def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: So
     config = NewtonConfig(tol=solver.tol, max_iter=solver.max_iter, seed=seed, ftol=solver.ftol, armijo=solver.armijo,
                           max_halvings=solver.halvings, score_reuse=solver.score_reuse,
                           adaptive_sketch=plan.adaptive and solver.method not in FIRST_ORDER, fused=cluster.fused)
-    inner = inner_solver(solver.method, solver.cg_max_iter) if solver.inner is None else solver.inner
+    spec = engine.problem
+    probe = QuasiNewtonProbe(tol=solver.tol, max_iter=solver.max_iter, newton_cost=newton_cost(
+        spec.n_samples, spec.n_features, int(getattr(spec, "nnz", 0) or 0), bool(spec.sparse)))
+    inner = inner_solver(solver.method, solver.cg_max_iter, probe) if solver.inner is None else solver.inner
     return NewtonSolver(engine, model, plan.sketch(), sketch_size=plan.size, config=config, inner=inner, **kw)
 
 

@@ -222,3 +222,27 @@ def test_auto_resumes_bit_identically(tmp_path):
         np.testing.assert_allclose(resumed.history["grad_norm"], whole.history["grad_norm"], rtol=1e-6,
                                    atol=1e-12 * whole.history["grad_norm"][0])
         np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-10)
+
+
+def test_probe_prices_newton_against_the_quasi_newton_iterations_still_needed():
+    """A slow rate alone does not switch when Newton's iterations cost more than the L-BFGS
+    iterations still needed (wide one-hot data), nor when they would not fit in max_iter."""
+    from dsketch.solvers.lbfgs import NEWTON_ITERATIONS, newton_cost
+
+    norms = [1.0, 0.5, 0.3, 0.2, 0.14]  # contracting at about 0.68: past the 0.4 floor
+    need = np.log(1e-8 / 0.14) / np.log((0.14 / 0.3) ** 0.5)  # iterations still needed
+    cheap = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need)
+    dear = QuasiNewtonProbe(tol=1e-8, newton_cost=0.5 * need)
+    short = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need, max_iter=int(need))
+    for gn in norms:
+        for p in (cheap, dear, short):
+            p.observe(gn)
+    assert cheap.remaining() == pytest.approx(need)
+    assert not cheap.use_newton() and dear.use_newton() and short.use_newton()
+    # the cost model: flops of a Newton iteration over those of one pass, times the
+    # Newton iterations assumed; independent arithmetic for a sparse and a dense shape
+    n, d, nnz = 327_346, 3295, 1_988_662
+    gram, chol = n * (nnz / n) ** 2 / 2, d**3 / 3 / 8
+    assert newton_cost(n, d, nnz, True) == pytest.approx(NEWTON_ITERATIONS * (1 + (gram + chol) / (4 * nnz)))
+    assert newton_cost(10**6, 100, 0, False) == pytest.approx(
+        NEWTON_ITERATIONS * (1 + (1e6 * 1e4 / 2 / 8 + 1e6 / 3 / 8) / (4e8)))

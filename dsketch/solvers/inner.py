@@ -274,8 +274,9 @@ def wants_curvature(inner: InnerSolver, state: IterationState) -> bool:
     return bool(decide(state)) if callable(decide) else bool(inner.needs_curvature)
 
 
-def inner_solver(method: str, cg_max_iter: int = 20) -> InnerSolver:
-    """The inner solver of ``dsketch.Solver(method)``."""
+def inner_solver(method: str, cg_max_iter: int = 20, probe: QuasiNewtonProbe | None = None) -> InnerSolver:
+    """The inner solver of ``dsketch.Solver(method)`` (``probe``: the hand-over rule of
+    ``"auto"``)."""
     if method == "newton-cg":
         return ConjugateGradient(max_iter=cg_max_iter)
     if method == "gd":
@@ -283,5 +284,5 @@ def inner_solver(method: str, cg_max_iter: int = 20) -> InnerSolver:
     if method == "lbfgs":
         return QuasiNewton()
     if method == "auto":
-        return QuasiNewtonThenNewton()
+        return QuasiNewtonThenNewton(probe=probe)
     return CholeskySolve()
