@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -21,14 +19,13 @@ from dsketch.engine.memory import plan_curvature as _memory_plan
 from dsketch.engine.threads import ThreadClient
 from dsketch.config import (
     FIRST_ORDER,
-    MOVED,
     Cluster,
     Curvature,
     Solver,
     as_cluster,
     as_curvature,
     as_solver,
-    refuse_moved,
+    refuses_moved,
     resolve_method,
 )
 from dsketch.errors import (
@@ -348,21 +345,7 @@ def _info(model: Model, spec: ProblemSpec, plan: CurvaturePlan, solver: Solver, 
     }
 
 
-def _refuses_moved(func: Any) -> Any:
-    """Answer a keyword that moved into the grouped settings with a
-    :class:`~dsketch.errors.RemovedOptionError` naming where it went."""
-
-    own = set(inspect.signature(func).parameters)
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        refuse_moved(func.__name__, {k: v for k, v in kwargs.items() if k in MOVED and k not in own})
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-@_refuses_moved
+@refuses_moved
 def fit(
     data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
@@ -497,7 +480,7 @@ def fit(
                                  **result.info})
 
 
-@_refuses_moved
+@refuses_moved
 def initial_point(
     data: str | os.PathLike[str] | ProblemSpec | tuple[Any, Any],
     model: str | Model,
@@ -520,7 +503,7 @@ def initial_point(
             engine.close()
 
 
-@_refuses_moved
+@refuses_moved
 def fit_network(
     data: str | os.PathLike[str] | ProblemSpec,
     *,

@@ -451,10 +451,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from dsketch.config import Cluster
     from dsketch.predict import predict
 
-    path = predict(args.result, args.data, args.out, scheduler=args.scheduler, n_workers=args.workers,
-                   block_rows=args.block_rows, overwrite=args.overwrite)
+    path = predict(args.result, args.data, args.out, overwrite=args.overwrite,
+                   cluster=Cluster(args.scheduler, n_workers=args.workers, block_rows=args.block_rows))
     import zarr
 
     rows = int(zarr.open_group(path, mode="r")["eta"].shape[0])

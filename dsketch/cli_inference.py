@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
+
 from dsketch.errors import InvalidParameterError
 
 
@@ -40,6 +42,8 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
 
     from dsketch.config import Cluster, Curvature, Solver
 
+    cluster = Cluster(client if client is not None else args.scheduler, n_workers=args.workers,
+                      block_rows=args.block_rows)
     result = fit(
         args.data,
         args.model,
@@ -47,8 +51,7 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
         fit_intercept=args.fit_intercept,
         curvature=Curvature(args.sketch, size=args.sketch_size, adaptive=args.adaptive_sketch),
         solver=Solver(args.solver, tol=args.tol, max_iter=args.max_iter, ftol=args.ftol),
-        cluster=Cluster(client if client is not None else args.scheduler, n_workers=args.workers,
-                        block_rows=args.block_rows, persist=args.persist, fused=args.fused,
+        cluster=replace(cluster, persist=args.persist, fused=args.fused,
                         memory_check=getattr(args, "memory_check", True)),
         seed=args.seed,
         checkpoint=checkpoint,
@@ -59,7 +62,7 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
 
         try:
             covariance(result, args.data, cov_type=args.cov_type, groups=args.groups, alpha=args.alpha,
-                       client=client, block_rows=args.block_rows)
+                       cluster=cluster)
         except InferenceError as exc:
             return result, exc
     return result, None
@@ -67,6 +70,7 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """``dsketch summary``: the stored table, or one computed now (the stored type by default)."""
+    from dsketch.config import Cluster
     from dsketch.inference import check_cov_type, covariance
     from dsketch.solvers.result import load_result, save_result
 
@@ -78,7 +82,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     groups = args.groups if args.cov_type or stored is None else stored.groups
     cov_type = check_cov_type(args.cov_type or (stored.cov_type if stored is not None else "nonrobust"), groups)
     covariance(result, args.data, cov_type=cov_type, groups=groups, alpha=args.alpha,
-               scheduler=args.scheduler, n_workers=args.workers, block_rows=args.block_rows)
+               cluster=Cluster(args.scheduler, n_workers=args.workers, block_rows=args.block_rows))
     if args.save:
         save_result(result, args.result, overwrite=True)
     print(result.summary())

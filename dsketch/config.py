@@ -14,6 +14,8 @@ cluster, a ``distributed.Client`` or a scheduler address.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -350,3 +352,32 @@ def refuse_moved(func: str, kwargs: Mapping[str, Any]) -> None:
         where = "; ".join(f"{k}= is now {MOVED[k]}" for k in moved)
         raise RemovedOptionError(f"{func}() no longer takes {', '.join(k + '=' for k in moved)}: {where}")
     raise DSketchTypeError(f"{func}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+
+
+def refuses_moved(func: Any) -> Any:
+    """Decorator: answer a keyword of ``func`` that moved into the grouped settings with a
+    :class:`~dsketch.errors.RemovedOptionError` naming where it went."""
+
+    own = set(inspect.signature(func).parameters)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        refuse_moved(func.__name__, {k: v for k, v in kwargs.items() if k in MOVED and k not in own})
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def streaming_cluster(value: Any, func: str) -> Cluster:
+    """The :class:`Cluster` of a one-pass computation (``predict``, ``covariance``): where it
+    runs and its ``block_rows``; the iteration's options (``persist``, ``fused``,
+    ``bounds``, ``memory_check``) have no effect there and are refused."""
+    clu = as_cluster(value)
+    default = Cluster()
+    given = [name for name in ("persist", "fused", "memory_check")
+             if getattr(clu, name) != getattr(default, name)] + (["bounds"] if clu.bounds is not None else [])
+    if given:
+        raise UnusedOptionError(f"{func}() reads every block once: Cluster {' and '.join(given)} "
+                                f"{'has' if len(given) == 1 else 'have'} no effect there; drop "
+                                f"{'it' if len(given) == 1 else 'them'}")
+    return clu

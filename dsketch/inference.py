@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from dsketch.config import refuses_moved, streaming_cluster
 from dsketch.errors import DSketchError, InferenceError
 from dsketch.solvers.inference_result import Inference
 
@@ -153,6 +154,7 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
     return corr * (Hi @ (G.T @ G) @ Hi), scale, n_groups
 
 
+@refuses_moved
 def covariance(
     result: Any,
     data: str | os.PathLike[str] | Any = None,
@@ -161,10 +163,7 @@ def covariance(
     groups: str | None = None,
     alpha: float = 0.05,
     feature_names: list[str] | None = None,
-    client: Any = None,
-    scheduler: str | None = None,
-    n_workers: int = 2,
-    block_rows: int | None = None,
+    cluster: Any = None,
     attach: bool = True,
 ) -> Inference:
     """Standard errors of a GLM fit: one exact, streamed pass over the store (module docstring).
@@ -185,8 +184,10 @@ def covariance(
     feature_names : list of str, optional
         Names of the store's columns (default ``x0, x1, ...``); the intercept is
         ``"intercept"``.
-    client, scheduler, n_workers, block_rows
-        Cluster and row blocking, as in :func:`dsketch.fit` (blocks are always streamed).
+    cluster : Cluster, distributed.Client, str or None
+        Where the pass runs and its ``block_rows``, as in :func:`dsketch.fit` (blocks are
+        always streamed: ``persist``, ``fused``, ``bounds`` and ``memory_check`` are
+        refused).
     attach : bool, default True
         Also store the result on ``result.inference`` (kept by :func:`dsketch.save_result`;
         ``result.summary()`` prints it).
@@ -201,11 +202,15 @@ def covariance(
         Unknown ``cov_type``, a missing or non-integer ``groups`` member, a model that is not
         a GLM, a fit that did not succeed, coefficients that do not match the store, or a
         singular Hessian.
+    RemovedOptionError
+        ``client=``, ``scheduler=``, ``n_workers=`` or ``block_rows=``: they are
+        :class:`dsketch.Cluster`'s now.
     """
     from dsketch.api import _client_for
     from dsketch.engine.core import Engine
     from dsketch.store import ProblemSpec, open_problem
 
+    clu = streaming_cluster(cluster, "covariance")
     cov_type = check_cov_type(cov_type, groups)
     model, intercept = glm_for(result)
     if not result.success:
@@ -235,8 +240,8 @@ def covariance(
         raise InferenceError(f"feature_names has {len(names)} names for {d} columns")
     names = names + [INTERCEPT_NAME] if intercept else names
     members = (*model.row_members, *((groups,) if groups is not None else ()))
-    with _client_for(client, scheduler, n_workers, spec, block_rows) as c:
-        engine = Engine(spec, c, block_rows=block_rows, persist=False, members=members)
+    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows) as c:
+        engine = Engine(spec, c, block_rows=clu.block_rows, persist=False, members=members)
         try:
             sums = engine.inference_sums(model, x, groups)
         finally:

@@ -20,6 +20,7 @@ import zarr
 from distributed import Client, wait
 
 from dsketch.api import _client_for
+from dsketch.config import Cluster, refuses_moved, streaming_cluster
 from dsketch.engine import tasks
 from dsketch.engine.core import auto_block_rows
 from dsketch.errors import InvalidParameterError, PredictionError, StoreFormatError, StoreNotFoundError
@@ -98,15 +99,13 @@ def _layout(spec: ProblemSpec, block_rows: int | None) -> tuple[int, list[tuple[
     return chunk, row_blocks(spec.n_samples, rows)
 
 
+@refuses_moved
 def predict(
     result: FitResult | str | os.PathLike[str],
     data: str | os.PathLike[str] | ProblemSpec,
     out: str | os.PathLike[str] | None = None,
     *,
-    client: Client | None = None,
-    scheduler: str | None = None,
-    n_workers: int = 2,
-    block_rows: int | None = None,
+    cluster: Cluster | Client | str | None = None,
     overwrite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | str:
     """Linear predictor and mean of a fitted GLM for every row of a problem store.
@@ -132,12 +131,12 @@ def predict(
         swapped in when every block is written, and removed if any fails. ``out`` may
         replace only an earlier prediction store (``overwrite=True``), never the data
         store, the result store or any other path.
-    client, scheduler, n_workers
-        The cluster, as in :func:`dsketch.fit`.
-    block_rows : int, optional
-        Rows per task (default :func:`~dsketch.engine.core.auto_block_rows`), rounded up
-        to a whole number of the data store's row chunks, which are also the chunks of the
-        output.
+    cluster : Cluster, distributed.Client, str or None
+        Where the pass runs, as in :func:`dsketch.fit` (None: ``$DSKETCH_SCHEDULER`` or an
+        embedded local cluster). Its ``block_rows`` are the rows per task (default
+        :func:`~dsketch.engine.core.auto_block_rows`), rounded up to a whole number of the
+        data store's row chunks, which are also the chunks of the output; the iteration's
+        options (``persist``, ``fused``, ``bounds``, ``memory_check``) are refused.
     overwrite : bool
         Replace an earlier prediction store at ``out``.
 
@@ -154,7 +153,11 @@ def predict(
         The result's model is not a GLM, or the store's column count is not the fit's.
     StoreExistsError, OutputPathError
         ``out`` cannot be written (checked before any work).
+    RemovedOptionError
+        ``client=``, ``scheduler=``, ``n_workers=`` or ``block_rows=``: they are
+        :class:`dsketch.Cluster`'s now.
     """
+    clu = streaming_cluster(cluster, "predict")
     res, result_path = _open_result(result)
     info = dict(res.info or {})
     if getattr(res, "x", None) is None:
@@ -181,12 +184,12 @@ def predict(
     if out is not None:
         others = {"the data store": spec.path, "the result store": result_path}
         target = outputs.check_output(out, outputs.PREDICTION, overwrite=overwrite, others=others, option="the output")
-    chunk, bounds = _layout(spec, block_rows)
+    chunk, bounds = _layout(spec, clu.block_rows)
     read = spec.with_intercept() if fit_intercept else spec
     members = (OFFSET,) if OFFSET in spec.members else ()
     sources = [tasks.Source(read, r0, r1, members) for r0, r1 in bounds]
 
-    with _client_for(client, scheduler, n_workers) as c:
+    with _client_for(clu.client, clu.address, clu.n_workers) as c:
         xs = c.submit(tasks.identity, x, pure=False)
         if target is None:
             futs = [c.submit(tasks.predict_block, model, src, xs, None, pure=False) for src in sources]

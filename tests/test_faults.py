@@ -209,7 +209,8 @@ def test_scheduler_gone_mid_fit_is_a_clear_error_and_no_result(tmp_path):
         out = str(tmp_path / "r.zarr")
         time.sleep(2.0)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dsketch.cli", "--quiet", "fit", "--model", "logistic", "--data", path,
+            [sys.executable, "-m", "dsketch.cli", "--quiet", "fit", "--connect-timeout", "5", "--model", "logistic",
+             "--data", path,
              "--param", "l2=1e-4", "--sketch", "uniform", "--sketch-size", "400", "--tol", "1e-14",
              "--max-iter", "300", "--block-rows", "4000", "--scheduler", addr, "--out", out],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -93,7 +93,7 @@ def poisson(request, client, tmp_path_factory):
 def test_poisson_covariances_equal_statsmodels(poisson, client, cov_type):
     spec, res, Xc, y, g, kind = poisson
     groups = "cluster" if cov_type == "cluster" else None
-    inf = dsketch.covariance(res, spec, cov_type=cov_type, groups=groups, client=client, block_rows=BLOCK)
+    inf = dsketch.covariance(res, spec, cov_type=cov_type, groups=groups, cluster=dsketch.Cluster(client, block_rows=BLOCK))
     if cov_type == "HC1":
         # statsmodels' GLM returns its HC0 for cov_type="HC1" (statsmodels issues #2828, #7798);
         # its own sandwich with the n / (n - p) correction is the HC1 reference
@@ -131,7 +131,7 @@ def test_the_pass_streams_small_blocks(poisson, client, monkeypatch):
         return out
 
     monkeypatch.setattr(Engine, "inference_sums", spy)
-    inf = dsketch.covariance(res, spec, cov_type="HC0", client=client, block_rows=BLOCK,
+    inf = dsketch.covariance(res, spec, cov_type="HC0", cluster=dsketch.Cluster(client, block_rows=BLOCK),
                              feature_names=["age", "dose", "x2", "x3"])
     assert seen == {"blocks": -(-N // BLOCK), "streamed": True, "largest": BLOCK, "passes": 1}
     assert res.inference is inf
@@ -149,7 +149,7 @@ def test_the_pass_streams_small_blocks(poisson, client, monkeypatch):
 
 def test_inference_is_saved_and_loaded(poisson, client, tmp_path):
     spec, res, Xc, y, g, _ = poisson
-    inf = dsketch.covariance(res, spec, cov_type="cluster", groups="cluster", client=client, block_rows=BLOCK)
+    inf = dsketch.covariance(res, spec, cov_type="cluster", groups="cluster", cluster=dsketch.Cluster(client, block_rows=BLOCK))
     dsketch.save_result(res, str(tmp_path / "r.zarr"))
     back = dsketch.load_result(str(tmp_path / "r.zarr"))
     assert back.inference.cov_type == "cluster" and back.inference.names == inf.names
@@ -165,7 +165,7 @@ def test_logistic_equals_statsmodels(client, tmp_path, cov_type):
     y = (rng.random(N) < 1 / (1 + np.exp(-(X @ np.array([0.5, -0.4, 0.3, 0.0]) - 0.2)))).astype(float)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, chunk_rows=CHUNK)
     res = _fit(spec, "logistic", client)
-    inf = dsketch.covariance(res, spec, cov_type=cov_type, client=client, block_rows=BLOCK)
+    inf = dsketch.covariance(res, spec, cov_type=cov_type, cluster=dsketch.Cluster(client, block_rows=BLOCK))
     ref = _sm_glm(y, _with_const(X), sm.families.Binomial())
     ref_cov = ref.cov_params() if cov_type == "nonrobust" else sw.cov_white_simple(ref, use_correction=True)
     _close(f"logistic {cov_type} cov_params", inf.cov_params, ref_cov)
@@ -184,7 +184,7 @@ def test_least_squares_equals_statsmodels(client, tmp_path, cov_type):
     y = X @ np.array([1.0, -2.0, 0.5, 0.0]) + 3.0 + rng.standard_normal(N) * (1.0 + np.abs(X[:, 0]))
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, chunk_rows=CHUNK)
     res = _fit(spec, "least-squares", client)
-    inf = dsketch.covariance(res, spec, cov_type=cov_type, client=client, block_rows=BLOCK)
+    inf = dsketch.covariance(res, spec, cov_type=cov_type, cluster=dsketch.Cluster(client, block_rows=BLOCK))
     Xc = _with_const(X)
     if cov_type == "nonrobust":
         ref = _sm_glm(y, Xc, sm.families.Gaussian())
@@ -208,7 +208,7 @@ def test_weighted_least_squares_equals_var_weights(client, tmp_path, cov_type):
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=s, extra={"cl": g}, chunk_rows=CHUNK)
     res = _fit(spec, "least-squares", client)
     groups = "cl" if cov_type == "cluster" else None
-    inf = dsketch.covariance(res, spec, cov_type=cov_type, groups=groups, client=client, block_rows=BLOCK)
+    inf = dsketch.covariance(res, spec, cov_type=cov_type, groups=groups, cluster=dsketch.Cluster(client, block_rows=BLOCK))
     Xc = _with_const(X)
     if cov_type == "HC1":
         ref_cov = sw.cov_white_simple(_sm_glm(y, Xc, sm.families.Gaussian(), var_weights=s), use_correction=True)
@@ -230,11 +230,11 @@ def test_weighted_poisson_with_offset_equals_statsmodels(client, tmp_path):
     y = rng.poisson(np.exp(X @ np.array([0.1, 0.2, -0.1, 0.3]) + off)).astype(float)
     spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=s, offset=off, chunk_rows=CHUNK)
     res = _fit(spec, "poisson", client)
-    inf = dsketch.covariance(res, spec, client=client, block_rows=BLOCK)
+    inf = dsketch.covariance(res, spec, cluster=dsketch.Cluster(client, block_rows=BLOCK))
     for kind in ("var_weights", "freq_weights"):
         ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), offset=off, **{kind: s})
         _close(f"weighted poisson nonrobust ({kind}) bse", inf.bse, ref.bse)
-    hc0 = dsketch.covariance(res, spec, cov_type="HC0", client=client, block_rows=BLOCK)
+    hc0 = dsketch.covariance(res, spec, cov_type="HC0", cluster=dsketch.Cluster(client, block_rows=BLOCK))
     ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), "HC0", offset=off, var_weights=s)
     _close("weighted poisson HC0 (var_weights) cov_params", hc0.cov_params, ref.cov_params())
 
@@ -247,12 +247,12 @@ def test_collinear_columns_are_refused_but_scales_are_not(client, tmp_path):
     spec = dsketch.write_problem(tmp_path / "w.zarr", wide, y)
     res = _fit(spec, "poisson", client)
     ref = _sm_glm(y, _with_const(wide), sm.families.Poisson())
-    _close("poisson wide-scale columns bse", dsketch.covariance(res, spec, client=client).bse, ref.bse, rtol=1e-5)
+    _close("poisson wide-scale columns bse", dsketch.covariance(res, spec, cluster=client).bse, ref.bse, rtol=1e-5)
     # a repeated column: H is singular at any coefficients (those of a fit to X are used)
     res = _fit(dsketch.write_problem(tmp_path / "x.zarr", X, y), "poisson", client)
     spec = dsketch.write_problem(tmp_path / "d.zarr", np.column_stack([X[:, :2], X[:, 0]]), y)
     with pytest.raises(InferenceError, match="singular"):
-        dsketch.covariance(res, spec, client=client)
+        dsketch.covariance(res, spec, cluster=client)
 
 
 # ------------------------------------------------------------------------------ errors
@@ -266,25 +266,34 @@ def test_user_errors_are_dsketch_errors(poisson, client, tmp_path):
     ]
     for kwargs, match in cases:
         with pytest.raises(InferenceError, match=match):
-            dsketch.covariance(res, spec, client=client, **kwargs)
+            dsketch.covariance(res, spec, cluster=client, **kwargs)
+    # the cluster is one grouped setting, as in fit; options of the iteration have no effect
+    from dsketch.errors import RemovedOptionError, UnusedOptionError
+
+    with pytest.raises(RemovedOptionError, match=r"client= is now cluster"):
+        dsketch.covariance(res, spec, client=client)
+    with pytest.raises(RemovedOptionError, match=r"block_rows= is now dsketch.Cluster\(block_rows"):
+        dsketch.covariance(res, spec, block_rows=100)
+    with pytest.raises(UnusedOptionError, match="persist has no effect"):
+        dsketch.covariance(res, spec, cluster=dsketch.Cluster(client, persist=True))
     rng = np.random.default_rng(0)
     fspec = dsketch.write_problem(tmp_path / "f.zarr", rng.standard_normal((50, 2)), rng.poisson(1.0, 50),
                                   extra={"g": rng.uniform(size=50)})
     fres = dsketch.fit(fspec, "poisson", fit_intercept=True, cluster=client)
     with pytest.raises(InferenceError, match="integer"):
-        dsketch.covariance(fres, fspec, cov_type="cluster", groups="g", client=client)
+        dsketch.covariance(fres, fspec, cov_type="cluster", groups="g", cluster=client)
     with pytest.warns(dsketch.errors.ConvergenceWarning):
         failed = dsketch.fit(fspec, "poisson", solver=dsketch.Solver(max_iter=1, tol=1e-15), cluster=client)
     assert not failed.success
     with pytest.raises(InferenceError, match="did not succeed"):
-        dsketch.covariance(failed, fspec, client=client)
+        dsketch.covariance(failed, fspec, cluster=client)
     with pytest.raises(InferenceError, match="no standard errors were computed"):
         failed.summary()
     other = dsketch.FitResult(x=np.zeros(2), fun=0.0, success=True, status=dsketch.Status.CONVERGED_GRADIENT,
                               message="", nit=1, n_passes=1, wall_time=0.0, grad_norm=0.0,
                               info={"model": "softmax"})
     with pytest.raises(InferenceError, match="GLMs"):
-        dsketch.covariance(other, fspec, client=client)
+        dsketch.covariance(other, fspec, cluster=client)
     assert issubclass(InferenceError, DSketchError)
 
 
@@ -344,7 +353,7 @@ def test_estimator_fit_result_gives_the_same_table(client, tmp_path):
     store = str(tmp_path / "counts.zarr")
     dsketch.write_problem(store, X, y, chunk_rows=256)
     est = PoissonRegressor(alpha=0.0, tol=1e-12, sketch="exact", client=client).fit(store)
-    inf = dsketch.covariance(est.fit_result_, store, cov_type="HC0", client=client)
+    inf = dsketch.covariance(est.fit_result_, store, cov_type="HC0", cluster=client)
     ref = _sm_glm(y, _with_const(X), sm.families.Poisson(), "HC0")
     _close("estimator poisson HC0 bse", inf.bse, ref.bse)
     assert "intercept" in est.fit_result_.summary()
@@ -373,7 +382,7 @@ def test_log_link_families_equal_statsmodels(tmp_path, client, name, params, cov
     spec = dsketch.write_problem(tmp_path / "p.zarr", X, y, chunk_rows=512)
     res = dsketch.fit(spec, name, model_params={"l2": 0.0, **params}, fit_intercept=True, curvature="exact",
                       solver=dsketch.Solver(tol=1e-12), cluster=client)
-    inf = dsketch.covariance(res, spec, cov_type=cov_type, client=client, block_rows=700)
+    inf = dsketch.covariance(res, spec, cov_type=cov_type, cluster=dsketch.Cluster(client, block_rows=700))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = sm.GLM(y, sm.add_constant(X, prepend=False), family=fam).fit(tol=1e-13, cov_type=cov_type)

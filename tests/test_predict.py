@@ -46,7 +46,7 @@ def test_logistic_with_intercept_in_memory(client, tmp_path, rng, sparse):
     # scikit-learn's own prediction with the same coefficients
     skl = LogisticRegression()
     skl.classes_, skl.coef_, skl.intercept_ = np.array([0.0, 1.0]), coef[None, :], np.array([c])
-    eta, mean = dsketch.predict(res, store, client=client, block_rows=200)
+    eta, mean = dsketch.predict(res, store, cluster=dsketch.Cluster(client, block_rows=200))
     ref = np.asarray(X @ coef).ravel() + c
     assert eta.shape == mean.shape == (X.shape[0],)
     np.testing.assert_allclose(eta, ref, rtol=0, atol=1e-12)
@@ -55,7 +55,7 @@ def test_logistic_with_intercept_in_memory(client, tmp_path, rng, sparse):
     # the same from the saved result store
     saved = str(tmp_path / "r.zarr")
     dsketch.save_result(res, saved)
-    eta2, mean2 = dsketch.predict(saved, store, client=client)
+    eta2, mean2 = dsketch.predict(saved, store, cluster=client)
     np.testing.assert_allclose(eta2, ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(mean2, expit(ref), rtol=0, atol=1e-12)
 
@@ -79,14 +79,14 @@ def test_poisson_with_offset_and_info_round_trip(client, tmp_path, rng):
     assert back.info["n_features_in"] == d and back.x.size == d + 1
     model = model_from_info(back.info)
     assert (model.l2, model.intercept, model.n_unpenalized) == (1e-3, True, 1)
-    eta, mean = dsketch.predict(saved, store, client=client)
+    eta, mean = dsketch.predict(saved, store, cluster=client)
     ref = X @ res.x[:-1] + res.x[-1] + off
     np.testing.assert_allclose(eta, ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(mean, np.exp(ref), rtol=1e-12, atol=0)
     # new rows without an offset member: offset 0
     plain = str(tmp_path / "plain.zarr")
     dsketch.write_problem(plain, X[:50], y[:50])
-    eta0, mean0 = dsketch.predict(saved, plain, client=client)
+    eta0, mean0 = dsketch.predict(saved, plain, cluster=client)
     np.testing.assert_allclose(eta0, X[:50] @ res.x[:-1] + res.x[-1], rtol=0, atol=1e-12)
     np.testing.assert_allclose(mean0, np.exp(eta0), rtol=1e-12, atol=0)
 
@@ -109,7 +109,7 @@ def test_prediction_store_several_blocks(client, tmp_path, fitted):
     X, store, res, saved = fitted
     ref = X @ res.x[:-1] + res.x[-1]
     out = str(tmp_path / "pred.zarr")
-    written = dsketch.predict(saved, store, out, client=client, block_rows=100)  # not a multiple of 64
+    written = dsketch.predict(saved, store, out, cluster=dsketch.Cluster(client, block_rows=100))  # not a multiple of 64
     assert written == os.path.realpath(out)
     g = zarr.open_group(out, mode="r")
     for name, want in (("eta", ref), ("mean", expit(ref))):
@@ -123,8 +123,14 @@ def test_prediction_store_several_blocks(client, tmp_path, fitted):
     assert _leftovers(tmp_path) == []
     # an earlier prediction store is replaced only with overwrite=True
     with pytest.raises(StoreExistsError, match="overwrite"):
-        dsketch.predict(saved, store, out, client=client)
-    dsketch.predict(saved, store, out, client=client, overwrite=True)
+        dsketch.predict(saved, store, out, cluster=client)
+    dsketch.predict(saved, store, out, cluster=client, overwrite=True)
+    from dsketch.errors import RemovedOptionError, UnusedOptionError
+
+    with pytest.raises(RemovedOptionError, match=r"scheduler= is now cluster.*n_workers= is now dsketch.Cluster"):
+        dsketch.predict(saved, store, out, scheduler="tcp://127.0.0.1:1", n_workers=1)
+    with pytest.raises(UnusedOptionError, match="fused and bounds have no effect"):
+        dsketch.predict(saved, store, out, cluster=dsketch.Cluster(client, fused=False, bounds=[(0, 10)]))
     np.testing.assert_allclose(zarr.open_group(out, mode="r")["eta"][...], ref, rtol=0, atol=1e-12)
 
 
@@ -140,7 +146,7 @@ def test_failure_on_second_block_leaves_nothing(client, tmp_path, fitted, monkey
     monkeypatch.setattr(tasks, "predict_block", failing)
     out = tmp_path / "pred.zarr"
     with pytest.raises(RuntimeError, match="injected"):
-        dsketch.predict(saved, store, str(out), client=client, block_rows=128)
+        dsketch.predict(saved, store, str(out), cluster=dsketch.Cluster(client, block_rows=128))
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
@@ -156,7 +162,7 @@ def test_corrupt_row_in_a_later_block_leaves_nothing(client, tmp_path, fitted):
     g.create_array("b", shape=(700,), chunks=(64,), dtype="f8")[...] = 0.0
     out = tmp_path / "pred.zarr"
     with pytest.raises(NonFiniteError, match="300"):
-        dsketch.predict(saved, bad, str(out), client=client, block_rows=128)
+        dsketch.predict(saved, bad, str(out), cluster=dsketch.Cluster(client, block_rows=128))
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
@@ -165,21 +171,21 @@ def test_refusals(client, tmp_path, fitted, rng):
     X, store, res, saved = fitted
     before_store, before_result = sorted(os.listdir(store)), sorted(os.listdir(saved))
     with pytest.raises(StoreExistsError, match="data store"):
-        dsketch.predict(saved, store, store, client=client, overwrite=True)
+        dsketch.predict(saved, store, store, cluster=client, overwrite=True)
     with pytest.raises(StoreExistsError, match="result store"):
-        dsketch.predict(saved, store, saved, client=client, overwrite=True)
+        dsketch.predict(saved, store, saved, cluster=client, overwrite=True)
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
     with pytest.raises(StoreExistsError, match="not a Zarr store"):
-        dsketch.predict(saved, store, str(other), client=client, overwrite=True)
+        dsketch.predict(saved, store, str(other), cluster=client, overwrite=True)
     assert (other / "notes.txt").read_text() == "keep" and os.listdir(other) == ["notes.txt"]
     assert sorted(os.listdir(store)) == before_store and sorted(os.listdir(saved)) == before_result
     # a store with another column count
     wide = str(tmp_path / "wide.zarr")
     dsketch.write_problem(wide, rng.standard_normal((50, 6)), np.zeros(50))
     with pytest.raises(PredictionError, match="6 columns but the result has 5 coefficients plus the intercept"):
-        dsketch.predict(saved, wide, str(tmp_path / "w.zarr"), client=client)
+        dsketch.predict(saved, wide, str(tmp_path / "w.zarr"), cluster=client)
     assert not (tmp_path / "w.zarr").exists()
     # a model without a mean (softmax)
     n, d = 300, 3
@@ -189,7 +195,7 @@ def test_refusals(client, tmp_path, fitted, rng):
     dsketch.write_problem(sm_store, A, b / b.sum())
     sm = dsketch.fit(sm_store, "softmax", cluster=client, solver=dsketch.Solver(max_iter=5))
     with pytest.raises(PredictionError, match="no mean"):
-        dsketch.predict(sm, sm_store, str(tmp_path / "s.zarr"), client=client)
+        dsketch.predict(sm, sm_store, str(tmp_path / "s.zarr"), cluster=client)
     assert not (tmp_path / "s.zarr").exists()
     assert _leftovers(tmp_path) == []
 

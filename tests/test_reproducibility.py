@@ -61,7 +61,8 @@ def _fit(data, client=None):
     return res.x
 
 
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+# the sparse variants repeat the dense ones on the other block type: slow, skipped in CI
+@pytest.mark.parametrize("sparse", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["dense", "sparse"])
 def test_same_fit_for_any_chunking_worker_count_and_in_memory(tmp_path, client1, client3, sparse):
     A, b = _problem(N, sparse)
     specs = {}
@@ -78,7 +79,8 @@ def test_same_fit_for_any_chunking_worker_count_and_in_memory(tmp_path, client1,
     np.testing.assert_array_equal(_fit(dsketch.in_memory(A, b), client3), ref, err_msg="in memory, 3 workers")
 
 
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+# the sparse variants repeat the dense ones on the other block type: slow, skipped in CI
+@pytest.mark.parametrize("sparse", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["dense", "sparse"])
 def test_same_fit_from_one_row_chunks(tmp_path, client3, sparse):
     A, b = _problem(N_ONE_ROW, sparse)
     write_problem(str(tmp_path / "rows.zarr"), A, b, chunk_rows=1)
