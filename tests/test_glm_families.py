@@ -282,6 +282,7 @@ def test_estimators_equal_sklearn_and_glum(tmp_path, kind):
 
 # ------------------------------------------------------------------------ faults
 @pytest.mark.cluster
+@pytest.mark.slow  # the worker-loss path of test_faults.py, for another family: skipped in CI
 def test_worker_killed_mid_gamma_fit_gives_identical_result(tmp_path):
     rng = np.random.default_rng(7)
     A, _, y, sw, off = _problem("gamma", rng, n=20_000, d=8, sparse=True)

@@ -128,7 +128,7 @@ def test_logistic_exact_newton_matches_scipy(client, logistic_store):
 
 
 @pytest.mark.parametrize(("sketch", "solver"), [("leverage", "newton"), ("leverage", "newton-cg"),
-                                                ("rownorm", "newton")])
+                                                pytest.param("rownorm", "newton", marks=pytest.mark.slow)])
 def test_fused_passes_reach_the_same_optimum_in_fewer_passes(client, logistic_store, sketch, solver):
     """Fused iterations (leverage scores one step old) against the two-pass iteration."""
     path, A, y = logistic_store
