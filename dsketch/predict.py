@@ -159,27 +159,9 @@ def predict(
     """
     clu = streaming_cluster(cluster, "predict")
     res, result_path = _open_result(result)
-    info = dict(res.info or {})
-    if getattr(res, "x", None) is None:
-        raise StoreFormatError("the result has no coefficients x; pass the result of dsketch.fit")
-    x = np.asarray(res.x, dtype=np.float64).ravel()
-    model = model_from_info(info)
-    if not callable(getattr(model, "mean", None)):
-        raise PredictionError(
-            f"the result's model {info.get('model')!r} has no mean function: predict takes the GLMs "
-            "(logistic, poisson, least-squares)"
-        )
+    info, x, model = _fitted_glm(res)
     spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
-    if spec.intercept:
-        raise InvalidParameterError("pass the problem store itself, not its with_intercept() view")
-    fit_intercept = bool(info.get("fit_intercept", False))
-    n_coef = x.size - int(fit_intercept)
-    if spec.n_features != n_coef:
-        extra = " plus the intercept" if fit_intercept else ""
-        raise PredictionError(
-            f"store {spec.path!r} has {spec.n_features} columns but the result has {n_coef} coefficients"
-            f"{extra}; predict on a store with the columns of the fitted one"
-        )
+    fit_intercept = _check_columns(spec, x, info)
     target = None
     if out is not None:
         others = {"the data store": spec.path, "the result store": result_path}
@@ -196,35 +178,70 @@ def predict(
             parts = _gather_all(c, futs)
             return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         attrs = {
-            outputs.PREDICTION_ATTR: {
-                "kind": "prediction",
-                "version": PREDICTION_VERSION,
-                "result": result_path,
-                "result_data": info.get("data"),
-                "data": spec.path,
-                "model": {k: info[k] for k in ("model", *_model_keys(info))},
-                "fit_intercept": fit_intercept,
-                "n_samples": spec.n_samples,
-                "n_features": spec.n_features,
-                "offset": bool(members),
-                "chunk_rows": chunk,
-                "block_rows": bounds[0][1] - bounds[0][0],
-                "arrays": {"eta": "A x (+ intercept) (+ offset)", "mean": "the model's inverse link of eta"},
-            }
+            "kind": "prediction",
+            "version": PREDICTION_VERSION,
+            "result": result_path,
+            "result_data": info.get("data"),
+            "data": spec.path,
+            "model": {k: info[k] for k in ("model", *_model_keys(info))},
+            "fit_intercept": fit_intercept,
+            "n_samples": spec.n_samples,
+            "n_features": spec.n_features,
+            "offset": bool(members),
+            "chunk_rows": chunk,
+            "block_rows": bounds[0][1] - bounds[0][0],
+            "arrays": {"eta": "A x (+ intercept) (+ offset)", "mean": "the model's inverse link of eta"},
         }
-        tmp = _atomic.temp_sibling(target)
-        try:
-            g = zarr.open_group(tmp, mode="w")
-            g.attrs.update(attrs)
-            for name in ("eta", "mean"):
-                g.create_array(name, shape=(spec.n_samples,), chunks=(chunk,), dtype="f8")
-            futs = [c.submit(tasks.predict_block, model, src, xs, tmp, pure=False) for src in sources]
-            _gather_all(c, futs)
-            _atomic.publish(tmp, target, overwrite=overwrite, kind=outputs.PREDICTION)
-        except BaseException:
-            _atomic.discard(tmp)
-            raise
+        _write_prediction(c, target, attrs, [(model, src, xs) for src in sources], overwrite=overwrite)
     return target
+
+
+def _fitted_glm(res: FitResult) -> tuple[dict[str, Any], np.ndarray, Model]:
+    """The info, coefficients and model of a GLM's result (errors for anything else)."""
+    info = dict(res.info or {})
+    if getattr(res, "x", None) is None:
+        raise StoreFormatError("the result has no coefficients x; pass the result of dsketch.fit")
+    model = model_from_info(info)
+    if not callable(getattr(model, "mean", None)):
+        raise PredictionError(
+            f"the result's model {info.get('model')!r} has no mean function: predict takes the GLMs "
+            "(logistic, poisson, least-squares)"
+        )
+    return info, np.asarray(res.x, dtype=np.float64).ravel(), model
+
+
+def _check_columns(spec: ProblemSpec, x: np.ndarray, info: dict[str, Any]) -> bool:
+    """Whether the fit had an intercept; an error when the store's columns are not the fit's."""
+    if spec.intercept:
+        raise InvalidParameterError("pass the problem store itself, not its with_intercept() view")
+    fit_intercept = bool(info.get("fit_intercept", False))
+    n_coef = x.size - int(fit_intercept)
+    if spec.n_features != n_coef:
+        extra = " plus the intercept" if fit_intercept else ""
+        raise PredictionError(
+            f"store {spec.path!r} has {spec.n_features} columns but the result has {n_coef} coefficients"
+            f"{extra}; predict on a store with the columns of the fitted one"
+        )
+    return fit_intercept
+
+
+def _write_prediction(client: Any, target: str, attrs: dict[str, Any], blocks: list[tuple[Any, ...]], *,
+                      overwrite: bool) -> None:
+    """Write the prediction store at ``target``: built under a temporary name, one task a
+    block writing its own rows, swapped in when all are written, removed if any fails."""
+    n_samples, chunk = attrs["n_samples"], attrs["chunk_rows"]
+    tmp = _atomic.temp_sibling(target)
+    try:
+        g = zarr.open_group(tmp, mode="w")
+        g.attrs.update({outputs.PREDICTION_ATTR: attrs})
+        for name in ("eta", "mean"):
+            g.create_array(name, shape=(n_samples,), chunks=(chunk,), dtype="f8")
+        futs = [client.submit(tasks.predict_block, model, src, xs, tmp, pure=False) for model, src, xs in blocks]
+        _gather_all(client, futs)
+        _atomic.publish(tmp, target, overwrite=overwrite, kind=outputs.PREDICTION)
+    except BaseException:
+        _atomic.discard(tmp)
+        raise
 
 
 def _model_keys(info: dict[str, Any]) -> tuple[str, ...]:
