@@ -58,3 +58,14 @@ def test_non_finite_matrix_raises_value_error():
     H[5, 7] = H[7, 5] = np.nan
     with pytest.raises(ValueError):
         cholesky_solver(H)
+
+
+@pytest.mark.parametrize("d", [5, 64, 200, 333])
+def test_symmetric_part_has_numpys_bits(d):
+    from dsketch.sketch._sparse_gram import symmetric_part
+
+    G = np.random.default_rng(d).standard_normal((d, d)) * 10.0 ** np.random.default_rng(d + 1).integers(-8, 8, (d, d))
+    ref = 0.5 * (G + G.T)
+    out = symmetric_part(G)
+    assert out.tobytes() == ref.tobytes()
+    assert symmetric_part(np.asfortranarray(G)).tobytes() == ref.tobytes()

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from dsketch.errors import NumericalWarning
+from dsketch.sketch._sparse_gram import symmetric_part
 
 
 #: The smallest diagonal block :func:`cholesky_solver` eliminates first (and the smallest d
@@ -87,7 +88,7 @@ def solve_newton_system(hess: np.ndarray, grad: np.ndarray, *, stacklevel: int =
 
     Cases 2 and 3 emit a :class:`~dsketch.errors.NumericalWarning`.
     """
-    H = 0.5 * (hess + hess.T)
+    H = symmetric_part(hess)
     method = "cholesky"
     try:
         p = -cholesky_solver(H)(grad)
@@ -121,7 +122,7 @@ def preconditioner(hess: np.ndarray) -> Any:
     """``z = M^{-1} r`` for the symmetrised ``hess`` as a function (Cholesky, or the
     eigendecomposition with |eigenvalues| floored at ``1e-10 * max|lambda|`` when ``hess``
     is not positive definite, as in :func:`solve_newton_system`)."""
-    H = 0.5 * (hess + hess.T)
+    H = symmetric_part(hess)
     try:
         return cholesky_solver(H)
     except (np.linalg.LinAlgError, ValueError):
