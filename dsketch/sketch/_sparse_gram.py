@@ -50,6 +50,31 @@ def _mirror_upper(G: Any) -> Any:  # pragma: no cover - compiled
     return G
 
 
+@numba.njit(cache=True, nogil=True)
+def _symmetric_part(G: Any, out: Any) -> Any:  # pragma: no cover - compiled
+    """``out = 0.5 * (G + G^T)`` in 64 x 64 tiles, each pair summed as NumPy sums it."""
+    d = G.shape[0]
+    tile = 64
+    for i0 in range(0, d, tile):
+        for j0 in range(i0, d, tile):
+            for i in range(i0, min(i0 + tile, d)):
+                for j in range(max(j0, i), min(j0 + tile, d)):
+                    v = 0.5 * (G[i, j] + G[j, i])
+                    out[i, j] = v
+                    out[j, i] = 0.5 * (G[j, i] + G[i, j])
+    return out
+
+
+def symmetric_part(G: np.ndarray) -> np.ndarray:
+    """``0.5 * (G + G.T)`` for a square float64 ``G``, the same bits as NumPy's expression
+    (IEEE addition is commutative) without its strided pass over ``G.T`` (several times
+    faster for ``d`` in the thousands)."""
+    G = np.asarray(G, dtype=np.float64)
+    if G.ndim != 2 or G.shape[0] != G.shape[1] or G.shape[0] < 64:
+        return 0.5 * (G + G.T)
+    return _symmetric_part(G, np.empty_like(G))
+
+
 def csr_weighted_gram(A: sp.csr_matrix | sp.csr_array, w: np.ndarray) -> np.ndarray:
     """``A^T diag(w) A`` for a CSR ``A`` (any weights' signs) as a symmetric float64 array."""
     A = sp.csr_matrix(A)

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from dsketch.errors import DSketchTypeError, DTypeError, InvalidParameterError, NonFiniteCurvatureError
-from dsketch.sketch._sparse_gram import csr_weighted_gram
+from dsketch.sketch._sparse_gram import csr_weighted_gram, symmetric_part
 
 Partial = dict[str, Any]
 FloatArray = NDArray[np.floating[Any]]
@@ -273,7 +273,7 @@ def sym(G: Any, d: int) -> np.ndarray:
     G = np.asarray(G, dtype=np.float64)
     if G.ndim == 0:
         return np.full((d, d), float(G))
-    return 0.5 * (G + G.T)
+    return symmetric_part(G)
 
 
 def check_eps_delta(eps: float, delta: float) -> None:

@@ -9,6 +9,69 @@ import numpy as np
 import scipy.linalg as sla
 
 from dsketch.errors import NumericalWarning
+from dsketch.sketch._sparse_gram import symmetric_part
+
+
+#: The smallest diagonal block :func:`cholesky_solver` eliminates first (and the smallest d
+#: it looks for one in): below it a plain Cholesky factorisation costs little anyway.
+MIN_DIAGONAL_BLOCK = 256
+
+
+def diagonal_block(H: np.ndarray) -> np.ndarray | None:
+    """Indices ``S`` with ``H[S, S]`` diagonal (exact zeros off the diagonal), or None where
+    fewer than :data:`MIN_DIAGONAL_BLOCK` are found.
+
+    The Gram matrix of one-hot columns has such a block for each categorical (two levels of
+    one categorical never share a row). ``S`` is found greedily, the columns with the fewest
+    off-diagonal nonzeros first, in a fixed order (the same ``S`` for the same ``H``)."""
+    d = H.shape[0]
+    if d < MIN_DIAGONAL_BLOCK:
+        return None
+    nz = H != 0
+    np.fill_diagonal(nz, False)
+    deg = nz.sum(axis=1)
+    if d - 1 - int(deg.min()) < MIN_DIAGONAL_BLOCK - 1:  # no column has enough zeros beside it
+        return None
+    blocked, chosen = np.zeros(d, dtype=bool), []
+    for i in np.argsort(deg, kind="stable"):
+        if not blocked[i]:
+            chosen.append(i)
+            blocked |= nz[i]
+    return np.sort(np.asarray(chosen)) if len(chosen) >= MIN_DIAGONAL_BLOCK else None
+
+
+def cholesky_solver(H: np.ndarray) -> Any:
+    """``r -> H^{-1} r`` for a symmetric positive definite ``H`` by Cholesky; raises
+    ``LinAlgError`` (not positive definite) or ``ValueError`` (not finite) as
+    :func:`scipy.linalg.cho_factor` does.
+
+    Where :func:`diagonal_block` finds a large diagonal block ``D = H[S, S]`` (one-hot data),
+    it is eliminated first: only the Schur complement ``C - B^T D^{-1} B`` of the rest is
+    factorised (Cholesky with ``S`` pivoted first, the same solve at a fraction of the cost:
+    3,295 flights columns leave 213)."""
+    S = diagonal_block(H)
+    if S is None:
+        factor = sla.cho_factor(H, lower=True, check_finite=True)
+        return lambda r: sla.cho_solve(factor, r)
+    if not np.all(np.isfinite(H)):
+        raise ValueError("array must not contain infs or NaNs")
+    T = np.setdiff1d(np.arange(H.shape[0]), S)
+    dS = H[S, S]
+    if not np.all(dS > 0):
+        raise np.linalg.LinAlgError("the diagonal block is not positive definite")
+    if T.size == 0:
+        return lambda r: r / dS
+    B = H[np.ix_(S, T)]
+    W = B / dS[:, None]
+    factor = sla.cho_factor(H[np.ix_(T, T)] - B.T @ W, lower=True, check_finite=True)
+
+    def solve(r: np.ndarray) -> np.ndarray:
+        zT = sla.cho_solve(factor, r[T] - W.T @ r[S])
+        z = np.empty_like(r, dtype=np.float64)
+        z[T], z[S] = zT, (r[S] - B @ zT) / dS
+        return z
+
+    return solve
 
 
 def solve_newton_system(hess: np.ndarray, grad: np.ndarray, *, stacklevel: int = 4) -> tuple[np.ndarray, str]:
@@ -25,11 +88,10 @@ def solve_newton_system(hess: np.ndarray, grad: np.ndarray, *, stacklevel: int =
 
     Cases 2 and 3 emit a :class:`~dsketch.errors.NumericalWarning`.
     """
-    H = 0.5 * (hess + hess.T)
+    H = symmetric_part(hess)
     method = "cholesky"
     try:
-        c, low = sla.cho_factor(H, lower=True, check_finite=True)
-        p = -sla.cho_solve((c, low), grad)
+        p = -cholesky_solver(H)(grad)
     except (np.linalg.LinAlgError, ValueError):
         lam, V = np.linalg.eigh(H)
         scale = float(np.max(np.abs(lam))) if lam.size else 0.0
@@ -60,10 +122,9 @@ def preconditioner(hess: np.ndarray) -> Any:
     """``z = M^{-1} r`` for the symmetrised ``hess`` as a function (Cholesky, or the
     eigendecomposition with |eigenvalues| floored at ``1e-10 * max|lambda|`` when ``hess``
     is not positive definite, as in :func:`solve_newton_system`)."""
-    H = 0.5 * (hess + hess.T)
+    H = symmetric_part(hess)
     try:
-        factor = sla.cho_factor(H, lower=True, check_finite=True)
-        return lambda r: sla.cho_solve(factor, r)
+        return cholesky_solver(H)
     except (np.linalg.LinAlgError, ValueError):
         lam, V = np.linalg.eigh(H)
         scale = float(np.max(np.abs(lam))) if lam.size else 0.0
