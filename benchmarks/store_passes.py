@@ -1,0 +1,169 @@
+"""What a pass over a problem store costs, by codec, and a fit's iteration against it.
+
+For the dense ill-conditioned logistic problem of ``glm_peers`` (``dense_ill``) at d = 100
+and d = 500, written once with each codec (zarr's own default Zstandard level 0, Blosc LZ4
+with byte shuffle, none), on the driver's threads (what ``dsketch.fit`` runs a store on
+when no cluster is given), medians over ``--repeats`` runs:
+
+* the store: bytes of ``A`` stored (over its float64 bytes) and seconds to write it;
+* its parts of a pass: reading and decoding every chunk of ``A`` on one thread, and the
+  product ``A x`` of the array in memory on one thread (BLAS);
+* a bare pass ``A x`` over the engine's blocks (read, multiply, reduce to a scalar),
+  streamed from the store, and over blocks held in memory (``persist``);
+* a fused Newton iteration (one pass: ``A p``, the trial losses, the next loss, gradient
+  and Gram), from a fit's own per-iteration clock, streamed and held, and its ratio to the
+  bare streamed pass;
+* a whole ``dsketch.fit`` of the store with the defaults (``Cluster()``).
+
+Usage::
+
+    python -m benchmarks.store_passes [--bytes 400e6] [--repeats 3] [--out docs/reproductions/store_passes.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import zarr
+
+import dsketch
+from benchmarks.glm_peers import dense_ill
+from benchmarks.passes import bare_pass_times
+from dsketch.engine.threads import ThreadClient
+from dsketch.store import builder
+
+L2 = 1e-8
+
+
+def codecs() -> dict[str, Any]:
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    return {"zstd level 0 (zarr's default)": (ZstdCodec(level=0),),
+            "blosc lz4 shuffle (dsketch's default)": builder.default_compressors(),
+            "none": ()}
+
+
+def read_time(path: str) -> float:
+    """Seconds to read and decode every chunk of ``A`` on this thread."""
+    z = zarr.open_group(path, mode="r")["A"]
+    step = z.chunks[0]
+    t0 = time.perf_counter()
+    for a in range(0, z.shape[0], step):
+        z[a:a + step]
+    return time.perf_counter() - t0
+
+
+def blas_time(A: np.ndarray, x: np.ndarray) -> float:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        t0 = time.perf_counter()
+        float(np.sum(A @ x))
+        return time.perf_counter() - t0
+
+
+def fit(path: str, cluster: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dsketch.fit(path, "logistic", model_params={"l2": L2}, x0="zeros",
+                           solver=dsketch.Solver(tol=1e-10, max_iter=100), cluster=cluster)
+
+
+def iteration_time(path: str, client: Any, persist: bool) -> float:
+    """Median seconds of an iteration of a fit (its own clock; one fused pass each)."""
+    res = fit(path, dsketch.Cluster(client, persist=persist))
+    return float(np.median(np.diff(np.asarray(res.history["seconds"]))[1:]))
+
+
+def measure(path: str, A: np.ndarray, repeats: int) -> dict[str, float]:
+    spec = dsketch.open_problem(path)
+    x = np.ones(A.shape[1]) / np.sqrt(A.shape[1])
+    med = statistics.median
+    out = {"read": med(read_time(path) for _ in range(repeats)), "blas": med(blas_time(A, x) for _ in range(repeats))}
+    with ThreadClient(os.cpu_count() or 1) as c:
+        out["bare"] = med(bare_pass_times(spec, c, x, repeats))
+        out["bare held"] = med(bare_pass_times(spec, c, x, repeats, persist=True))
+        out["iter"] = med(iteration_time(path, c, False) for _ in range(repeats))
+        out["iter held"] = med(iteration_time(path, c, True) for _ in range(repeats))
+    fits = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = fit(path, None)
+        fits.append(time.perf_counter() - t0)
+    out["fit"], out["passes"] = med(fits), res.n_passes
+    return out
+
+
+def run(d: int, n_bytes: float, repeats: int, tmp: str) -> list[tuple[str, int, int, dict[str, float]]]:
+    n = int(n_bytes / (8 * d))
+    A, y = dense_ill(n, d)
+    rows = []
+    for name, comp in codecs().items():
+        path = os.path.join(tmp, f"d{d}_{len(rows)}.zarr")
+        with mock.patch.object(builder, "default_compressors", lambda comp=comp: comp):
+            t0 = time.perf_counter()
+            dsketch.write_problem(path, A, y)
+            write = time.perf_counter() - t0
+        stored = zarr.open_group(path, mode="r")["A"].nbytes_stored()
+        out = {"write": write, "ratio": stored / A.nbytes, **measure(path, A, repeats)}
+        rows.append((name, n, d, out))
+        print(name, n, d, {k: round(v, 3) for k, v in out.items()}, flush=True)
+    return rows
+
+
+def table(rows: list[tuple[str, int, int, dict[str, float]]]) -> str:
+    head = ("| codec | n × d | stored / raw | write s | read+decode s (1 thread) | A·x in memory s (1 thread) "
+            "| bare pass s streamed | bare pass s held | fused iteration s streamed | iteration / bare pass "
+            "| fused iteration s held | held iteration / bare streamed pass | fit s (defaults) | passes |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, n, d, o in rows:
+        lines.append(f"| {name} | {n:,} × {d} | {o['ratio']:.3f} | {o['write']:.2f} | {o['read']:.3f} | "
+                     f"{o['blas']:.3f} | {o['bare']:.3f} | {o['bare held']:.3f} | {o['iter']:.3f} | "
+                     f"{o['iter'] / o['bare']:.2f} | {o['iter held']:.3f} | {o['iter held'] / o['bare']:.2f} | "
+                     f"{o['fit']:.2f} | {int(o['passes'])} |")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--bytes", type=float, default=400e6, help="float64 bytes of A for each d")
+    ap.add_argument("--features", type=int, nargs="+", default=[100, 500])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join("docs", "reproductions", "store_passes.md"))
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in args.features:
+            rows += run(d, args.bytes, args.repeats, tmp)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python -m benchmarks.store_passes " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = (f"# What a pass over a store costs, by codec\n\nDate: {now}. Commit: `{commit()}`. Machine: "
+          f"{os.cpu_count()} cores. Command: `{cmd.strip()}`. Medians of {args.repeats} runs. Problem: "
+          f"glm_peers' dense ill-conditioned logistic (l2 = {L2:g}), on the driver's threads.\n\n{table(rows)}\n")
+    print(md)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as fh:
+        fh.write(md)
+
+
+if __name__ == "__main__":
+    main()
