@@ -47,7 +47,7 @@ L2 = 1e-8
 
 
 def codecs() -> dict[str, Any]:
-    from zarr.codecs import BloscCodec, ZstdCodec
+    from zarr.codecs import ZstdCodec
 
     return {"zstd level 0 (zarr's default)": (ZstdCodec(level=0),),
             "blosc lz4 shuffle (dsketch's default)": builder.default_compressors(),
@@ -86,40 +86,46 @@ def iteration_time(path: str, client: Any, persist: bool) -> float:
     return float(np.median(np.diff(np.asarray(res.history["seconds"]))[1:]))
 
 
-def measure(path: str, A: np.ndarray, repeats: int) -> dict[str, float]:
+def measure(path: str, A: np.ndarray) -> dict[str, float]:
+    """One sample of every timing of the store at ``path`` (``A``: its array in memory)."""
     spec = dsketch.open_problem(path)
     x = np.ones(A.shape[1]) / np.sqrt(A.shape[1])
-    med = statistics.median
-    out = {"read": med(read_time(path) for _ in range(repeats)), "blas": med(blas_time(A, x) for _ in range(repeats))}
+    out = {"read": read_time(path), "blas": blas_time(A, x)}
     with ThreadClient(os.cpu_count() or 1) as c:
-        out["bare"] = med(bare_pass_times(spec, c, x, repeats))
-        out["bare held"] = med(bare_pass_times(spec, c, x, repeats, persist=True))
-        out["iter"] = med(iteration_time(path, c, False) for _ in range(repeats))
-        out["iter held"] = med(iteration_time(path, c, True) for _ in range(repeats))
-    fits = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = fit(path, None)
-        fits.append(time.perf_counter() - t0)
-    out["fit"], out["passes"] = med(fits), res.n_passes
+        out["bare"] = bare_pass_times(spec, c, x, 1)[0]
+        out["bare held"] = bare_pass_times(spec, c, x, 1, persist=True)[0]
+        out["iter"] = iteration_time(path, c, False)
+        out["iter held"] = iteration_time(path, c, True)
+    t0 = time.perf_counter()
+    res = fit(path, None)
+    out["fit"], out["passes"] = time.perf_counter() - t0, res.n_passes
     return out
 
 
+def write(path: str, A: np.ndarray, y: np.ndarray, comp: Any) -> dict[str, float]:
+    with mock.patch.object(builder, "default_compressors", lambda: comp):
+        t0 = time.perf_counter()
+        dsketch.write_problem(path, A, y)
+        seconds = time.perf_counter() - t0
+    return {"write": seconds, "ratio": zarr.open_group(path, mode="r")["A"].nbytes_stored() / A.nbytes}
+
+
 def run(d: int, n_bytes: float, repeats: int, tmp: str) -> list[tuple[str, int, int, dict[str, float]]]:
+    """Every codec's store of the problem at ``d``, timed in ``repeats`` rounds (each round
+    every codec once, the order rotated, so that the machine's other work falls on all);
+    the medians."""
     n = int(n_bytes / (8 * d))
     A, y = dense_ill(n, d)
-    rows = []
-    for name, comp in codecs().items():
-        path = os.path.join(tmp, f"d{d}_{len(rows)}.zarr")
-        with mock.patch.object(builder, "default_compressors", lambda comp=comp: comp):
-            t0 = time.perf_counter()
-            dsketch.write_problem(path, A, y)
-            write = time.perf_counter() - t0
-        stored = zarr.open_group(path, mode="r")["A"].nbytes_stored()
-        out = {"write": write, "ratio": stored / A.nbytes, **measure(path, A, repeats)}
-        rows.append((name, n, d, out))
-        print(name, n, d, {k: round(v, 3) for k, v in out.items()}, flush=True)
-    return rows
+    names = list(codecs())
+    paths = {name: os.path.join(tmp, f"d{d}_{i}.zarr") for i, name in enumerate(names)}
+    stored = {name: write(paths[name], A, y, comp) for name, comp in codecs().items()}
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(measure(paths[name], A))
+            print(d, name, {k: round(v, 3) for k, v in samples[name][-1].items()}, flush=True)
+    return [(name, n, d, {**stored[name], **{k: statistics.median(s[k] for s in samples[name])
+                                             for k in samples[name][0]}}) for name in names]
 
 
 def table(rows: list[tuple[str, int, int, dict[str, float]]]) -> str:

@@ -477,8 +477,9 @@ def fit(
         taken when only it fits).
     StoreChangedError
         The store at the data's path is not the one the fit opened: it was replaced while
-        the fit ran (seen on the next block read; with ``Cluster(persist=True)``, whose
-        blocks keep the data loaded, at the next checkpoint or at the end of the fit), or,
+        the fit ran (seen on the next block read; with blocks held in memory,
+        ``Cluster(persist=True)`` or the default ``None`` when they fit, which keep the data
+        loaded, at the next checkpoint or at the end of the fit), or,
         with ``resume``, since the checkpoint was written (its settings record the store's
         :attr:`~dsketch.store.ProblemSpec.fingerprint`).
     """
