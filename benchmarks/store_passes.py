@@ -102,11 +102,16 @@ def measure(path: str, A: np.ndarray) -> dict[str, float]:
     return out
 
 
-def write(path: str, A: np.ndarray, y: np.ndarray, comp: Any) -> dict[str, float]:
+def write(path: str, A: Any, y: np.ndarray, comp: Any) -> float:
+    """Seconds to write the problem ``(A, y)`` at ``path`` with the codec ``comp``."""
     with mock.patch.object(builder, "default_compressors", lambda: comp):
         t0 = time.perf_counter()
         dsketch.write_problem(path, A, y)
-        seconds = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+
+def dense_written(path: str, A: np.ndarray, y: np.ndarray, comp: Any) -> dict[str, float]:
+    seconds = write(path, A, y, comp)
     return {"write": seconds, "ratio": zarr.open_group(path, mode="r")["A"].nbytes_stored() / A.nbytes}
 
 
@@ -118,7 +123,7 @@ def run(d: int, n_bytes: float, repeats: int, tmp: str) -> list[tuple[str, int, 
     A, y = dense_ill(n, d)
     names = list(codecs())
     paths = {name: os.path.join(tmp, f"d{d}_{i}.zarr") for i, name in enumerate(names)}
-    stored = {name: write(paths[name], A, y, comp) for name, comp in codecs().items()}
+    stored = {name: dense_written(paths[name], A, y, comp) for name, comp in codecs().items()}
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
@@ -126,6 +131,30 @@ def run(d: int, n_bytes: float, repeats: int, tmp: str) -> list[tuple[str, int, 
             print(d, name, {k: round(v, 3) for k, v in samples[name][-1].items()}, flush=True)
     return [(name, n, d, {**stored[name], **{k: statistics.median(s[k] for s in samples[name])
                                              for k in samples[name][0]}}) for name in names]
+
+
+def sparse_table(n: int, d: int, repeats: int, tmp: str) -> str:
+    """Bytes stored and seconds to read and decode the CSR arrays of ``glm_peers``'
+    ``sparse_well`` problem (1% density) with each codec."""
+    from benchmarks.glm_peers import sparse_well
+
+    A, y = sparse_well(n, d)
+    raw = A.data.nbytes + A.indices.nbytes + A.indptr.nbytes
+    lines = [f"CSR {n:,} × {d}, 1%: data, indices and indptr", "",
+             "| codec | stored / raw | read+decode s (1 thread) |", "|---|---:|---:|"]
+    for i, (name, comp) in enumerate(codecs().items()):
+        path = os.path.join(tmp, f"sparse_{i}.zarr")
+        write(path, A, y, comp)
+        g = zarr.open_group(path, mode="r")["A"]
+        stored = sum(g[k].nbytes_stored() for k in ("data", "indices", "indptr"))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for k in ("data", "indices", "indptr"):
+                g[k][...]
+            times.append(time.perf_counter() - t0)
+        lines.append(f"| {name} | {stored / raw:.3f} | {statistics.median(times):.3f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[tuple[str, int, int, dict[str, float]]]) -> str:
@@ -152,19 +181,23 @@ def commit() -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--bytes", type=float, default=400e6, help="float64 bytes of A for each d")
-    ap.add_argument("--features", type=int, nargs="+", default=[100, 500])
+    ap.add_argument("--features", type=int, nargs="*", default=[100, 500], help="dense problems' d (none: skip)")
+    ap.add_argument("--sparse", type=int, nargs=2, default=None, metavar=("N", "D"),
+                    help="also the stored bytes and read time of a sparse problem's CSR arrays")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=os.path.join("docs", "reproductions", "store_passes.md"))
     args = ap.parse_args(argv)
-    rows = []
+    rows, sparse = [], ""
     with tempfile.TemporaryDirectory() as tmp:
         for d in args.features:
             rows += run(d, args.bytes, args.repeats, tmp)
+        if args.sparse:
+            sparse = "\n\n" + sparse_table(*args.sparse, args.repeats, tmp)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python -m benchmarks.store_passes " + " ".join(argv if argv is not None else sys.argv[1:])
     md = (f"# What a pass over a store costs, by codec\n\nDate: {now}. Commit: `{commit()}`. Machine: "
           f"{os.cpu_count()} cores. Command: `{cmd.strip()}`. Medians of {args.repeats} runs. Problem: "
-          f"glm_peers' dense ill-conditioned logistic (l2 = {L2:g}), on the driver's threads.\n\n{table(rows)}\n")
+          f"glm_peers' dense ill-conditioned logistic (l2 = {L2:g}), on the driver's threads.\n\n{table(rows) if rows else ''}{sparse}\n")
     print(md)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
