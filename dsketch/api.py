@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from distributed import Client
 
-from dsketch.engine.client import SCHEDULER_ENV, connect
+from dsketch.engine.client import EMBEDDED_WORKERS, SCHEDULER_ENV, connect
 from dsketch.engine.core import Engine, auto_block_rows
-from dsketch.engine.memory import client_limits, embedded_limits
+from dsketch.engine.memory import client_limits, embedded_limits, holds_blocks, thread_limits
 from dsketch.engine.memory import plan_curvature as _memory_plan
 from dsketch.engine.threads import ThreadClient
 from dsketch.config import (
@@ -125,21 +125,35 @@ def thread_count(spec: ProblemSpec, n_blocks: int) -> int:
     return int(max(1, min(n_blocks, os.cpu_count() or 1)))
 
 
+def _on_threads(spec: ProblemSpec | None, scheduler: str | None, n_workers: int | None) -> bool:
+    """Whether a fit without a client runs on the driver's threads: an in-memory problem
+    unless ``scheduler`` names a cluster; a store when no scheduler is named (nor
+    ``$DSKETCH_SCHEDULER`` set) and no embedded process cluster is asked for
+    (``n_workers``)."""
+    if spec is None or scheduler is not None:
+        return False
+    return isinstance(spec, MemoryProblem) or (n_workers is None and not os.environ.get(SCHEDULER_ENV))
+
+
+def _n_threads(spec: ProblemSpec, block_rows: int | None, bounds: list[tuple[int, int]] | None) -> int:
+    """The threads of a fit on the driver's threads (:func:`thread_count` for its blocks)."""
+    rows = auto_block_rows(spec) if block_rows is None else max(int(block_rows), 1)
+    n_blocks = len(bounds) if bounds is not None else -(-spec.n_samples // rows)
+    return thread_count(spec, n_blocks)
+
+
 @contextlib.contextmanager
-def _client_for(client: Client | None, scheduler: str | None, n_workers: int,
+def _client_for(client: Client | None, scheduler: str | None, n_workers: int | None,
                 spec: ProblemSpec | None = None, block_rows: int | None = None,
                 bounds: list[tuple[int, int]] | None = None) -> Iterator[Any]:
-    """The client of a fit: ``client``; else for an in-memory problem the driver's threads
-    (unless ``scheduler`` names a cluster; as many as :func:`thread_count` gives for the
-    engine's blocks, from ``block_rows`` or ``bounds``); else
-    :func:`~dsketch.engine.client.connect`."""
+    """The client of a fit: ``client``; else the driver's threads when :func:`_on_threads`
+    (as many as :func:`thread_count` gives for the engine's blocks, from ``block_rows`` or
+    ``bounds``); else :func:`~dsketch.engine.client.connect`."""
     if client is not None:
         yield client
         return
-    if isinstance(spec, MemoryProblem) and scheduler is None:
-        rows = auto_block_rows(spec) if block_rows is None else max(int(block_rows), 1)
-        n_blocks = len(bounds) if bounds is not None else -(-spec.n_samples // rows)
-        with ThreadClient(thread_count(spec, n_blocks)) as t:
+    if spec is not None and _on_threads(spec, scheduler, n_workers):
+        with ThreadClient(_n_threads(spec, block_rows, bounds)) as t:
             yield t
         return
     with connect(scheduler, n_workers=n_workers) as c:
@@ -310,6 +324,27 @@ def _remote(spec: ProblemSpec, cluster: Cluster) -> bool:
         not isinstance(spec, MemoryProblem) and bool(os.environ.get(SCHEDULER_ENV))))
 
 
+def _local_limits(spec: ProblemSpec, clu: Cluster) -> Any:
+    """The memory limits of a fit that joins no scheduler, known before anything starts."""
+    if clu.client is not None:
+        return client_limits(clu.client)
+    if _on_threads(spec, clu.address, clu.n_workers):
+        return thread_limits(_n_threads(spec, clu.block_rows, clu.bounds))
+    return embedded_limits(clu.n_workers or EMBEDDED_WORKERS)
+
+
+def _persist(spec: ProblemSpec, model: Model, plan: CurvaturePlan, clu: Cluster, client: Any) -> bool:
+    """Whether the fit keeps its blocks in memory: ``Cluster(persist=...)`` when given; for
+    ``None``, a store whose fit with its blocks held fits the memory the fit runs on
+    (:func:`~dsketch.engine.memory.holds_blocks`). An in-memory problem is held anyway."""
+    if clu.persist is not None:
+        return clu.persist
+    if isinstance(spec, MemoryProblem):
+        return False
+    return holds_blocks(spec, client_limits(client), sketch=plan.kind, sketch_size=plan.size, solver=plan.method,
+                        block_rows=clu.block_rows, bounds=clu.bounds, model=model, sketch_params=plan.params)
+
+
 def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: Solver, cluster: Cluster, seed: int,
                    **kw: Any) -> NewtonSolver:
     """The Newton iteration of ``solver`` with the curvature of ``plan``."""
@@ -442,8 +477,9 @@ def fit(
         taken when only it fits).
     StoreChangedError
         The store at the data's path is not the one the fit opened: it was replaced while
-        the fit ran (seen on the next block read; with ``Cluster(persist=True)``, whose
-        blocks keep the data loaded, at the next checkpoint or at the end of the fit), or,
+        the fit ran (seen on the next block read; with blocks held in memory,
+        ``Cluster(persist=True)`` or the default ``None`` when they fit, which keep the data
+        loaded, at the next checkpoint or at the end of the fit), or,
         with ``resume``, since the checkpoint was written (its settings record the store's
         :attr:`~dsketch.store.ProblemSpec.fingerprint`).
     """
@@ -454,8 +490,7 @@ def fit(
     plan = resolve_curvature(spec, curv, sol.method)
     remote = _remote(spec, clu)
     if clu.memory_check and not remote:  # before a cluster starts: a refusal costs nothing
-        limits = client_limits(clu.client) if clu.client is not None else embedded_limits(clu.n_workers)
-        plan = plan.checked(limits, spec, mdl, clu)
+        plan = plan.checked(_local_limits(spec, clu), spec, mdl, clu)
     start = _start(x0, spec)
     settings = _settings(mdl, spec, plan, clu, seed)
     saved = _saved(checkpoint, resume, spec, settings)
@@ -465,8 +500,10 @@ def fit(
             if (chosen.kind, chosen.size) != (plan.kind, plan.size):  # "auto" took the other curvature
                 plan = chosen
                 settings.update(sketch=plan.kind, sketch_size=plan.size)
-        engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, persist=clu.persist,
-                        members=mdl.row_members)
+        persist = _persist(spec, mdl, plan, clu, c)
+        engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, persist=persist,
+                        members=mdl.row_members, count_load=clu.persist is not None)
+        clu = replace(clu, persist=persist)
         try:
             result = _newton_solver(
                 engine, mdl, plan, sol, clu, seed, callback=callback, settings=settings,

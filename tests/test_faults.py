@@ -141,7 +141,8 @@ def test_corrupted_chunk_mid_fit_is_named_and_no_result_is_written(client, tmp_p
 
     with pytest.raises(StoreFormatError, match=r"member 'A' could not be read .*corrupt"):
         dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, solver=dsketch.Solver(tol=1e-12),
-                    cluster=dsketch.Cluster(client, block_rows=3000), checkpoint=ckpt, callback=corrupt)
+                    cluster=dsketch.Cluster(client, block_rows=3000, persist=False), checkpoint=ckpt,
+                    callback=corrupt)  # streamed: held blocks keep the data read before the damage
     # what survives is the checkpoint of the last finished iteration, marked as such
     assert load_checkpoint(ckpt).iteration >= 1
 
@@ -174,7 +175,8 @@ def test_store_deleted_during_fit_is_a_clear_error(client, tmp_path):
 
     with pytest.raises(StoreNotFoundError, match="no longer exists|disappeared"):
         dsketch.fit(path, "logistic", model_params={"l2": 1e-4}, solver=dsketch.Solver(tol=1e-12),
-                    cluster=dsketch.Cluster(client, block_rows=3000), callback=delete)
+                    cluster=dsketch.Cluster(client, block_rows=3000, persist=False),  # streamed: held blocks
+                    callback=delete)  # keep the data opened, and a fit on them ends (check_store)
 
 
 def _free_port() -> int:

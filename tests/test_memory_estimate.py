@@ -68,8 +68,8 @@ def _measured_peaks(client, path, **kw):
     tracemalloc.start()
     tracemalloc.reset_peak()
     try:
-        dsketch.fit(path, "logistic", cluster=client, solver=dsketch.Solver(max_iter=3),
-                    curvature=dsketch.Curvature(kw["sketch"], size=kw.get("sketch_size")))
+        dsketch.fit(path, "logistic", cluster=dsketch.Cluster(client, persist=False),  # the estimate's streaming
+                    solver=dsketch.Solver(max_iter=3), curvature=dsketch.Curvature(kw["sketch"], size=kw.get("sketch_size")))
         driver = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

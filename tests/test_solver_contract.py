@@ -327,7 +327,7 @@ def test_settings_are_frozen_and_defaults_documented():
     assert s.halvings == 30 and dsketch.Solver("gd").halvings == 60
     c = dsketch.Cluster()
     assert (c.scheduler, c.n_workers, c.block_rows, c.fused, c.persist, c.memory_check) == (
-        None, 2, None, True, False, True)
+        None, None, None, True, None, True)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.tol = 1.0
     params = {"scores": "approx"}

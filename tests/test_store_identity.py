@@ -90,7 +90,7 @@ def test_store_replaced_between_passes_of_a_streamed_fit_is_an_error(client, tmp
     _write(path, 1)
     replace, done = _replace_at(1, path)
     with pytest.raises(StoreChangedError, match="was replaced"):
-        dsketch.fit(path, "logistic", cluster=_on(client), callback=replace, **KW)
+        dsketch.fit(path, "logistic", cluster=_on(client, persist=False), callback=replace, **KW)
     assert done == [1]
 
 

@@ -412,11 +412,15 @@ def _open_client(address: str, security: Security, timeout: float) -> Client:
         raise ClusterConnectionError(f"cannot connect to the Dask scheduler at {address}: {reason}; {hint}") from exc
 
 
+#: Worker processes of an embedded local cluster when none is named.
+EMBEDDED_WORKERS = 2
+
+
 @contextlib.contextmanager
 def connect(
     scheduler: str | None = None,
     *,
-    n_workers: int = 2,
+    n_workers: int | None = EMBEDDED_WORKERS,
     threads_per_worker: int = 1,
     memory_limit: str | int = "auto",
     security: Security | None = None,
@@ -433,7 +437,8 @@ def connect(
         ``$DSKETCH_SCHEDULER`` is used, and when that is unset an embedded local cluster
         with ``n_workers`` worker processes is started on 127.0.0.1.
     n_workers, threads_per_worker, memory_limit
-        Settings of the embedded cluster (ignored when joining a scheduler).
+        Settings of the embedded cluster (ignored when joining a scheduler); ``n_workers``
+        None: :data:`EMBEDDED_WORKERS`.
     security : distributed.Security, optional
         Client TLS credentials (``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``).
         Default: ``distributed.Security()``, i.e. dask's ``distributed.comm.tls``
@@ -454,6 +459,7 @@ def connect(
         ``timeout`` is not a positive number, or ``n_workers`` < 1 for an embedded cluster.
     """
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    n_workers = EMBEDDED_WORKERS if n_workers is None else n_workers
     wait = resolve_timeout(timeout)
     sec = security if security is not None else Security()
     if not address and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):

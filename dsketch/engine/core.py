@@ -123,6 +123,11 @@ class Engine:
         Fan-in of the reduction tree.
     members : sequence of str
         Row-aligned store members read with every block (a model's ``row_members``).
+    count_load : bool, default True
+        Count the load of ``persist=True`` as a pass over A. False: the load is counted as
+        the first pass that reads the loaded blocks (which waits for it; the store is read
+        once either way), so a fit reports the same passes held or streamed (what
+        ``Cluster(persist=None)`` reports when it holds the blocks).
 
     Notes
     -----
@@ -140,6 +145,7 @@ class Engine:
         persist: bool = False,
         split_every: int = 8,
         members: Sequence[str] = (),
+        count_load: bool = True,
     ) -> None:
         if split_every < 2:
             raise InvalidParameterError(f"split_every must be >= 2; got {split_every}")
@@ -162,7 +168,7 @@ class Engine:
         if persist and not isinstance(problem, MemoryProblem):
             futs = client.map(tasks.load_source, self._sources, pure=False)
             self._sources = futs
-            self.n_passes += 1
+            self.n_passes += int(count_load)
         self.rows: list[Future] | None = None
 
     # ------------------------------------------------------------------ helpers

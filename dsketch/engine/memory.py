@@ -36,6 +36,10 @@ logger = logging.getLogger("dsketch")
 #: Fraction of a limit a fit may plan to use (the rest: interpreter, Dask, fragmentation).
 MEMORY_MARGIN = 0.8
 
+#: Fraction of the limits that ``Cluster(persist=None)`` lets a fit with its blocks held
+#: plan to use: the rest stays free for the rest of the user's process and machine.
+PERSIST_MARGIN = 0.5
+
 F8 = 8  # bytes of a float64
 
 #: Sketch kinds whose block partial is an ``s x d`` embedding (per sign of ``D``).
@@ -305,16 +309,31 @@ def embedded_limits(n_workers: int, threads_per_worker: int = 1) -> MemoryLimits
                         threads=threads_per_worker, shared=True)
 
 
+def thread_limits(n_threads: int) -> MemoryLimits:
+    """The limits of a fit on ``n_threads`` threads of the driver
+    (:class:`~dsketch.engine.threads.ThreadClient`): one "worker", the driver, with this
+    machine's available memory, which the driver's own needs share (``shared``)."""
+    avail = driver_available()
+    return MemoryLimits(driver_bytes=avail, worker_bytes=avail, n_workers=1, threads=max(int(n_threads), 1),
+                        shared=True, worker_source="available memory (the driver's threads)")
+
+
+def holds_blocks(spec: ProblemSpec, limits: MemoryLimits, **kw: Any) -> bool:
+    """Whether a fit may keep its blocks in memory (``Cluster(persist=None)``): its estimate
+    with the blocks held (:func:`estimate_memory`, ``kw`` as there) fits in
+    :data:`PERSIST_MARGIN` of ``limits`` (the driver's and the workers' needs added up when
+    they share one machine)."""
+    kw = {**kw, "n_workers": limits.n_workers, "threads": limits.threads, "persist": True}
+    return fits(estimate_memory(spec, **kw), limits, margin=PERSIST_MARGIN)[0]
+
+
 def client_limits(client: Any) -> MemoryLimits:
     """Limits from a running cluster: each worker's ``memory_limit`` less what it already
     holds (0 or None: no limit, so this machine's available memory). A client without a
     scheduler (:class:`~dsketch.engine.threads.ThreadClient`) runs the tasks on the driver's
     threads: one "worker", the driver, with this machine's available memory."""
     if not hasattr(client, "scheduler_info"):
-        avail = driver_available()
-        return MemoryLimits(driver_bytes=avail, worker_bytes=avail, n_workers=1,
-                            threads=max(int(getattr(client, "n_threads", 1) or 1), 1),
-                            worker_source="available memory (the driver's threads)")
+        return thread_limits(int(getattr(client, "n_threads", 1) or 1))
     info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
     workers = list(info.get("workers", {}).values())
     avail = driver_available()
