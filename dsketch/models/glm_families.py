@@ -103,8 +103,9 @@ class TweedieRegression(_LogLink):
 
     name: ClassVar[str] = "tweedie"
 
-    def __init__(self, power: float | None = None, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, power: float | None = None, l2: float = 1e-4, n_unpenalized: int = 0,
+                 l1: float = 0.0) -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized, l1=l1)
         self.power = _check_power(power)
 
     @property
@@ -200,8 +201,8 @@ class GammaRegression(TweedieRegression):
 
     name: ClassVar[str] = "gamma"
 
-    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(power=2.0, l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0, l1: float = 0.0) -> None:
+        super().__init__(power=2.0, l2=l2, n_unpenalized=n_unpenalized, l1=l1)
 
     def _family_params(self) -> dict[str, Any]:
         return {}
@@ -217,8 +218,8 @@ class InverseGaussianRegression(TweedieRegression):
 
     name: ClassVar[str] = "inverse-gaussian"
 
-    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(power=3.0, l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0, l1: float = 0.0) -> None:
+        super().__init__(power=3.0, l2=l2, n_unpenalized=n_unpenalized, l1=l1)
 
     def _family_params(self) -> dict[str, Any]:
         return {}
@@ -250,8 +251,9 @@ class NegativeBinomialRegression(_LogLink):
     name: ClassVar[str] = "negative-binomial"
     fixed_dispersion: ClassVar[bool] = True
 
-    def __init__(self, theta: float = 1.0, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, theta: float = 1.0, l2: float = 1e-4, n_unpenalized: int = 0,
+                 l1: float = 0.0) -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized, l1=l1)
         try:
             value = float(theta)
         except (TypeError, ValueError):
