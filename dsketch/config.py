@@ -236,7 +236,8 @@ def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
     scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise. A model
     with an L1 term (``l1 > 0``) gets ``"prox-newton"``; any other method is refused for it."""
     if _has_l1(model):
-        if solver.method not in ("auto", "prox-newton") or solver.inner is not None:
+        own = solver.inner is not None and not getattr(solver.inner, "handles_l1", False)
+        if solver.method not in ("auto", "prox-newton") or own:
             what = "an inner solver of one's own" if solver.inner is not None else f"solver {solver.method!r}"
             raise InvalidOptionError(f"{what} cannot minimise an objective with an L1 penalty (l1 = {model.l1!r}); "
                                      "use solver 'auto' or 'prox-newton' (proximal Newton)")

@@ -163,3 +163,63 @@ def test_jac_is_the_smooth_gradient_and_grad_norm_the_kkt_measure():
     assert np.linalg.norm(res.jac) > 10 * res.grad_norm  # the subgradient vanishes, the gradient does not
     assert res.grad_norm <= 1e-10 * res.history["grad_norm"][0]
 
+
+
+# ------------------------------------------------------------------------ paths
+@pytest.mark.filterwarnings("ignore:alphas is deprecated:DeprecationWarning")  # this glum needs alphas=
+def test_path_equals_glums_path_with_weights_and_offsets():
+    rng = np.random.default_rng(8)
+    A, y, offset = _poisson_data(rng, n=1500, d=30, k=5)
+    sw = rng.uniform(0.5, 2.0, y.size)
+    path = dsketch.fit_path(dsketch.in_memory(A, y, sample_weight=sw, offset=offset), "poisson", l1_ratio=0.5,
+                            n_alphas=20, eps=1e-2, fit_intercept=True, solver=TIGHT)
+    assert path.success and path.coef.shape == (20, 31)
+    np.testing.assert_allclose(path.alphas, path.alpha_max * np.logspace(0, -2, 20), rtol=1e-12)
+    assert path.n_screened.min() < 30  # the strong rule left coordinates out
+    ref = glum.GeneralizedLinearRegressor(family="poisson", l1_ratio=0.5, alpha_search=True, alphas=path.alphas,
+                                          gradient_tol=1e-12).fit(A, y, sample_weight=sw, offset=offset)
+    np.testing.assert_allclose(path.coef[:, :-1], np.asarray(ref.coef_path_), atol=1e-8)
+    np.testing.assert_allclose(path.coef[:, -1], np.asarray(ref.intercept_path_), atol=1e-8)
+    np.testing.assert_array_equal(path.n_active, (np.abs(np.asarray(ref.coef_path_)) > 1e-10).sum(axis=1))
+
+
+def test_alpha_max_is_where_the_first_coefficient_enters():
+    """At alpha_max every coefficient is 0 (KKT on a dense gradient at the intercept-only
+    fit); just below it one is not (glum's fit there)."""
+    rng = np.random.default_rng(9)
+    A, y = _logistic_data(rng, n=800, d=12, k=3)
+    path = dsketch.fit_path((A, y), "logistic", l1_ratio=0.7, alphas=None, n_alphas=2, eps=0.98,
+                            fit_intercept=True, solver=TIGHT)
+    assert np.all(path.coef[0, :-1] == 0.0) and path.n_active[1] >= 1
+    icpt = np.log(y.mean() / (1 - y.mean()))
+    g = A.T @ (expit(np.full(y.size, icpt)) - y) / y.size
+    assert path.alpha_max == pytest.approx(np.abs(g).max() / 0.7, rel=1e-8)
+    ref = glum.GeneralizedLinearRegressor(family="binomial", alpha=path.alphas[1], l1_ratio=0.7,
+                                          gradient_tol=1e-12).fit(A, y)
+    np.testing.assert_allclose(path.coef[1, :-1], ref.coef_, atol=1e-8)
+
+
+def test_path_without_intercept_on_least_squares_equals_sklearn_enet_path():
+    from sklearn.linear_model import enet_path
+
+    rng = np.random.default_rng(10)
+    A = rng.standard_normal((600, 15))
+    y = A[:, :4] @ np.array([1.0, -2.0, 0.5, 1.5]) + rng.standard_normal(600)
+    path = dsketch.fit_path((A, y), "least-squares", l1_ratio=0.9, n_alphas=8, eps=1e-2, solver=TIGHT)
+    alphas, coefs, _ = enet_path(A, y, l1_ratio=0.9, alphas=path.alphas, tol=1e-14, max_iter=100_000)
+    np.testing.assert_allclose(alphas, path.alphas)
+    np.testing.assert_allclose(path.coef, coefs.T, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"model_params": {"l1": 0.1}}, InvalidOptionError),
+    ({"l1_ratio": 0.0}, InvalidParameterError),
+    ({"alphas": [0.1, -1.0]}, InvalidParameterError),
+    ({"solver": "lbfgs"}, InvalidOptionError),
+    ({"n_alphas": 0}, InvalidOptionError),
+])
+def test_path_refuses_bad_settings(kwargs, error):
+    rng = np.random.default_rng(11)
+    A, y = _logistic_data(rng, n=50, d=3, k=1)
+    with pytest.raises(error):
+        dsketch.fit_path((A, y), "logistic", **kwargs)
