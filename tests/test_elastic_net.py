@@ -223,3 +223,76 @@ def test_path_refuses_bad_settings(kwargs, error):
     A, y = _logistic_data(rng, n=50, d=3, k=1)
     with pytest.raises(error):
         dsketch.fit_path((A, y), "logistic", **kwargs)
+
+
+# ------------------------------------------------------------------------ estimators
+@pytest.mark.parametrize("penalty,l1_ratio", [("l1", None), ("elasticnet", 0.4)])
+def test_logistic_estimator_equals_sklearn_with_its_penalty(penalty, l1_ratio):
+    from dsketch.estimators import LogisticRegression
+
+    rng = np.random.default_rng(12)
+    A, y = _logistic_data(rng, n=1000, d=15, k=4)
+    sw = rng.uniform(0.5, 2.0, y.size)
+    est = LogisticRegression(C=0.05, penalty=penalty, l1_ratio=l1_ratio, tol=1e-10).fit(A, y, sample_weight=sw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = SkLogistic(C=0.05, penalty=penalty, l1_ratio=l1_ratio, solver="saga", tol=1e-13,
+                         max_iter=100_000).fit(A, y, sample_weight=sw)
+    np.testing.assert_allclose(est.coef_, ref.coef_, atol=1e-6)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, atol=1e-6)
+    np.testing.assert_array_equal(est.coef_ != 0, np.abs(ref.coef_) > 1e-10)
+    assert 0 < np.count_nonzero(est.coef_) < 15
+
+
+def test_glm_regressor_takes_glums_alpha_and_l1_ratio():
+    from dsketch.estimators import GeneralizedLinearRegressor
+
+    rng = np.random.default_rng(13)
+    A, y, _ = _poisson_data(rng, n=1000, d=15, k=3)
+    est = GeneralizedLinearRegressor("poisson", alpha=0.05, l1_ratio=0.6, tol=1e-10).fit(A, y)
+    ref = glum.GeneralizedLinearRegressor(family="poisson", alpha=0.05, l1_ratio=0.6, gradient_tol=1e-12).fit(A, y)
+    np.testing.assert_allclose(est.coef_, ref.coef_, atol=1e-6)
+    assert est.intercept_ == pytest.approx(ref.intercept_, abs=1e-6)
+    np.testing.assert_array_equal(est.coef_ != 0, np.abs(ref.coef_) > 1e-10)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"penalty": "l2", "l1_ratio": 0.5}, "UnusedOptionError"),
+    ({"penalty": "elasticnet"}, "InvalidParameterError"),
+    ({"penalty": "l0"}, "InvalidParameterError"),
+    ({"penalty": "l1", "solver": "lbfgs"}, "InvalidOptionError"),
+])
+def test_logistic_estimator_refuses_penalty_settings_that_make_no_sense(kwargs, error):
+    from dsketch import errors
+    from dsketch.estimators import LogisticRegression
+
+    rng = np.random.default_rng(14)
+    A, y = _logistic_data(rng, n=60, d=3, k=1)
+    with pytest.raises(getattr(errors, error)):
+        LogisticRegression(**kwargs).fit(A, y)
+
+
+# ------------------------------------------------------------------------ command line
+def test_cli_fit_with_l1_equals_sklearn(tmp_path, client):
+    from dsketch.cli import main
+
+    rng = np.random.default_rng(15)
+    A, y = _logistic_data(rng, n=800, d=10, k=3)
+    store, out = str(tmp_path / "p.zarr"), str(tmp_path / "r.zarr")
+    dsketch.write_problem(store, A, y)
+    l1 = 0.03
+    assert main(["fit", "--model", "logistic", "--data", store, "--out", out, "--param", "l2=0", "--l1", str(l1),
+                 "--fit-intercept", "--tol", "1e-10", "--scheduler", client.scheduler.address]) == 0
+    res = dsketch.load_result(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = SkLogistic(penalty="l1", solver="saga", C=1.0 / (y.size * l1), tol=1e-13, max_iter=100_000).fit(A, y)
+    _check("logistic", A, y, res, ref.coef_[0], ref.intercept_[0], l1, 0.0)
+
+
+def test_cli_refuses_l1_given_twice(tmp_path, capsys):
+    from dsketch.cli import main
+
+    assert main(["fit", "--model", "logistic", "--data", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "r.zarr"),
+                 "--l1", "0.1", "--param", "l1=0.2"]) == 2
+    assert "--l1" in capsys.readouterr().err
