@@ -48,7 +48,8 @@ class PathResult:
         Nonzero penalised coefficients at each alpha.
     n_screened : ndarray of shape (n_alphas,)
         Penalised coordinates the strong rule kept in each fit's inner solves;
-        ``readmitted``: how many of those it left out the KKT check had to take back.
+        ``readmitted``: how many left-out coordinates (by the rule, or zero inside the
+        threshold at the start of an inner solve) the KKT check had to take back.
     success : bool
         Every fit converged.
     results : tuple of FitResult

@@ -296,8 +296,9 @@ class ProximalCoordinateDescent:
     model), which the Armijo rule on ``F = f + l1 ||.||_1`` uses; its decrement is
     ``sqrt(-Delta)``.
 
-    With a ``screen`` mask (a regularisation path's strong rule), the sweeps first run over
-    the screened-in coordinates (and those nonzero at ``x`` or unpenalised); a left-out
+    The sweeps first run over the coordinates that are nonzero at ``x``, unpenalised, or
+    zero with ``|g_j| > l1_j`` (the others would not move in a first sweep), and, with a
+    ``screen`` mask (a regularisation path's strong rule), only those it keeps; a left-out
     coordinate whose model gradient ``|g_j + (H~ p)_j|`` exceeds ``l1_j`` is re-admitted
     and the sweeps go on, so screening changes the work, never the direction.
     """
@@ -328,7 +329,10 @@ class ProximalCoordinateDescent:
         ``screen``, first over the screened-in coordinates, then over those the KKT check
         of the model re-admits, until none violates it."""
         usable = np.diag(H) > 0.0
-        allowed = usable if self.screen is None else usable & (self.screen | (x != 0.0) | (l1 == 0.0))
+        # zero coordinates whose model gradient is inside [-l1, l1] at p = 0 start out (the
+        # KKT check below takes back any that a later change pushes out of it)
+        candidates = (x != 0.0) | (l1 == 0.0) | (np.abs(g) > l1)
+        allowed = usable & candidates if self.screen is None else usable & (self.screen & candidates | (x != 0.0))
         p, Hp = np.zeros(x.size), np.zeros(x.size)
         while True:
             self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed))
