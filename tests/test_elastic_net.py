@@ -236,8 +236,8 @@ def test_logistic_estimator_equals_sklearn_with_its_penalty(penalty, l1_ratio):
     est = LogisticRegression(C=0.05, penalty=penalty, l1_ratio=l1_ratio, tol=1e-10).fit(A, y, sample_weight=sw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ref = SkLogistic(C=0.05, penalty=penalty, l1_ratio=l1_ratio, solver="saga", tol=1e-13,
-                         max_iter=100_000).fit(A, y, sample_weight=sw)
+        ref = SkLogistic(C=0.05, penalty="elasticnet", l1_ratio=1.0 if l1_ratio is None else l1_ratio, solver="saga",
+                         tol=1e-13, max_iter=100_000).fit(A, y, sample_weight=sw)
     np.testing.assert_allclose(est.coef_, ref.coef_, atol=1e-6)
     np.testing.assert_allclose(est.intercept_, ref.intercept_, atol=1e-6)
     np.testing.assert_array_equal(est.coef_ != 0, np.abs(ref.coef_) > 1e-10)
@@ -286,7 +286,8 @@ def test_cli_fit_with_l1_equals_sklearn(tmp_path, client):
     res = dsketch.load_result(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ref = SkLogistic(penalty="l1", solver="saga", C=1.0 / (y.size * l1), tol=1e-13, max_iter=100_000).fit(A, y)
+        ref = SkLogistic(penalty="elasticnet", l1_ratio=1.0, solver="saga", C=1.0 / (y.size * l1), tol=1e-13,
+                         max_iter=100_000).fit(A, y)
     _check("logistic", A, y, res, ref.coef_[0], ref.intercept_[0], l1, 0.0)
 
 
