@@ -297,3 +297,19 @@ def test_cli_refuses_l1_given_twice(tmp_path, capsys):
     assert main(["fit", "--model", "logistic", "--data", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "r.zarr"),
                  "--l1", "0.1", "--param", "l1=0.2"]) == 2
     assert "--l1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:alphas is deprecated:DeprecationWarning")
+def test_store_path_on_its_own_embedded_cluster_equals_glum(tmp_path):
+    """A store's path starts one embedded cluster for all its fits (about 8 s)."""
+    rng = np.random.default_rng(16)
+    A, y = _logistic_data(rng, n=1000, d=12, k=3)
+    store = str(tmp_path / "p.zarr")
+    dsketch.write_problem(store, A, y)
+    path = dsketch.fit_path(store, "logistic", l1_ratio=1.0, n_alphas=5, eps=1e-2, fit_intercept=True, solver=TIGHT)
+    ref = glum.GeneralizedLinearRegressor(family="binomial", l1_ratio=1.0, alpha_search=True, alphas=path.alphas,
+                                          gradient_tol=1e-12).fit(A, y)
+    assert path.success
+    np.testing.assert_allclose(path.coef[:, :-1], np.asarray(ref.coef_path_), atol=1e-8)
+    np.testing.assert_allclose(path.coef[:, -1], np.asarray(ref.intercept_path_), atol=1e-8)
