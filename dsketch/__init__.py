@@ -12,6 +12,7 @@ from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.inference import Inference, covariance
 from dsketch.models import get_model, loss_gradient_hessian
+from dsketch.path import PathResult, fit_path
 from dsketch.predict import predict
 from dsketch.sketch import make_sketch
 from dsketch.solvers.result import (
@@ -35,12 +36,14 @@ __all__ = [
     "Inference",
     "MemoryProblem",
     "NewtonState",
+    "PathResult",
     "Solver",
     "Status",
     "connect",
     "covariance",
     "fit",
     "fit_network",
+    "fit_path",
     "get_model",
     "in_memory",
     "initial_point",

@@ -59,6 +59,16 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _fit_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The model parameters of ``dsketch fit``: ``--param`` items and ``--l1``."""
+    out = _parse_params(args.param)
+    if args.l1 is not None:
+        if "l1" in out:
+            raise InvalidParameterError("give the L1 strength once: --l1 or --param l1=..., not both")
+        out["l1"] = args.l1
+    return out
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
@@ -217,11 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
     p.add_argument("--fit-intercept", action="store_true",
                    help="GLMs: an unpenalised intercept, the last coefficient (the store is not copied)")
-    p.add_argument("--solver", default="auto", choices=("auto", "newton", "newton-cg", "lbfgs", "gd"),
+    p.add_argument("--solver", default="auto", choices=("auto", "newton", "newton-cg", "lbfgs", "gd", "prox-newton"),
                    help="auto: L-BFGS while the gradient contracts fast, then (sketched) Newton (Newton "
                         "from the start for the softmax-type models or a named --sketch); newton: "
                         "(sketched) Newton; newton-cg: exact Newton by conjugate gradients "
-                        "preconditioned by the sketch; lbfgs: L-BFGS only; gd: gradient-descent baseline")
+                        "preconditioned by the sketch; lbfgs: L-BFGS only; gd: gradient-descent baseline; "
+                        "prox-newton: proximal Newton, what auto is with --l1 (the only method for an L1 term)")
     p.add_argument("--sketch", default="auto", choices=("auto", *SKETCH_KINDS),
                    help="curvature of A^T diag(D) A (auto: exact when cheap, else leverage sampling; "
                         "exact: exact Newton)")
@@ -239,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also stop when a step decreases the loss by at most FTOL relative to it "
                         "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
+    p.add_argument("--l1", type=float, default=None, metavar="VALUE",
+                   help="GLMs: L1 strength, adding VALUE * |x|_1 over the coefficients but the intercept "
+                        "(fitted by proximal Newton; the same as --param l1=VALUE; default: none)")
     p.add_argument("--block-rows", type=int, default=None,
                    help="rows per block (default: from the store's shape, about 64 MiB a block)")
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
@@ -392,6 +406,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.model == "ggn-score":
         from dsketch.api import fit_network
 
+        if args.l1 is not None:
+            raise InvalidParameterError("--l1 is for the GLMs; ggn-score has no L1 penalty")
         if args.cov_type is not None:
             check_inference_args(args, None)
         _check_fit_outputs(args, None, None)  # no checkpoint, no plot
@@ -415,7 +431,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.cov_type is not None:
         from dsketch.models import get_model
 
-        check_inference_args(args, get_model(args.model, **_parse_params(args.param)))
+        check_inference_args(args, get_model(args.model, **_fit_params(args)))
     if args.resume and not os.path.exists(checkpoint):
         raise StoreNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
     if not args.resume and os.path.exists(checkpoint) and not args.overwrite:
@@ -431,7 +447,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             from dsketch.engine.client import connect
 
             client = stack.enter_context(connect(args.scheduler, n_workers=args.workers))
-        result, failed = fit_and_infer(args, fit, _parse_params(args.param), checkpoint, client)
+        result, failed = fit_and_infer(args, fit, _fit_params(args), checkpoint, client)
     save_result(result, args.out, overwrite=args.overwrite)
     if failed is not None:  # the fit is kept; the one-line error follows
         shutil.rmtree(checkpoint, ignore_errors=True)

@@ -25,7 +25,7 @@ from dsketch.errors import DSketchTypeError, InvalidOptionError, UnusedOptionErr
 
 #: The solver methods: the inner solve of the Newton iteration each one uses
 #: (:mod:`dsketch.solvers.inner`).
-METHODS = ("auto", "newton", "newton-cg", "lbfgs", "gd")
+METHODS = ("auto", "newton", "newton-cg", "lbfgs", "gd", "prox-newton")
 #: The methods that form no curvature (every pass computes loss and gradient only).
 FIRST_ORDER = ("lbfgs", "gd")
 
@@ -153,7 +153,12 @@ class Solver:
         each), preconditioned by the chosen curvature
         (:class:`~dsketch.solvers.inner.ConjugateGradient`). ``"gd"``: gradient descent
         with Armijo backtracking (:class:`~dsketch.solvers.inner.GradientStep`; no curvature
-        pass).
+        pass). ``"prox-newton"``: proximal Newton for a model with an L1 term (``l1 > 0``,
+        which ``"auto"`` resolves to and no other method accepts): each step minimises the
+        quadratic model plus the L1 term by coordinate descent
+        (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`), the line search is on
+        the objective with the L1 term, and the gradient norm in the stopping rules is
+        the least-norm subgradient's.
     tol : float, default 1e-8
         Stop when ``||grad|| <= tol * ||grad_0||`` and half the squared Newton decrement is
         below ``tol * max(1, |loss|)``.
@@ -221,10 +226,22 @@ class Solver:
         return 60 if self.method == "gd" else 30
 
 
+def _has_l1(model: Any) -> bool:
+    return bool(getattr(model, "l1", 0.0))
+
+
 def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
     """``Solver("auto")`` made concrete for ``model``: the quasi-Newton-then-Newton hybrid
     where a quasi-Newton iteration costs one fused pass (a smooth model with fixed global
-    scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise."""
+    scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise. A model
+    with an L1 term (``l1 > 0``) gets ``"prox-newton"``; any other method is refused for it."""
+    if _has_l1(model):
+        own = solver.inner is not None and not getattr(solver.inner, "handles_l1", False)
+        if solver.method not in ("auto", "prox-newton") or own:
+            what = "an inner solver of one's own" if solver.inner is not None else f"solver {solver.method!r}"
+            raise InvalidOptionError(f"{what} cannot minimise an objective with an L1 penalty (l1 = {model.l1!r}); "
+                                     "use solver 'auto' or 'prox-newton' (proximal Newton)")
+        return replace(solver, method="prox-newton")
     if solver.method != "auto":
         return solver
     hybrid = (bool(getattr(model, "fixed_scalars", False)) and bool(getattr(model, "smooth", True))

@@ -26,20 +26,25 @@ from dsketch.estimators._base import _EngineGLM
 from dsketch.store import (
     ProblemSpec,
 )
-from dsketch.errors import InvalidParameterError, InvalidTargetError
+from dsketch.errors import InvalidParameterError, InvalidTargetError, UnusedOptionError
 
 
 class LogisticRegression(ClassifierMixin, _EngineGLM):
-    """Binary L2-penalised logistic regression with scikit-learn's parameters.
+    """Binary penalised logistic regression with scikit-learn's parameters.
 
-    Minimises ``C sum_i log(1 + exp(-y_i (x_i w + c))) + ||w||^2 / 2`` (``y`` in {-1, 1};
-    the intercept ``c`` unpenalised), the objective of
-    ``sklearn.linear_model.LogisticRegression(C=C)`` for two classes.
+    Minimises ``C sum_i log(1 + exp(-y_i (x_i w + c))) + (1 - r) ||w||^2 / 2 + r ||w||_1``
+    (``y`` in {-1, 1}; the intercept ``c`` unpenalised; ``r`` 0 for ``penalty="l2"``, 1 for
+    ``"l1"``, ``l1_ratio`` for ``"elasticnet"``), the objective of
+    ``sklearn.linear_model.LogisticRegression(C=C, penalty=..., l1_ratio=...)`` for two
+    classes. An L1 share fits by proximal Newton (``solver`` "auto" or "prox-newton").
 
     Parameters
     ----------
     C : float, default 1.0
         Inverse regularisation strength (> 0).
+    penalty : {"l2", "l1", "elasticnet"}, default "l2"
+    l1_ratio : float in [0, 1], optional
+        The L1 share with ``penalty="elasticnet"`` (required there, refused otherwise).
     fit_intercept, tol, max_iter
         As in scikit-learn; ``tol`` is dsketch's relative gradient norm
         ``||g|| <= tol ||g_0||``.
@@ -68,19 +73,41 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
 
     _model: ClassVar[str] = "logistic"
 
-    def __init__(self, C: float = 1.0, *, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
-                 solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
+    def __init__(self, C: float = 1.0, *, penalty: str = "l2", l1_ratio: float | None = None,
+                 fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100, solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
                          sketch_size=sketch_size, random_state=random_state, client=client,
                          scheduler=scheduler, block_rows=block_rows)
         self.C = C
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
 
     def _l2(self, total_weight: float) -> float:
         if not (isinstance(self.C, (int, float, np.floating)) and self.C > 0):
             raise InvalidParameterError(f"C must be a positive number; got {self.C!r}")
         return 1.0 / (float(self.C) * total_weight)
+
+    def _ratio(self) -> float:
+        """The L1 share of the penalty: 0 for "l2", 1 for "l1", ``l1_ratio`` for "elasticnet"."""
+        if self.penalty not in ("l2", "l1", "elasticnet"):
+            raise InvalidParameterError(f"penalty must be 'l2', 'l1' or 'elasticnet'; got {self.penalty!r}")
+        if self.penalty != "elasticnet":
+            if self.l1_ratio is not None:
+                raise UnusedOptionError(f"l1_ratio has no effect with penalty={self.penalty!r}; drop it or use "
+                                        "penalty='elasticnet'")
+            return 1.0 if self.penalty == "l1" else 0.0
+        r = self.l1_ratio
+        if isinstance(r, bool) or not (isinstance(r, (int, float, np.floating)) and 0 <= r <= 1):
+            raise InvalidParameterError(f"penalty='elasticnet' needs l1_ratio in [0, 1]; got {r!r}")
+        return float(r)
+
+    def _model_params(self, total_weight: float) -> dict[str, Any]:
+        """scikit-learn's ``C sum s_i l_i + (1 - r) ||w||^2 / 2 + r ||w||_1`` divided by
+        ``C sum s``: ``l2 = (1 - r) / (C S)``, ``l1 = r / (C S)``."""
+        scale, ratio = self._l2(total_weight), self._ratio()
+        return {"l2": scale * (1.0 - ratio), **({"l1": scale * ratio} if ratio > 0 else {})}
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         from sklearn.utils.multiclass import check_classification_targets

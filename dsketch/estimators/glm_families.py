@@ -80,7 +80,13 @@ class _FamilyRegressor(_EngineRegressor):
         return {}
 
     def _model_params(self, total_weight: float) -> dict[str, Any]:
-        return {"l2": self._l2(total_weight), **self._family_params()}
+        """glum's penalty ``alpha (l1_ratio ||w||_1 + (1 - l1_ratio) ||w||^2 / 2)`` as
+        ``l1`` and ``l2`` (``l1_ratio`` 0 where the estimator has none)."""
+        alpha, ratio = self._l2(total_weight), getattr(self, "l1_ratio", 0.0)
+        if not (isinstance(ratio, (int, float, np.floating)) and not isinstance(ratio, bool) and 0 <= ratio <= 1):
+            raise InvalidParameterError(f"l1_ratio must be a number in [0, 1]; got {ratio!r}")
+        l1 = {"l1": alpha * float(ratio)} if ratio > 0 else {}
+        return {"l2": alpha * (1.0 - float(ratio)), **l1, **self._family_params()}
 
     def _glm_model(self) -> Model:
         """The dsketch model of these parameters (its mean, variance and target check)."""
@@ -156,8 +162,11 @@ class TweedieRegressor(_FamilyRegressor):
 
 
 class GeneralizedLinearRegressor(_FamilyRegressor):
-    """A GLM by glum's family and link names, L2-penalised (glum's
-    ``GeneralizedLinearRegressor(family, link, alpha, l1_ratio=0)``).
+    """A GLM by glum's family and link names with glum's elastic-net penalty
+    (``GeneralizedLinearRegressor(family, link, alpha, l1_ratio)``): it minimises
+    ``(1 / sum s) sum_i s_i d(y_i, mu_i) / 2 + alpha (l1_ratio ||w||_1 + (1 - l1_ratio)
+    ||w||^2 / 2)``; ``l1_ratio > 0`` fits by proximal Newton (``solver`` "auto" or
+    "prox-newton").
 
     ``family``: "normal"/"gaussian", "binomial", "poisson", "gamma", "inverse.gaussian",
     "tweedie" (with ``power``, default 1.5) or "negative.binomial" (with ``theta``, default 1);
@@ -167,7 +176,7 @@ class GeneralizedLinearRegressor(_FamilyRegressor):
 
     _model: ClassVar[str] = "glm"
 
-    def __init__(self, family: str = "normal", link: str = "auto", *, alpha: float = 1.0,
+    def __init__(self, family: str = "normal", link: str = "auto", *, alpha: float = 1.0, l1_ratio: float = 0.0,
                  power: float | None = None, theta: float | None = None, fit_intercept: bool = True,
                  tol: float = 1e-4, max_iter: int = 100, solver: str = "auto", sketch: str = "auto",
                  sketch_size: int | None = None, random_state: int = 0, client: Any = None,
@@ -176,6 +185,7 @@ class GeneralizedLinearRegressor(_FamilyRegressor):
         self.family = family
         self.link = link
         self.alpha = alpha
+        self.l1_ratio = l1_ratio
         self.power = power
         self.theta = theta
 

@@ -209,6 +209,15 @@ class Model(ABC):
         """Value, gradient and Hessian diagonal of a penalty on ``x`` itself (default none)."""
         return 0.0, np.zeros_like(x), np.zeros_like(x)
 
+    def nonsmooth(self, x: FloatArray) -> float:
+        """A convex term of the objective without a gradient (an L1 penalty), evaluated on
+        the driver; default none. Its coefficient-wise strengths are ``l1_weights``."""
+        return 0.0
+
+    def l1_weights(self, n_features: int) -> FloatArray:
+        """The L1 strength of each coefficient (default: zeros, no L1 term)."""
+        return np.zeros(n_features)
+
     # -- starting point ---------------------------------------------------------------
     def init_terms(self, A: Any, b: FloatArray, w: FloatArray | None) -> dict[str, Any] | None:
         """Partial sums (one block) of a data-driven starting point, or None for zeros."""

@@ -64,6 +64,17 @@ def check_sample_weight(s: FloatArray, r0: int = 0) -> None:
         )
 
 
+def _strength(name: str, value: Any) -> float:
+    """A penalty strength: a finite number >= 0."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{name} must be a finite number >= 0; got {value!r}") from None
+    if not (np.isfinite(out) and out >= 0.0):
+        raise InvalidParameterError(f"{name} must be a finite number >= 0; got {value!r}")
+    return out
+
+
 class _GLM(Model):
     """Shared machinery: the weighted row count as the only statistic, sample weights and
     offsets, the L2 penalty, the Gram terms."""
@@ -73,16 +84,13 @@ class _GLM(Model):
     fixed_scalars: ClassVar[bool] = True  # the scalars are the (weighted) row count alone
     optional_members: ClassVar[tuple[str, ...]] = ROW_DATA_MEMBERS
 
-    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        try:
-            value = float(l2)
-        except (TypeError, ValueError):
-            raise InvalidParameterError(f"l2 must be a finite number >= 0; got {l2!r}") from None
-        if not (np.isfinite(value) and value >= 0.0):
-            raise InvalidParameterError(f"l2 must be a finite number >= 0; got {l2!r}")
+    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0, l1: float = 0.0) -> None:
+        value = _strength("l2", l2)
         if isinstance(n_unpenalized, bool) or int(n_unpenalized) != n_unpenalized or n_unpenalized < 0:
             raise InvalidParameterError(f"n_unpenalized must be an integer >= 0; got {n_unpenalized!r}")
         self.l2 = value
+        #: L1 strength: the objective gains ``l1 * ||x_p||_1`` (solved by proximal Newton).
+        self.l1 = _strength("l1", l1)
         #: The last ``n_unpenalized`` coefficients (an intercept column) carry no penalty.
         self.n_unpenalized = int(n_unpenalized)
         #: Whether the last coefficient is the intercept of :meth:`with_intercept`.
@@ -91,6 +99,7 @@ class _GLM(Model):
     def __repr__(self) -> str:
         extra = f", n_unpenalized={self.n_unpenalized}" if self.n_unpenalized else ""
         extra += ", intercept=True" if self.intercept else ""
+        extra = (f", l1={self.l1!r}" if self.l1 else "") + extra
         return f"{type(self).__name__}(l2={self.l2!r}{extra})"
 
     def with_intercept(self) -> Model:
@@ -105,6 +114,8 @@ class _GLM(Model):
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.name, "l2": self.l2}
+        if self.l1:
+            out["l1"] = self.l1
         if self.n_unpenalized:
             out["n_unpenalized"] = self.n_unpenalized
         if self.intercept:
@@ -301,6 +312,18 @@ class _GLM(Model):
         xp = mask * x
         return 0.5 * float(x @ xp), xp, mask
 
+    def l1_weights(self, n_features: int) -> FloatArray:
+        """The L1 strength of each coefficient: ``l1`` on the penalised ones, 0 on the last
+        ``n_unpenalized`` (the intercept)."""
+        w = np.full(n_features, self.l1)
+        if self.n_unpenalized:
+            w[n_features - self.n_unpenalized :] = 0.0
+        return w
+
+    def nonsmooth(self, x: FloatArray) -> float:
+        """``l1 * ||x_p||_1``, the part of the objective without a gradient."""
+        return float(self.l1_weights(x.size) @ np.abs(x)) if self.l1 else 0.0
+
     def check_targets(self, b: FloatArray) -> None:
         """Raise ``ValueError`` when a target is outside the family's domain."""
         self._check_y(split_rows(b)[0])
@@ -446,8 +469,8 @@ class LeastSquares(_GLM):
 
     name: ClassVar[str] = "least-squares"
 
-    def __init__(self, l2: float = 0.0, n_unpenalized: int = 0) -> None:
-        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, l2: float = 0.0, n_unpenalized: int = 0, l1: float = 0.0) -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized, l1=l1)
 
     def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
         r = eta - b

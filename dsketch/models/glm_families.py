@@ -103,8 +103,9 @@ class TweedieRegression(_LogLink):
 
     name: ClassVar[str] = "tweedie"
 
-    def __init__(self, power: float | None = None, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, power: float | None = None, l2: float = 1e-4, n_unpenalized: int = 0,
+                 l1: float = 0.0) -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized, l1=l1)
         self.power = _check_power(power)
 
     @property
@@ -200,8 +201,8 @@ class GammaRegression(TweedieRegression):
 
     name: ClassVar[str] = "gamma"
 
-    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(power=2.0, l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0, l1: float = 0.0) -> None:
+        super().__init__(power=2.0, l2=l2, n_unpenalized=n_unpenalized, l1=l1)
 
     def _family_params(self) -> dict[str, Any]:
         return {}
@@ -217,8 +218,8 @@ class InverseGaussianRegression(TweedieRegression):
 
     name: ClassVar[str] = "inverse-gaussian"
 
-    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(power=3.0, l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, l2: float = 1e-4, n_unpenalized: int = 0, l1: float = 0.0) -> None:
+        super().__init__(power=3.0, l2=l2, n_unpenalized=n_unpenalized, l1=l1)
 
     def _family_params(self) -> dict[str, Any]:
         return {}
@@ -250,8 +251,9 @@ class NegativeBinomialRegression(_LogLink):
     name: ClassVar[str] = "negative-binomial"
     fixed_dispersion: ClassVar[bool] = True
 
-    def __init__(self, theta: float = 1.0, l2: float = 1e-4, n_unpenalized: int = 0) -> None:
-        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+    def __init__(self, theta: float = 1.0, l2: float = 1e-4, n_unpenalized: int = 0,
+                 l1: float = 0.0) -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized, l1=l1)
         try:
             value = float(theta)
         except (TypeError, ValueError):
@@ -289,7 +291,7 @@ class NegativeBinomialRegression(_LogLink):
             )
 
 
-def tweedie(power: float | None = None, link: str = "auto", l2: float | None = None) -> Model:
+def tweedie(power: float | None = None, link: str = "auto", l2: float | None = None, l1: float = 0.0) -> Model:
     """The registry's ``tweedie``: :class:`TweedieRegression` with the log link, or
     ``least-squares`` for ``power=0`` with the identity link (``link="auto"`` is identity
     for power 0 and log otherwise, as scikit-learn's ``TweedieRegressor``). ``l2=None``:
@@ -302,8 +304,8 @@ def tweedie(power: float | None = None, link: str = "auto", l2: float | None = N
             raise InvalidParameterError(
                 f"the identity link is only supported with power 0 (normal); got power={power!r}"
             )
-        return LeastSquares(**_l2(l2))
-    return TweedieRegression(power=p, **_l2(l2))
+        return LeastSquares(l1=l1, **_l2(l2))
+    return TweedieRegression(power=p, l1=l1, **_l2(l2))
 
 
 #: glum's family names, with the links each one supports (the first is ``link="auto"``).
@@ -325,12 +327,13 @@ def _l2(l2: float | None) -> dict[str, float]:
 
 
 def glm(family: str = "normal", link: str = "auto", l2: float | None = None, power: float | None = None,
-        theta: float | None = None) -> Model:
+        theta: float | None = None, l1: float = 0.0) -> Model:
     """The registry's ``glm``: a family and link by glum's names, mapped onto the models
     (``normal``/``gaussian`` with identity: ``least-squares``; ``binomial``: ``logistic``;
     ``poisson``; ``gamma``; ``inverse.gaussian``; ``tweedie`` with ``power`` (default 1.5, as
     glum; its ``auto`` link is identity for power 0); ``negative.binomial`` with ``theta``
-    (default 1.0)). ``l2=None``: the model's default (0 for least squares, 1e-4 otherwise)."""
+    (default 1.0)). ``l2=None``: the model's default (0 for least squares, 1e-4 otherwise);
+    ``l1``: the L1 strength (:class:`~dsketch.models.glm._GLM`)."""
     if family not in FAMILIES:
         raise UnknownNameError(f"unknown GLM family {family!r}; valid: {', '.join(FAMILIES)}")
     if power is not None and family != "tweedie":
@@ -338,18 +341,19 @@ def glm(family: str = "normal", link: str = "auto", l2: float | None = None, pow
     if theta is not None and family != "negative.binomial":
         raise InvalidParameterError(f"theta= is for family 'negative.binomial'; got family={family!r}")
     if family == "tweedie":
-        return tweedie(power=1.5 if power is None else power, link=link, l2=l2)
+        return tweedie(power=1.5 if power is None else power, link=link, l2=l2, l1=l1)
     links = FAMILIES[family]
     chosen = links[0] if link == "auto" else link
     if chosen not in links:
         raise InvalidParameterError(f"family {family!r} supports the link(s) {', '.join(links)}; got link={link!r}")
     if family in ("normal", "gaussian"):
-        return LeastSquares(**_l2(l2)) if chosen == "identity" else TweedieRegression(power=0.0, **_l2(l2))
+        return (LeastSquares(l1=l1, **_l2(l2)) if chosen == "identity"
+                else TweedieRegression(power=0.0, l1=l1, **_l2(l2)))
     if family == "negative.binomial":
-        return NegativeBinomialRegression(theta=1.0 if theta is None else theta, **_l2(l2))
+        return NegativeBinomialRegression(theta=1.0 if theta is None else theta, l1=l1, **_l2(l2))
     cls = {"binomial": LogisticRegression, "poisson": PoissonRegression, "gamma": GammaRegression,
            "inverse.gaussian": InverseGaussianRegression}[family]
-    return cls(**_l2(l2))
+    return cls(l1=l1, **_l2(l2))
 
 
 __all__ = ["FAMILIES", "GammaRegression", "InverseGaussianRegression", "NegativeBinomialRegression",

@@ -37,7 +37,7 @@ from dsketch.errors import ConvergenceWarning, InvalidOptionError, NonFiniteCurv
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
-from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, wants_curvature
+from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, min_norm_subgradient, wants_curvature
 from dsketch.solvers.result import (
     HISTORY_COLUMNS,
     STATUS_MESSAGES,
@@ -204,6 +204,10 @@ class NewtonSolver:
         if self.inner.needs_curvature and sketch is None:
             raise InvalidOptionError(f"the inner solver {type(self.inner).__name__} needs a curvature estimate; "
                                      "pass a sketch")
+        self.l1 = model.l1_weights(engine.problem.n_features)
+        if self.l1.any() and not getattr(self.inner, "handles_l1", False):
+            raise InvalidOptionError(f"the model has an L1 penalty, which the inner solver {type(self.inner).__name__} "
+                                     "cannot handle; use Solver('prox-newton') (or 'auto')")
         self.sketch = sketch if self.inner.needs_curvature else None
         self.sketch_size = int(sketch_size)
         self.config = config
@@ -266,8 +270,9 @@ class NewtonSolver:
         """``H~ = sketch + (A^T U) C (A^T U)^T + penalty``, loss and gradient from reduced partials."""
         pv, pg, ph = self.model.penalty(state.x)
         grad = np.asarray(total["grad"], dtype=np.float64) + pg
-        gnorm = float(np.linalg.norm(grad))
-        loss = float(total["loss"]) + pv
+        # with an L1 term the stationarity measure is the least-norm subgradient (KKT)
+        gnorm = float(np.linalg.norm(min_norm_subgradient(grad, state.x, self.l1) if self.l1.any() else grad))
+        loss = float(total["loss"]) + pv + self.model.nonsmooth(state.x)
         g0 = state.g0 if state.g0 is not None or not (np.isfinite(loss) and np.isfinite(gnorm)) else gnorm
         state = replace(state, loss=loss, grad=grad, grad_norm=gnorm, g0=g0, penalty_hess=ph)
         if sketch is None:
@@ -339,7 +344,8 @@ class NewtonSolver:
         # tolerance for rounding in the loss itself (sums over many rows)
         slack = 16.0 * EPS * max(abs(state.loss), 1e-300)
         for j, t in enumerate(ts):
-            lt = float(data_loss[j]) + self.model.penalty(state.x + t * p)[0]
+            xt = state.x + t * p
+            lt = float(data_loss[j]) + self.model.penalty(xt)[0] + self.model.nonsmooth(xt)
             if np.isfinite(lt) and lt <= state.loss + self.config.armijo * t * gp + slack:
                 return j, lt
         return None
@@ -568,7 +574,7 @@ class NewtonSolver:
         row = {
             "iteration": state.iteration,
             "loss": state.loss,
-            "grad_norm": float(np.linalg.norm(state.grad)) if state.grad is not None else np.nan,
+            "grad_norm": state.grad_norm if state.grad is not None else np.nan,
             "newton_decrement": dec,
             "step_size": step,
             "sketch_rows": state.sketch_rows,

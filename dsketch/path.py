@@ -1,0 +1,196 @@
+"""Elastic-net regularisation paths of the GLMs: :func:`fit_path`.
+
+A path fits the objective ``f(x) + alpha (l1_ratio ||x_p||_1 + (1 - l1_ratio)/2 ||x_p||^2)``
+(``f`` the model's weighted mean loss, ``x_p`` the coefficients but the intercept; glum's
+and glmnet's ``alpha`` and ``l1_ratio``) for a decreasing sequence of alphas, each fit by
+proximal Newton (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`) from the
+solution at the alpha before, with the sequential strong rule screening the coordinates the
+inner solve sweeps (docs/theory.md#regularisation-paths).
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from dsketch.api import _client_for, _problem, fit
+from dsketch.config import Cluster, Curvature, Solver, as_cluster, as_solver
+from dsketch.errors import InvalidOptionError, InvalidParameterError
+from dsketch.solvers.inner import ProximalCoordinateDescent
+from dsketch.solvers.result import FitResult
+from dsketch.store.memory import MemoryProblem
+
+#: The L1 strength of the fit at the path's start: every penalised coefficient stays 0.
+_ALL_ZERO = 1e300
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """The fits of a regularisation path, one per alpha (largest first).
+
+    Attributes
+    ----------
+    alphas : ndarray of shape (n_alphas,)
+    l1_ratio : float
+    coef : ndarray of shape (n_alphas, n_features)
+        The coefficients at each alpha (the intercept last, with ``fit_intercept``).
+    alpha_max : float
+        The smallest alpha at which every penalised coefficient is 0 (from the gradient of
+        the intercept-only model, or of the zero model without an intercept).
+    n_iter, n_passes : ndarray of shape (n_alphas,)
+        Newton iterations and passes over A of each alpha's fit (``n_passes_start``: of the
+        fit that found ``alpha_max``).
+    n_active : ndarray of shape (n_alphas,)
+        Nonzero penalised coefficients at each alpha.
+    n_screened : ndarray of shape (n_alphas,)
+        Penalised coordinates the strong rule kept in each fit's inner solves;
+        ``readmitted``: how many left-out coordinates (by the rule, or zero inside the
+        threshold at the start of an inner solve) the KKT check had to take back.
+    success : bool
+        Every fit converged.
+    results : tuple of FitResult
+    """
+
+    alphas: np.ndarray
+    l1_ratio: float
+    coef: np.ndarray
+    alpha_max: float
+    n_iter: np.ndarray
+    n_passes: np.ndarray
+    n_passes_start: int
+    n_active: np.ndarray
+    n_screened: np.ndarray
+    readmitted: np.ndarray
+    success: bool
+    results: tuple[FitResult, ...]
+    wall_time: float
+
+
+def alpha_grid(alpha_max: float, n_alphas: int = 20, eps: float = 1e-3) -> np.ndarray:
+    """``n_alphas`` alphas from ``alpha_max`` down to ``eps * alpha_max``, evenly spaced in log."""
+    if isinstance(n_alphas, bool) or not isinstance(n_alphas, numbers.Integral) or n_alphas < 1:
+        raise InvalidOptionError(f"n_alphas must be an integer >= 1; got {n_alphas!r}")
+    if not (isinstance(eps, numbers.Real) and 0 < eps < 1):
+        raise InvalidOptionError(f"eps must be a number in (0, 1); got {eps!r}")
+    return np.asarray(alpha_max * np.logspace(0.0, np.log10(eps), int(n_alphas)), dtype=np.float64)
+
+
+def _checked(model: Any, model_params: dict[str, Any] | None, l1_ratio: Any, alphas: Any) -> np.ndarray | None:
+    if not isinstance(model, str):
+        raise InvalidOptionError(f"fit_path takes the model by name (a GLM: 'logistic', 'poisson', ...); got {model!r}")
+    given = sorted({"l1", "l2"} & set(model_params or {}))
+    if given:
+        raise InvalidOptionError(f"model_params {' and '.join(given)} are set by the path from alpha and l1_ratio; "
+                                 "drop them")
+    if not (isinstance(l1_ratio, numbers.Real) and 0 < l1_ratio <= 1):
+        raise InvalidParameterError(f"l1_ratio must be a number in (0, 1] (a path needs an L1 term); got {l1_ratio!r}")
+    if alphas is None:
+        return None
+    out = np.asarray(alphas, dtype=np.float64).ravel()
+    if out.size == 0 or not np.all(np.isfinite(out)) or np.any(out <= 0):
+        raise InvalidParameterError("alphas must be a non-empty sequence of finite numbers > 0")
+    return np.sort(out)[::-1]
+
+
+def _screen(grad: np.ndarray, x: np.ndarray, threshold: float, n_unpenalized: int) -> np.ndarray:
+    """The sequential strong rule: keep coordinate j when ``|grad_j| >= threshold`` (or it
+    is nonzero, or unpenalised)."""
+    keep = (np.abs(grad) >= threshold) | (x != 0.0)
+    if n_unpenalized:
+        keep[x.size - n_unpenalized :] = True
+    return keep
+
+
+def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None, n_alphas: int = 20,
+             eps: float = 1e-3, model_params: dict[str, Any] | None = None, fit_intercept: bool = False,
+             curvature: str | Curvature = "auto", solver: str | Solver = "auto",
+             cluster: Cluster | Any = None, seed: int = 0, screening: bool = True) -> PathResult:
+    """Fit a GLM at each alpha of a regularisation path, warm-started from the alpha before.
+
+    Parameters
+    ----------
+    data, curvature, cluster, seed
+        As :func:`dsketch.fit` (a store's embedded cluster is started once for the path).
+    model : str
+        A GLM by name (``"logistic"``, ``"poisson"``, ``"least-squares"``, ``"glm"``, ...).
+    l1_ratio : float in (0, 1], default 1.0
+        The L1 share: ``l1 = alpha * l1_ratio``, ``l2 = alpha * (1 - l1_ratio)``.
+    alphas : sequence of float, optional
+        The alphas (fitted largest first). None: :func:`alpha_grid` of ``n_alphas`` from
+        ``alpha_max`` down to ``eps * alpha_max``.
+    model_params : dict, optional
+        The model's other parameters (not ``l1`` / ``l2``, which the path sets).
+    solver : str or Solver, default "auto"
+        Its tolerances and limits apply to every fit; the method must be ``"auto"`` or
+        ``"prox-newton"``.
+    screening : bool, default True
+        The sequential strong rule (coordinates with ``|g_j| < l1_ratio (2 alpha_k -
+        alpha_{k-1})`` at the previous solution are left out of the coordinate descent until
+        the model's KKT check re-admits them). It never changes the solution.
+
+    Returns
+    -------
+    PathResult
+
+    Raises
+    ------
+    InvalidOptionError, InvalidParameterError
+        A model not given by name, ``l1`` or ``l2`` in ``model_params``, ``l1_ratio`` outside
+        (0, 1], non-positive alphas, a solver method other than proximal Newton.
+    """
+    given = _checked(model, model_params, l1_ratio, alphas)
+    sol, clu = as_solver(solver), as_cluster(cluster)
+    if sol.method not in ("auto", "prox-newton"):
+        raise InvalidOptionError(f"fit_path fits by proximal Newton; solver {sol.method!r} cannot "
+                                 "(use 'auto' or 'prox-newton')")
+    spec = _problem(data)
+    t0 = time.perf_counter()
+    if isinstance(spec, MemoryProblem) or clu.client is not None:
+        return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol, clu,
+                    seed, screening, t0)
+    with _client_for(None, clu.address, clu.n_workers) as client:  # one cluster for the whole path
+        return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol,
+                    replace(clu, scheduler=client), seed, screening, t0)
+
+
+def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_alphas: int, eps: float,
+         model_params: dict[str, Any] | None, fit_intercept: bool, curvature: Any, sol: Solver, clu: Cluster,
+         seed: int, screening: bool, t0: float) -> PathResult:
+    """The fits of :func:`fit_path` on a bound problem and cluster."""
+    params = dict(model_params or {})
+
+    def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None) -> tuple[FitResult, ProximalCoordinateDescent]:
+        inner = ProximalCoordinateDescent(screen=screen)
+        res = fit(spec, model, model_params={**params, "l1": l1, "l2": l2}, fit_intercept=fit_intercept,
+                  curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner), cluster=clu,
+                  x0=x0, seed=seed)
+        return res, inner
+
+    d = spec.n_features + int(bool(fit_intercept))
+    start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros", None)
+    n_unpen = int(bool(fit_intercept))
+    assert start.jac is not None
+    a_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0)) / l1_ratio
+    grid = alpha_grid(a_max, n_alphas, eps) if alphas is None else alphas
+    results, screened, readmitted = [], [], []
+    x, grad, prev = start.x, start.jac, a_max
+    for alpha in grid:
+        keep = _screen(grad, x, l1_ratio * (2 * alpha - prev), n_unpen) if screening else None
+        res, inner = one(alpha * l1_ratio, alpha * (1 - l1_ratio), x, keep)
+        results.append(res)
+        screened.append(d - n_unpen if keep is None else int(keep[: d - n_unpen].sum()))
+        readmitted.append(inner.readmitted)
+        x, grad, prev = res.x, res.jac, float(alpha)
+    coef = np.stack([r.x for r in results])
+    return PathResult(
+        alphas=np.asarray(grid), l1_ratio=float(l1_ratio), coef=coef, alpha_max=a_max,
+        n_iter=np.array([r.nit for r in results]), n_passes=np.array([r.n_passes for r in results]),
+        n_passes_start=int(start.n_passes), n_active=(coef[:, : d - n_unpen] != 0).sum(axis=1),
+        n_screened=np.array(screened), readmitted=np.array(readmitted),
+        success=bool(start.success and all(r.success for r in results)), results=tuple(results),
+        wall_time=time.perf_counter() - t0,
+    )
