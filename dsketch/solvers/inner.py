@@ -124,7 +124,10 @@ class ConjugateGradient:
         if reason == "negative-curvature":
             logger.debug("newton-cg: negative curvature; taking the preconditioned step")
         if not np.all(np.isfinite(p)) or float(state.grad @ p) >= 0.0:
-            p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
+            if state.hess.ndim == 3:  # a K-output model's diagonal blocks: the preconditioned step
+                p = -preconditioner(state.hess)(state.grad)
+            else:
+                p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
         return newton_direction(p, state.grad)
 
 
