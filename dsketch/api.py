@@ -255,13 +255,13 @@ def _bind(data: Any, model: str | Model, model_params: dict[str, Any] | None,
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
     if getattr(mdl, "n_classes", 0) is None:  # multinomial: K from the labels
-        mdl = mdl.with_classes(_largest_label(spec) + 1)  # type: ignore[attr-defined]
+        mdl = mdl.with_classes(largest_label(spec) + 1)  # type: ignore[attr-defined]
     if fit_intercept:
         mdl, spec = mdl.with_intercept(), spec.with_intercept()
     return spec, mdl
 
 
-def _largest_label(spec: ProblemSpec) -> int:
+def largest_label(spec: ProblemSpec) -> int:
     """The largest target of ``spec`` as an integer (a multinomial model's ``K - 1``), read
     in slices; a label that is not a non-negative integer is left to the model's check."""
     if isinstance(spec, MemoryProblem):
