@@ -229,3 +229,51 @@ def test_estimator_multiclass_on_a_store(tmp_path):
     np.testing.assert_array_equal(ours.classes_, np.arange(5.0))
     np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-6, rtol=0)
     np.testing.assert_allclose(ours.predict_proba(A), ref.predict_proba(A), atol=1e-7)
+
+
+def _converted(tmp_path):
+    """An AnnData store with a 3-category obs column, converted by ``dsketch convert --obs-column``."""
+    import warnings
+
+    anndata = pytest.importorskip("anndata")
+    import pandas as pd
+
+    from dsketch.cli import main
+
+    A, y = _problem(n=300, d=4, k=3, seed=30)
+    names = np.array(["liver", "lung", "skin"])
+    adata = anndata.AnnData(X=A, obs=pd.DataFrame({"tissue": pd.Categorical(names[y.astype(int)])},
+                                                  index=[f"c{i}" for i in range(y.size)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_zarr(tmp_path / "cells.zarr")
+    assert main(["convert", str(tmp_path / "cells.zarr"), str(tmp_path / "p.zarr"), "--obs-column", "tissue"]) == 0
+    return A, y, names
+
+
+def test_convert_categorical_obs_column_for_multinomial(tmp_path):
+    """The codes 0, 1, 2 are the targets; describe suggests multinomial first."""
+    from dsketch.store import read_block
+    from dsketch.store.convert import describe
+
+    A, y, names = _converted(tmp_path)
+    spec = dsketch.open_problem(str(tmp_path / "p.zarr"))
+    assert describe(spec)["models"][0] == "multinomial"
+    assert spec.metadata["dsketch"]["target_categories"] == list(names)
+    np.testing.assert_array_equal(read_block(spec, 0, spec.n_samples).b, y)
+
+
+@pytest.mark.slow  # starts the embedded cluster of the CLI (about 5 s)
+def test_cli_fit_multinomial(tmp_path, capsys):
+    """``dsketch fit --model multinomial`` on the converted store: scikit-learn's coefficients."""
+    from dsketch.cli import main
+    from dsketch.solvers.result import load_result
+
+    A, y, _ = _converted(tmp_path)
+    code = main(["fit", "--model", "multinomial", "--data", str(tmp_path / "p.zarr"), "--out",
+                 str(tmp_path / "r.zarr"), "--param", f"l2={1 / 300}", "--fit-intercept", "--workers", "1",
+                 "--tol", "1e-11", "--quiet"])
+    assert code == 0, capsys.readouterr()
+    x = load_result(str(tmp_path / "r.zarr")).x.reshape(5, 3)
+    ref = _sklearn(A, y, 1.0)
+    np.testing.assert_allclose(x[:4], ref.coef_.T, atol=1e-6, rtol=0)
