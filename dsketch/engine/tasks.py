@@ -282,7 +282,7 @@ def curvature(
         # the model overflowed here: the point is unusable. Report an infinite loss (the
         # solver stops with a numerical error) without sums of infinities of both signs.
         loss = np.inf
-        r, D = np.zeros_like(rows.eta), np.zeros_like(rows.eta)
+        r, D = np.zeros_like(r), np.zeros_like(D)
         U = None if U is None else np.zeros_like(U)
     out: dict[str, Any] = {"loss": loss, "grad": _rmatvec(A, r)}
     if sketch is None:  # loss and gradient only (a first-order solver)
@@ -335,7 +335,7 @@ def fused_step(
     bad = not (np.isfinite(vals[0]) and np.all(np.isfinite(r)) and np.all(np.isfinite(D))
                and (U is None or np.all(np.isfinite(U))))
     if bad:
-        r, D = np.zeros_like(eta1), np.zeros_like(eta1)
+        r, D = np.zeros_like(r), np.zeros_like(D)
         U = None if U is None else np.zeros_like(U)
     out: dict[str, Any] = {
         "trial_losses": vals,

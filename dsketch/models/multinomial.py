@@ -36,6 +36,11 @@ from dsketch.models.base import FloatArray, RowTerms, Scalars, Stats
 from dsketch.models.glm import _GLM, check_sample_weight
 
 
+#: Curvature the passes form for the Newton-CG preconditioner: the K diagonal d x d blocks of
+#: the Hessian, or the whole dK x dK Hessian (from the same exact or sampled rows).
+PRECONDITIONERS = ("block", "full")
+
+
 def split_multinomial(b: FloatArray, k: int) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """``(labels, sample weights or None, offsets (n, K) or None)`` of the model's row data."""
     if b.ndim == 1:
@@ -66,14 +71,25 @@ class MultinomialRegression(_GLM):
     the minimiser (if any: separable classes have none) is unique only up to that common
     vector; the probabilities still are, and the solver stops when the gradient is small.
 
+    preconditioner : {"block", "full"}, default "block"
+        What the curvature pass forms for Newton-CG: the ``K`` diagonal ``d x d`` blocks of the
+        Hessian (``K d^2`` numbers; memory and per-block work grow as ``K``), or the whole
+        ``dK x dK`` Hessian from the same rows (``(dK)^2`` numbers, ``K (K+1) / 2`` Grams a
+        pass: for small ``dK`` only; with exact curvature it is the Hessian itself and CG
+        takes one product per step).
+
     Offsets are a row-aligned ``(n, K)`` member ``offset``; an offset of shape ``(n,)`` is
     refused (it adds the same number to every class of a row and has no effect).
     """
 
     name: ClassVar[str] = "multinomial"
 
-    def __init__(self, l2: float = 1e-4, n_classes: int | None = None, n_unpenalized: int = 0) -> None:
+    def __init__(self, l2: float = 1e-4, n_classes: int | None = None, n_unpenalized: int = 0,
+                 preconditioner: str = "block") -> None:
         super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+        if preconditioner not in PRECONDITIONERS:
+            raise InvalidParameterError(f"preconditioner must be one of {PRECONDITIONERS}; got {preconditioner!r}")
+        self.preconditioner = preconditioner
         if n_classes is not None and (isinstance(n_classes, bool) or int(n_classes) != n_classes
                                       or n_classes < 2):
             raise InvalidParameterError(f"n_classes must be an integer >= 2 (or None: found from the labels); "
@@ -81,7 +97,8 @@ class MultinomialRegression(_GLM):
         self.n_classes = None if n_classes is None else int(n_classes)
 
     def __repr__(self) -> str:
-        return f"MultinomialRegression(l2={self.l2!r}, n_classes={self.n_classes!r})"
+        return (f"MultinomialRegression(l2={self.l2!r}, n_classes={self.n_classes!r}, "
+                f"preconditioner={self.preconditioner!r})")
 
     @property
     def n_outputs(self) -> int:  # type: ignore[override]
@@ -104,7 +121,7 @@ class MultinomialRegression(_GLM):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "n_classes": self.n_classes}
+        return {**super().describe(), "n_classes": self.n_classes, "preconditioner": self.preconditioner}
 
     # -- row data -------------------------------------------------------------------
     def row_data(self, block: Any) -> Any:
@@ -173,11 +190,18 @@ class MultinomialRegression(_GLM):
         return P, c[:, None] * P, c
 
     def row_terms(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars) -> RowTerms:
-        """``R = diag(s/S)(P - Y)`` (n x K) and the block-diagonal weights ``s p_k (1 - p_k) / S``."""
+        """``R = diag(s/S)(P - Y)`` (n x K) and the curvature weights: the diagonal blocks'
+        ``s p_k (1 - p_k) / S`` (n x K), or with ``preconditioner="full"`` those of every class
+        pair ``k <= l`` (``np.triu_indices(K)`` order), ``s (delta_kl p_k - p_k p_l) / S``."""
         y = self._split(b)[0]
         P, W, c = self._weighted_probs(eta, b, scalars)
         R = W - c[:, None] * self._onehot(y)
-        return RowTerms(grad_weight=R, diag=W * (1.0 - P), lowrank=None)
+        if self.preconditioner == "full":  # every class pair k <= l: (s/S)(delta_kl p_k - p_k p_l)
+            k, l = np.triu_indices(self.n_outputs)
+            D = W[:, k] * ((k == l) - P[:, l])
+        else:
+            D = W * (1.0 - P)
+        return RowTerms(grad_weight=R, diag=D, lowrank=None)
 
     def hessvec_rows(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
                      av: FloatArray) -> FloatArray:
