@@ -118,24 +118,29 @@ def test_gradient_and_hessian_products_against_references():
         np.testing.assert_allclose(blocks[j], H[j::3, j::3], atol=1e-12)
 
 
-def test_engine_hessvec_is_the_exact_product():
-    """NewtonSolver.hessvec on the engine (several blocks) against the dense Kronecker form."""
+def _curvature_at(A, y, X, model, threads, v=None):
+    """The Newton state at ``X`` on an engine of 32-row blocks (exact curvature) and ``H v``."""
     from dsketch.engine.core import Engine
     from dsketch.solvers.newton import IterationState, NewtonConfig, NewtonSolver
     from dsketch.sketch import make_sketch
     from dsketch.store.memory import in_memory
 
-    A, y = _problem(n=90, d=3, k=3, seed=8)
-    X = np.random.default_rng(9).standard_normal((3, 3))
-    model = MultinomialRegression(l2=0.1, n_classes=3)
-    with ThreadClient(2) as c:
+    n = y.size
+    with ThreadClient(threads) as c:
         eng = Engine(in_memory(A, y), c, block_rows=32)
-        solver = NewtonSolver(eng, model, make_sketch("exact"), sketch_size=90, config=NewtonConfig())
+        solver = NewtonSolver(eng, model, make_sketch("exact"), sketch_size=n, config=NewtonConfig())
         eng.init(X.ravel(), model)
         state = solver.update_gradient_hessian(IterationState(x=X.ravel(), scalars=eng.trial_scalars(model)[0],
-                                                                sketch_size=90))
-        V = np.random.default_rng(10).standard_normal(9)
-        hv = solver.hessvec(state, V)
+                                                              sketch_size=n))
+        return state, None if v is None else solver.hessvec(state, v)
+
+
+def test_engine_hessvec_is_the_exact_product():
+    """NewtonSolver.hessvec on the engine (several blocks) against the dense Kronecker form."""
+    A, y = _problem(n=90, d=3, k=3, seed=8)
+    X = np.random.default_rng(9).standard_normal((3, 3))
+    V = np.random.default_rng(10).standard_normal(9)
+    state, hv = _curvature_at(A, y, X, MultinomialRegression(l2=0.1, n_classes=3), 2, V)
     H = _dense_hessian(A, X, np.ones(y.size), 0.1)
     np.testing.assert_allclose(hv, H @ V, atol=1e-12)
     for j in range(3):
@@ -282,20 +287,9 @@ def test_cli_fit_multinomial(tmp_path, capsys):
 def test_full_preconditioner_is_the_exact_hessian():
     """preconditioner="full" with exact curvature: the reduced Hessian is the dense Kronecker
     form, so Newton-CG takes one product per step; the fit reaches scikit-learn's optimum."""
-    from dsketch.engine.core import Engine
-    from dsketch.solvers.newton import IterationState, NewtonConfig, NewtonSolver
-    from dsketch.sketch import make_sketch
-    from dsketch.store.memory import in_memory
-
     A, y = _problem(n=90, d=3, k=4, seed=40)
     X = np.random.default_rng(41).standard_normal((3, 4))
-    model = MultinomialRegression(l2=0.1, n_classes=4, preconditioner="full")
-    with ThreadClient(1) as c:
-        eng = Engine(in_memory(A, y), c, block_rows=32)
-        solver = NewtonSolver(eng, model, make_sketch("exact"), sketch_size=90, config=NewtonConfig())
-        eng.init(X.ravel(), model)
-        state = solver.update_gradient_hessian(IterationState(x=X.ravel(), scalars=eng.trial_scalars(model)[0],
-                                                              sketch_size=90))
+    state, _ = _curvature_at(A, y, X, MultinomialRegression(l2=0.1, n_classes=4, preconditioner="full"), 1)
     np.testing.assert_allclose(state.hess, _dense_hessian(A, X, np.ones(y.size), 0.1), atol=1e-12)
     A, y = _problem(seed=42)
     res = dsketch.fit((A, y), "multinomial", model_params={"l2": 1.0 / (0.5 * y.size), "preconditioner": "full"},
