@@ -308,3 +308,17 @@ def test_predict_and_standard_errors_refuse_multinomial(tmp_path):
             dsketch.predict(res, str(tmp_path / "p.zarr"), str(tmp_path / "out.zarr"), cluster=c)
         with pytest.raises(InferenceError, match="GLMs"):
             dsketch.covariance(res, str(tmp_path / "p.zarr"), cluster=c)
+
+
+def test_memory_estimate_counts_the_class_grams():
+    """The driver's curvature memory is K d x d blocks (block), K (K+1)/2 (full), not one."""
+    from dsketch.engine.memory import estimate_memory
+    from dsketch.store.memory import in_memory
+
+    A, y = _problem(n=5000, d=300, k=10, seed=60)
+    spec = in_memory(A, y)
+    one = estimate_memory(spec, model=dsketch.models.LogisticRegression()).driver_bytes
+    block = estimate_memory(spec, model=MultinomialRegression(n_classes=10)).driver_bytes
+    full = estimate_memory(spec, model=MultinomialRegression(n_classes=10, preconditioner="full")).driver_bytes
+    gram = 300 * 300 * 8
+    assert block - one >= 9 * gram and full - block >= 45 * gram
