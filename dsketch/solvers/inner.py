@@ -109,6 +109,11 @@ class ConjugateGradient:
     ``min(0.1, sqrt(||g|| / ||g_0||))`` (superlinear convergence, no accuracy ceiling from
     the sketch) or after ``max_iter`` products. A direction that is not finite or not a
     descent direction is replaced by the Cholesky solve with ``H~``.
+
+    For a K-output model (multinomial) ``H~`` is the stack ``(K, d, d)`` of the Hessian's
+    diagonal blocks (or its whole ``dK x dK`` matrix): the preconditioner is then
+    block-diagonal over the classes (:func:`~dsketch.solvers.linalg.preconditioner`) and a
+    failed direction is replaced by the preconditioned step ``-M^-1 g``.
     """
 
     max_iter: int = 20
