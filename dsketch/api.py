@@ -32,6 +32,7 @@ from dsketch.errors import (
     DSketchError,
     InvalidOptionError,
     InvalidParameterError,
+    InvalidTargetError,
     StoreNotFoundError,
     UnusedOptionError,
 )
@@ -255,7 +256,12 @@ def _bind(data: Any, model: str | Model, model_params: dict[str, Any] | None,
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
     if getattr(mdl, "n_classes", 0) is None:  # multinomial: K from the labels
-        mdl = mdl.with_classes(largest_label(spec) + 1)  # type: ignore[attr-defined]
+        k = largest_label(spec) + 1
+        if k > max(spec.n_samples, 2):
+            raise InvalidTargetError(
+                f"the largest label is {k - 1} with only {spec.n_samples} rows: multinomial labels are class codes "
+                "0..K-1; encode the classes (the estimator LogisticRegression does) or pass n_classes")
+        mdl = mdl.with_classes(k)  # type: ignore[attr-defined]
     if fit_intercept:
         mdl, spec = mdl.with_intercept(), spec.with_intercept()
     return spec, mdl

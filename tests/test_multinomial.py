@@ -153,6 +153,8 @@ def test_labels_are_checked():
         dsketch.fit((A, y + 0.5), "multinomial")
     with pytest.raises(InvalidTargetError, match="integer class labels 0..2"):
         dsketch.fit((A, y), "multinomial", model_params={"n_classes": 3})
+    with pytest.raises(InvalidTargetError, match="class codes 0..K-1"):
+        dsketch.fit((A, np.where(np.arange(y.size) == 7, 1e9, y)), "multinomial")
     with pytest.raises(InvalidTargetError, match=r"first at row \d+: -1.0"):
         dsketch.fit((A, y - 1.0), "multinomial")
     with pytest.raises(dsketch.errors.InvalidParameterError, match="n_classes must be an integer >= 2"):

@@ -133,7 +133,7 @@ class MultinomialRegression(_GLM):
         if s is not None:
             check_sample_weight(np.asarray(s, dtype=np.float64))
         o = block.extra.get("offset")
-        if o is not None and np.ndim(o) != 2 or o is not None and np.shape(o)[1] != k:
+        if o is not None and np.shape(o)[1:] != (k,):
             raise StoreFormatError(
                 f"multinomial regression takes offsets of shape (n, {k}), one a class; got {np.shape(o)} "
                 "(an offset of shape (n,) adds the same number to every class and has no effect)")
