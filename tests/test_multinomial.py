@@ -324,3 +324,13 @@ def test_memory_estimate_counts_the_class_grams():
     full = estimate_memory(spec, model=MultinomialRegression(n_classes=10, preconditioner="full")).driver_bytes
     gram = 300 * 300 * 8
     assert block - one >= 9 * gram and full - block >= 45 * gram
+
+
+def test_fused_passes_reach_the_same_optimum_in_fewer_passes():
+    """The line search's A P and the next curvature share one pass (fixed scalars)."""
+    A, y = _problem(seed=70)
+    fits = [dsketch.fit((A, y), "multinomial", model_params={"l2": 1e-3}, solver=TIGHT,
+                        cluster=dsketch.Cluster(fused=fused)) for fused in (True, False)]
+    assert all(r.success for r in fits)
+    np.testing.assert_allclose(fits[0].x, fits[1].x, atol=1e-8, rtol=0)
+    assert fits[0].n_passes < fits[1].n_passes
