@@ -32,6 +32,7 @@ from dsketch.errors import (
     DSketchError,
     InvalidOptionError,
     InvalidParameterError,
+    InvalidTargetError,
     StoreNotFoundError,
     UnusedOptionError,
 )
@@ -232,10 +233,13 @@ class CurvaturePlan:
         return replace(self, kind=kind, size=size)
 
 
-def resolve_curvature(spec: ProblemSpec, curvature: Curvature, method: str) -> CurvaturePlan:
+def resolve_curvature(spec: ProblemSpec, curvature: Curvature, method: str, *,
+                      multi_output: bool = False) -> CurvaturePlan:
     """The curvature of a fit of ``spec`` before the memory check: ``"auto"`` resolved
     (:func:`choose_curvature`, priced with the leverage size this fit would use; the sketch's
-    settings only apply when a sketch is chosen) and the size defaulted."""
+    settings only apply when a sketch is chosen) and the size defaulted. A multi-output
+    model (multinomial) gets uniform sampling where leverage would be chosen (its classes
+    cannot share the leverage scores' preliminary pass)."""
     adaptive = curvature.resolved_adaptive(method)
     kind, params = curvature.kind, curvature.params
     auto = kind == "auto" and method not in FIRST_ORDER
@@ -243,6 +247,8 @@ def resolve_curvature(spec: ProblemSpec, curvature: Curvature, method: str) -> C
     if auto:
         kind = choose_curvature(spec, curvature.size if curvature.size is not None else default_sketch_size(
             "leverage", n, d, adaptive=adaptive))
+        if kind == "leverage" and multi_output:
+            kind = "uniform"
         if kind == "exact":
             params, adaptive = None, False
     elif method in FIRST_ORDER:
@@ -263,20 +269,50 @@ def _bind(data: Any, model: str | Model, model_params: dict[str, Any] | None,
     else:
         mdl = get_model(model, **(model_params or {}))
     mdl = mdl.bind(spec)
+    if getattr(mdl, "n_classes", 0) is None:  # multinomial: K from the labels
+        k = largest_label(spec) + 1
+        if k > max(spec.n_samples, 2):
+            raise InvalidTargetError(
+                f"the largest label is {k - 1} with only {spec.n_samples} rows: multinomial labels are class codes "
+                "0..K-1; encode the classes (the estimator LogisticRegression does) or pass n_classes")
+        mdl = mdl.with_classes(k)  # type: ignore[attr-defined]
     if fit_intercept:
         mdl, spec = mdl.with_intercept(), spec.with_intercept()
     return spec, mdl
 
 
-def _start(x0: np.ndarray | str, spec: ProblemSpec) -> np.ndarray | None:
-    """The starting point of ``x0`` (None: the model's initialiser)."""
+def largest_label(spec: ProblemSpec) -> int:
+    """The largest target of ``spec`` as an integer (a multinomial model's ``K - 1``), read
+    in slices; a label that is not a non-negative integer is left to the model's check."""
+    if isinstance(spec, MemoryProblem):
+        values = [np.asarray(spec.member("b"))]
+    else:
+        import zarr
+
+        arr = zarr.open_group(spec.path, mode="r")["b"]
+        values = (np.asarray(arr[a:b]) for a, b in _slices(spec.n_samples))
+    top = max((float(np.max(v)) for v in values if v.size), default=1.0)
+    return int(top) if np.isfinite(top) and top >= 1 else 1
+
+
+def _slices(n: int, step: int = 2**20) -> list[tuple[int, int]]:
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _start(x0: np.ndarray | str, spec: ProblemSpec, n_outputs: int = 1) -> np.ndarray | None:
+    """The starting point of ``x0`` (None: the model's initialiser); a K-output model's is the
+    ``d x K`` matrix, flattened row by row (or given as that matrix)."""
+    size = spec.n_features * n_outputs
     if isinstance(x0, str):
         if x0 not in ("auto", "zeros"):
             raise InvalidOptionError(f"x0 must be an array, 'auto' or 'zeros'; got {x0!r}")
-        return None if x0 == "auto" else np.zeros(spec.n_features)
+        return None if x0 == "auto" else np.zeros(size)
     start = np.asarray(x0, dtype=np.float64)
-    if start.shape != (spec.n_features,):
-        raise InvalidOptionError(f"x0 must have shape ({spec.n_features},) to match the store's {spec.n_features} "
+    if n_outputs > 1 and start.shape == (spec.n_features, n_outputs):
+        start = start.ravel()
+    if start.shape != (size,):
+        shape = f"({spec.n_features},)" if n_outputs == 1 else f"({spec.n_features}, {n_outputs}) or ({size},)"
+        raise InvalidOptionError(f"x0 must have shape {shape} to match the store's {spec.n_features} "
                                  f"columns; got {start.shape}")
     return start
 
@@ -487,11 +523,11 @@ def fit(
     curv.check_for(sol.method)
     spec, mdl = _bind(data, model, model_params, fit_intercept)
     sol = resolve_method(sol, curv, mdl)
-    plan = resolve_curvature(spec, curv, sol.method)
+    plan = resolve_curvature(spec, curv, sol.method, multi_output=mdl.n_outputs > 1)
     remote = _remote(spec, clu)
     if clu.memory_check and not remote:  # before a cluster starts: a refusal costs nothing
         plan = plan.checked(_local_limits(spec, clu), spec, mdl, clu)
-    start = _start(x0, spec)
+    start = _start(x0, spec, mdl.n_outputs)
     settings = _settings(mdl, spec, plan, clu, seed)
     saved = _saved(checkpoint, resume, spec, settings)
     with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:

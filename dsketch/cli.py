@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub("fit", help="fit a model to a problem store")
     p.add_argument("--model", required=True,
                    help="softmax, resnet-softmax, softmax-relu (--param reading=A|B|C), two-layer "
-                   "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, poisson, "
-                   "least-squares, gamma, inverse-gaussian, tweedie (--param power=P: 0, 1, 1<P<2, 2, >2), "
+                   "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, multinomial (labels 0..K-1; "
+                   "--param n_classes=K, default from the labels; Newton-CG), poisson, least-squares, gamma, inverse-gaussian, tweedie (--param power=P: 0, 1, 1<P<2, 2, >2), "
                    "negative-binomial (--param theta=, default 1), glm (--param family=normal|binomial|poisson|"
                    "gamma|inverse.gaussian|tweedie|negative.binomial, link=identity|log|logit, power=, theta=), "
                    "or ggn-score (two-layer network; --param hidden=, activation=, "

@@ -234,7 +234,10 @@ def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
     """``Solver("auto")`` made concrete for ``model``: the quasi-Newton-then-Newton hybrid
     where a quasi-Newton iteration costs one fused pass (a smooth model with fixed global
     scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise. A model
-    with an L1 term (``l1 > 0``) gets ``"prox-newton"``; any other method is refused for it."""
+    with an L1 term (``l1 > 0``) gets ``"prox-newton"``; any other method is refused for it.
+    A model with several outputs (multinomial) gets Newton-CG (:func:`_multi_output_method`)."""
+    if int(getattr(model, "n_outputs", 1)) > 1:
+        return _multi_output_method(solver)
     if _has_l1(model):
         own = solver.inner is not None and not getattr(solver.inner, "handles_l1", False)
         if solver.method not in ("auto", "prox-newton") or own:
@@ -247,6 +250,15 @@ def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
     hybrid = (bool(getattr(model, "fixed_scalars", False)) and bool(getattr(model, "smooth", True))
               and curvature.kind == "auto" and solver.inner is None)
     return solver if hybrid else replace(solver, method="newton")
+
+
+def _multi_output_method(solver: Solver) -> Solver:
+    """A K-output model (multinomial) is fitted by Newton-CG (``"auto"``), L-BFGS or gradient
+    descent: its ``dK x dK`` Hessian is never formed, so a Cholesky Newton step has none."""
+    if solver.method == "newton" and solver.inner is None:
+        raise InvalidOptionError("solver 'newton' factors the full Hessian, which the multinomial model never forms "
+                                 "(it is dK x dK); use 'newton-cg' (the default with 'auto'), 'lbfgs' or 'gd'")
+    return replace(solver, method="newton-cg") if solver.method == "auto" else solver
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def glm_for(result: Any) -> tuple[Any, bool]:
         model = model_from_info(info)
     except DSketchError:
         model = None
-    if not isinstance(model, _GLM):
+    if not isinstance(model, _GLM) or name == "multinomial":
         raise InferenceError(
             f"standard errors are available for the GLMs (logistic, poisson, least-squares, gamma, "
             f"inverse-gaussian, tweedie, negative-binomial, glm); this result is of model {name!r}"

@@ -50,10 +50,11 @@ def model_from_info(info: dict[str, Any]) -> Model:
     name = info.get("model")
     if not isinstance(name, str):
         raise PredictionError("the result records no model name (info['model']); it was not written by dsketch.fit")
-    if name not in MODELS:
+    if name not in MODELS or name == "multinomial":
         raise PredictionError(
             f"the result's model {name!r} cannot make predictions here; predict takes the GLMs "
-            "(logistic, poisson, least-squares)"
+            "(logistic, poisson, least-squares; for multinomial the class probabilities are softmax(A X) with "
+            "X = result.x.reshape(-1, n_classes), or use dsketch.estimators.LogisticRegression)"
         )
     factory = MODELS[name]
     target = factory.func if isinstance(factory, functools.partial) else factory

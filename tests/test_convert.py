@@ -254,7 +254,7 @@ def test_format_errors(tmp_path):
 # ------------------------------------------------------------------------------ describe
 @pytest.mark.parametrize(("b", "first", "flags"), [
     (np.array([0.0, 1.0, 1.0, 0.0]), ["logistic", "poisson"], {"binary": True}),
-    (np.array([0.0, 3.0, 7.0, 1.0]), ["poisson", "least-squares"], {"nonnegative_integer": True, "binary": False}),
+    (np.array([0.0, 3.0, 7.0, 1.0]), ["poisson", "multinomial", "least-squares"], {"nonnegative_integer": True, "binary": False}),
     (np.array([0.1, 0.2, 0.3, 0.4]), ["softmax", "least-squares"], {"sums_to_one": True}),
     (np.array([-1.5, 0.2, 3.0, 0.4]), ["least-squares", "softmax", "exp", "cosh", "sinh"], {"nonnegative": False}),
 ])

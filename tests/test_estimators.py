@@ -107,8 +107,8 @@ def test_dask_array_and_store_inputs_give_the_same_fit(tmp_path, sparse):
 
 def test_clear_errors():
     rng, X, _ = _data(4, n=200)
-    with pytest.raises(ValueError, match="Only binary classification"):
-        est.LogisticRegression().fit(X, rng.integers(0, 3, 200))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        est.LogisticRegression().fit(X, np.full(200, "a"))
     with pytest.raises(ValueError, match="C must be a positive"):
         est.LogisticRegression(C=-1.0).fit(X, rng.integers(0, 2, 200))
     with pytest.raises(ValueError, match="negative"):

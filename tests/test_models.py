@@ -33,7 +33,8 @@ from dsketch.models import (
 # the normalised and the paired models have their own test modules
 #: The log-link GLM families (and the generic "glm") are tested in tests/test_glm_families.py.
 GLM_FAMILIES = ("gamma", "inverse-gaussian", "tweedie", "negative-binomial", "glm")
-ALL = [m for m in MODELS if m not in ("resnet-softmax", "softmax-relu", "two-layer", *GLM_FAMILIES)]
+#: multinomial (n x K predictor) is tested in tests/test_multinomial.py.
+ALL = [m for m in MODELS if m not in ("resnet-softmax", "softmax-relu", "two-layer", "multinomial", *GLM_FAMILIES)]
 GLMS = ["logistic", "poisson", "least-squares"]
 EXPS = ["exp", "cosh", "sinh"]
 SHAPES = [(7, 3), (60, 6)]
@@ -532,7 +533,7 @@ def test_glm_parameters(cls):
 
 def test_registry():
     assert set(MODELS) == {"softmax", "exp", "cosh", "sinh", "logistic", "poisson", "least-squares",
-                           "resnet-softmax", "softmax-relu", "two-layer", *GLM_FAMILIES}
+                           "multinomial", "resnet-softmax", "softmax-relu", "two-layer", *GLM_FAMILIES}
     assert isinstance(get_model("cosh"), ExpRegression) and get_model("cosh").phi == "cosh"
     assert get_model("logistic", l2=0.1).l2 == 0.1
     with pytest.raises(ValueError, match="valid models: softmax, exp"):

@@ -231,7 +231,7 @@ class Engine:
         """The model's data-driven starting point (one pass), or zeros if it has none."""
         d = self.problem.n_features
         if type(model).init_terms is Model.init_terms or not getattr(model, "has_warm_start", True):
-            return np.zeros(d)
+            return np.zeros(d * int(getattr(model, "n_outputs", 1)))
         parts = [self._submit(tasks.init_terms, model, src) for src in self._sources]
         total = self._tree(parts, tasks.sum_parts)
         self.n_passes += 1

@@ -105,7 +105,7 @@ def _nonnegative_curvature(model: Any) -> bool:
         return False
     from dsketch.models.glm import _GLM
 
-    return isinstance(model, _GLM)
+    return isinstance(model, _GLM) and getattr(model, "preconditioner", "block") != "full"
 
 
 def _leverage_mode(sketch_params: dict[str, Any] | None, d: int) -> str:
@@ -195,9 +195,11 @@ def estimate_memory(
         block = rows_b * d * F8
         raw = rows_b * d * (1 + (0 if spec.dtype == "float64" else 4))  # finiteness mask, float32 read
         scaled = rows_b * d * F8
-    vectors = rows_b * F8 * (8 + 2 * k)  # eta, b, w, norms, r, D, trial losses, U and A^T-side copies
+    outputs = int(getattr(model, "n_outputs", 1) or 1)
+    # eta, b, w, norms, r, D, trial losses, U and A^T-side copies (eta, r, D: n x K for K outputs)
+    vectors = rows_b * F8 * (8 + 2 * k + 6 * (outputs - 1))
 
-    gram = d * d * F8
+    gram = d * d * F8 * _grams_per_output(model, outputs)
     # the partial a block returns, and what making it costs on top
     if sketch in ("exact", *SAMPLERS):
         partial = gram
@@ -464,6 +466,14 @@ def check_memory(spec: ProblemSpec, limits: MemoryLimits, *, sketch: str, sketch
             estimate=est,
         )
     return est
+
+
+def _grams_per_output(model: Any, outputs: int) -> int:
+    """``d x d`` matrices a curvature partial holds: 1, or for a K-output model (multinomial)
+    its K diagonal blocks, or the K (K + 1) / 2 class pairs of its full preconditioner."""
+    if outputs == 1:
+        return 1
+    return outputs * (outputs + 1) // 2 if getattr(model, "preconditioner", "block") == "full" else outputs
 
 
 def plan_curvature(sketch: str, size: int, limits: MemoryLimits, *, spec: ProblemSpec, model: Any, solver: str,

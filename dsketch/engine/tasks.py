@@ -142,10 +142,16 @@ def map_block(fn: Any, source: Source | Block, r0: int, *args: Any) -> Any:
 
 
 def _matvec(A: Any, x: FloatArray) -> FloatArray:
+    """``A x``; for a multi-output model's flat ``d * K`` coefficients the ``n x K`` product
+    ``A X`` with ``X = x.reshape(d, K)`` (row-major, as :attr:`Model.n_outputs` documents)."""
+    d = A.shape[1]
+    if x.ndim == 1 and x.size != d:
+        return np.asarray(A @ x.reshape(d, -1), dtype=np.float64)
     return np.asarray(A @ x, dtype=np.float64).ravel()
 
 
 def _rmatvec(A: Any, r: FloatArray) -> FloatArray:
+    """``A^T r`` flattened (row-major ``d x K`` for an ``n x K`` ``r``)."""
     return np.asarray(A.T @ r, dtype=np.float64).ravel()
 
 
@@ -276,7 +282,7 @@ def curvature(
         # the model overflowed here: the point is unusable. Report an infinite loss (the
         # solver stops with a numerical error) without sums of infinities of both signs.
         loss = np.inf
-        r, D = np.zeros_like(rows.eta), np.zeros_like(rows.eta)
+        r, D = np.zeros_like(r), np.zeros_like(D)
         U = None if U is None else np.zeros_like(U)
     out: dict[str, Any] = {"loss": loss, "grad": _rmatvec(A, r)}
     if sketch is None:  # loss and gradient only (a first-order solver)
@@ -329,7 +335,7 @@ def fused_step(
     bad = not (np.isfinite(vals[0]) and np.all(np.isfinite(r)) and np.all(np.isfinite(D))
                and (U is None or np.all(np.isfinite(U))))
     if bad:
-        r, D = np.zeros_like(eta1), np.zeros_like(eta1)
+        r, D = np.zeros_like(r), np.zeros_like(D)
         U = None if U is None else np.zeros_like(U)
     out: dict[str, Any] = {
         "trial_losses": vals,
@@ -361,8 +367,7 @@ def check_targets(model: Model, rows: RowState) -> int:
 def hessvec(model: Model, source: Source | Block, rows: RowState, scalars: Scalars, v: FloatArray) -> FloatArray:
     """``A_b^T (D * (A_b v))``: the block's share of the diagonal part of ``H v`` (one read of A)."""
     A = load(source).A
-    D = model.row_terms(rows.eta, rows.b, rows.w, scalars).diag
-    return _rmatvec(A, D * _matvec(A, v))
+    return _rmatvec(A, model.hessvec_rows(rows.eta, rows.b, rows.w, scalars, _matvec(A, v)))
 
 
 def inference_block(model: Model, source: Source | Block, x: FloatArray, groups: str | None) -> dict[str, Any]:

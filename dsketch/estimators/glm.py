@@ -30,13 +30,19 @@ from dsketch.errors import InvalidParameterError, InvalidTargetError, UnusedOpti
 
 
 class LogisticRegression(ClassifierMixin, _EngineGLM):
-    """Binary penalised logistic regression with scikit-learn's parameters.
+    """Penalised logistic regression with scikit-learn's parameters: binary for two
+    classes, multinomial (softmax) for more.
 
-    Minimises ``C sum_i log(1 + exp(-y_i (x_i w + c))) + (1 - r) ||w||^2 / 2 + r ||w||_1``
-    (``y`` in {-1, 1}; the intercept ``c`` unpenalised; ``r`` 0 for ``penalty="l2"``, 1 for
-    ``"l1"``, ``l1_ratio`` for ``"elasticnet"``), the objective of
-    ``sklearn.linear_model.LogisticRegression(C=C, penalty=..., l1_ratio=...)`` for two
-    classes. An L1 share fits by proximal Newton (``solver`` "auto" or "prox-newton").
+    Two classes: minimises ``C sum_i s_i log(1 + exp(-y_i (x_i w + c))) + (1 - r) ||w||^2 / 2
+    + r ||w||_1`` (``y`` in {-1, 1}; the intercept ``c`` unpenalised; ``r`` 0 for
+    ``penalty="l2"``, 1 for ``"l1"``, ``l1_ratio`` for ``"elasticnet"``), the objective of
+    ``sklearn.linear_model.LogisticRegression(C=C, penalty=..., l1_ratio=...)`` (the engine
+    model ``logistic``). An L1 share fits by proximal Newton (``solver`` "auto" or
+    "prox-newton").
+    ``K > 2`` classes (``penalty="l2"`` only): minimises ``C sum_i s_i (logsumexp(x_i W + c) -
+    (x_i W + c)_{y_i}) + ||W||^2 / 2`` over ``W`` (``d x K``) and the intercepts ``c``
+    (unpenalised), scikit-learn's multinomial objective (the engine model ``multinomial``,
+    fitted by Newton-CG).
 
     Parameters
     ----------
@@ -48,9 +54,11 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     fit_intercept, tol, max_iter
         As in scikit-learn; ``tol`` is dsketch's relative gradient norm
         ``||g|| <= tol ||g_0||``.
-    solver : {"auto", "newton", "newton-cg", "lbfgs", "gd"}, default "auto"
+    solver : {"auto", "newton", "newton-cg", "lbfgs", "gd", "prox-newton"}, default "auto"
         As :class:`dsketch.Solver`'s ``method``: ``"auto"`` runs L-BFGS while the gradient
-        contracts fast and Newton steps after (Newton from the start with a named ``sketch``).
+        contracts fast and Newton steps after (Newton from the start with a named ``sketch``);
+        with more than two classes it is Newton-CG (``"newton"`` is refused there: the
+        ``dK x dK`` Hessian is never formed).
         L-BFGS converges linearly and stops at ``tol``, where a Newton method's last step
         usually lands far below it: for coefficients accurate beyond ``tol``, lower ``tol``
         or choose ``"newton"``.
@@ -62,19 +70,28 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
 
     Attributes
     ----------
-    classes_ : ndarray of shape (2,)
-    coef_ : ndarray of shape (1, n_features)
-    intercept_ : ndarray of shape (1,)
+    classes_ : ndarray of shape (K,)
+        The sorted labels (any type); a store's labels are ``0 .. K-1``.
+    coef_ : ndarray of shape (1, n_features) for two classes, (K, n_features) for more
+    intercept_ : ndarray of shape (1,) or (K,)
+        With more than two classes the intercepts are unique only up to a common constant
+        (softmax ignores it); they are returned centred (summing to zero).
     n_iter_ : ndarray of shape (1,)
     n_passes_ : int
         Passes over the data of the fit.
     fit_result_ : dsketch.FitResult
+
+    Notes
+    -----
+    ``fit`` takes an ``offset`` vector for two classes only (with more, a vector would add the
+    same number to every class and is refused; fit ``dsketch.fit(..., "multinomial")`` on a
+    problem with an ``(n, K)`` member ``offset`` instead). The prediction methods take an
+    ``(n, K)`` offset with more than two classes.
     """
 
-    _model: ClassVar[str] = "logistic"
-
     def __init__(self, C: float = 1.0, *, penalty: str = "l2", l1_ratio: float | None = None,
-                 fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100, solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
+                 fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100, solver: str = "auto",
+                 sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
@@ -83,6 +100,14 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         self.C = C
         self.penalty = penalty
         self.l1_ratio = l1_ratio
+
+    @property
+    def _multiclass(self) -> bool:
+        return len(getattr(self, "classes_", ())) > 2
+
+    @property
+    def _model(self) -> str:  # type: ignore[override]
+        return "multinomial" if self._multiclass else "logistic"
 
     def _l2(self, total_weight: float) -> float:
         if not (isinstance(self.C, (int, float, np.floating)) and self.C > 0):
@@ -107,69 +132,104 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         """scikit-learn's ``C sum s_i l_i + (1 - r) ||w||^2 / 2 + r ||w||_1`` divided by
         ``C sum s``: ``l2 = (1 - r) / (C S)``, ``l1 = r / (C S)``."""
         scale, ratio = self._l2(total_weight), self._ratio()
+        if self._multiclass:
+            if ratio > 0:
+                raise InvalidParameterError(
+                    f"penalty={self.penalty!r} is for two classes: the multinomial model ({len(self.classes_)} "
+                    "classes) has an L2 penalty only; use penalty='l2' or fit one class against the rest")
+            return {"l2": scale, "n_classes": len(self.classes_)}
         return {"l2": scale * (1.0 - ratio), **({"l1": scale * ratio} if ratio > 0 else {})}
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         from sklearn.utils.multiclass import check_classification_targets
 
         check_classification_targets(y)
-        classes = np.unique(y)
-        if classes.size != 2:
+        classes, codes = np.unique(y, return_inverse=True)
+        if classes.size < 2:
             raise InvalidTargetError(
-                f"Only binary classification is supported by dsketch's LogisticRegression: y must hold exactly "
-                f"2 classes; got {classes.size} class(es) {classes[:5].tolist()}"
+                f"LogisticRegression needs at least 2 classes in y; got {classes.size} class(es) {classes.tolist()}"
             )
         self.classes_ = classes
-        return (y == classes[1]).astype(np.float64)
+        return codes.reshape(-1).astype(np.float64)
 
     def _check_store_targets(self, spec: ProblemSpec) -> None:
+        from dsketch.api import largest_label
+
         super()._check_store_targets(spec)
-        self.classes_ = np.array([0.0, 1.0])
+        self.classes_ = np.arange(max(largest_label(spec) + 1, 2), dtype=np.float64)
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None, offset: Any = None) -> LogisticRegression:
-        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``).
+        """Fit on an array, sparse matrix, dask array or problem store (then ``y=None``: its
+        labels ``b`` are ``0 .. K-1``).
 
         ``sample_weight`` (scikit-learn's meaning: each row's loss is multiplied by it) and
-        ``offset`` (added to the linear predictor, glum's meaning) are row-aligned vectors;
+        ``offset`` (added to the linear predictor, glum's meaning) are row-aligned;
         a store brings its own members ``sample_weight`` and ``offset``.
         """
         x = self._fit_problem(X, y, sample_weight, offset)
+        if self._multiclass:
+            k = len(self.classes_)
+            W = x.reshape(-1, k)
+            c = W[-1] - W[-1].mean() if self._has_intercept else np.zeros(k)
+            self.coef_ = np.ascontiguousarray((W[:-1] if self._has_intercept else W).T)
+            self.intercept_ = c
+            return self
         w, c = self._split(x)
         self.coef_ = w[None, :]
         self.intercept_ = np.array([c])
         return self
 
     def _coef_vector(self) -> np.ndarray:
-        return self.coef_[0]
+        return self.coef_[0] if self.coef_.shape[0] == 1 else self.coef_.T
 
-    def _intercept_value(self) -> float:
-        return float(self.intercept_[0])
+    def _intercept_value(self) -> Any:
+        return float(self.intercept_[0]) if self.intercept_.size == 1 else self.intercept_
 
     def decision_function(self, X: Any, offset: Any = None) -> np.ndarray:
-        """``X w + c + offset`` (positive: the second class)."""
-        return self._linear(X, offset)
+        """``X w + c + offset`` (positive: the second class); with more than two classes the
+        ``(n, K)`` scores ``X W + c + offset``."""
+        if not self._multiclass:
+            return self._linear(X, offset)
+        return self._scores(X, offset)
+
+    def _scores(self, X: Any, offset: Any) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        from dsketch.estimators._base import _is_dask
+
+        check_is_fitted(self)
+        if _is_dask(X):
+            eta = np.asarray((X @ self.coef_.T).compute())
+        else:
+            X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
+            eta = np.asarray(X @ self.coef_.T)
+        eta = eta + self.intercept_
+        if offset is not None:
+            o = np.asarray(offset, dtype=np.float64)
+            if o.shape != eta.shape:
+                raise InvalidParameterError(f"offset must have shape {eta.shape} (one a class); got {o.shape}")
+            eta = eta + o
+        return eta
 
     def predict_proba(self, X: Any, offset: Any = None) -> np.ndarray:
-        """Probabilities of the two classes, shape (n_samples, 2)."""
-        from scipy.special import expit
-
-        p = expit(self.decision_function(X, offset))
-        return np.column_stack([1.0 - p, p])
+        """Probabilities of the classes, shape (n_samples, K)."""
+        return np.exp(self.predict_log_proba(X, offset))
 
     def predict_log_proba(self, X: Any, offset: Any = None) -> np.ndarray:
-        """Log-probabilities of the two classes (computed without overflow)."""
+        """Log-probabilities of the classes (computed without overflow)."""
         z = self.decision_function(X, offset)
+        if self._multiclass:
+            from scipy.special import log_softmax
+
+            return np.asarray(log_softmax(z, axis=1))
         return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
 
     def predict(self, X: Any, offset: Any = None) -> np.ndarray:
-        """The more probable class label."""
-        positive = self.decision_function(X, offset) > 0
-        return self.classes_[positive.astype(int)]
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
+        """The most probable class label."""
+        z = self.decision_function(X, offset)
+        if self._multiclass:
+            return self.classes_[np.argmax(z, axis=1)]
+        return self.classes_[(z > 0).astype(int)]
 
 
 class _EngineRegressor(RegressorMixin, _EngineGLM):

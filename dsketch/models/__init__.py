@@ -1,7 +1,7 @@
 """Per-block model maths (pure NumPy/SciPy) and the model registry.
 
 Registry names (``dsketch fit --model NAME``): ``softmax``, ``exp``, ``cosh``, ``sinh``,
-``logistic``, ``poisson``, ``least-squares``, ``gamma``, ``inverse-gaussian``, ``tweedie``
+``logistic``, ``multinomial`` (``n_classes``), ``poisson``, ``least-squares``, ``gamma``, ``inverse-gaussian``, ``tweedie``
 (``power``), ``negative-binomial`` (``theta``), ``glm`` (glum's ``family`` and ``link``),
 ``resnet-softmax``, ``softmax-relu``
 (``reading`` A, B or C) and ``two-layer``. Nothing in this package imports dask.
@@ -18,6 +18,7 @@ from dsketch.errors import DSketchTypeError, unknown_name
 from dsketch.models.base import Model, RowTerms, loss_gradient_hessian
 from dsketch.models.exp_regression import ExpRegression
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
+from dsketch.models.multinomial import MultinomialRegression
 from dsketch.models.glm_families import (
     GammaRegression,
     InverseGaussianRegression,
@@ -53,6 +54,7 @@ MODELS: dict[str, Callable[..., Model]] = {
     "logistic": LogisticRegression,
     "poisson": PoissonRegression,
     "least-squares": LeastSquares,
+    "multinomial": MultinomialRegression,
     "gamma": GammaRegression,
     "inverse-gaussian": InverseGaussianRegression,
     "tweedie": tweedie,
@@ -110,6 +112,7 @@ __all__ = [
     "LeastSquares",
     "LogisticRegression",
     "Model",
+    "MultinomialRegression",
     "NegativeBinomialRegression",
     "PoissonRegression",
     "ResNetSoftmaxRegression",

@@ -91,6 +91,10 @@ class Model(ABC):
     #: can then evaluate the curvature at a trial point without a reduction first, and the
     #: solver fuses the line search with the next iteration's curvature pass.
     fixed_scalars: ClassVar[bool] = False
+    #: Columns of the predictor ``A X``: 1 for every model but ``multinomial`` (K), whose
+    #: coefficients are a ``d x K`` matrix flattened row by row and whose per-row terms
+    #: (``eta``, ``r``, ``D``) are ``n x K``.
+    n_outputs: int = 1
 
     # -- binding to a store -----------------------------------------------------------
     def row_data(self, block: Any) -> Any:
@@ -199,6 +203,12 @@ class Model(ABC):
         self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars
     ) -> RowTerms:
         """Gradient weights ``r``, diagonal ``D`` and low-rank factors ``U`` of a block."""
+
+    def hessvec_rows(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
+                     av: FloatArray) -> FloatArray:
+        """The row weights of the diagonal part of ``H v``: ``A^T`` of the result is
+        ``A^T diag(D) A v`` for ``av = A v`` (a multi-output model mixes its columns here)."""
+        return self.row_terms(eta, b, w, scalars).diag * av
 
     def core(self, scalars: Scalars) -> FloatArray:
         """The ``k x k`` symmetric core ``C`` (empty when ``rank == 0``)."""

@@ -109,6 +109,11 @@ class ConjugateGradient:
     ``min(0.1, sqrt(||g|| / ||g_0||))`` (superlinear convergence, no accuracy ceiling from
     the sketch) or after ``max_iter`` products. A direction that is not finite or not a
     descent direction is replaced by the Cholesky solve with ``H~``.
+
+    For a K-output model (multinomial) ``H~`` is the stack ``(K, d, d)`` of the Hessian's
+    diagonal blocks (or its whole ``dK x dK`` matrix): the preconditioner is then
+    block-diagonal over the classes (:func:`~dsketch.solvers.linalg.preconditioner`) and a
+    failed direction is replaced by the preconditioned step ``-M^-1 g``.
     """
 
     max_iter: int = 20
@@ -124,7 +129,10 @@ class ConjugateGradient:
         if reason == "negative-curvature":
             logger.debug("newton-cg: negative curvature; taking the preconditioned step")
         if not np.all(np.isfinite(p)) or float(state.grad @ p) >= 0.0:
-            p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
+            if state.hess.ndim == 3:  # a K-output model's diagonal blocks: the preconditioned step
+                p = -preconditioner(state.hess)(state.grad)
+            else:
+                p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
         return newton_direction(p, state.grad)
 
 

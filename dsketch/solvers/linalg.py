@@ -121,7 +121,13 @@ def solve_newton_system(hess: np.ndarray, grad: np.ndarray, *, stacklevel: int =
 def preconditioner(hess: np.ndarray) -> Any:
     """``z = M^{-1} r`` for the symmetrised ``hess`` as a function (Cholesky, or the
     eigendecomposition with |eigenvalues| floored at ``1e-10 * max|lambda|`` when ``hess``
-    is not positive definite, as in :func:`solve_newton_system`)."""
+    is not positive definite, as in :func:`solve_newton_system`).
+
+    A stack ``hess`` of shape ``(K, d, d)`` is the block-diagonal matrix of a K-output
+    model's flattened ``d x K`` coefficients: block ``k`` acts on column ``k`` of ``r``
+    reshaped to ``d x K``."""
+    if hess.ndim == 3:
+        return _block_preconditioner(hess)
     H = symmetric_part(hess)
     try:
         return cholesky_solver(H)
@@ -130,6 +136,18 @@ def preconditioner(hess: np.ndarray) -> Any:
         scale = float(np.max(np.abs(lam))) if lam.size else 0.0
         lam_mod = np.maximum(np.abs(lam), max(scale * 1e-10, np.finfo(float).tiny))
         return lambda r: V @ ((V.T @ r) / lam_mod)
+
+
+def _block_preconditioner(blocks: np.ndarray) -> Any:
+    """``z = M^{-1} r`` for ``M`` block-diagonal over the classes (see :func:`preconditioner`)."""
+    k, d = blocks.shape[0], blocks.shape[1]
+    solves = [preconditioner(blocks[j]) for j in range(k)]
+
+    def apply(r: np.ndarray) -> np.ndarray:
+        R = r.reshape(d, k)
+        return np.column_stack([solves[j](R[:, j]) for j in range(k)]).ravel()
+
+    return apply
 
 
 def pcg(

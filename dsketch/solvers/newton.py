@@ -36,6 +36,7 @@ from dsketch.engine.core import Engine
 from dsketch.errors import ConvergenceWarning, InvalidOptionError, NonFiniteCurvatureError
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
+from dsketch.sketch.per_output import PerOutput
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
 from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, min_norm_subgradient, wants_curvature
 from dsketch.solvers.result import (
@@ -158,6 +159,17 @@ class IterationState:
     first: tuple[float, float] | None = None  # loss and curvature trace at the start
 
 
+def _add_diagonal(H: np.ndarray, ph: np.ndarray) -> None:
+    """Add the penalty's Hessian diagonal ``ph`` to ``H`` in place: a ``d x d`` matrix, or
+    the ``(K, d, d)`` diagonal blocks of a K-output model (``ph`` flattened ``d x K``)."""
+    if H.ndim == 2:
+        H[np.diag_indices_from(H)] += ph
+        return
+    k, d = H.shape[0], H.shape[1]
+    idx = np.arange(d)
+    H[:, idx, idx] += ph.reshape(d, k).T
+
+
 @dataclass
 class _Record:
     """The run's history and clock (appended to, one row an iteration)."""
@@ -209,6 +221,9 @@ class NewtonSolver:
             raise InvalidOptionError(f"the model has an L1 penalty, which the inner solver {type(self.inner).__name__} "
                                      "cannot handle; use Solver('prox-newton') (or 'auto')")
         self.sketch = sketch if self.inner.needs_curvature else None
+        self.n_outputs = int(getattr(model, "n_outputs", 1))
+        if self.sketch is not None and self.n_outputs > 1:  # K diagonal blocks of the curvature
+            self.sketch = PerOutput(self.sketch, self.n_outputs)
         self.sketch_size = int(sketch_size)
         self.config = config
         self.callback = callback
@@ -257,9 +272,10 @@ class NewtonSolver:
             total, info = {"loss": np.inf}, state.sketch_info
         state = replace(state, redraw=None if sketch is not None else redraw, drawn=drawn, sketch_info=info)
         if not np.isfinite(float(total["loss"])):
-            d = state.x.size
+            d, k = state.x.size, self.n_outputs
+            zeros = np.zeros((d, d)) if k == 1 else np.zeros((k, d // k, d // k))
             return replace(state, loss=float("inf"), grad=np.full(d, np.nan), grad_norm=float("nan"),
-                           hess=np.zeros((d, d)) if sketch is not None else None, sketch_rows=0)
+                           hess=zeros if sketch is not None else None, sketch_rows=0)
         state = self._assemble(state, total, ctx, sketch)[0]
         if state.first is None and np.isfinite(state.grad_norm):  # the divergence test's reference
             state = replace(state, first=(state.loss, _trace(state.hess)))
@@ -285,7 +301,7 @@ class NewtonSolver:
             C = self.model.core(state.scalars)
             H += AU @ C @ AU.T
             lowrank = (AU, C)
-        H[np.diag_indices_from(H)] += ph
+        _add_diagonal(H, ph)
         return replace(state, hess=H, lowrank=lowrank, sketch_rows=int(sk.n_rows)), sk
 
     def hessvec(self, state: IterationState, v: np.ndarray) -> np.ndarray:

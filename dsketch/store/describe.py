@@ -66,7 +66,9 @@ def describe(spec: ProblemSpec) -> dict[str, Any]:
     Notes
     -----
     ``models`` is a heuristic on ``b`` alone, most specific first: "logistic" when ``b``
-    is binary {0, 1}; "poisson" when it holds non-negative integers; "softmax" first of the
+    is binary {0, 1}; "multinomial" first when ``b`` holds the codes of a categorical column
+    of more than two categories (``convert --obs-column``), and after "poisson" for other
+    non-negative integers (class labels or counts); "poisson" when it holds non-negative integers; "softmax" first of the
     rest when ``b`` is non-negative and sums to 1 (a distribution over rows); then
     "least-squares", "softmax", "exp", "cosh", "sinh", which accept any finite real
     targets. It is empty when ``b`` holds NaN or infinities.
@@ -89,8 +91,12 @@ def describe(spec: ProblemSpec) -> dict[str, Any]:
     else:
         target = _target_summary(g["b"], max(spec.a_chunk_rows, 2**20 // spec.a_chunk_rows * spec.a_chunk_rows))
     if spec.has_b and target["non_finite"] == 0:
+        categorical = len(spec.metadata.get("dsketch", {}).get("target_categories", ())) > 2
+        models += ["multinomial"] if categorical else []
         models += ["logistic"] if target["binary"] else []
         models += ["poisson"] if target["nonnegative_integer"] else []
+        many = target["nonnegative_integer"] and not target["binary"] and not categorical
+        models += ["multinomial"] if many else []
         models += ["softmax"] if target["sums_to_one"] else []
         models += [m for m in ("least-squares", "softmax", "exp", "cosh", "sinh") if m not in models]
     return {

@@ -1,0 +1,241 @@
+"""Multinomial logistic regression: dsketch's Newton-CG on a Zarr store against scikit-learn (issue 16).
+
+Every solver minimises the same objective, without intercept,
+
+    f(X) = mean_i [logsumexp(a_i X) - (a_i X)_{y_i}] + (l2 / 2) ||X||^2,   X of size d x K,
+
+scikit-learn through ``C = 1 / (l2 n)``. Problems (``--scale`` divides the rows,
+``--dscale`` the columns; the full size is ``--scale 1 --dscale 1``):
+
+* ``dense_200``: dense 1e6 x 200, standard normal entries, ``l2 = 1e-6``;
+* ``sparse_2000``: CSR 2e6 x 2000, 0.5% non-zeros (standard normal values), ``l2 = 1e-5``;
+
+each with K = 10 and K = 50 classes (``--classes``): labels drawn from the softmax of
+``A X_true`` with ``X_true`` standard normal over ``sqrt(nnz per row)``.
+
+Solvers: scikit-learn ``LogisticRegression`` with ``lbfgs`` and ``newton-cholesky`` (the
+latter only where its dK x dK Hessian takes at most ``--hessian-gib``), both on the arrays
+in memory; ``dsketch.fit`` on the store written beforehand (the write untimed, the
+embedded local cluster started and stopped inside the time) with the block-diagonal
+preconditioner (``dsketch block``; exact K diagonal Grams) and, where ``dK`` is at most
+``--full-max``, the full sampled-rows Hessian (``dsketch full``: uniform sampling of
+``--full-rows`` rows). The time of a fit is wall-clock seconds; whether it reached relative
+suboptimality ``(f - f*) / |f*| <= 1e-8`` is judged here with ``f*`` the smallest objective
+any fit reached. Peak driver memory is the peak of this process's traced allocations
+(``tracemalloc``: NumPy arrays and Python objects; the dsketch workers are other processes)
+during the fit.
+
+Run from the repository root::
+
+    python benchmarks/multinomial.py [--scale 1] [--dscale 1] [--classes 10 50]
+        [--problems dense_200 sparse_2000] [--out docs/reproductions/multinomial.md]
+
+``--compare-preconditioners`` instead fits dsketch alone in memory (threads, exact curvature)
+with each preconditioner, to show where each wins.
+
+Prints a Markdown table and writes it, with the date, commit, cores and command, to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import logsumexp, softmax
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks.glm_peers import commit  # noqa: E402
+
+OUT = ROOT / "docs" / "reproductions" / "multinomial.md"
+TARGET = 1e-8
+PROBLEMS = {"dense_200": (1_000_000, 200, 1e-6, None), "sparse_2000": (2_000_000, 2000, 1e-5, 0.005)}
+
+
+def objective(A: Any, y: np.ndarray, X: np.ndarray, l2: float) -> float:
+    E = np.asarray(A @ X)
+    return float(np.mean(logsumexp(E, axis=1) - E[np.arange(y.size), y.astype(int)])) + 0.5 * l2 * float(
+        np.sum(X * X))
+
+
+def make_problem(name: str, k: int, scale: int, dscale: int, seed: int = 0) -> tuple[Any, np.ndarray, float]:
+    n0, d0, l2, density = PROBLEMS[name]
+    n, d = max(n0 // scale, 10), max(d0 // dscale, 2)
+    rng = np.random.default_rng(seed)
+    if density is None:
+        A: Any = rng.standard_normal((n, d))
+        per_row = d
+    else:
+        counts = rng.binomial(d, density * dscale if dscale > 1 else density, size=n)  # same nnz a row
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        indices = rng.integers(0, d, size=int(indptr[-1]))
+        A = sp.csr_matrix((rng.standard_normal(indices.size), indices, indptr), shape=(n, d))
+        A.sum_duplicates()
+        A.sort_indices()
+        per_row = max(A.nnz / n, 1.0)
+    P = softmax(np.asarray(A @ (rng.standard_normal((d, k)) / np.sqrt(per_row))), axis=1)
+    y = np.minimum((np.cumsum(P, axis=1) < rng.random(n)[:, None]).sum(axis=1), k - 1).astype(np.float64)
+    return A, y, l2
+
+
+@dataclass
+class Row:
+    problem: str
+    solver: str
+    seconds: float = float("nan")
+    peak_mib: float = float("nan")
+    nit: int | None = None
+    passes: int | None = None
+    f: float = float("nan")
+    note: str = ""
+
+
+def sklearn_fit(A: Any, y: np.ndarray, l2: float, solver: str) -> tuple[np.ndarray, int, None]:
+    from sklearn.linear_model import LogisticRegression
+
+    m = LogisticRegression(C=1.0 / (l2 * y.size), fit_intercept=False, solver=solver, tol=1e-10, max_iter=100_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(A, y)
+    return m.coef_.T, int(m.n_iter_[0]), None
+
+
+def dsketch_fit(store: str, l2: float, k: int, preconditioner: str, rows: int) -> tuple[np.ndarray, int, int]:
+    import dsketch
+
+    curvature = dsketch.Curvature("exact") if preconditioner == "block" else dsketch.Curvature("uniform", size=rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = dsketch.fit(store, "multinomial", model_params={"l2": l2, "n_classes": k,
+                                                              "preconditioner": preconditioner},
+                          curvature=curvature, solver=dsketch.Solver("newton-cg", tol=1e-10, max_iter=200))
+    return res.x.reshape(-1, k), int(res.nit), int(res.n_passes)
+
+
+def timed(fn: Callable[[], tuple[np.ndarray, int, int | None]]) -> tuple[tuple[np.ndarray, int, int | None], float,
+                                                                         float]:
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        out = fn()
+    finally:
+        seconds = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return out, seconds, peak
+
+
+def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
+    A, y, l2 = make_problem(name, k, args.scale, args.dscale)
+    n, d = A.shape
+    label = f"{name} K={k} ({n:,} × {d:,})"
+    print(f"== {label}", flush=True)
+    solvers: dict[str, Callable[[], Any]] = {"sklearn lbfgs": lambda: sklearn_fit(A, y, l2, "lbfgs")}
+    rows: list[Row] = []
+    if 8 * (d * k) ** 2 <= args.hessian_gib * 2**30:
+        solvers["sklearn newton-cholesky"] = lambda: sklearn_fit(A, y, l2, "newton-cholesky")
+    else:
+        rows.append(Row(label, "sklearn newton-cholesky", note=f"skipped: dK x dK Hessian over {args.hessian_gib} GiB"))
+    with tempfile.TemporaryDirectory(prefix="multinomial_bench_") as tmp:
+        import dsketch
+
+        store = os.path.join(tmp, "p.zarr")
+        dsketch.write_problem(store, A, y)
+        solvers["dsketch block"] = lambda: dsketch_fit(store, l2, k, "block", 0)
+        if d * k <= args.full_max:
+            solvers["dsketch full"] = lambda: dsketch_fit(store, l2, k, "full", min(args.full_rows, n))
+        for s, fn in solvers.items():
+            try:
+                (X, nit, passes), sec, peak = timed(fn)
+            except Exception as exc:  # a solver's failure is reported, not fatal
+                rows.append(Row(label, s, note=f"failed: {type(exc).__name__}: {exc}"[:160]))
+                continue
+            rows.append(Row(label, s, sec, peak, nit, passes, objective(A, y, X, l2)))
+            print(f"   {s}: {sec:.2f} s, peak {peak:.0f} MiB, iterations {nit}, passes {passes}", flush=True)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    best: dict[str, float] = {}
+    for r in rows:
+        if np.isfinite(r.f):
+            best[r.problem] = min(best.get(r.problem, np.inf), r.f)
+    out = ["| problem | solver | seconds | peak driver MiB | iterations | passes over A | rel. suboptimality | reached 1e-8 |",
+           "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if not np.isfinite(r.f):
+            out.append(f"| {r.problem} | {r.solver} | – | – | – | – | – | {r.note} |")
+            continue
+        sub = max(0.0, (r.f - best[r.problem]) / abs(best[r.problem]))
+        out.append(f"| {r.problem} | {r.solver} | {r.seconds:.2f} | {r.peak_mib:.0f} | {r.nit} | "
+                   f"{'–' if r.passes is None else r.passes} | {sub:.1e} | {'yes' if sub <= TARGET else 'no'} |")
+    return "\n".join(out)
+
+
+def compare_preconditioners(args: argparse.Namespace) -> str:
+    """Block against full preconditioner, in memory (the driver's threads, no cluster, exact
+    curvature): seconds, Newton iterations and passes over A for each problem and K."""
+    import dsketch
+
+    out = ["| problem | dK | preconditioner | seconds | iterations | passes over A |", "|---|---:|---|---:|---:|---:|"]
+    for name in args.problems:
+        for k in args.classes:
+            A, y, l2 = make_problem(name, k, args.scale, args.dscale)
+            for pre in ("block", "full"):
+                t = time.perf_counter()
+                res = dsketch.fit((A, y), "multinomial", model_params={"l2": l2, "n_classes": k, "preconditioner": pre},
+                                  curvature="exact", solver=dsketch.Solver("newton-cg", tol=1e-10, max_iter=200))
+                sec = time.perf_counter() - t
+                ok = "" if res.success else " (not converged)"
+                out.append(f"| {name} K={k} ({A.shape[0]:,} × {A.shape[1]:,}) | {A.shape[1] * k:,} | {pre}{ok} "
+                           f"| {sec:.2f} | {res.nit} | {res.n_passes} |")
+                print(out[-1], flush=True)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
+    ap.add_argument("--classes", nargs="+", type=int, default=[10, 50])
+    ap.add_argument("--scale", type=int, default=1, help="divide the rows by this")
+    ap.add_argument("--dscale", type=int, default=1, help="divide the columns by this (same non-zeros a row)")
+    ap.add_argument("--hessian-gib", type=float, default=16.0, help="largest dK x dK Hessian newton-cholesky gets")
+    ap.add_argument("--full-max", type=int, default=2000, help="largest dK for dsketch's full preconditioner")
+    ap.add_argument("--full-rows", type=int, default=100_000, help="rows sampled for the full preconditioner")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--compare-preconditioners", action="store_true",
+                    help="only compare dsketch's block and full preconditioners in memory (exact curvature)")
+    args = ap.parse_args(argv)
+    if args.compare_preconditioners:
+        md = compare_preconditioners(args)
+        title = "Multinomial Newton-CG: block against full preconditioner, in memory"
+    else:
+        md = table([r for name in args.problems for k in args.classes for r in run(name, k, args)])
+        title = "Multinomial logistic regression: dsketch Newton-CG against scikit-learn"
+    print(md)
+    command = "python benchmarks/multinomial.py" + ("" if not argv else " " + shlex.join(argv))
+    Path(args.out).write_text("\n".join([
+        f"# {title}", "",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Commit: `{commit()}`. "
+        f"Machine: {os.cpu_count()} cores. Command: `{command}`.", "",
+        "One fit per solver. Relative suboptimality against the smallest objective any fit reached. Peak driver "
+        "memory: tracemalloc's peak of this process during the fit (dsketch's workers are other processes). "
+        "dsketch's time on a store includes starting and stopping its embedded local cluster.", "", md, ""]))
+
+
+if __name__ == "__main__":
+    main()

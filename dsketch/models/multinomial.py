@@ -1,0 +1,260 @@
+"""Multinomial (softmax) logistic regression over K classes (docs/theory.md#multinomial-logistic-regression).
+
+Coefficients are a ``d x K`` matrix ``X`` (one column per class), flattened row by row
+(C order) into the solver's vector ``x``: ``x[j * K + k] = X[j, k]``, so the intercept row
+of a fit with ``fit_intercept`` is the last ``K`` entries. With ``E = A X + O`` (``O`` the
+``n x K`` offsets, zero by default), ``P = softmax(E)`` row by row, one-hot labels ``Y``,
+sample weights ``s`` and ``S = sum_i s_i``::
+
+    L(X) = (1/S) sum_i s_i (logsumexp(E_i) - E_{i, b_i}) + l2/2 ||X_p||^2
+
+(``X_p``: the penalised rows of ``X``, all but the intercept row). This is the weighted-mean
+form of the other GLMs: ``l2`` means what it means for ``logistic``, and scikit-learn's
+``LogisticRegression(C=...)`` (summed loss, penalty ``1/(2C) ||X||^2``) has the same
+minimiser for ``l2 = 1 / (C S)``.
+
+Gradient ``A^T R + l2 X_p`` with ``R = diag(s / S) (P - Y)``. Hessian (``dK x dK``)::
+
+    H = sum_i (s_i / S) (diag(p_i) - p_i p_i^T) kron a_i a_i^T + l2 I_p
+
+never formed: a product ``H V`` is ``A^T [W (.) (A V) - W (.) rowsum(P (.) A V)]`` with
+``W = diag(s / S) P`` (one pass over A, every class at once), and the curvature pass forms
+the ``K`` diagonal blocks ``A^T diag(s p_k (1 - p_k) / S) A`` that precondition conjugate
+gradients (:class:`~dsketch.solvers.inner.ConjugateGradient`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+
+from dsketch.errors import InvalidParameterError, InvalidTargetError, StoreFormatError
+from dsketch.models.base import FloatArray, RowTerms, Scalars, Stats
+from dsketch.models.glm import _GLM, check_sample_weight
+
+
+#: Curvature the passes form for the Newton-CG preconditioner: the K diagonal d x d blocks of
+#: the Hessian, or the whole dK x dK Hessian (from the same exact or sampled rows).
+PRECONDITIONERS = ("block", "full")
+
+
+def split_multinomial(b: FloatArray, k: int) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+    """``(labels, sample weights or None, offsets (n, K) or None)`` of the model's row data."""
+    if b.ndim == 1:
+        return b, None, None
+    return b[:, 0], b[:, 1], (b[:, 2 : 2 + k] if b.shape[1] > 2 else None)
+
+
+class MultinomialRegression(_GLM):
+    """L2-penalised multinomial logistic regression, labels ``0 .. K-1``.
+
+    Parameters
+    ----------
+    l2 : float, default 1e-4
+        L2 penalty strength (``>= 0``) on every coefficient but the intercepts.
+    n_classes : int or None, default None
+        ``K``. None: found from the data by :func:`dsketch.fit` (the largest label plus one).
+    n_unpenalized : int, default 0
+        The last ``n_unpenalized`` rows of ``X`` (features) carry no penalty.
+
+    Notes
+    -----
+    Softmax is unchanged when the same vector is added to every column of ``X``. With
+    ``l2 > 0`` the penalty removes that freedom for the penalised rows and the optimum is
+    unique (the penalised rows' columns sum to zero there), as in scikit-learn; the
+    intercepts are unpenalised, so they are unique only up to a common constant: the fit
+    returns the ones the solver reaches from the start (the log class frequencies), and
+    the probabilities, the loss and the penalised coefficients are unique. With ``l2 = 0``
+    the minimiser (if any: separable classes have none) is unique only up to that common
+    vector; the probabilities still are, and the solver stops when the gradient is small.
+
+    preconditioner : {"block", "full"}, default "block"
+        What the curvature pass forms for Newton-CG: the ``K`` diagonal ``d x d`` blocks of the
+        Hessian (``K d^2`` numbers; memory and per-block work grow as ``K``), or the whole
+        ``dK x dK`` Hessian from the same rows (``(dK)^2`` numbers, ``K (K+1) / 2`` Grams a
+        pass: for small ``dK`` only; with exact curvature it is the Hessian itself and CG
+        takes one product per step).
+
+    Offsets are a row-aligned ``(n, K)`` member ``offset``; an offset of shape ``(n,)`` is
+    refused (it adds the same number to every class of a row and has no effect).
+    """
+
+    name: ClassVar[str] = "multinomial"
+
+    def __init__(self, l2: float = 1e-4, n_classes: int | None = None, n_unpenalized: int = 0,
+                 preconditioner: str = "block") -> None:
+        super().__init__(l2=l2, n_unpenalized=n_unpenalized)
+        if preconditioner not in PRECONDITIONERS:
+            raise InvalidParameterError(f"preconditioner must be one of {PRECONDITIONERS}; got {preconditioner!r}")
+        self.preconditioner = preconditioner
+        if n_classes is not None and (isinstance(n_classes, bool) or int(n_classes) != n_classes
+                                      or n_classes < 2):
+            raise InvalidParameterError(f"n_classes must be an integer >= 2 (or None: found from the labels); "
+                                        f"got {n_classes!r}")
+        self.n_classes = None if n_classes is None else int(n_classes)
+
+    def __repr__(self) -> str:
+        return (f"MultinomialRegression(l2={self.l2!r}, n_classes={self.n_classes!r}, "
+                f"preconditioner={self.preconditioner!r})")
+
+    @property
+    def n_outputs(self) -> int:  # type: ignore[override]
+        """``K``, the columns of the predictor ``A X`` (the coefficient matrix is d x K)."""
+        if self.n_classes is None:
+            # internal: fit() sets n_classes from the labels before the engine starts
+            raise RuntimeError("n_classes is not known yet")
+        return self.n_classes
+
+    @property  # type: ignore[misc]
+    def may_diverge(self) -> bool:  # type: ignore[override]
+        return self.l2 == 0.0 or self.n_unpenalized > 0
+
+    def with_classes(self, n_classes: int) -> MultinomialRegression:
+        """A copy with ``n_classes`` set."""
+        out = copy.copy(self)
+        out.n_classes = int(n_classes)
+        if out.n_classes < 2:
+            raise InvalidTargetError(f"multinomial regression needs at least 2 classes; the labels give {n_classes}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "n_classes": self.n_classes, "preconditioner": self.preconditioner}
+
+    # -- row data -------------------------------------------------------------------
+    def row_data(self, block: Any) -> Any:
+        """Labels, or with sample weights / offsets ``[labels, weights, offsets (K columns)]``."""
+        if not self.row_members:
+            return block.b
+        n, k = block.b.shape[0], self.n_outputs
+        s = block.extra.get("sample_weight")
+        if s is not None:
+            check_sample_weight(np.asarray(s, dtype=np.float64))
+        o = block.extra.get("offset")
+        if o is not None and np.shape(o)[1:] != (k,):
+            raise StoreFormatError(
+                f"multinomial regression takes offsets of shape (n, {k}), one a class; got {np.shape(o)} "
+                "(an offset of shape (n,) adds the same number to every class and has no effect)")
+        out = np.empty((n, 2 + (k if o is not None else 0)))
+        out[:, 0] = block.b
+        out[:, 1] = 1.0 if s is None else s
+        if o is not None:
+            out[:, 2:] = o
+        return out
+
+    def _split(self, b: FloatArray) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+        return split_multinomial(b, self.n_outputs)
+
+    def check_targets(self, b: FloatArray) -> None:
+        """Raise :class:`InvalidTargetError` unless every label is an integer in ``0 .. K-1``."""
+        y = self._split(b)[0]
+        bad = ~((y == np.round(y)) & (y >= 0) & (y < self.n_outputs))
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise InvalidTargetError(
+                f"multinomial regression needs integer class labels 0..{self.n_outputs - 1}; {int(bad.sum())} of "
+                f"{y.size} labels are not (first at row {first}: {float(y[first])!r}). Encode the classes as "
+                "0..K-1 (the estimator LogisticRegression does this for any labels)")
+
+    # -- per-row maths --------------------------------------------------------------
+    def _eta(self, eta: FloatArray, o: FloatArray | None) -> FloatArray:
+        return eta if o is None else eta + o
+
+    def stats(self, eta: FloatArray, b: FloatArray, w: FloatArray | None) -> Stats:
+        s = self._split(b)[1]
+        n = int(eta.shape[0])
+        return {"n": n, "s": float(n) if s is None else float(np.sum(s))}
+
+    def _onehot(self, y: FloatArray) -> FloatArray:
+        Y = np.zeros((y.size, self.n_outputs))
+        Y[np.arange(y.size), y.astype(np.int64)] = 1.0
+        return Y
+
+    def loss_terms(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars) -> float:
+        """``(1/S) sum_block s_i (logsumexp(E_i) - E_{i, y_i})``."""
+        y, s, o = self._split(b)
+        E = self._eta(eta, o)
+        with np.errstate(over="ignore", invalid="ignore"):
+            vals = logsumexp(E, axis=1) - E[np.arange(y.size), y.astype(np.int64)]
+            if s is not None:
+                vals = np.where(s > 0.0, s * vals, 0.0)
+        return float(np.sum(vals)) / scalars["n"]
+
+    def _weighted_probs(self, eta: FloatArray, b: FloatArray, scalars: Scalars) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``(P, W = diag(s/S) P, s/S)``."""
+        y, s, o = self._split(b)
+        P = softmax(self._eta(eta, o), axis=1)
+        c = np.full(y.size, 1.0 / scalars["n"]) if s is None else np.where(s > 0.0, s, 0.0) / scalars["n"]
+        return P, c[:, None] * P, c
+
+    def row_terms(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars) -> RowTerms:
+        """``R = diag(s/S)(P - Y)`` (n x K) and the curvature weights: the diagonal blocks'
+        ``s p_k (1 - p_k) / S`` (n x K), or with ``preconditioner="full"`` those of every class
+        pair ``k <= l`` (``np.triu_indices(K)`` order), ``s (delta_kl p_k - p_k p_l) / S``."""
+        y = self._split(b)[0]
+        P, W, c = self._weighted_probs(eta, b, scalars)
+        R = W - c[:, None] * self._onehot(y)
+        if self.preconditioner == "full":  # every class pair k <= l: (s/S)(delta_kl p_k - p_k p_l)
+            k, l = np.triu_indices(self.n_outputs)
+            D = W[:, k] * ((k == l) - P[:, l])
+        else:
+            D = W * (1.0 - P)
+        return RowTerms(grad_weight=R, diag=D, lowrank=None)
+
+    def hessvec_rows(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
+                     av: FloatArray) -> FloatArray:
+        """``W (.) AV - W (.) rowsum(P (.) AV)``: ``H V = A^T`` of this (n x K)."""
+        P, W, _ = self._weighted_probs(eta, b, scalars)
+        return W * (av - np.sum(P * av, axis=1, keepdims=True))
+
+    # -- start: the log class frequencies as intercepts --------------------------------
+    def init_terms(self, A: Any, b: FloatArray, w: FloatArray | None) -> dict[str, Any] | None:
+        if not self.intercept:
+            return None
+        y, s, _ = self._split(b)
+        s = np.ones_like(y) if s is None else s
+        return {"counts": self._onehot(y).T @ s}
+
+    def init_coef(self, total: dict[str, Any] | None, n_features: int) -> FloatArray:
+        X = np.zeros((n_features, self.n_outputs))
+        if self.intercept and total is not None and np.sum(total["counts"]) > 0:
+            freq = np.maximum(total["counts"] / np.sum(total["counts"]), 1e-10)
+            X[-1] = np.log(freq) - np.mean(np.log(freq))
+        return X.ravel()
+
+    def penalty(self, x: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+        """``(l2/2 ||X_p||^2, l2 X_p, l2 1_p)`` flattened; the last ``n_unpenalized`` rows are free."""
+        k = self.n_outputs
+        mask = np.full((x.size // k, k), self.l2)
+        if self.n_unpenalized:
+            mask[mask.shape[0] - self.n_unpenalized :] = 0.0
+        m = mask.ravel()
+        xp = m * x
+        return 0.5 * float(x @ xp), xp, m
+
+    # -- predictions ------------------------------------------------------------------
+    def mean(self, eta: FloatArray) -> FloatArray:
+        """Class probabilities ``softmax(E)`` row by row (n x K)."""
+        out: FloatArray = softmax(eta, axis=1)
+        return out
+
+    def variance(self, mu: FloatArray) -> FloatArray:
+        # internal: inference (standard errors) is not offered for the multinomial model
+        raise NotImplementedError("standard errors of the multinomial model are not implemented")
+
+    def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
+        # internal: the multinomial loss is formed by loss_terms, not row by row
+        raise NotImplementedError
+
+    def _d1_d2(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+        # internal: the multinomial terms are formed by row_terms
+        raise NotImplementedError
+
+    def sample_targets(self, eta: FloatArray, scalars: Scalars, rng: np.random.Generator, *,
+                       noise: float) -> FloatArray:
+        """Labels drawn from ``softmax(eta)`` (``noise`` unused) as floats ``0 .. K-1``."""
+        P = softmax(eta, axis=1)
+        u = rng.random(eta.shape[0])[:, None]
+        return np.minimum((np.cumsum(P, axis=1) < u).sum(axis=1), eta.shape[1] - 1).astype(np.float64)
