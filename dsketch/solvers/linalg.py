@@ -54,7 +54,7 @@ def cholesky_solver(H: np.ndarray) -> Any:
         factor = sla.cho_factor(H, lower=True, check_finite=True)
         return lambda r: sla.cho_solve(factor, r)
     if not np.all(np.isfinite(H)):
-        raise ValueError("array must not contain infs or NaNs")
+        raise ValueError("array must not contain infs or NaNs")  # internal: caught by the callers, as cho_factor's
     T = np.setdiff1d(np.arange(H.shape[0]), S)
     dS = H[S, S]
     if not np.all(dS > 0):
