@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
+from dsketch.cli_path import add_path_parser, cmd_path
 from dsketch.errors import (
     DSketchError,
     InvalidParameterError,
@@ -269,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_args(p)
     _add_cluster_args(p)
 
+    add_path_parser(_sub, _add_cluster_args)
+
     p = _sub("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
     p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit'")
     p.add_argument("--data", default=None, metavar="STORE",
@@ -504,6 +507,7 @@ COMMANDS = {
     "convert": _cmd_convert,
     "info": _cmd_info,
     "fit": _cmd_fit,
+    "path": lambda args: cmd_path(args, _parse_params(args.param)),
     "summary": cmd_summary,
     "predict": _cmd_predict,
     "demo": _cmd_demo,

@@ -313,3 +313,29 @@ def test_store_path_on_its_own_embedded_cluster_equals_glum(tmp_path):
     assert path.success
     np.testing.assert_allclose(path.coef[:, :-1], np.asarray(ref.coef_path_), atol=1e-8)
     np.testing.assert_allclose(path.coef[:, -1], np.asarray(ref.intercept_path_), atol=1e-8)
+
+
+def test_cli_path_writes_sklearns_enet_path(tmp_path, client):
+    """``dsketch path`` on a store: the .npz it writes holds scikit-learn's enet_path at the
+    given alphas; an existing file is refused without --overwrite."""
+    from sklearn.linear_model import enet_path
+
+    from dsketch.cli import main
+
+    rng = np.random.default_rng(12)
+    A = rng.standard_normal((600, 10))
+    y = A[:, :3] @ np.array([1.0, -2.0, 0.5]) + rng.standard_normal(600)
+    store = str(tmp_path / "p.zarr")
+    dsketch.write_problem(store, A, y)
+    out = str(tmp_path / "path.npz")
+    alphas = [0.5, 0.1, 0.02]
+    argv = ["--quiet", "path", "--model", "least-squares", "--data", store, "--out", out, "--l1-ratio", "0.7",
+            "--alphas", ",".join(map(str, alphas)), "--tol", "1e-12", "--scheduler", client.scheduler.address]
+    assert main(argv) == 0
+    saved = np.load(out)
+    _, coefs, _ = enet_path(A, y, l1_ratio=0.7, alphas=alphas, tol=1e-14, max_iter=100_000)
+    np.testing.assert_allclose(saved["alphas"], alphas)
+    np.testing.assert_allclose(saved["coef"], coefs.T, atol=1e-7)
+    assert list(saved["n_active"]) == [int(np.count_nonzero(c)) for c in coefs.T]
+    assert main(argv) == 2  # exists: refused in one line before any fit
+    assert main([*argv[:7], str(tmp_path / "path.txt"), *argv[8:]]) == 2
