@@ -242,15 +242,15 @@ class MultinomialRegression(_GLM):
 
     def variance(self, mu: FloatArray) -> FloatArray:
         # internal: inference (standard errors) is not offered for the multinomial model
-        raise NotImplementedError("standard errors of the multinomial model are not implemented")
+        raise AssertionError("unreachable: covariance() and predict() refuse the multinomial model")
 
     def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
         # internal: the multinomial loss is formed by loss_terms, not row by row
-        raise NotImplementedError
+        raise AssertionError("unreachable: the multinomial loss is formed by loss_terms")
 
     def _d1_d2(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
         # internal: the multinomial terms are formed by row_terms
-        raise NotImplementedError
+        raise AssertionError("unreachable: the multinomial terms are formed by row_terms")
 
     def sample_targets(self, eta: FloatArray, scalars: Scalars, rng: np.random.Generator, *,
                        noise: float) -> FloatArray:
