@@ -105,6 +105,11 @@ def glm_for(result: Any) -> tuple[Any, bool]:
             f"standard errors are available for the GLMs (logistic, poisson, least-squares, gamma, "
             f"inverse-gaussian, tweedie, negative-binomial, glm); this result is of model {name!r}"
         )
+    if float(info.get("l1", 0.0) or 0.0) > 0.0:
+        raise InferenceError(
+            f"the fit has an L1 penalty (l1 = {info['l1']!r}): Wald standard errors of a lasso or elastic-net "
+            "fit are not valid (the zeroed coefficients have none); refit without l1 for inference"
+        )
     return model, bool(info.get("fit_intercept", False))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.api import _client_for, _problem, fit
+from dsketch.api import _client_for, _on_threads, _problem, fit
 from dsketch.config import Cluster, Curvature, Solver, as_cluster, as_solver
 from dsketch.errors import InvalidOptionError, InvalidParameterError
 from dsketch.solvers.inner import ProximalCoordinateDescent
@@ -149,7 +149,8 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
                                  "(use 'auto' or 'prox-newton')")
     spec = _problem(data)
     t0 = time.perf_counter()
-    if isinstance(spec, MemoryProblem) or clu.client is not None:
+    if isinstance(spec, MemoryProblem) or clu.client is not None or _on_threads(spec, clu.address, clu.n_workers):
+        # threads of this process (each fit's own, nothing to start) or the caller's client
         return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol, clu,
                     seed, screening, t0)
     with _client_for(None, clu.address, clu.n_workers) as client:  # one cluster for the whole path

@@ -339,3 +339,34 @@ def test_cli_path_writes_sklearns_enet_path(tmp_path, client):
     assert list(saved["n_active"]) == [int(np.count_nonzero(c)) for c in coefs.T]
     assert main(argv) == 2  # exists: refused in one line before any fit
     assert main([*argv[:7], str(tmp_path / "path.txt"), *argv[8:]]) == 2
+
+
+def test_zero_curvature_column_of_a_sample_never_reports_success_away_from_the_optimum():
+    """A rare feature that the sampled rows miss has a zero row in the sampled curvature;
+    the fit must move that coordinate anyway or report failure, never success elsewhere."""
+    rng = np.random.default_rng(0)
+    n, d = 4000, 6
+    A = rng.normal(size=(n, d))
+    A[:, 5] = 0.0
+    A[rng.choice(n, 3, replace=False), 5] = 5.0
+    b = A @ np.r_[1.0, -1.0, 0.5, 0.0, 0.0, 2.0] + rng.normal(size=n)
+    ref = dsketch.fit((A, b), "least-squares", model_params={"l1": 1e-3}, curvature="exact")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = dsketch.fit((A, b), "least-squares", model_params={"l1": 1e-3},
+                        curvature=dsketch.Curvature("uniform", size=40))
+    assert ref.success
+    assert not r.success or np.abs(r.x - ref.x).max() < 1e-6 * np.abs(ref.x).max()
+
+
+def test_covariance_refuses_an_l1_fit(tmp_path):
+    from dsketch.errors import InferenceError
+
+    rng = np.random.default_rng(13)
+    A, y = _logistic_data(rng, n=400, d=4, k=2)
+    store = str(tmp_path / "p.zarr")
+    dsketch.write_problem(store, A, y)
+    res = dsketch.fit(store, "logistic", model_params={"l1": 0.01, "l2": 0.0}, fit_intercept=True)
+    assert res.success
+    with pytest.raises(InferenceError, match="L1 penalty"):
+        dsketch.covariance(res, store)

@@ -286,6 +286,23 @@ def _soft(v: float, t: float) -> float:
     return v - t if v > t else (v + t if v < -t else 0.0)
 
 
+def _positive_diagonal(H: np.ndarray) -> np.ndarray:
+    """``H`` with every diagonal entry that is not positive set to the median of the positive
+    ones (1 if there are none). A sampled curvature has a zero row and column where no
+    sampled row touches a feature; coordinate descent would then never move that
+    coordinate, and the fit would stall away from the optimum with a vanishing predicted
+    decrease. With the stand-in the coordinate takes a scaled proximal-gradient step, which
+    the line search corrects."""
+    diag = np.diag(H)
+    bad = np.flatnonzero(~(diag > 0.0))
+    if bad.size == 0:
+        return H
+    good = diag[diag > 0.0]
+    out = H.copy()
+    out[bad, bad] = float(np.median(good)) if good.size else 1.0
+    return out
+
+
 @dataclass
 class ProximalCoordinateDescent:
     """Proximal Newton for an objective ``f + sum_j l1_j |x_j|`` (``model.l1_weights``):
@@ -324,7 +341,7 @@ class ProximalCoordinateDescent:
 
     def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
         assert state.hess is not None and state.grad is not None
-        x, g, H = state.x, state.grad, state.hess
+        x, g, H = state.x, state.grad, _positive_diagonal(state.hess)
         l1 = problem.model.l1_weights(x.size)
         kkt = np.abs(min_norm_subgradient(g, x, l1))
         tol = self.forcing * float(kkt.max()) if kkt.size else 0.0
