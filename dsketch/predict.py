@@ -133,8 +133,8 @@ def predict(
         replace only an earlier prediction store (``overwrite=True``), never the data
         store, the result store or any other path.
     cluster : Cluster, distributed.Client, str or None
-        Where the pass runs, as in :func:`dsketch.fit` (None: ``$DSKETCH_SCHEDULER`` or an
-        embedded local cluster). Its ``block_rows`` are the rows per task (default
+        Where the pass runs, as in :func:`dsketch.fit` (None: ``$DSKETCH_SCHEDULER`` when set,
+        else threads of this process; ``Cluster(n_workers=k)`` starts k worker processes). Its ``block_rows`` are the rows per task (default
         :func:`~dsketch.engine.core.auto_block_rows`), rounded up to a whole number of the
         data store's row chunks, which are also the chunks of the output; the iteration's
         options (``persist``, ``fused``, ``bounds``, ``memory_check``) are refused.
@@ -172,7 +172,7 @@ def predict(
     members = (OFFSET,) if OFFSET in spec.members else ()
     sources = [tasks.Source(read, r0, r1, members) for r0, r1 in bounds]
 
-    with _client_for(clu.client, clu.address, clu.n_workers) as c:
+    with _client_for(clu.client, clu.address, clu.n_workers, spec, bounds=bounds) as c:
         xs = c.submit(tasks.identity, x, pure=False)
         if target is None:
             futs = [c.submit(tasks.predict_block, model, src, xs, None, pure=False) for src in sources]

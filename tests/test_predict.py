@@ -58,6 +58,12 @@ def test_logistic_with_intercept_in_memory(client, tmp_path, rng, sparse):
     eta2, mean2 = dsketch.predict(saved, store, cluster=client)
     np.testing.assert_allclose(eta2, ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(mean2, expit(ref), rtol=0, atol=1e-12)
+    # without a cluster: threads of this process, the same prediction and prediction store
+    eta3, mean3 = dsketch.predict(saved, store)
+    np.testing.assert_allclose(eta3, ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mean3, expit(ref), rtol=0, atol=1e-12)
+    written = dsketch.predict(saved, store, str(tmp_path / "pred.zarr"), cluster=dsketch.Cluster(block_rows=256))
+    np.testing.assert_allclose(zarr.open_group(written, mode="r")["eta"][:], ref, rtol=0, atol=1e-12)
 
 
 def test_poisson_with_offset_and_info_round_trip(client, tmp_path, rng):
