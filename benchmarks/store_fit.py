@@ -36,7 +36,7 @@ import numpy as np
 
 import dsketch
 from benchmarks.glm_peers import PROBLEMS, make_problem, objective, runner
-from benchmarks.store_passes import commit
+from benchmarks.store_passes import commit, publish
 from dsketch.store import builder
 
 def fit_store(path: str, l2: float, cluster: Any) -> np.ndarray:
@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.cpu_count()} cores, shared with other work. Command: `{cmd.strip()}`. Problem: {args.problem} "
           f"(logistic), {A.shape[0]:,} x {A.shape[1]}, l2 = {l2:g}, tol 1e-10; medians of "
           f"{args.repeats} rounds, the order rotated.\n\n" + "\n".join(lines) + "\n")
-    print(md)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        fh.write(md)
+    publish(md, args.out)
 
 
 if __name__ == "__main__":

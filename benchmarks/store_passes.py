@@ -26,7 +26,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ import numpy as np
 import zarr
 
 import dsketch
-from benchmarks.glm_peers import dense_ill
+from benchmarks.glm_peers import commit, dense_ill
 from benchmarks.passes import bare_pass_times
 from dsketch.engine.threads import ThreadClient
 from dsketch.store import builder
@@ -170,12 +169,12 @@ def table(rows: list[tuple[str, int, int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def publish(md: str, out: str) -> None:
+    """Print a report and write it to ``out`` (its folder made as needed)."""
+    print(md)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as fh:
+        fh.write(md)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,10 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     md = (f"# What a pass over a store costs, by codec\n\nDate: {now}. Commit: `{commit()}`. Machine: "
           f"{os.cpu_count()} cores. Command: `{cmd.strip()}`. Medians of {args.repeats} runs. Problem: "
           f"glm_peers' dense ill-conditioned logistic (l2 = {L2:g}), on the driver's threads.\n\n{table(rows) if rows else ''}{sparse}\n")
-    print(md)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        fh.write(md)
+    publish(md, args.out)
 
 
 if __name__ == "__main__":
