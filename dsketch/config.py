@@ -57,12 +57,12 @@ class Curvature:
     ----------
     kind : {"auto", "exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian"}
         ``"auto"`` (default) chooses exact or leverage sampling by cost
-        (:func:`dsketch.api.choose_curvature`); ``"exact"`` is exact Newton; the others name
+        (:func:`dsketch.plan.choose_curvature`); ``"exact"`` is exact Newton; the others name
         a sketch (:data:`dsketch.sketch.SKETCHES`).
     size : int, optional
         Expected sampled rows or embedding dimension (default: the documented size for a
         (1 +- 0.5) approximation, capped at 100 rows a feature when adaptive; see
-        :func:`dsketch.api.default_sketch_size`). With ``"auto"`` the size used if a sketch
+        :func:`dsketch.plan.default_sketch_size`). With ``"auto"`` the size used if a sketch
         is chosen; with an adaptive sketch its starting size.
     params : mapping, optional
         Parameters of the sketch (e.g. ``{"scores": "approx"}`` for leverage).

@@ -179,7 +179,7 @@ def test_oversized_embedding_suggests_a_size_that_fits():
 
 
 def test_auto_takes_the_curvature_that_fits(caplog):
-    from dsketch.api import _memory_plan
+    from dsketch.plan import _memory_plan
 
     # long dense rows and n >> s: auto prices leverage first; its preliminary 8d x d embedding
     # per block does not fit the workers, the exact Gram does
