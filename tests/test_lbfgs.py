@@ -239,10 +239,69 @@ def test_probe_prices_newton_against_the_quasi_newton_iterations_still_needed():
             p.observe(gn)
     assert cheap.remaining() == pytest.approx(need)
     assert not cheap.use_newton() and dear.use_newton() and short.use_newton()
-    # the cost model: flops of a Newton iteration over those of one pass, times the
-    # Newton iterations assumed; independent arithmetic for a sparse and a dense shape
+    # the cost model: flops of a Newton iteration over those of one pass; independent
+    # arithmetic for a sparse and a dense shape. Cheap curvature: formed every iteration;
+    # dear curvature (over 10 passes): formed once, then 4 products and a pass a step
     n, d, nnz = 327_346, 3295, 1_988_662
     gram, chol = n * (nnz / n) ** 2 / 2, d**3 / 3 / 8
-    assert newton_cost(n, d, nnz, True) == pytest.approx(NEWTON_ITERATIONS * (1 + (gram + chol) / (4 * nnz)))
+    once = 1 + (gram + chol) / (4 * nnz)
+    assert once > 10 and newton_cost(n, d, nnz, True) == pytest.approx(once + (NEWTON_ITERATIONS - 1) * 5)
     assert newton_cost(10**6, 100, 0, False) == pytest.approx(
         NEWTON_ITERATIONS * (1 + (1e6 * 1e4 / 2 / 8 + 1e6 / 3 / 8) / (4e8)))
+
+
+def _dear_curvature_solver(tol):
+    """``Solver("auto")`` whose cost model prices fresh curvature at 100 passes."""
+    from dsketch.solvers.inner import QuasiNewtonThenNewton
+
+    probe = QuasiNewtonProbe(tol=tol, newton_cost=0.0, curvature_passes=100.0)  # hand over at once
+    return dsketch.Solver(tol=tol, inner=QuasiNewtonThenNewton(probe=probe))
+
+
+def test_dear_curvature_is_formed_once_and_then_preconditions_exact_products():
+    A, b = _logistic(6000, 15, cond=1e4, seed=3)
+    ref, fref = _reference(A, b, 1e-6)
+    res = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-6}, solver=_dear_curvature_solver(1e-10))
+    assert res.success and res.info["newton_from"] is not None
+    rows = res.history["sketch_rows"][res.info["newton_from"]:-1]
+    assert rows[0] > 0 and np.count_nonzero(rows) < rows.size - 1  # some steps reused it
+    assert res.n_passes > res.nit + 2  # the reused steps paid for their products in passes
+    np.testing.assert_allclose(res.x, ref, rtol=1e-6, atol=1e-8)
+    assert abs(res.fun - fref) <= 1e-12 * abs(fref)
+
+
+def test_kept_curvature_is_refreshed_after_a_step_that_needed_many_products(monkeypatch):
+    import dsketch.solvers.inner as inner
+
+    monkeypatch.setattr(inner, "REFRESH_PRODUCTS", 0)  # every reused step asks for fresh curvature
+    A, b = _logistic(6000, 15, cond=1e4, seed=3)
+    ref, _ = _reference(A, b, 1e-6)
+    res = dsketch.fit((A, b), "logistic", model_params={"l2": 1e-6}, solver=_dear_curvature_solver(1e-10))
+    rows = res.history["sketch_rows"][res.info["newton_from"]:-1]
+    assert res.success and rows.size >= 3
+    assert np.all((rows[::2] > 0)) and np.all(rows[1::2] == 0)  # fresh, reused, fresh, ...
+    np.testing.assert_allclose(res.x, ref, rtol=1e-6, atol=1e-8)
+
+
+def test_kept_curvature_travels_with_the_checkpoint(tmp_path):
+    A, b = _logistic(6000, 15, cond=1e4, seed=3)
+    kw = dict(model_params={"l2": 1e-6})
+    whole = dsketch.fit((A, b), "logistic", solver=_dear_curvature_solver(1e-10), **kw)
+    at = whole.info["newton_from"] + 1  # a step that reuses the curvature
+    assert whole.history["sketch_rows"][at] == 0
+    ckpt = str(tmp_path / "run.checkpoint")
+
+    class Stop(Exception):
+        pass
+
+    def die(state):
+        if state.iteration == at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        dsketch.fit((A, b), "logistic", solver=_dear_curvature_solver(1e-10), checkpoint=ckpt, callback=die, **kw)
+    resumed = dsketch.fit((A, b), "logistic", solver=_dear_curvature_solver(1e-10), checkpoint=ckpt, resume=True,
+                          **kw)
+    assert resumed.nit == whole.nit
+    np.testing.assert_array_equal(resumed.history["sketch_rows"], whole.history["sketch_rows"])
+    np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-10)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dsketch.solvers.lbfgs import LBFGSMemory, QuasiNewtonProbe
+from dsketch.solvers.lbfgs import REFRESH_PRODUCTS, LBFGSMemory, QuasiNewtonProbe
 from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
 from dsketch.solvers.result import outside_stacklevel
 
@@ -215,17 +215,30 @@ class QuasiNewtonThenNewton:
     would take hundreds of iterations) the fit asks for the curvature at the current iterate
     and takes Newton steps (:class:`CholeskySolve`) to the end, with the usual fused passes
     and adaptive sketch sizes. On a well-conditioned problem no curvature is ever formed.
+
+    Where fresh curvature is dear (:attr:`QuasiNewtonProbe.reuses_curvature`: one-hot data
+    with thousands of columns, whose exact Gram costs some 190 passes), the first Newton
+    iteration forms it and takes the Cholesky step, and the next ones keep it as the
+    preconditioner of conjugate gradients on exact Hessian-vector products (one pass each,
+    to the relative residual of :class:`ConjugateGradient`). The curvature is formed afresh
+    after a step that needed more than :data:`~dsketch.solvers.lbfgs.REFRESH_PRODUCTS`
+    products or did not converge. Models whose curvature has an exact low-rank part keep
+    forming it every iteration (their products need it).
     """
 
     needs_curvature = True  # may need it: the fit prepares a sketch
 
-    def __init__(self, memory: int = 10, probe: QuasiNewtonProbe | None = None) -> None:
+    def __init__(self, memory: int = 10, probe: QuasiNewtonProbe | None = None, cg_max_iter: int = 20) -> None:
         self.quasi = QuasiNewton(memory)
         self.newton = CholeskySolve()
         self.probe = QuasiNewtonProbe() if probe is None else probe
+        self.cg_max_iter = cg_max_iter
         self._seen = -1
         #: The iteration from which Newton steps were taken (None: L-BFGS throughout).
         self.newton_from: int | None = None
+        #: The curvature kept as the preconditioner (``(H~, M^-1)``), and whether to refresh it.
+        self._kept: tuple[np.ndarray, Any] | None = None
+        self._refresh = False
 
     @property
     def second_order(self) -> bool:  # type: ignore[override]
@@ -233,7 +246,7 @@ class QuasiNewtonThenNewton:
 
     @property
     def adapts_sketch(self) -> bool:  # type: ignore[override]
-        return self.probe.switched
+        return self.probe.switched and not self.probe.reuses_curvature
 
     def _observe(self, state: IterationState) -> None:
         if state.grad is not None and state.iteration > self._seen:
@@ -251,19 +264,50 @@ class QuasiNewtonThenNewton:
     def wants_curvature(self, state: IterationState) -> bool:
         """Whether the pass at (or towards) ``state`` should compute the curvature."""
         self._observe(state)
-        return self.probe.use_newton()
+        return self.probe.use_newton() and (self._kept is None or self._refresh)
 
     def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
         assert state.grad is not None
         self._observe(state)
-        if self.probe.use_newton() and state.hess is not None:
-            return self.newton.solve(state, problem)
+        if not self.probe.use_newton():
+            return self.quasi.solve(state, problem)
+        if state.hess is not None:
+            return self._fresh_step(state, problem)
+        if self._kept is not None:
+            return self._reused_step(state, problem)
         return self.quasi.solve(state, problem)
 
+    def _fresh_step(self, state: IterationState, problem: NewtonSolver) -> Direction:
+        """The Cholesky step with the curvature just formed (kept when it is dear)."""
+        assert state.hess is not None and state.grad is not None
+        if not self.probe.reuses_curvature or state.lowrank is not None:
+            return self.newton.solve(state, problem)
+        solve = preconditioner(state.hess)
+        self._kept, self._refresh = (state.hess, solve), False
+        p = -solve(state.grad)
+        if np.all(np.isfinite(p)) and float(state.grad @ p) < 0.0:
+            return newton_direction(p, state.grad)
+        self._kept = None  # not positive definite beyond repair: plain Newton steps
+        return self.newton.solve(state, problem)
+
+    def _reused_step(self, state: IterationState, problem: NewtonSolver) -> Direction:
+        """Conjugate gradients on exact products, preconditioned by the kept curvature."""
+        assert self._kept is not None and state.grad is not None and state.g0 is not None
+        solve = self._kept[1]
+        rtol = min(0.1, float(np.sqrt(state.grad_norm / state.g0)))
+        p, n, reason = pcg(lambda v: problem.hessvec(state, v), state.grad, solve, rtol=rtol,
+                           maxiter=self.cg_max_iter)
+        self._refresh = reason != "converged" or n > REFRESH_PRODUCTS
+        if not np.all(np.isfinite(p)) or float(state.grad @ p) >= 0.0:
+            p = -solve(state.grad)  # M positive definite: a descent direction
+        logger.debug("auto solver: %d products with the kept curvature (%s)", n, reason)
+        return newton_direction(p, state.grad)
+
     def state_dict(self) -> dict[str, object]:
+        kept = {} if self._kept is None else {"kept_hess": self._kept[0]}
         return {**self.quasi.state_dict(), "norms": np.asarray(self.probe.norms, dtype=np.float64),
-                "switched": int(self.probe.switched), "seen": self._seen,
-                "newton_from": -1 if self.newton_from is None else self.newton_from}
+                "switched": int(self.probe.switched), "seen": self._seen, "refresh": int(self._refresh),
+                "newton_from": -1 if self.newton_from is None else self.newton_from, **kept}
 
     def load_state_dict(self, saved: dict[str, object]) -> None:
         self.quasi.load_state_dict(saved)
@@ -272,6 +316,9 @@ class QuasiNewtonThenNewton:
         self._seen = int(saved["seen"])  # type: ignore[call-overload]
         start = int(saved["newton_from"])  # type: ignore[call-overload]
         self.newton_from = None if start < 0 else start
+        kept = saved.get("kept_hess")
+        self._kept = None if kept is None else (np.asarray(kept), preconditioner(np.asarray(kept)))
+        self._refresh = bool(int(saved.get("refresh", 0)))  # type: ignore[call-overload]
 
 
 def min_norm_subgradient(grad: np.ndarray, x: np.ndarray, l1: np.ndarray) -> np.ndarray:
@@ -423,7 +470,7 @@ def inner_solver(method: str, cg_max_iter: int = 20, probe: QuasiNewtonProbe | N
     if method == "lbfgs":
         return QuasiNewton()
     if method == "auto":
-        return QuasiNewtonThenNewton(probe=probe)
+        return QuasiNewtonThenNewton(probe=probe, cg_max_iter=cg_max_iter)
     if method == "prox-newton":
         return ProximalCoordinateDescent()
     return CholeskySolve()
