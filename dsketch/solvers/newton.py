@@ -376,7 +376,7 @@ class NewtonSolver:
         accepted step, or None when none satisfies the sufficient-decrease condition.
         """
         if ap is None:
-            ap = self.engine.matvec(p)
+            ap = self.engine.matvec(p, self.n_outputs)
         per_round = 4
         for j0 in range(start, self.config.max_halvings + 1, per_round):
             ts = tuple(0.5**j for j in range(j0, min(j0 + per_round, self.config.max_halvings + 1)))
