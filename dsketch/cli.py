@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
@@ -25,6 +25,9 @@ from dsketch.errors import (
 logger = logging.getLogger("dsketch")
 
 SKETCH_KINDS = ("exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian")
+
+#: ``sub(name, help=...)``: makes a subcommand's parser (with ``--quiet``) in :func:`build_parser`.
+_SubparserFactory = Callable[..., argparse.ArgumentParser]
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -160,6 +163,7 @@ def _check_model_name(name: str, extra: Sequence[str] = ()) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dsketch`` parser: one ``_add_*_parser`` function per subcommand, in the order of ``--help``."""
     parser = _Parser(
         prog="dsketch",
         description="Distributed sketched Newton methods on Zarr stores with Dask.",
@@ -173,7 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
         _add_quiet(p)
         return p
 
-    p = _sub("make-data", help="write a synthetic problem with a planted solution")
+    _add_make_data_parser(_sub)
+    _add_convert_parser(_sub)
+    _add_info_parser(_sub)
+    _add_fit_parser(_sub)
+    add_path_parser(_sub, _add_cluster_args)
+    _add_summary_parser(_sub)
+    _add_predict_parser(_sub)
+    _add_demo_parser(_sub)
+    return parser
+
+
+def _add_make_data_parser(sub: _SubparserFactory) -> None:
+    """The ``make-data`` subcommand's options."""
+    p = sub("make-data", help="write a synthetic problem with a planted solution")
     p.add_argument("out", help="target problem store (Zarr directory)")
     p.add_argument("--model", required=True, help="model whose targets are generated")
     p.add_argument("--n-samples", type=int, required=True, help="rows of A")
@@ -192,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier problem store at OUT")
     _add_cluster_args(p)
 
-    p = _sub("convert", help="convert .npy / .npz / svmlight / AnnData .zarr into a problem store")
+
+def _add_convert_parser(sub: _SubparserFactory) -> None:
+    """The ``convert`` subcommand's options."""
+    p = sub("convert", help="convert .npy / .npz / svmlight / AnnData .zarr into a problem store")
     p.add_argument("source", help="input file or AnnData store (A for .npy; A and b for .npz)")
     p.add_argument("out", help="target problem store (Zarr directory)")
     p.add_argument("--format", dest="fmt", choices=("npy", "npz", "svmlight", "anndata"), default=None,
@@ -209,12 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="AnnData layer instead of X")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier problem store at OUT")
 
-    p = _sub("info", help="describe a problem store, a result store or a prediction store")
+
+def _add_info_parser(sub: _SubparserFactory) -> None:
+    """The ``info`` subcommand's options."""
+    p = sub("info", help="describe a problem store, a result store or a prediction store")
     p.add_argument("store", help="the store to describe")
     p.add_argument("--check", action="store_true", help="full validation: finite values, sorted in-range indices")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = _sub("fit", help="fit a model to a problem store")
+
+def _add_fit_parser(sub: _SubparserFactory) -> None:
+    """The ``fit`` subcommand's options (the solver's and the run's in helpers of their own)."""
+    p = sub("fit", help="fit a model to a problem store")
     p.add_argument("--model", required=True,
                    help="softmax, resnet-softmax, softmax-relu (--param reading=A|B|C), two-layer "
                    "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, multinomial (labels 0..K-1; "
@@ -228,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
     p.add_argument("--fit-intercept", action="store_true",
                    help="GLMs: an unpenalised intercept, the last coefficient (the store is not copied)")
+    _add_fit_solver_args(p)
+    _add_fit_run_args(p)
+    add_inference_args(p)
+    _add_cluster_args(p)
+
+
+def _add_fit_solver_args(p: argparse.ArgumentParser) -> None:
+    """``fit``: the method, the curvature and the stopping rule."""
     p.add_argument("--solver", default="auto", choices=("auto", "newton", "newton-cg", "lbfgs", "gd", "prox-newton"),
                    help="auto: L-BFGS while the gradient contracts fast, then (sketched) Newton (Newton "
                         "from the start for the softmax-type models or a named --sketch); newton: "
@@ -254,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l1", type=float, default=None, metavar="VALUE",
                    help="GLMs: L1 strength, adding VALUE * |x|_1 over the coefficients but the intercept "
                         "(fitted by proximal Newton; the same as --param l1=VALUE; default: none)")
+
+
+def _add_fit_run_args(p: argparse.ArgumentParser) -> None:
+    """``fit``: blocking, memory check, fused passes and the outputs."""
     p.add_argument("--block-rows", type=int, default=None,
                    help="rows per block (default: from the store's shape, about 64 MiB a block)")
     p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
@@ -267,12 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result store at RESULT")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted fit from RESULT.checkpoint (written after every iteration)")
-    add_inference_args(p)
-    _add_cluster_args(p)
 
-    add_path_parser(_sub, _add_cluster_args)
 
-    p = _sub("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
+def _add_summary_parser(sub: _SubparserFactory) -> None:
+    """The ``summary`` subcommand's options."""
+    p = sub("summary", help="coefficient table (standard errors, z, p-values) of a GLM result")
     p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit'")
     p.add_argument("--data", default=None, metavar="STORE",
                    help="the store the model was fitted to (default: the one the result records)")
@@ -281,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_args(p)
     _add_cluster_args(p)
 
-    p = _sub("predict", help="a fitted GLM's linear predictor and mean for every row of a problem store")
+
+def _add_predict_parser(sub: _SubparserFactory) -> None:
+    """The ``predict`` subcommand's options."""
+    p = sub("predict", help="a fitted GLM's linear predictor and mean for every row of a problem store")
     p.add_argument("--result", required=True, metavar="RESULT", help="result store of 'dsketch fit' (a GLM)")
     p.add_argument("--data", required=True, metavar="STORE",
                    help="problem store with the fitted columns (its 'offset' member is added when present)")
@@ -292,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction store at PRED")
     _add_cluster_args(p)
 
-    p = _sub("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
+
+def _add_demo_parser(sub: _SubparserFactory) -> None:
+    """The ``demo`` subcommand's options."""
+    p = sub("demo", help="make a 2M-row sparse problem and fit softmax and logistic regression")
     p.add_argument("--out", required=True, metavar="DIR", help="directory of the stores, results, plot and report")
     p.add_argument("--n-samples", type=int, default=2_000_000, help="rows of each problem")
     p.add_argument("--n-features", type=int, default=200, help="columns of each problem")
@@ -307,7 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into a non-empty DIR that holds more than an earlier demo's outputs "
                         "(only the demo's own stores, results, plot and report are replaced)")
     _add_cluster_args(p)
-    return parser
 
 
 def _cmd_make_data(args: argparse.Namespace) -> int:

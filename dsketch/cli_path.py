@@ -51,14 +51,15 @@ def _alphas(text: str | None) -> list[float] | None:
 
 
 def _check_out(out: str, data: str, overwrite: bool) -> str:
+    """Refuse an ``--out`` that is not a new (or, with ``overwrite``, an existing) .npz file
+    in an existing directory, or that is, lies inside or contains the data store (as
+    ``fit --out`` is checked: :func:`dsketch.store.outputs.check_output`)."""
+    from dsketch.store import outputs
+
     if not out.endswith(".npz"):
         raise OutputPathError(f"--out {out!r} must name a .npz file (NumPy writes that suffix)")
-    if os.path.realpath(out) == os.path.realpath(data):
-        raise OutputPathError(f"--out {out!r} is the data store; choose another path")
-    if os.path.isdir(out):
-        raise OutputPathError(f"--out {out!r} is a directory; name a .npz file")
-    if os.path.exists(out) and not overwrite:
-        raise OutputPathError(f"{out!r} exists; pass --overwrite to replace it")
+    outputs.check_output(out, outputs.FILE, overwrite=overwrite, others={"--data": data}, option="--out",
+                         make_parents=False)
     return out
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
 from dsketch.errors import MissingDependencyError
 from dsketch.plot import plot_convergence
-from dsketch.solvers.result import save_result
+from dsketch.solvers.result import FitResult, save_result
 from dsketch.store import open_problem, outputs
 
 logger = logging.getLogger("dsketch")
@@ -46,6 +47,41 @@ def _pass_seconds(spec, client, x: np.ndarray, repeats: int = 3) -> float:
         times.append(time.perf_counter() - t0)
     engine.close()
     return statistics.median(times)
+
+
+def _make_and_fit(client: Any, out: str, model: str, params: dict[str, Any], *, n_samples: int, n_features: int,
+                  density: float, sketch: str, sketch_size: int | None, seed: int) -> FitResult:
+    """Write the demo's problem for ``model`` under ``out``, fit it and save its result there."""
+    store = os.path.join(out, f"{model}.zarr")
+    t0 = time.perf_counter()
+    spec = make_problem(
+        store, model=model, n_samples=n_samples, n_features=n_features,
+        density=density, seed=seed, regime="weak", model_params=params,
+        overwrite=True, client=client,
+    )
+    print(f"\n== {model}: wrote {store} ({spec.n_samples} x {spec.n_features}, "
+          f"nnz={spec.nnz}) in {time.perf_counter() - t0:.1f}s; sketch={sketch}")
+    res = fit(spec, model, model_params=params,
+              # the documented fixed size, as the README shows
+              curvature=Curvature(sketch, size=sketch_size, adaptive=False),
+              solver=Solver("newton", tol=1e-10, max_iter=30), cluster=client, seed=seed)
+    print(res.message)
+    save_result(res, os.path.join(out, f"{model}_result.zarr"), overwrite=True)
+    return res
+
+
+def _timing_table(results: dict[str, FitResult], bare: float) -> str:
+    """The Markdown table of each fit's median seconds an iteration against a bare pass."""
+    timing = []
+    for label, res in results.items():
+        sec = np.diff(np.asarray(res.history["seconds"]))
+        per_it = float(np.median(sec)) if sec.size else float("nan")
+        timing.append((label, per_it, res.n_passes, res.nit))
+    table = ["| fit | median s / iteration | bare pass A·x (s) | ratio | iterations | passes |",
+             "|---|---|---|---|---|---|"]
+    for label, per_it, passes, nit in timing:
+        table.append(f"| {label} | {per_it:.3f} | {bare:.3f} | {per_it / bare:.1f} | {nit} | {passes} |")
+    return "\n".join(table)
 
 
 def run_demo(
@@ -76,36 +112,14 @@ def run_demo(
     t_start = time.perf_counter()
     with connect(scheduler, n_workers=n_workers) as client:
         for model, params in (("softmax", {}), ("logistic", {"l2": 1e-4})):
-            store = os.path.join(out, f"{model}.zarr")
-            t0 = time.perf_counter()
-            spec = make_problem(
-                store, model=model, n_samples=n_samples, n_features=n_features,
-                density=density, seed=seed, regime="weak", model_params=params,
-                overwrite=True, client=client,
-            )
-            print(f"\n== {model}: wrote {store} ({spec.n_samples} x {spec.n_features}, "
-                  f"nnz={spec.nnz}) in {time.perf_counter() - t0:.1f}s; sketch={sketch}")
-            res = fit(spec, model, model_params=params,
-                      # the documented fixed size, as the README shows
-                      curvature=Curvature(sketch, size=sketch_size, adaptive=False),
-                      solver=Solver("newton", tol=1e-10, max_iter=30), cluster=client, seed=seed)
-            print(res.message)
-            save_result(res, os.path.join(out, f"{model}_result.zarr"), overwrite=True)
+            res = _make_and_fit(client, out, model, params, n_samples=n_samples, n_features=n_features,
+                                density=density, sketch=sketch, sketch_size=sketch_size, seed=seed)
             results[f"{model} ({sketch})"] = res
             lines.append(f"### {model}, sketch={sketch}\n\n```\n{res.history_table()}\n```\n")
         spec = open_problem(os.path.join(out, "logistic.zarr"))
         x = np.ones(spec.n_features)
         bare = _pass_seconds(spec, client, x)
-    timing = []
-    for label, res in results.items():
-        sec = np.diff(np.asarray(res.history["seconds"]))
-        per_it = float(np.median(sec)) if sec.size else float("nan")
-        timing.append((label, per_it, res.n_passes, res.nit))
-    table = ["| fit | median s / iteration | bare pass A·x (s) | ratio | iterations | passes |",
-             "|---|---|---|---|---|---|"]
-    for label, per_it, passes, nit in timing:
-        table.append(f"| {label} | {per_it:.3f} | {bare:.3f} | {per_it / bare:.1f} | {nit} | {passes} |")
-    text = "\n".join(table)
+    text = _timing_table(results, bare)
     print("\n" + text)
     try:
         plot_convergence(results, os.path.join(out, "convergence.png"),

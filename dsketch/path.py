@@ -27,6 +27,10 @@ from dsketch.store.memory import MemoryProblem
 #: The L1 strength of the fit at the path's start: every penalised coefficient stays 0.
 _ALL_ZERO = 1e300
 
+#: An ``alpha_max`` at or below this is 0 up to rounding (scikit-learn's ``_alpha_grid``
+#: uses the same floor): no default grid is built down from it.
+ALPHA_MAX_FLOOR = float(np.finfo(np.float64).resolution)
+
 
 @dataclass(frozen=True)
 class PathResult:
@@ -96,6 +100,24 @@ def _checked(model: Any, model_params: dict[str, Any] | None, l1_ratio: Any, alp
     return np.sort(out)[::-1]
 
 
+def _grid(a_max: float, alphas: np.ndarray | None, n_alphas: int, eps: float) -> np.ndarray:
+    """The given alphas, or the default grid down from ``a_max``; refused when ``a_max`` is
+    0 up to rounding (or not finite), where that grid would be all zeros."""
+    if alphas is not None:
+        return alphas
+    if not np.isfinite(a_max):
+        raise InvalidParameterError(f"alpha_max is {a_max}: the gradient at the null model (intercept only, or "
+                                    "all zeros) is not finite; check the data, or pass the alphas (alphas=..., "
+                                    "--alphas)")
+    if a_max <= ALPHA_MAX_FLOOR:
+        raise InvalidParameterError(f"alpha_max is 0 (up to rounding: {a_max:.3g}): the gradient of every "
+                                    "penalised coefficient vanishes at the null model (intercept only, or all "
+                                    "zeros), which is the solution at every alpha, so there is no default grid "
+                                    "down from it; check the data (targets that model fits exactly, all-zero "
+                                    "columns) or pass the alphas to fit (alphas=..., --alphas)")
+    return alpha_grid(a_max, n_alphas, eps)
+
+
 def _screen(grad: np.ndarray, x: np.ndarray, threshold: float, n_unpenalized: int) -> np.ndarray:
     """The sequential strong rule: keep coordinate j when ``|grad_j| >= threshold`` (or it
     is nonzero, or unpenalised)."""
@@ -140,7 +162,9 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
     ------
     InvalidOptionError, InvalidParameterError
         A model not given by name, ``l1`` or ``l2`` in ``model_params``, ``l1_ratio`` outside
-        (0, 1], non-positive alphas, a solver method other than proximal Newton.
+        (0, 1], non-positive alphas, a solver method other than proximal Newton; without
+        ``alphas``, an ``alpha_max`` at or below :data:`ALPHA_MAX_FLOOR` (the null model is
+        the solution at every alpha: the default grid would be all zeros) or not finite.
     """
     given = _checked(model, model_params, l1_ratio, alphas)
     sol, clu = as_solver(solver), as_cluster(cluster)
@@ -176,7 +200,7 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
     n_unpen = int(bool(fit_intercept))
     assert start.jac is not None
     a_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0)) / l1_ratio
-    grid = alpha_grid(a_max, n_alphas, eps) if alphas is None else alphas
+    grid = _grid(a_max, alphas, n_alphas, eps)
     results, screened, readmitted = [], [], []
     x, grad, prev = start.x, start.jac, a_max
     for alpha in grid:

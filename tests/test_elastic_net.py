@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression as SkLogistic
 
 import dsketch
 from dsketch.errors import InvalidOptionError, InvalidParameterError
+from dsketch.path import ALPHA_MAX_FLOOR
 
 def _logistic_data(rng, n=1500, d=25, k=5):
     A = rng.standard_normal((n, d))
@@ -223,6 +224,30 @@ def test_path_refuses_bad_settings(kwargs, error):
     A, y = _logistic_data(rng, n=50, d=3, k=1)
     with pytest.raises(error):
         dsketch.fit_path((A, y), "logistic", **kwargs)
+
+
+def _null_model_optimal_data():
+    """Logistic data whose zero model has an exactly zero gradient: every row twice, once
+    with label 0 and once with label 1 (small integers: the sums are exact)."""
+    rng = np.random.default_rng(12)
+    half = rng.integers(-2, 3, size=(40, 4)).astype(float)
+    A = np.vstack([half, half])
+    y = np.concatenate([np.zeros(40), np.ones(40)])
+    assert not np.any(A.T @ (expit(np.zeros(80)) - y))  # 0 is the optimum for every alpha
+    return A, y
+
+
+def test_path_refuses_a_default_grid_when_alpha_max_is_zero():
+    A, y = _null_model_optimal_data()
+    with pytest.raises(InvalidParameterError, match=r"alpha_max is 0 .*alphas="):
+        dsketch.fit_path((A, y), "logistic", n_alphas=4)
+
+
+def test_path_with_given_alphas_when_alpha_max_is_zero_is_the_zero_model():
+    A, y = _null_model_optimal_data()
+    path = dsketch.fit_path((A, y), "logistic", alphas=[1.0, 0.1])
+    assert path.success and path.alpha_max <= ALPHA_MAX_FLOOR
+    np.testing.assert_array_equal(path.coef, np.zeros((2, 4)))
 
 
 # ------------------------------------------------------------------------ estimators

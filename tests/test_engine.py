@@ -279,3 +279,24 @@ def test_embedded_cluster_workers_reuse_freed_memory(client1):
     # the discriminating case: a plain LocalCluster's worker, under Dask's default environment
     if list(client1.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == ["65536"]:
         assert client1.submit(_page_faults_of_array_churn, pure=False).result() > 5000
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_block_matvec_takes_exactly_d_times_outputs_coefficients(sparse):
+    """``A_b x`` against NumPy's dense product: d coefficients for a single-output model,
+    d * K (row-major d x K) for K outputs; any other length is refused, never reshaped."""
+    from dsketch.engine import tasks
+    from dsketch.errors import DSketchError
+    from dsketch.store.blocks import Block
+
+    rng = np.random.default_rng(11)
+    dense = rng.standard_normal((40, 5))
+    blk = Block(A=sp.csr_matrix(dense) if sparse else dense, b=np.ones(40), w=None)
+    x = rng.standard_normal(5)
+    np.testing.assert_allclose(tasks.matvec(blk, x), dense @ x, rtol=1e-13)
+    X = rng.standard_normal((5, 3))
+    np.testing.assert_allclose(tasks.matvec(blk, X.ravel(), 3), dense @ X, rtol=1e-13)
+    for bad, outputs in ((rng.standard_normal(10), 1), (rng.standard_normal(4), 1), (X.ravel(), 1),
+                         (x, 3), (rng.standard_normal(20), 3)):
+        with pytest.raises(DSketchError, match="coefficients"):
+            tasks.matvec(blk, bad, outputs)

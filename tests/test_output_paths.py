@@ -97,6 +97,22 @@ def test_fit_out_onto_another_problem_store_is_refused(client, tmp_path):
     assert _digest(other) == before and open_problem(other).n_samples == 300
 
 
+@pytest.mark.parametrize("where", ["inside", "same", "link-inside"])
+def test_path_out_inside_or_onto_the_data_store_is_refused_before_the_fit(tmp_path, capsys, where):
+    """``dsketch path --out`` inside the data store (directly or through a symlink) once
+    wrote its .npz into the store; like ``fit --out`` it is refused before any fit."""
+    store = _problem(tmp_path / ("data.npz" if where == "same" else "data.zarr"))
+    before = _digest(store)
+    out = {"inside": os.path.join(store, "path.npz"), "same": store, "link-inside": str(tmp_path / "link.npz")}[where]
+    if where == "link-inside":
+        os.symlink(os.path.join(store, "path.npz"), out)
+    argv = ["path", "--model", "logistic", "--data", store, "--out", out, "--alphas", "0.1", "--overwrite"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dsketch path: error:") and "--data" in err[0], err
+    assert _digest(store) == before
+
+
 @pytest.mark.parametrize("what", ["file", "directory"])
 def test_fit_out_onto_file_or_directory_is_refused_before_the_fit(client, tmp_path, what):
     """Once refused only when the result was saved, after the whole fit (checkpoint left behind)."""

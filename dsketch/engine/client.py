@@ -416,6 +416,64 @@ def _open_client(address: str, security: Security, timeout: float) -> Client:
 EMBEDDED_WORKERS = 2
 
 
+def _join(address: str, sec: Security, wait: float) -> Client:
+    """A client of the scheduler at ``address`` (credentials checked, the scheduler probed,
+    a worker waited for), its dashboard logged; see :func:`connect`."""
+    check_security(address, sec)
+    probe_scheduler(address, wait)
+    client = _open_client(address, sec, wait)
+    try:
+        wait_for_workers(client, address, wait)
+    except BaseException:
+        client.close()
+        raise
+    link = dashboard_link(client)
+    if link is None:
+        link = "none: the scheduler runs without one"
+    elif not link.startswith(("http://", "https://")) or not _reachable(link):
+        link += " - not reachable from this host (disabled, or forward its port: ssh -L)"
+    logger.info("joined scheduler %s (dashboard: %s)", address, link)
+    return client
+
+
+def _embedded_security(sec: Security) -> Security | None:
+    """The embedded cluster's TLS: temporary certificates where encryption is required."""
+    if not sec.require_encryption:
+        return None
+    try:
+        return Security.temporary()
+    except ImportError as exc:
+        raise ClusterConnectionError(
+            "encryption is required but no scheduler is named, and the embedded cluster's "
+            "temporary TLS certificates need the cryptography package: pip install "
+            "cryptography, or pass a tls:// scheduler"
+        ) from exc
+
+
+def _start_embedded(n_workers: int, threads_per_worker: int, memory_limit: str | int,
+                    cluster_security: Security | None) -> tuple[LocalCluster, Client]:
+    """Start the embedded local cluster and its client (its dashboard logged); see :func:`connect`."""
+    cluster = start_local_cluster(
+        n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        security=cluster_security,
+    )
+    try:
+        client = Client(cluster, security=cluster_security, set_as_default=False)
+    except BaseException:
+        cluster.close()
+        raise
+    link = dashboard_link(client)
+    if link and importlib.util.find_spec("bokeh") is None:
+        link += " - its plots need bokeh>=3.1"
+    logger.info(
+        "started local cluster: %d workers on 127.0.0.1%s (dashboard: %s)",
+        n_workers,
+        " over TLS" if cluster_security is not None else "",
+        link,
+    )
+    return cluster, client
+
+
 @contextlib.contextmanager
 def connect(
     scheduler: str | None = None,
@@ -467,53 +525,13 @@ def connect(
             f"an embedded cluster needs at least one worker; got n_workers={n_workers!r} (--workers)"
         )
     if address:
-        check_security(address, sec)
-        probe_scheduler(address, wait)
-        client = _open_client(address, sec, wait)
-        try:
-            wait_for_workers(client, address, wait)
-        except BaseException:
-            client.close()
-            raise
-        link = dashboard_link(client)
-        if link is None:
-            link = "none: the scheduler runs without one"
-        elif not link.startswith(("http://", "https://")) or not _reachable(link):
-            link += " - not reachable from this host (disabled, or forward its port: ssh -L)"
-        logger.info("joined scheduler %s (dashboard: %s)", address, link)
+        client = _join(address, sec, wait)
         try:
             yield client
         finally:
             client.close()
         return
-    cluster_security = None
-    if sec.require_encryption:
-        try:
-            cluster_security = Security.temporary()
-        except ImportError as exc:
-            raise ClusterConnectionError(
-                "encryption is required but no scheduler is named, and the embedded cluster's "
-                "temporary TLS certificates need the cryptography package: pip install "
-                "cryptography, or pass a tls:// scheduler"
-            ) from exc
-    cluster = start_local_cluster(
-        n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-        security=cluster_security,
-    )
-    try:
-        client = Client(cluster, security=cluster_security, set_as_default=False)
-    except BaseException:
-        cluster.close()
-        raise
-    link = dashboard_link(client)
-    if link and importlib.util.find_spec("bokeh") is None:
-        link += " - its plots need bokeh>=3.1"
-    logger.info(
-        "started local cluster: %d workers on 127.0.0.1%s (dashboard: %s)",
-        n_workers,
-        " over TLS" if cluster_security is not None else "",
-        link,
-    )
+    cluster, client = _start_embedded(n_workers, threads_per_worker, memory_limit, _embedded_security(sec))
     try:
         yield client
     finally:

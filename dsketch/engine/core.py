@@ -237,11 +237,12 @@ class Engine:
         self.n_passes += 1
         return model.init_coef(total, d)
 
-    def matvec(self, p: np.ndarray) -> list[Future]:
-        """``A p`` as per-block futures (one pass)."""
+    def matvec(self, p: np.ndarray, n_outputs: int = 1) -> list[Future]:
+        """``A p`` as per-block futures (one pass); ``p`` holds ``d * n_outputs`` coefficients
+        (a K-output model's, row-major ``d x K``)."""
         ps = self._share(np.asarray(p, dtype=np.float64))
         self.n_passes += 1
-        return [self._submit(tasks.matvec, src, ps) for src in self._sources]
+        return [self._submit(tasks.matvec, src, ps, int(n_outputs)) for src in self._sources]
 
     def advance(self, ap: list[Future], t: float) -> None:
         """Update the cached predictor to ``A (x + t p)`` without reading A."""

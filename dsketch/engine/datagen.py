@@ -10,6 +10,7 @@ final name only when everything is written (the builder's atomic commit).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,104 @@ def _target_task(
     return int(b.size)
 
 
+@dataclass(frozen=True)
+class _Generation:
+    """What every block task of :func:`make_problem` needs: the seed, the row blocks, the
+    shape, the density (None: dense), the planted solution, the row weight and the noise."""
+
+    seed: int
+    bounds: list[tuple[int, int]]
+    n_samples: int
+    n_features: int
+    density: float | None
+    x_planted: np.ndarray
+    w_value: float | None
+    noise: float
+
+
+def _generator_model(model: str, model_params: dict[str, Any] | None, density: float | None, regime: str,
+                     n_outputs: int) -> Model:
+    """The bound model whose targets are drawn (a paired model with ``n_outputs`` targets),
+    after the checks of the generator's settings."""
+    if density is not None and not 0.0 < density <= 1.0:
+        raise InvalidParameterError(f"density must lie in (0, 1]; got {density}")
+    if regime not in ("weak", "strong"):
+        raise InvalidParameterError(f"regime must be 'weak' or 'strong'; got {regime!r}")
+    mdl = get_model(model, **(model_params or {}))
+    if isinstance(mdl, PairedModel):
+        if n_outputs < 1:
+            raise InvalidParameterError(f"n_outputs must be a positive integer; got {n_outputs}")
+        mdl = get_model(model, **(model_params or {}), targets=np.zeros(n_outputs))
+    return mdl
+
+
+def _row_offsets(client: Client, gen: _Generation) -> tuple[np.ndarray, int | None]:
+    """Each block's first entry in the CSR arrays and the stored entries (sparse), or zeros
+    and None (dense)."""
+    if gen.density is None:
+        return np.zeros(len(gen.bounds) + 1, dtype=np.int64), None
+    counts = client.gather(
+        [
+            client.submit(_count_task, gen.seed, k, r1 - r0, gen.n_features, gen.density, pure=False)
+            for k, (r0, r1) in enumerate(gen.bounds)
+        ]
+    )
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    nnz = int(offsets[-1])
+    if nnz == 0:
+        raise InvalidParameterError(f"density {gen.density} gave a matrix without non-zeros; raise it")
+    return offsets, nnz
+
+
+def _generator_attrs(mdl: Model, model_params: dict[str, Any] | None, gen: _Generation, regime: str,
+                     n_outputs: int) -> dict[str, Any]:
+    """The store's ``dsketch`` attributes: the generator's settings and ``x_planted``."""
+    return {
+        "dsketch": {
+            "generator": "dsketch make-data",
+            "model": mdl.name,
+            "model_params": dict(model_params or {}),
+            "x_planted": gen.x_planted.tolist(),
+            "seed": gen.seed,
+            "regime": regime if mdl.uses_w else None,
+            "noise": gen.noise,
+            "density": gen.density,
+            **({"n_outputs": n_outputs} if isinstance(mdl, PairedModel) else {}),
+        }
+    }
+
+
+def _write_blocks(client: Client, builder: ProblemBuilder, mdl: Model, gen: _Generation,
+                  offsets: np.ndarray) -> None:
+    """Write A (and w) block by block, then the targets drawn with the model's global
+    scalars: row-aligned ``b`` block by block, or a paired model's ``global/b``."""
+    xp = client.scatter(gen.x_planted, broadcast=True, hash=False)
+    design = [
+        client.submit(
+            _design_task, builder, mdl, gen.seed, k, r0, r1 - r0, gen.n_features, gen.density,
+            int(offsets[k]), xp, gen.w_value, gen.n_samples, pure=False,
+        )
+        for k, (r0, r1) in enumerate(gen.bounds)
+    ]
+    metas = client.gather([client.submit(_meta, f, pure=False) for f in design])
+    if gen.density is not None:
+        builder.write_edges([e for e, _ in metas])
+    stats = metas[0][1]
+    for _, s in metas[1:]:
+        stats = mdl.merge_stats(stats, s)
+    scalars = mdl.scalars(stats)
+    if isinstance(mdl, PairedModel):
+        targets = mdl.sample_targets(scalars, _block_rng(gen.seed, 2**31, 5), noise=gen.noise)
+        builder.write_global("b", targets)
+    else:
+        client.gather(
+            [
+                client.submit(_target_task, builder, mdl, gen.seed, k, r0, f, scalars, gen.noise, pure=False)
+                for k, ((r0, _), f) in enumerate(zip(gen.bounds, design, strict=True))
+            ]
+        )
+
+
 def make_problem(
     path: str,
     *,
@@ -176,46 +275,13 @@ def make_problem(
         return make_teacher_student(path, n_samples=n_samples, n_features=n_features, client=client, seed=seed,
                                     noise=noise, overwrite=overwrite, block_rows=block_rows,
                                     **(model_params or {}))
-    if density is not None and not 0.0 < density <= 1.0:
-        raise InvalidParameterError(f"density must lie in (0, 1]; got {density}")
-    if regime not in ("weak", "strong"):
-        raise InvalidParameterError(f"regime must be 'weak' or 'strong'; got {regime!r}")
-    mdl = get_model(model, **(model_params or {}))
+    mdl = _generator_model(model, model_params, density, regime, n_outputs)
     paired = isinstance(mdl, PairedModel)
-    if paired:
-        if n_outputs < 1:
-            raise InvalidParameterError(f"n_outputs must be a positive integer; got {n_outputs}")
-        mdl = get_model(model, **(model_params or {}), targets=np.zeros(n_outputs))
     x_planted = _block_rng(seed, 2**31, 3).standard_normal(n_features)
     w_value = float(mdl.default_w(n_samples, regime)) if mdl.uses_w else None
-    bounds = row_blocks(n_samples, block_rows)
-    if density is not None:
-        counts = client.gather(
-            [
-                client.submit(_count_task, seed, k, r1 - r0, n_features, density, pure=False)
-                for k, (r0, r1) in enumerate(bounds)
-            ]
-        )
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        nnz = int(offsets[-1])
-        if nnz == 0:
-            raise InvalidParameterError(f"density {density} gave a matrix without non-zeros; raise it")
-    else:
-        offsets = np.zeros(len(bounds) + 1, dtype=np.int64)
-        nnz = None
-    attrs = {
-        "dsketch": {
-            "generator": "dsketch make-data",
-            "model": mdl.name,
-            "model_params": dict(model_params or {}),
-            "x_planted": x_planted.tolist(),
-            "seed": seed,
-            "regime": regime if mdl.uses_w else None,
-            "noise": noise,
-            "density": density,
-            **({"n_outputs": n_outputs} if paired else {}),
-        }
-    }
+    gen = _Generation(seed=seed, bounds=row_blocks(n_samples, block_rows), n_samples=n_samples,
+                      n_features=n_features, density=density, x_planted=x_planted, w_value=w_value, noise=noise)
+    offsets, nnz = _row_offsets(client, gen)
     builder = ProblemBuilder.create(
         path,
         n_samples=n_samples,
@@ -225,39 +291,14 @@ def make_problem(
         has_w=w_value is not None,
         has_b=not paired,
         extra={"A2T": ((n_outputs,), "float64")} if paired else None,
-        attrs=attrs,
+        attrs=_generator_attrs(mdl, model_params, gen, regime, n_outputs),
         overwrite=overwrite,
         # a power of two, so it divides the generation blocks and the engine's blocks
         chunk_rows=min(block_rows, default_chunk_rows(n_features, n_samples=n_samples,
                                                       density=1.0 if density is None else density)),
     )
     try:
-        xp = client.scatter(x_planted, broadcast=True, hash=False)
-        design = [
-            client.submit(
-                _design_task, builder, mdl, seed, k, r0, r1 - r0, n_features, density,
-                int(offsets[k]), xp, w_value, n_samples, pure=False,
-            )
-            for k, (r0, r1) in enumerate(bounds)
-        ]
-        metas = client.gather([client.submit(_meta, f, pure=False) for f in design])
-        if density is not None:
-            builder.write_edges([e for e, _ in metas])
-        stats = metas[0][1]
-        for _, s in metas[1:]:
-            stats = mdl.merge_stats(stats, s)
-        scalars = mdl.scalars(stats)
-        if paired:
-            targets = mdl.sample_targets(scalars, _block_rng(seed, 2**31, 5), noise=noise)
-            builder.write_global("b", targets)
-        else:
-            client.gather(
-                [
-                    client.submit(_target_task, builder, mdl, seed, k, r0, f, scalars, noise, pure=False)
-                    for k, ((r0, _), f) in enumerate(zip(bounds, design, strict=True))
-                ]
-            )
-        del design
+        _write_blocks(client, builder, mdl, gen, offsets)
         spec = builder.commit()
     except BaseException:
         builder.abort()

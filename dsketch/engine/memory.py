@@ -127,6 +127,172 @@ def _osnap_rows(sketch_params: dict[str, Any] | None, d: int) -> int:
 DRIVER_BYTES_PER_BLOCK = 160 * 1024
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What every term of :func:`estimate_memory` is priced from: the row blocking, the share
+    of the busiest worker, the curvature and the bytes of one block (see there)."""
+
+    n: int
+    d: int
+    k: int
+    sparse: bool
+    n_blocks: int
+    rows_b: int
+    bpw: int
+    inflight: int
+    sketch: str
+    s: int
+    keys: int
+    nnz_b: int
+    block: int
+    raw: int
+    scaled: int
+    vectors: int
+    gram: int
+    state: int
+
+
+def _block_sizes(n: int, spec: ProblemSpec, block_rows: int | None,
+                 bounds: list[tuple[int, int]] | None) -> list[int]:
+    """Rows of each block: of ``bounds`` when given, else of the engine's blocking."""
+    from dsketch.engine.core import auto_block_rows
+
+    if bounds is not None:
+        return [int(b) - int(a) for a, b in bounds]
+    br = int(auto_block_rows(spec) if block_rows is None else block_rows)
+    return [r1 - r0 for r0, r1 in row_blocks(n, br)]
+
+
+def _block_bytes(spec: ProblemSpec, n: int, d: int, rows_b: int, n_blocks: int) -> tuple[int, int, int, int]:
+    """One block's stored entries, its float64 bytes as read, the raw values it is cast from
+    and its row-scaled copy."""
+    if spec.sparse:
+        nnz_b = math.ceil(spec.nnz / n * rows_b) if n_blocks > 1 else int(spec.nnz)
+        idx = 8 if (spec.index_dtype or "int64").endswith("64") else 4
+        block = nnz_b * (F8 + idx) + (rows_b + 1) * 8
+        raw = nnz_b * (F8 + idx) if spec.dtype != "float64" or idx != 8 else 0
+        scaled = nnz_b * F8  # a row-scaled copy of the values (indices shared)
+    else:
+        nnz_b = rows_b * d
+        block = rows_b * d * F8
+        raw = rows_b * d * (1 + (0 if spec.dtype == "float64" else 4))  # finiteness mask, float32 read
+        scaled = rows_b * d * F8
+    return nnz_b, block, raw, scaled
+
+
+def _layout(spec: ProblemSpec, *, sketch: str, sketch_size: int | None, solver: str, block_rows: int | None,
+            bounds: list[tuple[int, int]] | None, n_workers: int, threads: int, model: Any,
+            rank: int | None) -> _Layout:
+    """The :class:`_Layout` of a fit (arguments as :func:`estimate_memory`'s)."""
+    n, d = max(int(spec.n_samples), 1), int(spec.n_features)
+    k = int(rank if rank is not None else getattr(model, "rank", 0) or 0)
+    sizes = _block_sizes(n, spec, block_rows, bounds)
+    n_blocks, rows_b = len(sizes), max(sizes)
+    n_workers, threads = max(int(n_workers), 1), max(int(threads), 1)
+    bpw = math.ceil(n_blocks / n_workers)
+    rows_w = min(n, bpw * rows_b)
+    nnz_b, block, raw, scaled = _block_bytes(spec, n, d, rows_b, n_blocks)
+    outputs = int(getattr(model, "n_outputs", 1) or 1)
+    return _Layout(
+        n=n, d=d, k=k, sparse=bool(spec.sparse), n_blocks=n_blocks, rows_b=rows_b, bpw=bpw, inflight=min(threads, bpw),
+        sketch="none" if solver in ("gd", "lbfgs") else sketch,  # first-order: no curvature
+        s=int(sketch_size or 1), keys=1 if _nonnegative_curvature(model) else 2,
+        nnz_b=nnz_b, block=block, raw=raw, scaled=scaled,
+        # eta, b, w, norms, r, D, trial losses, U and A^T-side copies (eta, r, D: n x K for K outputs)
+        vectors=rows_b * F8 * (8 + 2 * k + 6 * (outputs - 1)),
+        gram=d * d * F8 * _grams_per_output(model, outputs),
+        state=rows_w * F8 * (6 + k),
+    )
+
+
+def _block_partial(L: _Layout, sketch_params: dict[str, Any] | None) -> tuple[int, int]:
+    """The partial a block returns for the curvature pass, and what making it costs on top."""
+    d, gram = L.d, L.gram
+    if L.sketch in ("exact", *SAMPLERS):
+        partial = gram
+        kept = L.rows_b if L.sketch == "exact" else min(L.rows_b, math.ceil(L.s * L.rows_b / L.n) * 2 + 16)
+        make = (2 * gram if not L.sparse else 0) + (kept * d * F8 if not L.sparse else kept * 12 * max(
+            L.nnz_b // L.rows_b, 1))
+        if L.sketch == "leverage":
+            make += L.rows_b * F8 * min(d, int((sketch_params or {}).get("jl_dim", 32)) + 1)
+    elif L.sketch in EMBEDDINGS:
+        partial = L.keys * L.s * d * F8
+        if L.sketch == "gaussian":  # the accumulator, one product and the scaled copy, per key
+            chunk = min(64 * 2**20, L.rows_b * L.s * 32)
+            make = L.keys * (L.scaled + L.s * d * F8) + chunk + L.s * d * F8
+        else:  # CountSketch: S_b Y as a sparse matrix, then dense
+            make = L.keys * (L.scaled + min(L.nnz_b, L.s * d) * 16)
+    else:  # gradient only
+        partial, make = 0, 0
+    return partial + d * F8 * (2 + L.k), make  # gradient and A^T U
+
+
+def _worker_phase(L: _Layout, part: int, make: int, gram_partial: bool, split_every: int) -> dict[str, int]:
+    """A worker's terms during one pass whose blocks each return ``part`` bytes."""
+    return {
+        "blocks in flight (read + casts)": L.inflight * (L.block + L.raw),
+        "per-row state": L.state,
+        "task temporaries": L.inflight * (L.vectors + make),
+        "partials held for the reduction": L.bpw * part,
+        # a reduction node's inputs and running sum; with one block, the buffers of sending
+        # its partial to the driver (measured: about two copies of a d x d Gram, half of one
+        # for an embedding)
+        "reduction fan-in / sending": (min(split_every, L.n_blocks) + 2) * part if L.n_blocks > 1
+        else (2 * part if gram_partial else part // 2),
+    }
+
+
+def _worker_parts(L: _Layout, *, persist: bool, split_every: int,
+                  sketch_params: dict[str, Any] | None) -> dict[str, int]:
+    """The busiest worker's terms: the curvature pass, or a leverage sketch's preliminary
+    pass for the scores when that is the larger; plus its share of persisted blocks."""
+    partial, make = _block_partial(L, sketch_params)
+    parts = _worker_phase(L, partial, make, L.sketch not in EMBEDDINGS, split_every)
+    if L.sketch == "leverage":
+        if _leverage_mode(sketch_params, L.d) == "exact":
+            pre = _worker_phase(L, L.gram, 0 if L.sparse else 2 * L.gram + L.scaled, True, split_every)
+        else:
+            m = _osnap_rows(sketch_params, L.d)
+            pre = _worker_phase(L, m * L.d * F8, (min(4 * L.nnz_b, m * L.d) * 16) if L.sparse else 0, False,
+                                split_every)
+        if sum(pre.values()) > sum(parts.values()):
+            parts = pre
+    if persist:
+        parts["persisted blocks"] = L.bpw * L.block
+    return parts
+
+
+def _driver_parts(L: _Layout, sketch_params: dict[str, Any] | None) -> dict[str, int]:
+    """The driver's terms: the reduced partial, the Newton step's ``d x d`` matrices, the
+    low-rank part, a leverage sketch's stage, vectors and the client's task records."""
+    d, gram = L.d, L.gram
+    parts: dict[str, int] = {}
+    if L.sketch in EMBEDDINGS:
+        parts["reduced embedding"] = L.keys * L.s * d * F8
+        parts["curvature matrices (d x d)"] = 4 * gram
+    elif L.sketch == "none":
+        parts["curvature matrices (d x d)"] = 3 * gram
+    else:
+        parts["reduced Gram"] = gram
+        # the sketch's result, the Hessian, its symmetrised copy, the factor; a fused pass keeps
+        # the previous iterate's Hessian while it assembles the next
+        parts["curvature matrices (d x d)"] = 4 * gram
+    if L.k:
+        parts["low-rank part"] = 2 * d * L.k * F8 + gram
+    if L.sketch == "leverage":
+        if _leverage_mode(sketch_params, d) == "exact":
+            pre = 4 * gram
+        else:
+            m = _osnap_rows(sketch_params, d)
+            pre = 3 * m * d * F8 + 2 * gram  # the embedding, SVD's copy and U, V^T and T
+        parts["leverage scores' stage"] = max(0, pre - sum(parts.values()))
+    parts["vectors"] = d * F8 * 16
+    # the client's records of each block's tasks and their messages, whatever d is (measured
+    # on a 20,000-row store in 20 blocks against one: 3.2 MiB more at d = 50, 200 and 400)
+    parts["task bookkeeping"] = L.n_blocks * DRIVER_BYTES_PER_BLOCK
+    return parts
+
+
 def estimate_memory(
     spec: ProblemSpec,
     *,
@@ -163,118 +329,13 @@ def estimate_memory(
     split_every : int
         Fan-in of the engine's reduction tree.
     """
-    from dsketch.engine.core import auto_block_rows
-
-    n, d = max(int(spec.n_samples), 1), int(spec.n_features)
-    k = int(rank if rank is not None else getattr(model, "rank", 0) or 0)
-    if bounds is not None:
-        sizes = [int(b) - int(a) for a, b in bounds]
-    else:
-        br = int(auto_block_rows(spec) if block_rows is None else block_rows)
-        sizes = [r1 - r0 for r0, r1 in row_blocks(n, br)]
-    n_blocks = len(sizes)
-    rows_b = max(sizes)
-    n_workers, threads = max(int(n_workers), 1), max(int(threads), 1)
-    bpw = math.ceil(n_blocks / n_workers)
-    rows_w = min(n, bpw * rows_b)
-    inflight = min(threads, bpw)
-    if solver in ("gd", "lbfgs"):  # first-order: no curvature
-        sketch = "none"
-    s = int(sketch_size or 1)
-    keys = 1 if _nonnegative_curvature(model) else 2
-
-    # ---- one block as read (float64) and the raw values it is cast from
-    if spec.sparse:
-        nnz_b = math.ceil(spec.nnz / n * rows_b) if n_blocks > 1 else int(spec.nnz)
-        idx = 8 if (spec.index_dtype or "int64").endswith("64") else 4
-        block = nnz_b * (F8 + idx) + (rows_b + 1) * 8
-        raw = nnz_b * (F8 + idx) if spec.dtype != "float64" or idx != 8 else 0
-        scaled = nnz_b * F8  # a row-scaled copy of the values (indices shared)
-    else:
-        nnz_b = rows_b * d
-        block = rows_b * d * F8
-        raw = rows_b * d * (1 + (0 if spec.dtype == "float64" else 4))  # finiteness mask, float32 read
-        scaled = rows_b * d * F8
-    outputs = int(getattr(model, "n_outputs", 1) or 1)
-    # eta, b, w, norms, r, D, trial losses, U and A^T-side copies (eta, r, D: n x K for K outputs)
-    vectors = rows_b * F8 * (8 + 2 * k + 6 * (outputs - 1))
-
-    gram = d * d * F8 * _grams_per_output(model, outputs)
-    # the partial a block returns, and what making it costs on top
-    if sketch in ("exact", *SAMPLERS):
-        partial = gram
-        kept = rows_b if sketch == "exact" else min(rows_b, math.ceil(s * rows_b / n) * 2 + 16)
-        make = (2 * gram if not spec.sparse else 0) + (kept * d * F8 if not spec.sparse else kept * 12 * max(
-            nnz_b // rows_b, 1))
-        if sketch == "leverage":
-            make += rows_b * F8 * min(d, int((sketch_params or {}).get("jl_dim", 32)) + 1)
-    elif sketch in EMBEDDINGS:
-        partial = keys * s * d * F8
-        if sketch == "gaussian":  # the accumulator, one product and the scaled copy, per key
-            chunk = min(64 * 2**20, rows_b * s * 32)
-            make = keys * (scaled + s * d * F8) + chunk + s * d * F8
-        else:  # CountSketch: S_b Y as a sparse matrix, then dense
-            make = keys * (scaled + min(nnz_b, s * d) * 16)
-    else:  # gradient only
-        partial, make = 0, 0
-    partial += d * F8 * (2 + k)  # gradient and A^T U
-    state = rows_w * F8 * (6 + k)
-
-    def phase(part: int, make_: int, gram_partial: bool) -> dict[str, int]:
-        return {
-            "blocks in flight (read + casts)": inflight * (block + raw),
-            "per-row state": state,
-            "task temporaries": inflight * (vectors + make_),
-            "partials held for the reduction": bpw * part,
-            # a reduction node's inputs and running sum; with one block, the buffers of sending
-            # its partial to the driver (measured: about two copies of a d x d Gram, half of one
-            # for an embedding)
-            "reduction fan-in / sending": (min(split_every, n_blocks) + 2) * part if n_blocks > 1
-            else (2 * part if gram_partial else part // 2),
-        }
-
-    parts_w = phase(partial, make, sketch not in EMBEDDINGS)
-    if sketch == "leverage":  # the preliminary pass for the scores, when it is the larger
-        if _leverage_mode(sketch_params, d) == "exact":
-            pre = phase(gram, 0 if spec.sparse else 2 * gram + scaled, True)
-        else:
-            m = _osnap_rows(sketch_params, d)
-            pre = phase(m * d * F8, (min(4 * nnz_b, m * d) * 16) if spec.sparse else 0, False)
-        if sum(pre.values()) > sum(parts_w.values()):
-            parts_w = pre
-    if persist:
-        parts_w["persisted blocks"] = bpw * block
-    worker = sum(parts_w.values())
-
-    # ---- driver
-    parts_d: dict[str, int] = {}
-    if sketch in EMBEDDINGS:
-        parts_d["reduced embedding"] = keys * s * d * F8
-        parts_d["curvature matrices (d x d)"] = 4 * gram
-    elif sketch == "none":
-        parts_d["curvature matrices (d x d)"] = 3 * gram
-    else:
-        parts_d["reduced Gram"] = gram
-        # the sketch's result, the Hessian, its symmetrised copy, the factor; a fused pass keeps
-        # the previous iterate's Hessian while it assembles the next
-        parts_d["curvature matrices (d x d)"] = 4 * gram
-    if k:
-        parts_d["low-rank part"] = 2 * d * k * F8 + gram
-    if sketch == "leverage":
-        if _leverage_mode(sketch_params, d) == "exact":
-            pre = 4 * gram
-        else:
-            m = _osnap_rows(sketch_params, d)
-            pre = 3 * m * d * F8 + 2 * gram  # the embedding, SVD's copy and U, V^T and T
-        parts_d["leverage scores' stage"] = max(0, pre - sum(parts_d.values()))
-    parts_d["vectors"] = d * F8 * 16
-    # the client's records of each block's tasks and their messages, whatever d is (measured
-    # on a 20,000-row store in 20 blocks against one: 3.2 MiB more at d = 50, 200 and 400)
-    parts_d["task bookkeeping"] = n_blocks * DRIVER_BYTES_PER_BLOCK
-    driver = sum(parts_d.values())
-    return MemoryEstimate(driver_bytes=int(driver), worker_bytes=int(worker), driver_parts=parts_d,
-                          worker_parts=parts_w, sketch=sketch, sketch_size=s, solver=solver, n_blocks=n_blocks,
-                          blocks_per_worker=bpw, threads=threads)
+    L = _layout(spec, sketch=sketch, sketch_size=sketch_size, solver=solver, block_rows=block_rows, bounds=bounds,
+                n_workers=n_workers, threads=threads, model=model, rank=rank)
+    parts_w = _worker_parts(L, persist=persist, split_every=split_every, sketch_params=sketch_params)
+    parts_d = _driver_parts(L, sketch_params)
+    return MemoryEstimate(driver_bytes=int(sum(parts_d.values())), worker_bytes=int(sum(parts_w.values())),
+                          driver_parts=parts_d, worker_parts=parts_w, sketch=L.sketch, sketch_size=L.s, solver=solver,
+                          n_blocks=L.n_blocks, blocks_per_worker=L.bpw, threads=max(int(threads), 1))
 
 
 # ------------------------------------------------------------------ limits

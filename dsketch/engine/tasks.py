@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from dask.sizeof import sizeof
 
-from dsketch.errors import StoreFormatError
+from dsketch.errors import InvalidParameterError, StoreFormatError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import Block, ProblemSpec, read_block
 from dsketch.store.blocks import ALIGNMENT, aligned
@@ -141,12 +141,22 @@ def map_block(fn: Any, source: Source | Block, r0: int, *args: Any) -> Any:
     return fn(load(source), r0, *args)
 
 
-def _matvec(A: Any, x: FloatArray) -> FloatArray:
-    """``A x``; for a multi-output model's flat ``d * K`` coefficients the ``n x K`` product
-    ``A X`` with ``X = x.reshape(d, K)`` (row-major, as :attr:`Model.n_outputs` documents)."""
+def _outputs(model: Model | None) -> int:
+    """Columns of a model's predictor (:attr:`Model.n_outputs`; 1 without a model)."""
+    return 1 if model is None else int(getattr(model, "n_outputs", 1))
+
+
+def _matvec(A: Any, x: FloatArray, n_outputs: int = 1) -> FloatArray:
+    """``A x`` for ``d`` coefficients ``x``; for a model with ``n_outputs = K > 1`` its flat
+    ``d * K`` coefficients give the ``n x K`` product ``A X`` with ``X = x.reshape(d, K)``
+    (row-major, as :attr:`Model.n_outputs` documents). Any other length is refused."""
     d = A.shape[1]
-    if x.ndim == 1 and x.size != d:
-        return np.asarray(A @ x.reshape(d, -1), dtype=np.float64)
+    if x.ndim != 1 or x.size != d * n_outputs:
+        raise InvalidParameterError(
+            f"{x.size} coefficients (shape {x.shape}) do not fit a block of {d} columns and a model of "
+            f"{n_outputs} output(s): pass a flat vector of {d * n_outputs} coefficients")
+    if n_outputs > 1:
+        return np.asarray(A @ x.reshape(d, n_outputs), dtype=np.float64)
     return np.asarray(A @ x, dtype=np.float64).ravel()
 
 
@@ -167,7 +177,7 @@ def init_rows(source: Source | Block, r0: int, x: FloatArray, model: Model | Non
     data = blk.b if model is None else model.row_data(blk)
     return RowState(
         r0=r0,
-        eta=_matvec(blk.A, x),
+        eta=_matvec(blk.A, x, _outputs(model)),
         b=None if data is None else np.asarray(data, dtype=np.float64),
         w=None if blk.w is None else np.asarray(blk.w, dtype=np.float64),
         rownorm2=_row_norms2(blk.A),
@@ -180,9 +190,9 @@ def init_terms(model: Model, source: Source | Block) -> Any:
     return model.init_terms(blk.A, np.asarray(model.row_data(blk), dtype=np.float64), blk.w)
 
 
-def matvec(source: Source | Block, p: FloatArray) -> FloatArray:
-    """``A_b p`` (one pass over the block)."""
-    return _matvec(load(source).A, p)
+def matvec(source: Source | Block, p: FloatArray, n_outputs: int = 1) -> FloatArray:
+    """``A_b p`` (one pass over the block) for a model of ``n_outputs`` outputs."""
+    return _matvec(load(source).A, p, n_outputs)
 
 
 def advance(rows: RowState, ap: FloatArray, t: float) -> RowState:
@@ -324,7 +334,7 @@ def fused_step(
         # internal: the solver always puts the full step first
         raise ValueError(f"the first trial step of a fused pass must be 1; got {ts[0]!r}")
     A = load(source).A
-    ap = _matvec(A, p)
+    ap = _matvec(A, p, _outputs(model))
     vals = np.empty(len(ts))
     with np.errstate(over="ignore", invalid="ignore"):
         for j, t in enumerate(ts):
@@ -367,7 +377,7 @@ def check_targets(model: Model, rows: RowState) -> int:
 def hessvec(model: Model, source: Source | Block, rows: RowState, scalars: Scalars, v: FloatArray) -> FloatArray:
     """``A_b^T (D * (A_b v))``: the block's share of the diagonal part of ``H v`` (one read of A)."""
     A = load(source).A
-    return _rmatvec(A, model.hessvec_rows(rows.eta, rows.b, rows.w, scalars, _matvec(A, v)))
+    return _rmatvec(A, model.hessvec_rows(rows.eta, rows.b, rows.w, scalars, _matvec(A, v, _outputs(model))))
 
 
 def inference_block(model: Model, source: Source | Block, x: FloatArray, groups: str | None) -> dict[str, Any]:
@@ -387,7 +397,7 @@ def inference_block(model: Model, source: Source | Block, x: FloatArray, groups:
     blk = load(source)
     A = blk.A
     data = np.asarray(model.row_data(blk), dtype=np.float64)
-    eta = _matvec(A, x)
+    eta = _matvec(A, x, _outputs(model))
     d1, d2, pearson, keep = model.inference_rows(eta, data)  # type: ignore[attr-defined]
     s = split_rows(data)[1]
     out: dict[str, Any] = {
@@ -434,7 +444,7 @@ def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) 
     import zarr
 
     blk = load(source)
-    eta = _matvec(blk.A, x)
+    eta = _matvec(blk.A, x, _outputs(model))
     offset = blk.extra.get("offset")
     if offset is not None:
         o = np.asarray(offset, dtype=np.float64)

@@ -39,17 +39,8 @@ from dsketch.sketch import SketchContext
 from dsketch.sketch.per_output import PerOutput
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
 from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, min_norm_subgradient, wants_curvature
-from dsketch.solvers.result import (
-    HISTORY_COLUMNS,
-    STATUS_MESSAGES,
-    SUCCESS,
-    TABLE_HEADER,
-    FitResult,
-    NewtonState,
-    Status,
-    format_row,
-    outside_stacklevel,
-)
+from dsketch.solvers.record import RunRecord, checkpoint_of, resumed_fields
+from dsketch.solvers.result import STATUS_MESSAGES, SUCCESS, FitResult, NewtonState, Status, outside_stacklevel
 from dsketch.solvers.stopping import _trace, _vanished
 
 logger = logging.getLogger("dsketch")
@@ -168,19 +159,6 @@ def _add_diagonal(H: np.ndarray, ph: np.ndarray) -> None:
     k, d = H.shape[0], H.shape[1]
     idx = np.arange(d)
     H[:, idx, idx] += ph.reshape(d, k).T
-
-
-@dataclass
-class _Record:
-    """The run's history and clock (appended to, one row an iteration)."""
-
-    t0: float
-    offset: float = 0.0
-    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_COLUMNS})
-    header_logged: bool = False
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0 + self.offset
 
 
 class NewtonSolver:
@@ -376,7 +354,7 @@ class NewtonSolver:
         accepted step, or None when none satisfies the sufficient-decrease condition.
         """
         if ap is None:
-            ap = self.engine.matvec(p)
+            ap = self.engine.matvec(p, self.n_outputs)
         per_round = 4
         for j0 in range(start, self.config.max_halvings + 1, per_round):
             ts = tuple(0.5**j for j in range(j0, min(j0 + per_round, self.config.max_halvings + 1)))
@@ -502,21 +480,18 @@ class NewtonSolver:
         return ctx.info
 
     # ------------------------------------------------------------------ driver
-    def init_state(self, x0: np.ndarray | None, resume: Checkpoint | None, record: _Record) -> IterationState:
+    def init_state(self, x0: np.ndarray | None, resume: Checkpoint | None, record: RunRecord) -> IterationState:
         """The state at the start: ``x0`` (None: the model's initialiser), or the state a
         checkpoint saved (its history and clock go into ``record``)."""
         extra: dict[str, Any] = {}
         size = self.sketch_size
         if resume is not None:
             x0 = resume.x
-            extra = dict(iteration=resume.iteration, g0=resume.g0, prev_gnorm=resume.prev_gnorm, tau=resume.tau)
-            record.history = {k: [float(v) for v in resume.history[k]] for k in HISTORY_COLUMNS}
-            record.offset = resume.seconds
+            extra = resumed_fields(resume)
+            record.restore(resume)
             self.engine.n_passes = resume.n_passes
             if resume.sketch_size is not None:
                 size = int(resume.sketch_size)
-            if resume.last_dec is not None:
-                extra["last_dec"] = float(resume.last_dec)
             if resume.inner is not None and hasattr(self.inner, "load_state_dict"):
                 self.inner.load_state_dict(resume.inner)
             if resume.drawn_info is not None and self.config.fused:
@@ -534,7 +509,7 @@ class NewtonSolver:
 
         With ``resume``, continue the fit that wrote that checkpoint instead.
         """
-        record = _Record(t0=time.perf_counter())
+        record = RunRecord(t0=time.perf_counter())
         state = self.init_state(x0, resume, record)
         while True:
             state = self.update_gradient_hessian(state)
@@ -560,7 +535,7 @@ class NewtonSolver:
             self._save(state, record)
         return self.finalize(state, status, record)
 
-    def _observe(self, state: IterationState, record: _Record) -> Status | None:
+    def _observe(self, state: IterationState, record: RunRecord) -> Status | None:
         """A non-finite point stops the run; otherwise the callback sees the new iterate."""
         if not (np.isfinite(state.loss) and np.isfinite(state.grad_norm)):
             return Status.NUMERICAL_ERROR
@@ -586,8 +561,8 @@ class NewtonSolver:
             return Status.CONVERGED_LOSS
         return Status.LINE_SEARCH_FAILED
 
-    def _record(self, state: IterationState, record: _Record, dec: float, step: float) -> None:
-        row = {
+    def _record(self, state: IterationState, record: RunRecord, dec: float, step: float) -> None:
+        record.append({
             "iteration": state.iteration,
             "loss": state.loss,
             "grad_norm": state.grad_norm if state.grad is not None else np.nan,
@@ -596,31 +571,16 @@ class NewtonSolver:
             "sketch_rows": state.sketch_rows,
             "passes": self.engine.n_passes,
             "seconds": record.seconds(),
-        }
-        for k in HISTORY_COLUMNS:
-            record.history[k].append(float(row[k]))
-        if not record.header_logged:  # after the cluster is up, so its lines come first
-            logger.info("%s", TABLE_HEADER)
-            record.header_logged = True
-        logger.info("%s", format_row(row))
+        })
 
-    def _save(self, state: IterationState, record: _Record) -> None:
+    def _save(self, state: IterationState, record: RunRecord) -> None:
         if self.checkpoint is None:
             return
         self.engine.check_store()  # a checkpoint never names a store that was replaced
-        assert state.g0 is not None
-        drawn = state.drawn
-        save_checkpoint(self.checkpoint, Checkpoint(
-            x=state.x, iteration=state.iteration, n_passes=self.engine.n_passes, seconds=record.seconds(),
-            g0=state.g0, prev_gnorm=state.prev_gnorm, tau=state.tau,
-            history={k: np.asarray(v) for k, v in record.history.items()}, settings=self.settings,
-            sketch_size=state.sketch_size, last_dec=state.last_dec,
-            drawn_info=None if drawn is None else drawn.info, drawn_size=None if drawn is None else drawn.sketch_size,
-            next_info=None if drawn is None else state.sketch_info,
-            inner=self.inner.state_dict() if hasattr(self.inner, "state_dict") else None,
-        ))
+        save_checkpoint(self.checkpoint, checkpoint_of(state, record, n_passes=self.engine.n_passes,
+                                                       settings=self.settings, inner=self.inner))
 
-    def finalize(self, state: IterationState, status: Status, record: _Record) -> FitResult:
+    def finalize(self, state: IterationState, status: Status, record: RunRecord) -> FitResult:
         """The result at the last state: the store is checked once more (the result belongs
         to the store at the engine's path only if it is still the one opened; persisted
         blocks would not notice a replacement), a "converged" model whose loss and curvature

@@ -124,6 +124,65 @@ def _as_int_tuple(shape: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in (shape if isinstance(shape, list | tuple) else (shape,)))
 
 
+def _checked_layout(target: str, n_samples: int, n_features: int, sparse: bool, nnz: int | None, dtype: str,
+                    extra: dict[str, tuple[tuple[int, ...], str]] | None, chunk_rows: int | None,
+                    nnz_chunk: int) -> tuple[int, int, np.dtype, int, int, int]:
+    """Check :meth:`ProblemBuilder.create`'s shape, dtype and member names; return the rows,
+    columns, value dtype, stored entries, rows per chunk and entries per CSR chunk (0: dense)."""
+    n, d = int(n_samples), int(n_features)
+    if n < 1 or d < 1:
+        raise EmptyProblemError(f"a problem needs at least one row and one column; got ({n}, {d})")
+    if sparse and (nnz is None or int(nnz) < 1):
+        raise EmptyProblemError(f"a CSR problem needs nnz >= 1 stored entries; got nnz={nnz}")
+    vdt = check_value_dtype(target, "A", dtype)
+    if vdt.kind != "f":
+        raise InvalidParameterError(f"dtype of A must be a floating dtype ('float64' or 'float32'); got {dtype!r}")
+    for name in dict(extra or {}):
+        if name in RESERVED or not name or "/" in name or name.startswith("."):
+            raise InvalidParameterError(f"extra member name {name!r} is reserved or invalid; use a plain name")
+    nnz_total = int(nnz) if sparse else n * d  # type: ignore[arg-type]
+    rows = int(chunk_rows) if chunk_rows else default_chunk_rows(d, n_samples=n, itemsize=vdt.itemsize)
+    if rows < 1:
+        raise ChunkLayoutError(f"chunk_rows must be a positive integer; got {chunk_rows}")
+    c = int(min(nnz_chunk, nnz_total)) if sparse else 0
+    return n, d, vdt, nnz_total, rows, c
+
+
+def _create_matrix(g: zarr.Group, sparse: bool, n: int, d: int, vdt: np.dtype, nnz_total: int, c: int,
+                   rows: int) -> None:
+    """Allocate ``A`` in the new store: a CSR group (``data``, ``indices``, ``indptr``) or a
+    dense array, unwritten (NaN / -1)."""
+    if not sparse:
+        g.create_array("A", shape=(n, d), chunks=(rows, d), dtype=vdt, fill_value=np.nan,
+                       compressors=default_compressors())
+        return
+    a = g.create_group("A")
+    a.attrs.update({"encoding-type": CSR_ENCODING, "encoding-version": CSR_ENCODING_VERSION, "shape": [n, d]})
+    comp = default_compressors()
+    a.create_array("data", shape=(nnz_total,), chunks=(c,), dtype=vdt, fill_value=np.nan, compressors=comp)
+    idt = "int32" if d <= _INT32_MAX else "int64"
+    a.create_array("indices", shape=(nnz_total,), chunks=(c,), dtype=idt, fill_value=-1, compressors=comp)
+    a.create_array("indptr", shape=(n + 1,), chunks=(rows,), dtype="int64", fill_value=-1, compressors=comp)
+
+
+def _create_row_members(g: zarr.Group, target: str, n: int, rows: int, has_b: bool, has_w: bool,
+                        extra: dict[str, tuple[tuple[int, ...], str]]) -> list[str]:
+    """Allocate the row-aligned members (``b``, ``w`` and ``extra``, unwritten); return their names."""
+    vectors = [*(["b"] if has_b else []), *(["w"] if has_w else [])]
+    for name in vectors:
+        g.create_array(name, shape=(n,), chunks=(rows,), dtype="float64", fill_value=np.nan,
+                       compressors=default_compressors())
+    for name, (tail, dt) in extra.items():
+        edt = check_value_dtype(target, name, dt)
+        tail = _as_int_tuple(tail)
+        g.create_array(
+            name, shape=(n, *tail), chunks=(rows, *tail), dtype=edt,
+            fill_value=np.nan if edt.kind == "f" else 0, compressors=default_compressors(),
+        )
+        vectors.append(name)
+    return vectors
+
+
 @dataclass(frozen=True)
 class ProblemBuilder:
     """Build a problem store piece by piece; picklable, so it can be shipped to Dask workers.
@@ -225,55 +284,15 @@ class ProblemBuilder:
         """
         target = _atomic.absolute(path)
         _atomic.check_target(target, overwrite, outputs.PROBLEM)
-        n, d = int(n_samples), int(n_features)
-        if n < 1 or d < 1:
-            raise EmptyProblemError(f"a problem needs at least one row and one column; got ({n}, {d})")
-        if sparse and (nnz is None or int(nnz) < 1):
-            raise EmptyProblemError(f"a CSR problem needs nnz >= 1 stored entries; got nnz={nnz}")
-        vdt = check_value_dtype(target, "A", dtype)
-        if vdt.kind != "f":
-            raise InvalidParameterError(f"dtype of A must be a floating dtype ('float64' or 'float32'); got {dtype!r}")
-        extra = dict(extra or {})
-        for name in extra:
-            if name in RESERVED or not name or "/" in name or name.startswith("."):
-                raise InvalidParameterError(f"extra member name {name!r} is reserved or invalid; use a plain name")
-        nnz_total = int(nnz) if sparse else n * d  # type: ignore[arg-type]
-        rows = int(chunk_rows) if chunk_rows else default_chunk_rows(d, n_samples=n, itemsize=vdt.itemsize)
-        if rows < 1:
-            raise ChunkLayoutError(f"chunk_rows must be a positive integer; got {chunk_rows}")
-        c = int(min(nnz_chunk, nnz_total)) if sparse else 0
+        n, d, vdt, nnz_total, rows, c = _checked_layout(target, n_samples, n_features, sparse, nnz, dtype, extra,
+                                                        chunk_rows, nnz_chunk)
         attrs_clean = json.loads(json.dumps(attrs or {}))
         tmp = _atomic.temp_sibling(target)
         try:
             g = zarr.open_group(tmp, mode="w")
             g.attrs.update(attrs_clean)
-            if sparse:
-                a = g.create_group("A")
-                a.attrs.update(
-                    {"encoding-type": CSR_ENCODING, "encoding-version": CSR_ENCODING_VERSION, "shape": [n, d]}
-                )
-                comp = default_compressors()
-                a.create_array("data", shape=(nnz_total,), chunks=(c,), dtype=vdt, fill_value=np.nan,
-                               compressors=comp)
-                idt = "int32" if d <= _INT32_MAX else "int64"
-                a.create_array("indices", shape=(nnz_total,), chunks=(c,), dtype=idt, fill_value=-1, compressors=comp)
-                a.create_array("indptr", shape=(n + 1,), chunks=(rows,), dtype="int64", fill_value=-1,
-                               compressors=comp)
-            else:
-                g.create_array("A", shape=(n, d), chunks=(rows, d), dtype=vdt, fill_value=np.nan,
-                               compressors=default_compressors())
-            vectors = [*(["b"] if has_b else []), *(["w"] if has_w else [])]
-            for name in vectors:
-                g.create_array(name, shape=(n,), chunks=(rows,), dtype="float64", fill_value=np.nan,
-                               compressors=default_compressors())
-            for name, (tail, dt) in extra.items():
-                edt = check_value_dtype(target, name, dt)
-                tail = _as_int_tuple(tail)
-                g.create_array(
-                    name, shape=(n, *tail), chunks=(rows, *tail), dtype=edt,
-                    fill_value=np.nan if edt.kind == "f" else 0, compressors=default_compressors(),
-                )
-                vectors.append(name)
+            _create_matrix(g, sparse, n, d, vdt, nnz_total, c, rows)
+            vectors = _create_row_members(g, target, n, rows, has_b, has_w, dict(extra or {}))
         except BaseException:
             _atomic.discard(tmp)
             raise
