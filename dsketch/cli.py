@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-weight", default=None, metavar="NPY_OR_COLUMN",
                    help="the GLMs' sample weights (>= 0; scikit-learn's meaning), stored as 'sample_weight'")
     p.add_argument("--offset", default=None, metavar="NPY_OR_COLUMN",
-                   help="the GLMs' offsets (eta = A x + offset, e.g. log exposure), stored as 'offset'")
+                   help="the GLMs' offsets (eta = A x + offset, e.g. log exposure), stored as 'offset'; an "
+                        "(n, K) .npy matrix: multinomial offsets, one a class")
     p.add_argument("--obs-column", default=None, help="AnnData obs column used as b")
     p.add_argument("--layer", default=None, help="AnnData layer instead of X")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier problem store at OUT")

@@ -425,7 +425,8 @@ def merge_inference(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) -> Any:
     """A fitted GLM's predictions for one block: ``eta = A_b x (+ offset)`` (the intercept is
-    the column of ones of an intercept view of the store) and ``mean = model.mean(eta)``.
+    the column of ones of an intercept view of the store; ``n x K`` for a K-output model)
+    and ``mean = model.mean(eta)``.
 
     With ``out`` (the path of a Zarr group with row-aligned arrays ``eta`` and ``mean``,
     chunked so that the block covers whole chunks) the rows are written there and the
@@ -438,10 +439,12 @@ def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) 
     offset = blk.extra.get("offset")
     if offset is not None:
         o = np.asarray(offset, dtype=np.float64)
-        if o.size != eta.size:
+        if o.shape != eta.shape and not (eta.ndim == 1 and o.size == eta.size):
+            one = "(n,), one value a row" if eta.ndim == 1 else f"(n, {eta.shape[1]}), one value a row and class"
             raise StoreFormatError(
-                f"store {source.spec.path!r}: member 'offset' has shape {o.shape} for {eta.size} rows; an "
-                "offset needs one value a row"
+                f"store {source.spec.path!r}: member 'offset' has shape {o.shape} in a block of {eta.shape[0]} "
+                f"rows, but the fitted model takes offsets of shape {one}: write the store with offsets of that "
+                "shape, or without any"
             )
         eta = eta + o.reshape(eta.shape)
     mean = np.asarray(model.mean(eta), dtype=np.float64)  # type: ignore[attr-defined]
