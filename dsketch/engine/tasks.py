@@ -379,36 +379,47 @@ def inference_block(model: Model, source: Source | Block, x: FloatArray, groups:
     count ``"n"`` and their weight ``"s"``; with ``groups`` (a row-aligned integer member)
     also ``"group_ids"`` (sorted) and ``"group_scores"``, the sum of ``g_i`` over the
     block's rows of each group (groups may continue in other blocks: see
-    :func:`merge_inference`).
+    :func:`merge_inference`). A model with ``K`` outputs (multinomial) gives per row the
+    ``K`` scores ``r_i`` (``g_i = a_i kron r_i``) and the upper triangle of its ``K x K``
+    curvature ``M_i``, and the matrices are ``dK x dK`` (:func:`~dsketch.sketch.per_output.kron_gram`).
     """
-    from dsketch.models.glm import split_rows
     from dsketch.sketch.base import weighted_gram
+    from dsketch.sketch.per_output import kron_gram, outer_triu
 
     blk = load(source)
     A = blk.A
+    k = int(getattr(model, "n_outputs", 1))
     data = np.asarray(model.row_data(blk), dtype=np.float64)
     eta = _matvec(A, x)
     d1, d2, pearson, keep = model.inference_rows(eta, data)  # type: ignore[attr-defined]
-    s = split_rows(data)[1]
     out: dict[str, Any] = {
-        "hess": weighted_gram(A, d2),
+        "hess": kron_gram(A, d2, k),
         # the model-based covariance's expected information (another Gram only where the
         # link is not canonical: there it differs from the curvature d2)
         "fisher": weighted_gram(A, model.fisher_rows(eta, data)) if not model.canonical else 0.0,  # type: ignore[attr-defined]
-        "meat": weighted_gram(A, d1 * d1),
+        "meat": kron_gram(A, outer_triu(d1, k), k),
         "pearson": float(np.sum(pearson)),
         "n": int(np.count_nonzero(keep)),
-        "s": float(keep.size) if s is None else float(np.sum(s)),
+        "s": float(model.stats(eta, data, None)["s"]),
     }
     if groups is not None:
-        g = np.asarray(blk.extra[groups]).astype(np.int64)[keep]
-        rows = np.flatnonzero(keep)
-        ids, inv = np.unique(g, return_inverse=True)
-        indicator = sp.csr_matrix((d1[rows], (inv, rows)), shape=(ids.size, keep.size))
-        out["group_ids"] = ids
-        out["group_scores"] = np.asarray((indicator @ A).toarray() if sp.issparse(A) else indicator @ A,
-                                         dtype=np.float64).reshape(ids.size, A.shape[1])
+        out["group_ids"], out["group_scores"] = _group_scores(A, np.asarray(blk.extra[groups]), d1, keep)
     return out
+
+
+def _group_scores(A: Any, groups: np.ndarray, d1: FloatArray, keep: np.ndarray) -> tuple[np.ndarray, FloatArray]:
+    """The block's group ids (sorted) and, for each, the sum of the scores ``a_i kron r_i``
+    of its rows that count (``G x dK``; ``r_i = d1[i]``, ``K`` values a row or one)."""
+    g = groups.astype(np.int64)[keep]
+    rows = np.flatnonzero(keep)
+    ids, inv = np.unique(g, return_inverse=True)
+    R = d1.reshape(d1.shape[0], -1)
+    parts = []
+    for c in range(R.shape[1]):
+        indicator = sp.csr_matrix((R[rows, c], (inv, rows)), shape=(ids.size, keep.size))
+        parts.append(np.asarray((indicator @ A).toarray() if sp.issparse(A) else indicator @ A,
+                                dtype=np.float64).reshape(ids.size, A.shape[1]))
+    return ids, np.stack(parts, axis=2).reshape(ids.size, -1)
 
 
 def merge_inference(*parts: dict[str, Any]) -> dict[str, Any]:
