@@ -30,7 +30,8 @@ def check_inference_args(args: argparse.Namespace, model: Any) -> None:
     if not isinstance(model, _GLM):
         from dsketch.errors import InferenceError
 
-        raise InferenceError(f"--cov-type is for the GLMs (logistic, poisson, least-squares), not --model {args.model}")
+        raise InferenceError(f"--cov-type is for the GLMs (logistic, multinomial, poisson, least-squares, ...), "
+                             f"not --model {args.model}")
     if args.groups:
         check_groups(open_problem(args.data), args.groups)
 

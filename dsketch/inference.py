@@ -47,8 +47,8 @@ column of ``X``; the likelihood therefore determines only differences between cl
 * with ``l2 > 0`` the penalty fixes it for the penalised rows: the covariance is the
   penalised one above, and the ``"nonrobust"`` variance of a single coefficient includes a
   term ``1 / (K S l2)`` from the common direction, which only the penalty informs (large for
-  a small ``l2``; the sandwiches have none). Differences between classes do not have it: :meth:`Inference.class_contrasts`
-  gives ``X[:, k] - X[:, 0]`` with ``L C L^T``, statsmodels ``MNLogit``'s parameters, and
+  a small ``l2``; the sandwiches have none). Differences between classes do not have it:
+  :meth:`Inference.class_contrasts` gives ``X[:, k] - X[:, 0]`` with ``L C L^T``, statsmodels ``MNLogit``'s parameters, and
   with a small ``l2`` its covariances;
 * the unpenalised intercept row is reported centred (its entries sum to zero, the same
   probabilities) with the covariance on that subspace (:func:`free_basis`).
@@ -166,15 +166,21 @@ def free_basis(model: Any, n_rows: int) -> np.ndarray | None:
     return block_diag(*([np.eye(k)] * (n_rows - u) + [centred] * u))
 
 
-def _invert(H: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+#: What else makes a multinomial Hessian singular (added to the error's message).
+MULTINOMIAL_SINGULAR = ("; for a multinomial fit also an l2 so small that the common direction of the "
+                        "classes, whose curvature is the penalty's alone, is lost in rounding: refit with a "
+                        "larger l2 (1e-8 is ample)")
+
+
+def _invert(H: np.ndarray, basis: np.ndarray | None = None, hint: str = "") -> np.ndarray:
     """``H^-1``, or with ``basis`` (orthonormal columns ``Q``) ``Q (Q^T H Q)^-1 Q^T``, the
-    inverse on that subspace."""
+    inverse on that subspace; ``hint`` extends the message of a singular ``H``."""
     if basis is None:
-        return _invert_scaled(H)
-    return basis @ _invert_scaled(basis.T @ H @ basis) @ basis.T
+        return _invert_scaled(H, hint)
+    return basis @ _invert_scaled(basis.T @ H @ basis, hint) @ basis.T
 
 
-def _invert_scaled(H: np.ndarray) -> np.ndarray:
+def _invert_scaled(H: np.ndarray, hint: str = "") -> np.ndarray:
     """``H^-1`` through the unit-diagonal scaling of ``H`` (so that columns of very different
     scales are not mistaken for collinear ones)."""
     diag = np.diag(H)
@@ -185,7 +191,7 @@ def _invert_scaled(H: np.ndarray) -> np.ndarray:
     if C is None or np.linalg.cond(C) > 1e12:
         raise InferenceError(
             "the Hessian at the fitted coefficients is singular (collinear or constant columns, a column "
-            "that duplicates the intercept, or an all-zero column); drop such columns or fit with l2 > 0"
+            f"that duplicates the intercept, or an all-zero column); drop such columns or fit with l2 > 0{hint}"
         )
     Hi = np.linalg.inv(C) * np.outer(r, r)
     return 0.5 * (Hi + Hi.T)
@@ -205,7 +211,7 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
             "check that the result belongs to this store"
         )
     H = np.asarray(sums["hess"], dtype=np.float64) + float(sums["s"]) * np.diag(model.penalty(x)[2])
-    Hi = _invert(H, basis)
+    Hi = _invert(H, basis, MULTINOMIAL_SINGULAR if getattr(model, "n_classes", None) else "")
     scale = 1.0 if model.fixed_dispersion else float(sums["pearson"]) / (n - p)
     if cov_type == "nonrobust":  # the expected information (equal to H for canonical links)
         if not model.canonical:
@@ -223,7 +229,8 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
     return corr * (Hi @ (G.T @ G) @ Hi), scale, n_groups
 
 
-def _coefficients(result: Any, spec: Any, model: Any, intercept: bool, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _coefficients(result: Any, spec: Any, model: Any, intercept: bool,
+                  k: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The fit's coefficients checked against the store (``K`` a column of ``A``, intercept
     included), and for a multinomial fit the :func:`free_basis` with the coefficients on it
     (its unpenalised rows centred over the classes: the same probabilities)."""

@@ -4,8 +4,8 @@
 ``eta = A x (+ intercept) + offset`` and the mean ``mu = g^-1(eta)`` of the fitted model
 (the probability of label 1 for logistic regression, the rate for Poisson, ``eta`` for
 least squares); for the ``multinomial`` model the ``n x K`` scores ``E = A X (+ intercepts)
-+ offset`` and the class probabilities ``softmax(E)`` row by row. The row blocks are mapped over the Dask cluster like the passes of a fit.
-With ``out`` each block's task writes its rows into a new Zarr group, built under a
++ offset`` and the class probabilities ``softmax(E)`` row by row. The row blocks are mapped
+over the Dask cluster like the passes of a fit. With ``out`` each block's task writes its rows into a new Zarr group, built under a
 temporary name and swapped in at the end (:mod:`dsketch.store._atomic`).
 """
 
@@ -226,7 +226,7 @@ def _fitted_glm(res: FitResult) -> tuple[dict[str, Any], np.ndarray, Model]:
     if not callable(getattr(model, "mean", None)):
         raise PredictionError(
             f"the result's model {info.get('model')!r} has no mean function: predict takes the GLMs "
-            "(logistic, poisson, least-squares)"
+            "(logistic, multinomial, poisson, least-squares, ...)"
         )
     return info, np.asarray(res.x, dtype=np.float64).ravel(), model
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import statsmodels.api as sm
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 import dsketch
 from dsketch.engine.threads import ThreadClient
@@ -52,26 +53,23 @@ def test_class_contrasts_match_statsmodels_mnlogit(tmp_path, cov_type):
     assert con.df_resid == inf.df_resid == y.size - 3 * (K - 1)
 
 
-def _dense_objective(A1, y, s, O, l2, penalised):
-    """Sum-form ``sum_i s_i (logsumexp(E_i) - E_{i,y_i}) + S l2 / 2 ||X_p||^2`` and its rows'
-    scores ``s_i a_i kron (p_i - y_i)``, written out from the definition."""
+def _dense_gradient(A1, y, s, O, l2, penalised):
+    """The gradient of the sum-form ``sum_i s_i (logsumexp(E_i) - E_{i,y_i}) + S l2 / 2
+    ||X_p||^2`` and its rows' scores ``s_i a_i kron (p_i - y_i)``, row by row from the
+    definition (``penalised``: which rows of ``X`` carry the penalty)."""
     Y = np.eye(K)[y.astype(int)]
     mask = np.repeat(penalised, K).astype(float)
-
-    def f(x):
-        E = A1 @ x.reshape(-1, K) + O
-        return float(np.sum(s * (logsumexp(E, axis=1) - np.sum(E * Y, 1)))) + 0.5 * s.sum() * l2 * float(
-            np.sum(mask * x * x))
 
     def grad(x):
         E = A1 @ x.reshape(-1, K) + O
         scores = np.stack([s[i] * np.kron(A1[i], softmax(E[i]) - Y[i]) for i in range(y.size)])
         return scores.sum(0) + s.sum() * l2 * mask * x, scores
 
-    return f, grad
+    return grad
 
 
-def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich(sparse):
     """Sample weights, per-class offsets, l2 = 0.05 on an in-memory problem: the covariance is
     the pseudo-inverse of the finite-difference Hessian of the dense objective (its one null
     direction, a common shift of the intercepts, removed) and the sandwich with the rows'
@@ -81,17 +79,17 @@ def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich():
     s = rng.uniform(0.5, 2.0, y.size)
     s[:5] = 0.0  # dropped rows
     O = rng.standard_normal((y.size, K))
-    res = dsketch.fit(dsketch.in_memory(A, y, sample_weight=s, offset=O), "multinomial",
-                      model_params={"l2": 0.05}, fit_intercept=True, solver=TIGHT)
-    infs = {c: dsketch.covariance(res, dsketch.in_memory(A, y, sample_weight=s, offset=O), cov_type=c)
-            for c in ("nonrobust", "HC0", "HC1")}
+    A[rng.random(A.shape) < 0.3] = 0.0
+    problem = dsketch.in_memory(sp.csr_matrix(A) if sparse else A, y, sample_weight=s, offset=O)
+    res = dsketch.fit(problem, "multinomial", model_params={"l2": 0.05}, fit_intercept=True, solver=TIGHT)
+    infs = {c: dsketch.covariance(res, problem, cov_type=c) for c in ("nonrobust", "HC0", "HC1")}
     x = infs["HC0"].params
     X = x.reshape(-1, K)
     np.testing.assert_allclose(X[-1].sum(), 0.0, atol=1e-12)  # the intercepts centred
     np.testing.assert_allclose(X[-1] - res.x.reshape(-1, K)[-1], np.mean(X[-1] - res.x.reshape(-1, K)[-1]),
                                atol=1e-12)
     A1 = np.column_stack([A, np.ones(y.size)])
-    f, grad = _dense_objective(A1, y, s, O, 0.05, np.array([1, 1, 0]))
+    grad = _dense_gradient(A1, y, s, O, 0.05, np.array([1, 1, 0]))
     h = 1e-5
     H = np.array([(grad(x + h * e)[0] - grad(x - h * e)[0]) / (2 * h) for e in np.eye(x.size)])
     H = 0.5 * (H + H.T)
@@ -109,6 +107,9 @@ def test_unpenalised_multinomial_is_refused(tmp_path):
     A, y, _ = _problem(n=200, seed=7)
     res = dsketch.fit((A, y), "multinomial", model_params={"l2": 0.0}, fit_intercept=True)
     with pytest.raises(InferenceError, match=r"not identified.*l2 > 0.*class_contrasts"):
+        dsketch.covariance(res, dsketch.in_memory(A, y))
+    res = dsketch.fit((A, y), "multinomial", model_params={"l2": 1e-15}, fit_intercept=True)
+    with pytest.raises(InferenceError, match=r"singular.*common direction of the classes.*larger l2"):
         dsketch.covariance(res, dsketch.in_memory(A, y))
     binary = dsketch.fit((A, (y > 0).astype(float)), "logistic")
     with pytest.raises(InferenceError, match="multinomial fit's inference"):

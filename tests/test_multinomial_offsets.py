@@ -32,7 +32,7 @@ def _problem(n=400, d=3, seed=0):
 def _scipy_fit(A, y, O, C):
     """scikit-learn's objective ``C sum_i (logsumexp(E_i) - E_{i,y_i}) + ||W||^2 / 2`` with
     ``E = A W + c + O``, minimised by scipy's L-BFGS from its own dense gradient."""
-    n, d = A.shape
+    d = A.shape[1]
     Y = np.eye(K)[y.astype(int)]
 
     def f(theta):

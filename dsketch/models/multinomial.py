@@ -244,7 +244,8 @@ class MultinomialRegression(_GLM):
         # internal: the dispersion is fixed and the link canonical, so inference never asks
         raise AssertionError("unreachable: the multinomial covariance is formed from inference_rows")
 
-    def inference_rows(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
+    def inference_rows(self, eta: FloatArray,
+                       b: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
         """Per-row pieces of the covariance at ``E = A X`` (offsets not yet added).
 
         Returns ``(s (p - y), s (delta_kl p_k - p_k p_l), 0, s > 0)``: the ``n x K`` scores

@@ -37,7 +37,8 @@ def kron_gram(A: Block, weights: np.ndarray, k: int) -> np.ndarray:
     :func:`~dsketch.sketch.base.weighted_gram` of the ``n`` weights."""
     if k == 1:
         return weighted_gram(A, np.ravel(weights))
-    return assemble_pairs([weighted_gram(A, np.ascontiguousarray(weights[:, c])) for c in range(weights.shape[1])], k)
+    grams = [weighted_gram(A, np.ascontiguousarray(weights[:, c])) for c in range(weights.shape[1])]
+    return assemble_pairs(grams, k)
 
 
 def outer_triu(R: np.ndarray, k: int) -> np.ndarray:
