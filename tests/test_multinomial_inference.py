@@ -68,12 +68,12 @@ def _dense_gradient(A1, y, s, O, l2, penalised):
     return grad
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich(sparse):
+@pytest.mark.parametrize(("sparse", "intercept"), [(False, True), (True, False)])
+def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich(sparse, intercept):
     """Sample weights, per-class offsets, l2 = 0.05 on an in-memory problem: the covariance is
-    the pseudo-inverse of the finite-difference Hessian of the dense objective (its one null
-    direction, a common shift of the intercepts, removed) and the sandwich with the rows'
-    scores; HC1 is HC0 n / (n - (d + 1)(K - 1))."""
+    the pseudo-inverse of the finite-difference Hessian of the dense objective (with an
+    intercept its one null direction, a common shift of the intercepts, removed) and the
+    sandwich with the rows' scores; HC1 is HC0 n / (n - p), p = (K - 1) a row of X."""
     rng = np.random.default_rng(5)
     A, y, _ = _problem(n=150, seed=5)
     s = rng.uniform(0.5, 2.0, y.size)
@@ -81,15 +81,16 @@ def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich(sparse
     O = rng.standard_normal((y.size, K))
     A[rng.random(A.shape) < 0.3] = 0.0
     problem = dsketch.in_memory(sp.csr_matrix(A) if sparse else A, y, sample_weight=s, offset=O)
-    res = dsketch.fit(problem, "multinomial", model_params={"l2": 0.05}, fit_intercept=True, solver=TIGHT)
+    res = dsketch.fit(problem, "multinomial", model_params={"l2": 0.05}, fit_intercept=intercept, solver=TIGHT)
     infs = {c: dsketch.covariance(res, problem, cov_type=c) for c in ("nonrobust", "HC0", "HC1")}
     x = infs["HC0"].params
-    X = x.reshape(-1, K)
-    np.testing.assert_allclose(X[-1].sum(), 0.0, atol=1e-12)  # the intercepts centred
-    np.testing.assert_allclose(X[-1] - res.x.reshape(-1, K)[-1], np.mean(X[-1] - res.x.reshape(-1, K)[-1]),
-                               atol=1e-12)
-    A1 = np.column_stack([A, np.ones(y.size)])
-    grad = _dense_gradient(A1, y, s, O, 0.05, np.array([1, 1, 0]))
+    shift = x.reshape(-1, K) - res.x.reshape(-1, K)
+    if intercept:  # the intercepts centred: the same probabilities
+        np.testing.assert_allclose(x.reshape(-1, K)[-1].sum(), 0.0, atol=1e-12)
+        np.testing.assert_allclose(shift[-1], shift[-1].mean(), atol=1e-12)
+    np.testing.assert_array_equal(shift[:2], 0.0)
+    A1 = np.column_stack([A, np.ones(y.size)]) if intercept else A
+    grad = _dense_gradient(A1, y, s, O, 0.05, np.array([1, 1, 0][: A1.shape[1]]))
     h = 1e-5
     H = np.array([(grad(x + h * e)[0] - grad(x - h * e)[0]) / (2 * h) for e in np.eye(x.size)])
     H = 0.5 * (H + H.T)
@@ -98,7 +99,7 @@ def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich(sparse
     sandwich = Hi @ (scores.T @ scores) @ Hi
     np.testing.assert_allclose(infs["nonrobust"].cov_params, Hi, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(infs["HC0"].cov_params, sandwich, rtol=1e-6, atol=1e-9)
-    n, p = y.size - 5, 3 * (K - 1)
+    n, p = y.size - 5, A1.shape[1] * (K - 1)
     np.testing.assert_allclose(infs["HC1"].cov_params, sandwich * n / (n - p), rtol=1e-6, atol=1e-9)
     assert infs["HC0"].nobs == n
 
