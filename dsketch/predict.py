@@ -119,7 +119,8 @@ def predict(
         :func:`dsketch.save_result`). For ``multinomial`` ``eta`` is the ``(n, K)`` scores
         ``A X (+ intercepts) (+ offset)`` and ``mean`` the class probabilities, their softmax.
     data : str, path or ProblemSpec
-        A problem store with the same columns as the one fitted (without the intercept
+        A problem store, or an in-memory problem (:func:`dsketch.in_memory`), with the same
+        columns as the one fitted (without the intercept
         column, which is appended as the blocks are read when the fit had one). Its
         targets ``b`` are not used, but the store layer needs a store to have them (any
         values will do, zeros for example); ``w`` and ``sample_weight`` are not used either.

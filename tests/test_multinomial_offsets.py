@@ -114,6 +114,9 @@ def test_predict_gives_softmax_of_the_scores_with_offsets(tmp_path):
     np.testing.assert_allclose(eta, E, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(mean, softmax(E, axis=1), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(mean, clf.predict_proba(A, offset=O), rtol=1e-12, atol=1e-15)
+    eta_mem, mean_mem = dsketch.predict(res, dsketch.in_memory(A, y, offset=O))
+    np.testing.assert_allclose(eta_mem, E, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(mean_mem, softmax(E, axis=1), rtol=1e-12, atol=1e-15)
     import zarr
 
     g = zarr.open_group(path, mode="r")

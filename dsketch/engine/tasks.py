@@ -18,6 +18,7 @@ from dsketch.errors import StoreFormatError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import Block, ProblemSpec, read_block
 from dsketch.store.blocks import ALIGNMENT, aligned
+from dsketch.store.memory import MemoryProblem
 
 FloatArray = np.ndarray
 
@@ -75,13 +76,17 @@ def _sizeof_rows(rows: RowState) -> int:
 
 
 def load(source: Source | Block) -> Block:
-    """Return the block itself (persisted mode) or read it from the store (streaming).
+    """Return the block itself (persisted mode) or read it from the store (streaming; the
+    rows of an in-memory problem, :class:`~dsketch.store.memory.MemoryProblem`, are taken
+    from its arrays).
 
     A persisted block that was moved to another worker arrives at an arbitrary memory
     alignment; its dense arrays are re-aligned (:func:`dsketch.store.blocks.aligned`) so
     that BLAS sums in the same order as on a freshly read block.
     """
     if isinstance(source, Source):
+        if isinstance(source.spec, MemoryProblem):
+            return source.spec.block(source.r0, source.r1, source.members)
         return read_block(source.spec, source.r0, source.r1, members=source.members)
     if isinstance(source.A, np.ndarray) and source.A.ctypes.data % ALIGNMENT:
         source = Block(A=aligned(source.A), b=source.b, w=source.w, extra=source.extra)
