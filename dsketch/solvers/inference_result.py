@@ -98,6 +98,9 @@ class Inference:
             head.append(f"dispersion {self.scale:.6g}")
         if self.n_groups is not None:
             head.append(f"clusters {self.n_groups} (groups member {self.groups!r})")
+        if self.n_classes:
+            head.append(f"{self.n_classes} classes: the data determine differences between classes; a single "
+                        "coefficient's nonrobust error includes the penalty's share (see class_contrasts())")
         cols = f"{'':<{width}}  {'coef':>11}  {'std err':>11}  {'z':>8}  {'P>|z|':>7}  {lo:>11}  {hi:>11}"
         rule = "-" * len(cols)
         lines = [*head, rule, cols, rule]
