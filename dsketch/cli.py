@@ -13,7 +13,13 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
+from dsketch.cli_inference import (
+    add_inference_args,
+    check_inference_args,
+    cmd_summary,
+    fit_and_infer,
+    inference_table,
+)
 from dsketch.cli_path import add_path_parser, cmd_path
 from dsketch.errors import (
     DSketchError,
@@ -464,7 +470,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"{result.message} nit={result.nit} passes={result.n_passes} "
           f"time={result.wall_time:.2f}s loss={result.fun:.15e} -> {args.out}")
     if result.inference is not None:
-        print(result.summary())
+        print(inference_table(result, args))
     elif args.cov_type is not None:
         print(f"dsketch fit: no standard errors: the fit did not succeed ({result.message})", file=sys.stderr)
     return 0 if result.success else 1

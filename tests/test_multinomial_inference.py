@@ -104,6 +104,22 @@ def test_covariance_equals_a_dense_finite_difference_hessian_and_sandwich(sparse
     assert infs["HC0"].nobs == n
 
 
+def test_cli_refuses_cov_type_without_penalty_and_contrasts_of_a_binary_model(tmp_path, capsys):
+    """Before any fit starts (no result written)."""
+    from dsketch.cli import main
+
+    A, y, _ = _problem(n=50, seed=9)
+    data, out = str(tmp_path / "p.zarr"), str(tmp_path / "r.zarr")
+    write_problem(data, A, (y > 0).astype(float))
+    assert main(["fit", "--model", "multinomial", "--data", data, "--out", out, "--param", "l2=0",
+                 "--param", "n_classes=3", "--cov-type", "HC0"]) == 2
+    assert "not identified" in capsys.readouterr().err
+    assert main(["fit", "--model", "logistic", "--data", data, "--out", out, "--cov-type", "HC0",
+                 "--contrasts", "0"]) == 2
+    assert "--contrasts is for --model multinomial" in capsys.readouterr().err
+    assert not (tmp_path / "r.zarr").exists()
+
+
 def test_unpenalised_multinomial_is_refused(tmp_path):
     A, y, _ = _problem(n=200, seed=7)
     res = dsketch.fit((A, y), "multinomial", model_params={"l2": 0.0}, fit_intercept=True)
@@ -132,8 +148,8 @@ def test_cli_fit_cov_type_summary_and_predict(tmp_path, capsys):
                  "--fit-intercept", "--tol", "1e-12", "--cov-type", "HC0", "--quiet"]) == 0
     hc0 = load_result(out).inference.class_contrasts()
     np.testing.assert_allclose(hc0.bse.reshape(3, K - 1), _mnlogit(A, y, cov_type="HC0").bse, rtol=1e-6)
-    assert main(["summary", "--result", out, "--cov-type", "nonrobust", "--save"]) == 0
-    assert "intercept:2" in capsys.readouterr().out
+    assert main(["summary", "--result", out, "--cov-type", "nonrobust", "--save", "--contrasts", "0"]) == 0
+    assert "intercept:2-0" in capsys.readouterr().out
     loaded = load_result(out)
     ref = _mnlogit(A, y)
     np.testing.assert_allclose(loaded.inference.class_contrasts().bse.reshape(3, K - 1), ref.bse, rtol=1e-6)
