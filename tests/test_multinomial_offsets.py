@@ -62,6 +62,7 @@ def test_writer_in_memory_and_convert_carry_class_offsets(tmp_path):
     """write_problem(offset=), in_memory(offset=) and convert --offset keep the (n, K)
     matrix; fits of the store and of the in-memory problem reach the scipy optimum."""
     from dsketch.cli import main
+    from dsketch.store.convert import describe
 
     A, y, O = _problem(seed=2)
     np.save(tmp_path / "A.npy", A)
@@ -71,6 +72,9 @@ def test_writer_in_memory_and_convert_carry_class_offsets(tmp_path):
                  "--offset", str(tmp_path / "O.npy")]) == 0
     converted = dsketch.open_problem(str(tmp_path / "c.zarr"))
     np.testing.assert_array_equal(read_block(converted, 0, y.size, members=("offset",)).extra["offset"], O)
+    assert describe(converted)["models"] == ["multinomial"]  # the one model reading these offsets
+    vector = write_problem(tmp_path / "v.zarr", A, y, offset=O[:, 0])
+    assert describe(vector)["models"] == ["poisson", "least-squares"]  # the models that read a vector
     W, c = _scipy_fit(A, y, O, C=1.0 / (1e-3 * y.size))
     stores = [write_problem(tmp_path / "p.zarr", A, y, offset=O, chunk_rows=64), dsketch.in_memory(A, y, offset=O)]
     with ThreadClient(1) as client:
