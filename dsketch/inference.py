@@ -48,8 +48,8 @@ column of ``X``; the likelihood therefore determines only differences between cl
   penalised one above, and the ``"nonrobust"`` variance of a single coefficient includes a
   term ``1 / (K S l2)`` from the common direction, which only the penalty informs (large for
   a small ``l2``; the sandwiches have none). Differences between classes do not have it:
-  :meth:`Inference.class_contrasts` gives ``X[:, k] - X[:, 0]`` with ``L C L^T``, statsmodels ``MNLogit``'s parameters, and
-  with a small ``l2`` its covariances;
+  :meth:`Inference.class_contrasts` gives ``X[:, k] - X[:, 0]`` with ``L C L^T``,
+  statsmodels ``MNLogit``'s parameters, and with a small ``l2`` its covariances;
 * the unpenalised intercept row is reported centred (its entries sum to zero, the same
   probabilities) with the covariance on that subspace (:func:`free_basis`).
 
@@ -63,7 +63,6 @@ import os
 from typing import Any
 
 import numpy as np
-
 from scipy.linalg import block_diag
 
 from dsketch.config import refuses_moved, streaming_cluster
@@ -146,7 +145,8 @@ def check_identified(model: Any, n_rows: int) -> None:
     """
     if model.l2 == 0.0 or model.n_unpenalized >= n_rows:
         raise InferenceError(
-            "a multinomial fit without an L2 penalty (l2 = 0) is not identified: adding the same vector to every "
+            "a multinomial fit without an L2 penalty on its coefficients (l2 = 0) is not identified: adding the "
+            "same vector to every "
             "class's coefficients changes no probability, so the Hessian is singular and has no inverse. Refit "
             "with a small l2 > 0 (such as 1e-6: the covariance is then the penalised fit's) and read the class "
             "contrasts, Inference.class_contrasts() (statsmodels MNLogit's parameters), or fit K - 1 classes "

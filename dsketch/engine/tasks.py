@@ -386,7 +386,8 @@ def inference_block(model: Model, source: Source | Block, x: FloatArray, groups:
     block's rows of each group (groups may continue in other blocks: see
     :func:`merge_inference`). A model with ``K`` outputs (multinomial) gives per row the
     ``K`` scores ``r_i`` (``g_i = a_i kron r_i``) and the upper triangle of its ``K x K``
-    curvature ``M_i``, and the matrices are ``dK x dK`` (:func:`~dsketch.sketch.per_output.kron_gram`).
+    curvature ``M_i``, and the matrices are ``dK x dK``
+    (:func:`~dsketch.sketch.per_output.kron_gram`).
     """
     from dsketch.sketch.base import weighted_gram
     from dsketch.sketch.per_output import kron_gram, outer_triu
