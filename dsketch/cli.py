@@ -13,7 +13,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dsketch.cli_inference import add_inference_args, check_inference_args, cmd_summary, fit_and_infer
+from dsketch.cli_inference import (
+    add_inference_args,
+    check_inference_args,
+    cmd_summary,
+    fit_and_infer,
+    inference_table,
+)
 from dsketch.cli_path import add_path_parser, cmd_path
 from dsketch.errors import (
     DSketchError,
@@ -224,7 +230,8 @@ def _add_convert_parser(sub: _SubparserFactory) -> None:
     p.add_argument("--sample-weight", default=None, metavar="NPY_OR_COLUMN",
                    help="the GLMs' sample weights (>= 0; scikit-learn's meaning), stored as 'sample_weight'")
     p.add_argument("--offset", default=None, metavar="NPY_OR_COLUMN",
-                   help="the GLMs' offsets (eta = A x + offset, e.g. log exposure), stored as 'offset'")
+                   help="the GLMs' offsets (eta = A x + offset, e.g. log exposure), stored as 'offset'; an "
+                        "(n, K) .npy matrix: multinomial offsets, one a class")
     p.add_argument("--obs-column", default=None, help="AnnData obs column used as b")
     p.add_argument("--layer", default=None, help="AnnData layer instead of X")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier problem store at OUT")
@@ -505,7 +512,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"{result.message} nit={result.nit} passes={result.n_passes} "
           f"time={result.wall_time:.2f}s loss={result.fun:.15e} -> {args.out}")
     if result.inference is not None:
-        print(result.summary())
+        print(inference_table(result, args))
     elif args.cov_type is not None:
         print(f"dsketch fit: no standard errors: the fit did not succeed ({result.message})", file=sys.stderr)
     return 0 if result.success else 1

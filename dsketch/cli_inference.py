@@ -16,6 +16,9 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", default=None, metavar="MEMBER",
                    help="row-aligned integer member of the store with the cluster ids (--cov-type cluster)")
     p.add_argument("--alpha", type=float, default=0.05, help="confidence intervals of level 1 - ALPHA (default 0.05)")
+    p.add_argument("--contrasts", type=int, default=None, metavar="CLASS",
+                   help="multinomial: print each class's coefficients less those of class CLASS (statsmodels "
+                        "MNLogit's parameters, which the data determine) instead of the single coefficients")
 
 
 def check_inference_args(args: argparse.Namespace, model: Any) -> None:
@@ -27,10 +30,18 @@ def check_inference_args(args: argparse.Namespace, model: Any) -> None:
     args.cov_type = check_cov_type(args.cov_type, args.groups)
     if not 0.0 < args.alpha < 1.0:
         raise InvalidParameterError(f"--alpha must be in (0, 1); got {args.alpha}")
-    if not isinstance(model, _GLM):
-        from dsketch.errors import InferenceError
+    from dsketch.errors import InferenceError
 
-        raise InferenceError(f"--cov-type is for the GLMs (logistic, poisson, least-squares), not --model {args.model}")
+    if not isinstance(model, _GLM):
+        raise InferenceError(f"--cov-type is for the GLMs (logistic, multinomial, poisson, least-squares, ...), "
+                             f"not --model {args.model}")
+    multinomial = getattr(model, "name", "") == "multinomial"
+    if args.contrasts is not None and not multinomial:
+        raise InferenceError(f"--contrasts is for --model multinomial, not --model {args.model}")
+    if multinomial:
+        from dsketch.inference import check_identified
+
+        check_identified(model, model.n_unpenalized + 1)  # refuses l2 = 0 before the fit
     if args.groups:
         check_groups(open_problem(args.data), args.groups)
 
@@ -68,6 +79,13 @@ def fit_and_infer(args: argparse.Namespace, fit: Any, params: dict[str, Any], ch
     return result, None
 
 
+def inference_table(result: Any, args: argparse.Namespace) -> str:
+    """The coefficient table to print: the result's, or with ``--contrasts`` its class contrasts."""
+    if args.contrasts is None:
+        return str(result.summary(args.alpha))
+    return str(result.inference.class_contrasts(args.contrasts).summary(args.alpha))
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """``dsketch summary``: the stored table, or one computed now (the stored type by default)."""
     from dsketch.config import Cluster
@@ -76,7 +94,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     result = load_result(args.result)
     if args.cov_type is None and args.groups is None and result.inference is not None and not args.save:
-        print(result.summary(args.alpha))
+        print(inference_table(result, args))
         return 0
     stored = result.inference
     groups = args.groups if args.cov_type or stored is None else stored.groups
@@ -85,5 +103,5 @@ def cmd_summary(args: argparse.Namespace) -> int:
                cluster=Cluster(args.scheduler, n_workers=args.workers, block_rows=args.block_rows))
     if args.save:
         save_result(result, args.result, overwrite=True)
-    print(result.summary())
+    print(inference_table(result, args))
     return 0

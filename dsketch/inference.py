@@ -35,6 +35,26 @@ inverse of the penalised observed information (the Bayesian posterior covariance
 Gaussian prior with precision ``S l2``), and the sandwich is that of the penalised
 estimating equation; neither accounts for the penalty's bias. Use ``l2=0`` for the classical
 (statsmodels) covariances. P-values and intervals use the normal distribution.
+
+The ``multinomial`` model (``K`` classes, ``d x K`` coefficients ``X`` taken row by row) has
+row scores ``g_i = s_i a_i kron (p_i - y_i)`` and the ``dK x dK`` Hessian
+``sum_i s_i a_i a_i^T kron (diag(p_i) - p_i p_i^T) + S l2 P``, both summed in the same pass as
+``K (K + 1) / 2`` Gram matrices. Softmax does not change when one vector is added to every
+column of ``X``; the likelihood therefore determines only differences between classes:
+
+* ``l2 = 0`` leaves that common vector free and the Hessian singular: refused
+  (:func:`check_identified`);
+* with ``l2 > 0`` the penalty fixes it for the penalised rows: the covariance is the
+  penalised one above, and the ``"nonrobust"`` variance of a single coefficient includes a
+  term ``1 / (K S l2)`` from the common direction, which only the penalty informs (large for
+  a small ``l2``; the sandwiches have none). Differences between classes do not have it:
+  :meth:`Inference.class_contrasts` gives ``X[:, k] - X[:, 0]`` with ``L C L^T``,
+  statsmodels ``MNLogit``'s parameters, and with a small ``l2`` its covariances;
+* the unpenalised intercept row is reported centred (its entries sum to zero, the same
+  probabilities) with the covariance on that subspace (:func:`free_basis`).
+
+``p`` in the degrees of freedom (HC1, the cluster correction) is ``(K - 1)`` a row of ``X``,
+the parameters of the contrasts.
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ import os
 from typing import Any
 
 import numpy as np
+from scipy.linalg import block_diag
 
 from dsketch.config import refuses_moved, streaming_cluster
 from dsketch.errors import DSketchError, InferenceError
@@ -100,9 +121,9 @@ def glm_for(result: Any) -> tuple[Any, bool]:
         model = model_from_info(info)
     except DSketchError:
         model = None
-    if not isinstance(model, _GLM) or name == "multinomial":
+    if not isinstance(model, _GLM):
         raise InferenceError(
-            f"standard errors are available for the GLMs (logistic, poisson, least-squares, gamma, "
+            f"standard errors are available for the GLMs (logistic, multinomial, poisson, least-squares, gamma, "
             f"inverse-gaussian, tweedie, negative-binomial, glm); this result is of model {name!r}"
         )
     if float(info.get("l1", 0.0) or 0.0) > 0.0:
@@ -113,7 +134,53 @@ def glm_for(result: Any) -> tuple[Any, bool]:
     return model, bool(info.get("fit_intercept", False))
 
 
-def _invert(H: np.ndarray) -> np.ndarray:
+def check_identified(model: Any, n_rows: int) -> None:
+    """Refuse a multinomial model none of whose ``n_rows`` coefficient rows is penalised.
+
+    Raises
+    ------
+    InferenceError
+        Adding one vector to every class's coefficients changes no probability: without a
+        penalty on some row the Hessian is singular.
+    """
+    if model.l2 == 0.0 or model.n_unpenalized >= n_rows:
+        raise InferenceError(
+            "a multinomial fit without an L2 penalty on its coefficients (l2 = 0) is not identified: adding the "
+            "same vector to every "
+            "class's coefficients changes no probability, so the Hessian is singular and has no inverse. Refit "
+            "with a small l2 > 0 (such as 1e-6: the covariance is then the penalised fit's) and read the class "
+            "contrasts, Inference.class_contrasts() (statsmodels MNLogit's parameters), or fit K - 1 classes "
+            "against a reference class"
+        )
+
+
+def free_basis(model: Any, n_rows: int) -> np.ndarray | None:
+    """Orthonormal columns spanning the multinomial coefficients (``n_rows x K``, row by row)
+    whose unpenalised rows (the intercepts) sum to zero over the classes; None when every
+    row is penalised. The likelihood does not change along a common shift of such a row
+    and nothing else fixes it, so the covariance is taken on this subspace."""
+    k, u = model.n_outputs, model.n_unpenalized
+    if u == 0:
+        return None
+    centred = np.linalg.svd(np.ones((1, k)))[2][1:].T  # K x (K - 1), orthogonal to the ones
+    return block_diag(*([np.eye(k)] * (n_rows - u) + [centred] * u))
+
+
+#: What else makes a multinomial Hessian singular (added to the error's message).
+MULTINOMIAL_SINGULAR = ("; for a multinomial fit also an l2 so small that the common direction of the "
+                        "classes, whose curvature is the penalty's alone, is lost in rounding: refit with a "
+                        "larger l2 (1e-8 is ample)")
+
+
+def _invert(H: np.ndarray, basis: np.ndarray | None = None, hint: str = "") -> np.ndarray:
+    """``H^-1``, or with ``basis`` (orthonormal columns ``Q``) ``Q (Q^T H Q)^-1 Q^T``, the
+    inverse on that subspace; ``hint`` extends the message of a singular ``H``."""
+    if basis is None:
+        return _invert_scaled(H, hint)
+    return basis @ _invert_scaled(basis.T @ H @ basis, hint) @ basis.T
+
+
+def _invert_scaled(H: np.ndarray, hint: str = "") -> np.ndarray:
     """``H^-1`` through the unit-diagonal scaling of ``H`` (so that columns of very different
     scales are not mistaken for collinear ones)."""
     diag = np.diag(H)
@@ -124,15 +191,18 @@ def _invert(H: np.ndarray) -> np.ndarray:
     if C is None or np.linalg.cond(C) > 1e12:
         raise InferenceError(
             "the Hessian at the fitted coefficients is singular (collinear or constant columns, a column "
-            "that duplicates the intercept, or an all-zero column); drop such columns or fit with l2 > 0"
+            f"that duplicates the intercept, or an all-zero column); drop such columns or fit with l2 > 0{hint}"
         )
     Hi = np.linalg.inv(C) * np.outer(r, r)
     return 0.5 * (Hi + Hi.T)
 
 
-def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str) -> tuple[np.ndarray, float, int | None]:
-    """``(covariance, dispersion, clusters)`` from the summed pieces of one inference pass."""
-    p, n = x.size, int(sums["n"])
+def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str, basis: np.ndarray | None = None,
+                  n_params: int | None = None) -> tuple[np.ndarray, float, int | None]:
+    """``(covariance, dispersion, clusters)`` from the summed pieces of one inference pass;
+    with ``basis`` the Hessian is inverted on its columns' subspace (:func:`free_basis`), and
+    ``n_params`` (default ``x.size``) is ``p`` of the degrees of freedom."""
+    p, n = (x.size if n_params is None else n_params), int(sums["n"])
     if n - p <= 0:
         raise InferenceError(f"{n} rows with positive weight for {p} coefficients: no residual degrees of freedom")
     if not all(np.all(np.isfinite(sums[k])) for k in ("hess", "meat", "pearson")):
@@ -141,7 +211,7 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
             "check that the result belongs to this store"
         )
     H = np.asarray(sums["hess"], dtype=np.float64) + float(sums["s"]) * np.diag(model.penalty(x)[2])
-    Hi = _invert(H)
+    Hi = _invert(H, basis, MULTINOMIAL_SINGULAR if getattr(model, "n_classes", None) else "")
     scale = 1.0 if model.fixed_dispersion else float(sums["pearson"]) / (n - p)
     if cov_type == "nonrobust":  # the expected information (equal to H for canonical links)
         if not model.canonical:
@@ -157,6 +227,35 @@ def cov_from_sums(sums: dict[str, Any], model: Any, x: np.ndarray, cov_type: str
         raise InferenceError(f"cluster-robust covariance needs at least 2 clusters; the groups member has {n_groups}")
     corr = n_groups / (n_groups - 1.0) * (n - 1.0) / (n - p)
     return corr * (Hi @ (G.T @ G) @ Hi), scale, n_groups
+
+
+def _coefficients(result: Any, spec: Any, model: Any, intercept: bool,
+                  k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The fit's coefficients checked against the store (``K`` a column of ``A``, intercept
+    included), and for a multinomial fit the :func:`free_basis` with the coefficients on it
+    (its unpenalised rows centred over the classes: the same probabilities)."""
+    x = np.asarray(result.x, dtype=np.float64)
+    if x.shape != (spec.n_features * k,):
+        classes = f" for each of {k} classes" if k > 1 else ""
+        raise InferenceError(
+            f"the result has {x.size} coefficients but store {spec.path!r} gives {spec.n_features}{classes} "
+            f"(intercept {'included' if intercept else 'not fitted'}): pass the store the model was fitted to"
+        )
+    if k == 1:
+        return x, None
+    check_identified(model, spec.n_features)
+    basis = free_basis(model, spec.n_features)
+    return (x, None) if basis is None else (basis @ (basis.T @ x), basis)
+
+
+def _coef_names(d: int, feature_names: list[str] | None, intercept: bool, k: int) -> list[str]:
+    """One name a coefficient: the columns' (default ``x0, x1, ...``), then ``"intercept"``;
+    ``"name:class"`` for each of ``k > 1`` classes, row by row."""
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
+    if len(names) != d:
+        raise InferenceError(f"feature_names has {len(names)} names for {d} columns")
+    names = names + [INTERCEPT_NAME] if intercept else names
+    return names if k == 1 else [f"{name}:{c}" for name in names for c in range(k)]
 
 
 @refuses_moved
@@ -176,7 +275,8 @@ def covariance(
     Parameters
     ----------
     result : FitResult
-        A successful fit of ``logistic``, ``poisson`` or ``least-squares`` (with or without
+        A successful fit of a GLM: ``logistic``, ``multinomial`` (with ``l2 > 0``: see the
+        module docstring), ``poisson``, ``least-squares``, ... (with or without
         ``fit_intercept``: the column of ones is appended again as the blocks are read).
     data : str, path or ProblemSpec, optional
         The store the model was fitted to (default: the path recorded in ``result.info``).
@@ -188,7 +288,7 @@ def covariance(
         Default level of the intervals.
     feature_names : list of str, optional
         Names of the store's columns (default ``x0, x1, ...``); the intercept is
-        ``"intercept"``.
+        ``"intercept"``. A multinomial coefficient is ``"name:k"`` for class ``k``.
     cluster : Cluster, distributed.Client, str or None
         Where the pass runs and its ``block_rows``, as in :func:`dsketch.fit` (blocks are
         always streamed: ``persist``, ``fused``, ``bounds`` and ``memory_check`` are
@@ -205,8 +305,8 @@ def covariance(
     ------
     InferenceError
         Unknown ``cov_type``, a missing or non-integer ``groups`` member, a model that is not
-        a GLM, a fit that did not succeed, coefficients that do not match the store, or a
-        singular Hessian.
+        a GLM, a fit that did not succeed, coefficients that do not match the store, a
+        multinomial fit without a penalty, or a singular Hessian.
     RemovedOptionError
         ``client=``, ``scheduler=``, ``n_workers=`` or ``block_rows=``: they are
         :class:`dsketch.Cluster`'s now.
@@ -233,17 +333,9 @@ def covariance(
         check_groups(spec, groups)
     if intercept:
         model, spec = model.with_intercept(), spec.with_intercept()
-    x = np.asarray(result.x, dtype=np.float64)
-    if x.shape != (spec.n_features,):
-        raise InferenceError(
-            f"the result has {x.size} coefficients but store {spec.path!r} gives {spec.n_features} "
-            f"(intercept {'included' if intercept else 'not fitted'}): pass the store the model was fitted to"
-        )
-    d = spec.stored_features
-    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
-    if len(names) != d:
-        raise InferenceError(f"feature_names has {len(names)} names for {d} columns")
-    names = names + [INTERCEPT_NAME] if intercept else names
+    k = int(getattr(model, "n_classes", None) or 1)
+    x, basis = _coefficients(result, spec, model, intercept, k)
+    names = _coef_names(spec.stored_features, feature_names, intercept, k)
     members = (*model.row_members, *((groups,) if groups is not None else ()))
     with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows) as c:
         engine = Engine(spec, c, block_rows=clu.block_rows, persist=False, members=members)
@@ -251,9 +343,10 @@ def covariance(
             sums = engine.inference_sums(model, x, groups)
         finally:
             engine.close()
-    cov, scale, n_groups = cov_from_sums(sums, model, x, cov_type)
+    cov, scale, n_groups = cov_from_sums(sums, model, x, cov_type, basis,
+                                         spec.n_features * (k - 1) if k > 1 else None)
     inf = Inference(x, cov, cov_type, names, nobs=int(sums["n"]), scale=scale, n_groups=n_groups, groups=groups,
-                    model=model.name, alpha=alpha)
+                    model=model.name, alpha=alpha, n_classes=k if k > 1 else None)
     if attach:
         result.attach_inference(inf)
     return inf

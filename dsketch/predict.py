@@ -3,8 +3,9 @@
 :func:`predict` computes, for every row of a problem store, the linear predictor
 ``eta = A x (+ intercept) + offset`` and the mean ``mu = g^-1(eta)`` of the fitted model
 (the probability of label 1 for logistic regression, the rate for Poisson, ``eta`` for
-least squares). The row blocks are mapped over the Dask cluster like the passes of a fit.
-With ``out`` each block's task writes its rows into a new Zarr group, built under a
+least squares); for the ``multinomial`` model the ``n x K`` scores ``E = A X (+ intercepts)
++ offset`` and the class probabilities ``softmax(E)`` row by row. The row blocks are mapped
+over the Dask cluster like the passes of a fit. With ``out`` each block's task writes its rows into a new Zarr group, built under a
 temporary name and swapped in at the end (:mod:`dsketch.store._atomic`).
 """
 
@@ -50,11 +51,10 @@ def model_from_info(info: dict[str, Any]) -> Model:
     name = info.get("model")
     if not isinstance(name, str):
         raise PredictionError("the result records no model name (info['model']); it was not written by dsketch.fit")
-    if name not in MODELS or name == "multinomial":
+    if name not in MODELS:
         raise PredictionError(
             f"the result's model {name!r} cannot make predictions here; predict takes the GLMs "
-            "(logistic, poisson, least-squares; for multinomial the class probabilities are softmax(A X) with "
-            "X = result.x.reshape(-1, n_classes), or use dsketch.estimators.LogisticRegression)"
+            "(logistic, multinomial, poisson, least-squares, gamma, tweedie, ...)"
         )
     factory = MODELS[name]
     target = factory.func if isinstance(factory, functools.partial) else factory
@@ -114,16 +114,20 @@ def predict(
     Parameters
     ----------
     result : FitResult, str or path
-        A result of :func:`dsketch.fit` with a GLM (logistic, poisson, least-squares), or
-        its result store (``dsketch fit --out``, :func:`dsketch.save_result`).
+        A result of :func:`dsketch.fit` with a GLM (logistic, multinomial, poisson,
+        least-squares, ...), or its result store (``dsketch fit --out``,
+        :func:`dsketch.save_result`). For ``multinomial`` ``eta`` is the ``(n, K)`` scores
+        ``A X (+ intercepts) (+ offset)`` and ``mean`` the class probabilities, their softmax.
     data : str, path or ProblemSpec
-        A problem store with the same columns as the one fitted (without the intercept
+        A problem store, or an in-memory problem (:func:`dsketch.in_memory`), with the same
+        columns as the one fitted (without the intercept
         column, which is appended as the blocks are read when the fit had one). Its
         targets ``b`` are not used, but the store layer needs a store to have them (any
         values will do, zeros for example); ``w`` and ``sample_weight`` are not used either.
         When the store has an ``offset`` member it is added to ``eta``, whether or not the
         fit had offsets; without one the offset is 0 (also for a model fitted with offsets:
-        give the new rows theirs in the store to include them).
+        give the new rows theirs in the store to include them). It has the shape of
+        ``eta``: ``(n,)``, or ``(n, K)`` for ``multinomial``.
     out : str or path, optional
         Write a prediction store there instead of returning arrays: a Zarr group with the
         row-aligned float64 arrays ``eta`` and ``mean`` (chunked by rows like the data
@@ -143,7 +147,7 @@ def predict(
 
     Returns
     -------
-    (eta, mean) : tuple of ndarray of shape (n_samples,)
+    (eta, mean) : tuple of ndarray of shape (n_samples,), or (n_samples, K) for multinomial
         Without ``out`` (hold both in memory: for small data).
     str
         With ``out``: the real path of the prediction store written.
@@ -152,6 +156,8 @@ def predict(
     ------
     PredictionError
         The result's model is not a GLM, or the store's column count is not the fit's.
+    StoreFormatError
+        The store's ``offset`` does not have the shape of ``eta``.
     StoreExistsError, OutputPathError
         ``out`` cannot be written (checked before any work).
     RemovedOptionError
@@ -162,7 +168,7 @@ def predict(
     res, result_path = _open_result(result)
     info, x, model = _fitted_glm(res)
     spec = data if isinstance(data, ProblemSpec) else open_problem(os.fspath(data))
-    fit_intercept = _check_columns(spec, x, info)
+    fit_intercept = _check_columns(spec, x.size // _outputs(model), info)
     target = None
     if out is not None:
         others = {"the data store": spec.path, "the result store": result_path}
@@ -188,13 +194,28 @@ def predict(
             "fit_intercept": fit_intercept,
             "n_samples": spec.n_samples,
             "n_features": spec.n_features,
+            **({"n_classes": _outputs(model)} if _outputs(model) > 1 else {}),
             "offset": bool(members),
             "chunk_rows": chunk,
             "block_rows": bounds[0][1] - bounds[0][0],
-            "arrays": {"eta": "A x (+ intercept) (+ offset)", "mean": "the model's inverse link of eta"},
+            "arrays": _arrays_doc(model),
         }
         _write_prediction(c, target, attrs, [(model, src, xs) for src in sources], overwrite=overwrite)
     return target
+
+
+def _arrays_doc(model: Model) -> dict[str, Any]:
+    """What the prediction store's arrays hold (its attribute ``arrays``)."""
+    k = _outputs(model)
+    if k == 1:
+        return {"eta": "A x (+ intercept) (+ offset)", "mean": "the model's inverse link of eta"}
+    return {"eta": f"n x {k} class scores A X (+ intercepts) (+ offset)",
+            "mean": f"n x {k} class probabilities, softmax(eta) row by row"}
+
+
+def _outputs(model: Model) -> int:
+    """Columns of ``eta``: ``K`` for a multi-output model (multinomial), else 1."""
+    return int(getattr(model, "n_classes", None) or 1)
 
 
 def _fitted_glm(res: FitResult) -> tuple[dict[str, Any], np.ndarray, Model]:
@@ -206,17 +227,18 @@ def _fitted_glm(res: FitResult) -> tuple[dict[str, Any], np.ndarray, Model]:
     if not callable(getattr(model, "mean", None)):
         raise PredictionError(
             f"the result's model {info.get('model')!r} has no mean function: predict takes the GLMs "
-            "(logistic, poisson, least-squares)"
+            "(logistic, multinomial, poisson, least-squares, ...)"
         )
     return info, np.asarray(res.x, dtype=np.float64).ravel(), model
 
 
-def _check_columns(spec: ProblemSpec, x: np.ndarray, info: dict[str, Any]) -> bool:
-    """Whether the fit had an intercept; an error when the store's columns are not the fit's."""
+def _check_columns(spec: ProblemSpec, rows: int, info: dict[str, Any]) -> bool:
+    """Whether the fit had an intercept; an error when the store's columns are not the fit's
+    (``rows`` coefficients a class: a multinomial fit's ``x.size / K``)."""
     if spec.intercept:
         raise InvalidParameterError("pass the problem store itself, not its with_intercept() view")
     fit_intercept = bool(info.get("fit_intercept", False))
-    n_coef = x.size - int(fit_intercept)
+    n_coef = rows - int(fit_intercept)
     if spec.n_features != n_coef:
         extra = " plus the intercept" if fit_intercept else ""
         raise PredictionError(
@@ -235,8 +257,9 @@ def _write_prediction(client: Any, target: str, attrs: dict[str, Any], blocks: l
     try:
         g = zarr.open_group(tmp, mode="w")
         g.attrs.update({outputs.PREDICTION_ATTR: attrs})
+        tail = (attrs["n_classes"],) if attrs.get("n_classes") else ()
         for name in ("eta", "mean"):
-            g.create_array(name, shape=(n_samples,), chunks=(chunk,), dtype="f8")
+            g.create_array(name, shape=(n_samples, *tail), chunks=(chunk, *tail), dtype="f8")
         futs = [client.submit(tasks.predict_block, model, src, xs, tmp, pure=False) for model, src, xs in blocks]
         _gather_all(client, futs)
         _atomic.publish(tmp, target, overwrite=overwrite, kind=outputs.PREDICTION)
@@ -247,7 +270,7 @@ def _write_prediction(client: Any, target: str, attrs: dict[str, Any], blocks: l
 
 def _model_keys(info: dict[str, Any]) -> tuple[str, ...]:
     """The keys of ``info`` that the model's ``describe()`` wrote (parameters, members)."""
-    keys = ["l2", "n_unpenalized", "fit_intercept", "sample_weight", "offset"]
+    keys = ["l2", "n_unpenalized", "n_classes", "fit_intercept", "sample_weight", "offset"]
     return tuple(k for k in keys if k in info)
 
 
@@ -279,7 +302,7 @@ def describe_prediction(path: str | os.PathLike[str]) -> dict[str, Any]:
     g = zarr.open_group(real, mode="r")
     meta = dict(g.attrs[outputs.PREDICTION_ATTR])
     out: dict[str, Any] = {"path": real, "kind": "prediction", "rows": int(g["eta"].shape[0])}
-    for key in ("result", "data", "model", "fit_intercept", "offset", "chunk_rows"):
+    for key in ("result", "data", "model", "fit_intercept", "offset", "n_classes", "chunk_rows"):
         out[key] = meta.get(key)
     out["arrays"] = sorted(g.array_keys())
     return out

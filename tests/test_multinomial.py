@@ -299,19 +299,6 @@ def test_full_preconditioner_is_the_exact_hessian():
     _check_against(res, _sklearn(A, y, 0.5), 5, 4)
 
 
-def test_predict_and_standard_errors_refuse_multinomial(tmp_path):
-    from dsketch.errors import InferenceError, PredictionError
-
-    A, y = _problem(n=200, k=3, seed=50)
-    write_problem(tmp_path / "p.zarr", A, y)
-    with ThreadClient(1) as c:
-        res = dsketch.fit(str(tmp_path / "p.zarr"), "multinomial", cluster=c)
-        with pytest.raises(PredictionError, match="softmax"):
-            dsketch.predict(res, str(tmp_path / "p.zarr"), str(tmp_path / "out.zarr"), cluster=c)
-        with pytest.raises(InferenceError, match="GLMs"):
-            dsketch.covariance(res, str(tmp_path / "p.zarr"), cluster=c)
-
-
 def test_memory_estimate_counts_the_class_grams():
     """The driver's curvature memory is K d x d blocks (block), K (K+1)/2 (full), not one."""
     from dsketch.engine.memory import estimate_memory

@@ -97,6 +97,22 @@ def test_poisson_with_offset_and_info_round_trip(client, tmp_path, rng):
     np.testing.assert_allclose(mean0, np.exp(eta0), rtol=1e-12, atol=0)
 
 
+def test_predict_on_an_in_memory_problem(tmp_path, rng):
+    """dsketch.in_memory data (threads of this process): the rows come from its arrays, with
+    the intercept column and the offsets, in arrays and in a prediction store."""
+    X = 0.5 * rng.standard_normal((300, 3))
+    off = np.log(rng.uniform(0.5, 2.0, 300))
+    y = rng.poisson(np.exp(X @ np.array([0.3, -0.2, 0.1]) + off)).astype(float)
+    data = dsketch.in_memory(X, y, offset=off)
+    res = dsketch.fit(data, "poisson", fit_intercept=True, model_params={"l2": 1e-3})
+    eta, mean = dsketch.predict(res, data)
+    ref = X @ res.x[:-1] + res.x[-1] + off
+    np.testing.assert_allclose(eta, ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mean, np.exp(ref), rtol=1e-12, atol=0)
+    path = dsketch.predict(res, data, tmp_path / "pred.zarr")
+    np.testing.assert_array_equal(zarr.open_group(path, mode="r")["mean"][:], mean)
+
+
 @pytest.fixture
 def fitted(client, tmp_path_factory):
     """A dense logistic store chunked by 64 rows, and its saved fit with an intercept."""

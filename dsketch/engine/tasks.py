@@ -18,6 +18,7 @@ from dsketch.errors import InvalidParameterError, StoreFormatError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import Block, ProblemSpec, read_block
 from dsketch.store.blocks import ALIGNMENT, aligned
+from dsketch.store.memory import MemoryProblem
 
 FloatArray = np.ndarray
 
@@ -75,13 +76,17 @@ def _sizeof_rows(rows: RowState) -> int:
 
 
 def load(source: Source | Block) -> Block:
-    """Return the block itself (persisted mode) or read it from the store (streaming).
+    """Return the block itself (persisted mode) or read it from the store (streaming; the
+    rows of an in-memory problem, :class:`~dsketch.store.memory.MemoryProblem`, are taken
+    from its arrays).
 
     A persisted block that was moved to another worker arrives at an arbitrary memory
     alignment; its dense arrays are re-aligned (:func:`dsketch.store.blocks.aligned`) so
     that BLAS sums in the same order as on a freshly read block.
     """
     if isinstance(source, Source):
+        if isinstance(source.spec, MemoryProblem):
+            return source.spec.block(source.r0, source.r1, source.members)
         return read_block(source.spec, source.r0, source.r1, members=source.members)
     if isinstance(source.A, np.ndarray) and source.A.ctypes.data % ALIGNMENT:
         source = Block(A=aligned(source.A), b=source.b, w=source.w, extra=source.extra)
@@ -389,36 +394,48 @@ def inference_block(model: Model, source: Source | Block, x: FloatArray, groups:
     count ``"n"`` and their weight ``"s"``; with ``groups`` (a row-aligned integer member)
     also ``"group_ids"`` (sorted) and ``"group_scores"``, the sum of ``g_i`` over the
     block's rows of each group (groups may continue in other blocks: see
-    :func:`merge_inference`).
+    :func:`merge_inference`). A model with ``K`` outputs (multinomial) gives per row the
+    ``K`` scores ``r_i`` (``g_i = a_i kron r_i``) and the upper triangle of its ``K x K``
+    curvature ``M_i``, and the matrices are ``dK x dK``
+    (:func:`~dsketch.sketch.per_output.kron_gram`).
     """
-    from dsketch.models.glm import split_rows
     from dsketch.sketch.base import weighted_gram
+    from dsketch.sketch.per_output import kron_gram, outer_triu
 
     blk = load(source)
     A = blk.A
+    k = int(getattr(model, "n_outputs", 1))
     data = np.asarray(model.row_data(blk), dtype=np.float64)
     eta = _matvec(A, x, _outputs(model))
     d1, d2, pearson, keep = model.inference_rows(eta, data)  # type: ignore[attr-defined]
-    s = split_rows(data)[1]
     out: dict[str, Any] = {
-        "hess": weighted_gram(A, d2),
+        "hess": kron_gram(A, d2, k),
         # the model-based covariance's expected information (another Gram only where the
         # link is not canonical: there it differs from the curvature d2)
         "fisher": weighted_gram(A, model.fisher_rows(eta, data)) if not model.canonical else 0.0,  # type: ignore[attr-defined]
-        "meat": weighted_gram(A, d1 * d1),
+        "meat": kron_gram(A, outer_triu(d1, k), k),
         "pearson": float(np.sum(pearson)),
         "n": int(np.count_nonzero(keep)),
-        "s": float(keep.size) if s is None else float(np.sum(s)),
+        "s": float(model.stats(eta, data, None)["s"]),
     }
     if groups is not None:
-        g = np.asarray(blk.extra[groups]).astype(np.int64)[keep]
-        rows = np.flatnonzero(keep)
-        ids, inv = np.unique(g, return_inverse=True)
-        indicator = sp.csr_matrix((d1[rows], (inv, rows)), shape=(ids.size, keep.size))
-        out["group_ids"] = ids
-        out["group_scores"] = np.asarray((indicator @ A).toarray() if sp.issparse(A) else indicator @ A,
-                                         dtype=np.float64).reshape(ids.size, A.shape[1])
+        out["group_ids"], out["group_scores"] = _group_scores(A, np.asarray(blk.extra[groups]), d1, keep)
     return out
+
+
+def _group_scores(A: Any, groups: np.ndarray, d1: FloatArray, keep: np.ndarray) -> tuple[np.ndarray, FloatArray]:
+    """The block's group ids (sorted) and, for each, the sum of the scores ``a_i kron r_i``
+    of its rows that count (``G x dK``; ``r_i = d1[i]``, ``K`` values a row or one)."""
+    g = groups.astype(np.int64)[keep]
+    rows = np.flatnonzero(keep)
+    ids, inv = np.unique(g, return_inverse=True)
+    R = d1.reshape(d1.shape[0], -1)
+    parts = []
+    for c in range(R.shape[1]):
+        indicator = sp.csr_matrix((R[rows, c], (inv, rows)), shape=(ids.size, keep.size))
+        parts.append(np.asarray((indicator @ A).toarray() if sp.issparse(A) else indicator @ A,
+                                dtype=np.float64).reshape(ids.size, A.shape[1]))
+    return ids, np.stack(parts, axis=2).reshape(ids.size, -1)
 
 
 def merge_inference(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -435,7 +452,8 @@ def merge_inference(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) -> Any:
     """A fitted GLM's predictions for one block: ``eta = A_b x (+ offset)`` (the intercept is
-    the column of ones of an intercept view of the store) and ``mean = model.mean(eta)``.
+    the column of ones of an intercept view of the store; ``n x K`` for a K-output model)
+    and ``mean = model.mean(eta)``.
 
     With ``out`` (the path of a Zarr group with row-aligned arrays ``eta`` and ``mean``,
     chunked so that the block covers whole chunks) the rows are written there and the
@@ -448,10 +466,12 @@ def predict_block(model: Model, source: Source, x: FloatArray, out: str | None) 
     offset = blk.extra.get("offset")
     if offset is not None:
         o = np.asarray(offset, dtype=np.float64)
-        if o.size != eta.size:
+        if o.shape != eta.shape and not (eta.ndim == 1 and o.size == eta.size):
+            one = "(n,), one value a row" if eta.ndim == 1 else f"(n, {eta.shape[1]}), one value a row and class"
             raise StoreFormatError(
-                f"store {source.spec.path!r}: member 'offset' has shape {o.shape} for {eta.size} rows; an "
-                "offset needs one value a row"
+                f"store {source.spec.path!r}: member 'offset' has shape {o.shape} in a block of {eta.shape[0]} "
+                f"rows, but the fitted model takes offsets of shape {one}: write the store with offsets of that "
+                "shape, or without any"
             )
         eta = eta + o.reshape(eta.shape)
     mean = np.asarray(model.mean(eta), dtype=np.float64)  # type: ignore[attr-defined]

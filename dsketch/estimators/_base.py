@@ -84,9 +84,25 @@ def _row_vector(v: Any, n: int, name: str, *, finite: bool = True) -> np.ndarray
         values = values.ravel()
     if values.shape != (n,):
         raise InvalidParameterError(f"{name} must have {n} entries, one per row of X; got shape {values.shape}")
-    if finite and not np.isfinite(values).all():
+    return _finite(values, name) if finite else values
+
+
+def _finite(values: np.ndarray, name: str) -> np.ndarray:
+    """``values``, or :class:`NonFiniteError` when one is NaN or infinite."""
+    if not np.isfinite(values).all():
         raise NonFiniteError(f"{name} holds NaN or infinite values; remove or impute them before fitting")
     return values
+
+
+def class_offsets(offset: Any, n: int, k: int) -> np.ndarray:
+    """``offset`` (array-like or dask) as the finite float64 ``(n, k)`` offsets of a
+    ``k``-class model, one a row and class, or :class:`InvalidParameterError`."""
+    values = np.asarray(offset.compute() if _is_dask(offset) else offset, dtype=np.float64)
+    if values.shape != (n, k):
+        hint = " (a vector adds the same number to every class and changes nothing)" if values.ndim == 1 else ""
+        raise InvalidParameterError(f"with {k} classes offset must have shape ({n}, {k}), one a row and class "
+                                    f"(column j for classes_[j]); got shape {values.shape}{hint}")
+    return _finite(values, "offset")
 
 
 class _EngineGLM(BaseEstimator, ABC):
@@ -138,6 +154,11 @@ class _EngineGLM(BaseEstimator, ABC):
         """``model_params`` of :func:`dsketch.fit`: the L2 weight."""
         return {"l2": self._l2(total_weight)}
 
+    def _offset_rows(self, offset: Any, n: int) -> np.ndarray:
+        """The offsets given to ``fit``, checked: a finite vector of ``n`` (the classifier's
+        multinomial case takes ``(n, K)``); called after :meth:`_targets`."""
+        return _row_vector(offset, n, "offset")
+
     def _row_weight(self) -> float | None:
         """Constant row weight ``w`` written to the store (None: no ``w``; the GLMs)."""
         return None
@@ -183,13 +204,14 @@ class _EngineGLM(BaseEstimator, ABC):
         if yv.shape != (n,):
             raise InvalidParameterError(f"y must have {n} entries, one per row of X; got shape {yv.shape}")
         yv = self._targets(yv)
-        vectors = {name: _row_vector(v, n, name) for name, v in rows.items()}
+        vectors = {name: self._offset_rows(v, n) if name == "offset" else _row_vector(v, n, name)
+                   for name, v in rows.items()}
         if "sample_weight" in vectors:
             check_sample_weight_values("input", vectors["sample_weight"])
         w = self._row_weight()
         builder = ProblemBuilder.create(os.path.join(tmp, "p.zarr"), n_samples=n, n_features=d, sparse=False,
                                         chunk_rows=chunk, has_w=w is not None,
-                                        extra={name: ((), "float64") for name in vectors})
+                                        extra={name: (v.shape[1:], "float64") for name, v in vectors.items()})
         try:
             for k in range(X.numblocks[0]):
                 builder.write_dense_rows(k * chunk, np.asarray(X.blocks[k, 0].compute(), dtype=np.float64))
@@ -253,9 +275,9 @@ class _EngineGLM(BaseEstimator, ABC):
             if "sample_weight" in rows:
                 rows["sample_weight"] = _check_sample_weight(rows["sample_weight"], X, dtype=np.float64)
                 check_sample_weight_values("input", rows["sample_weight"])
-            if "offset" in rows:
-                rows["offset"] = _row_vector(rows["offset"], X.shape[0], "offset")
             targets = self._targets(y)
+            if "offset" in rows:
+                rows["offset"] = self._offset_rows(rows["offset"], X.shape[0])
             if self._on_cluster():  # the cluster's workers read a store: one is written below
                 spec, tmp = None, tempfile.mkdtemp(prefix="dsketch-estimator-")
             else:  # fitted where it is, on this process's threads

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from dsketch.estimators._base import _EngineGLM
+from dsketch.estimators._base import _EngineGLM, class_offsets
 from dsketch.store import (
     ProblemSpec,
 )
@@ -83,10 +83,10 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
 
     Notes
     -----
-    ``fit`` takes an ``offset`` vector for two classes only (with more, a vector would add the
-    same number to every class and is refused; fit ``dsketch.fit(..., "multinomial")`` on a
-    problem with an ``(n, K)`` member ``offset`` instead). The prediction methods take an
-    ``(n, K)`` offset with more than two classes.
+    Offsets (``fit``, ``decision_function``, ``predict_proba``, ``predict``): a vector of
+    ``n`` for two classes, an ``(n, K)`` matrix for ``K > 2`` (column ``j`` is added to the
+    scores of ``classes_[j]``; a vector is refused there, it would add the same number to
+    every class and change nothing).
     """
 
     def __init__(self, C: float = 1.0, *, penalty: str = "l2", l1_ratio: float | None = None,
@@ -163,8 +163,9 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         labels ``b`` are ``0 .. K-1``).
 
         ``sample_weight`` (scikit-learn's meaning: each row's loss is multiplied by it) and
-        ``offset`` (added to the linear predictor, glum's meaning) are row-aligned;
-        a store brings its own members ``sample_weight`` and ``offset``.
+        ``offset`` (added to the linear predictor, glum's meaning; ``(n, K)`` with ``K > 2``
+        classes, in the order of ``classes_``) are row-aligned; a store brings its own
+        members ``sample_weight`` and ``offset``.
         """
         x = self._fit_problem(X, y, sample_weight, offset)
         if self._multiclass:
@@ -178,6 +179,11 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         self.coef_ = w[None, :]
         self.intercept_ = np.array([c])
         return self
+
+    def _offset_rows(self, offset: Any, n: int) -> np.ndarray:
+        if not self._multiclass:
+            return super()._offset_rows(offset, n)
+        return class_offsets(offset, n, len(self.classes_))
 
     def _coef_vector(self) -> np.ndarray:
         return self.coef_[0] if self.coef_.shape[0] == 1 else self.coef_.T
@@ -204,12 +210,7 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
             X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
             eta = np.asarray(X @ self.coef_.T)
         eta = eta + self.intercept_
-        if offset is not None:
-            o = np.asarray(offset, dtype=np.float64)
-            if o.shape != eta.shape:
-                raise InvalidParameterError(f"offset must have shape {eta.shape} (one a class); got {o.shape}")
-            eta = eta + o
-        return eta
+        return eta if offset is None else eta + class_offsets(offset, *eta.shape)
 
     def predict_proba(self, X: Any, offset: Any = None) -> np.ndarray:
         """Probabilities of the classes, shape (n_samples, K)."""

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit
 
-from dsketch.errors import InvalidParameterError, InvalidTargetError, ModelDomainError
+from dsketch.errors import InvalidParameterError, InvalidTargetError, ModelDomainError, StoreFormatError
 from dsketch.models.base import ROW_DATA_MEMBERS, FloatArray, Model, RowTerms, Scalars, Stats
 
 #: Largest ``eta`` used as a Poisson mean when simulating (``e^40 ~ 2.4e17`` counts).
@@ -216,6 +216,12 @@ class _GLM(Model):
         if s is not None:
             check_sample_weight(np.asarray(s, dtype=np.float64))
         o = block.extra.get("offset")
+        if o is not None and np.ndim(o) != 1:
+            raise StoreFormatError(
+                f"model {self.name!r} takes offsets of shape (n,), one a row; the store's 'offset' has shape "
+                f"{np.shape(o)} in a block of {n} rows (offsets of shape "
+                "(n, K), one a class, are the multinomial model's): fit 'multinomial' or rewrite the store with a "
+                "vector of offsets")
         out = np.empty((n, 3))
         out[:, 0] = block.b
         out[:, 1] = 1.0 if s is None else s

@@ -241,8 +241,27 @@ class MultinomialRegression(_GLM):
         return out
 
     def variance(self, mu: FloatArray) -> FloatArray:
-        # internal: inference (standard errors) is not offered for the multinomial model
-        raise AssertionError("unreachable: covariance() and predict() refuse the multinomial model")
+        # internal: the dispersion is fixed and the link canonical, so inference never asks
+        raise AssertionError("unreachable: the multinomial covariance is formed from inference_rows")
+
+    def inference_rows(self, eta: FloatArray,
+                       b: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
+        """Per-row pieces of the covariance at ``E = A X`` (offsets not yet added).
+
+        Returns ``(s (p - y), s (delta_kl p_k - p_k p_l), 0, s > 0)``: the ``n x K`` scores
+        of the sum-form objective (row ``i``'s gradient is ``a_i kron`` its row), the upper
+        triangles of the rows' ``K x K`` curvatures (``n x K (K+1) / 2``, ``np.triu_indices``
+        order; the Hessian is ``sum_i a_i a_i^T kron`` these), no Pearson terms (the
+        dispersion is fixed at 1) and which rows count (a zero sample weight drops its row).
+        """
+        self.check_targets(b)
+        y, s, o = self._split(b)
+        P = softmax(self._eta(eta, o), axis=1)
+        keep = np.ones(y.size, dtype=bool) if s is None else s > 0.0
+        c = keep.astype(np.float64) if s is None else np.where(keep, s, 0.0)
+        k, l = np.triu_indices(self.n_outputs)
+        curvature = c[:, None] * P[:, k] * ((k == l) - P[:, l])
+        return c[:, None] * (P - self._onehot(y)), curvature, np.zeros(y.size), keep
 
     def _loss(self, eta: FloatArray, b: FloatArray) -> FloatArray:
         # internal: the multinomial loss is formed by loss_terms, not row by row

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dsketch.errors import InvalidOptionError
-from dsketch.sketch.base import Block, Partial, Sketch, SketchContext, SketchResult
+from dsketch.sketch.base import Block, Partial, Sketch, SketchContext, SketchResult, weighted_gram
 
 
-def _assemble_pairs(grams: list[np.ndarray], k: int) -> np.ndarray:
+def assemble_pairs(grams: list[np.ndarray], k: int) -> np.ndarray:
     """The ``dK x dK`` matrix whose ``(j K + a, i K + b)`` entry is ``G_ab[j, i]``, from the
     Grams of the class pairs ``a <= b`` in ``np.triu_indices(k)`` order."""
     d = grams[0].shape[0]
@@ -28,6 +28,26 @@ def _assemble_pairs(grams: list[np.ndarray], k: int) -> np.ndarray:
         H[:, a, :, b] = G
         H[:, b, :, a] = G.T
     return H.reshape(d * k, d * k)
+
+
+def kron_gram(A: Block, weights: np.ndarray, k: int) -> np.ndarray:
+    """``sum_i (a_i a_i^T) kron M_i`` (``dK x dK``, the row-major order of ``d x K``
+    coefficients) for symmetric ``K x K`` matrices ``M_i`` given by their upper triangles:
+    ``weights`` is ``n x K (K + 1) / 2`` in ``np.triu_indices(k)`` order. With ``k = 1`` it is
+    :func:`~dsketch.sketch.base.weighted_gram` of the ``n`` weights."""
+    if k == 1:
+        return weighted_gram(A, np.ravel(weights))
+    grams = [weighted_gram(A, np.ascontiguousarray(weights[:, c])) for c in range(weights.shape[1])]
+    return assemble_pairs(grams, k)
+
+
+def outer_triu(R: np.ndarray, k: int) -> np.ndarray:
+    """The upper triangles of the rows' outer products ``r_i r_i^T`` (``n x K (K + 1) / 2``,
+    :func:`kron_gram`'s weights); ``r_i^2`` for ``k = 1``."""
+    if k == 1:
+        return np.ravel(R) ** 2
+    a, b = np.triu_indices(k)
+    return R[:, a] * R[:, b]
 
 
 class PerOutput(Sketch):
@@ -68,7 +88,7 @@ class PerOutput(Sketch):
         parts = [self.inner.finish({key.split("/", 1)[1]: v for key, v in total.items()
                                     if key.split("/", 1)[0] == str(j)}, ctx) for j in range(m)]
         grams = [p.gram for p in parts]
-        gram = np.stack(grams) if m == self.n_outputs else _assemble_pairs(grams, self.n_outputs)
+        gram = np.stack(grams) if m == self.n_outputs else assemble_pairs(grams, self.n_outputs)
         return SketchResult(gram=gram, n_rows=parts[0].n_rows, kind=self.kind,
                             diagnostics={"per_output": [p.diagnostics for p in parts]})
 

@@ -28,24 +28,30 @@ class Inference:
     nobs : int
         Rows with a positive sample weight.
     df_resid : int
-        ``nobs - p``.
+        ``nobs - p`` (for a multinomial fit ``p`` counts the identified coefficients, ``K - 1``
+        a row of ``X``: those of :meth:`class_contrasts`).
     scale : float
         The dispersion ``phi`` of ``"nonrobust"`` (1 for binomial and Poisson).
     n_groups : int or None
         Clusters of ``"cluster"``.
     alpha : float
         Level of :meth:`conf_int` and :meth:`summary` by default.
+    n_classes : int or None
+        ``K`` of a multinomial fit, whose ``params`` are its ``d x K`` coefficients row by row
+        (names ``"x0:0", "x0:1", ...``); None otherwise.
     """
 
     def __init__(self, params: Any, cov_params: Any, cov_type: str, names: list[str], *, nobs: int,
                  scale: float, n_groups: int | None = None, groups: str | None = None, model: str = "",
-                 alpha: float = 0.05) -> None:
+                 alpha: float = 0.05, n_classes: int | None = None) -> None:
         self.params = np.asarray(params, dtype=np.float64)
         self.cov_params = np.asarray(cov_params, dtype=np.float64)
         self.cov_type = cov_type
         self.names = [str(n) for n in names]
         self.nobs = int(nobs)
-        self.df_resid = self.nobs - self.params.size
+        self.n_classes = None if n_classes is None else int(n_classes)
+        k = self.n_classes or 1
+        self.df_resid = self.nobs - self.params.size // k * max(k - 1, 1)
         self.scale = float(scale)
         self.n_groups = None if n_groups is None else int(n_groups)
         self.groups = groups
@@ -92,6 +98,9 @@ class Inference:
             head.append(f"dispersion {self.scale:.6g}")
         if self.n_groups is not None:
             head.append(f"clusters {self.n_groups} (groups member {self.groups!r})")
+        if self.n_classes:
+            head.append(f"{self.n_classes} classes: the data determine differences between classes; a single "
+                        "coefficient's nonrobust error includes the penalty's share (see class_contrasts())")
         cols = f"{'':<{width}}  {'coef':>11}  {'std err':>11}  {'z':>8}  {'P>|z|':>7}  {lo:>11}  {hi:>11}"
         rule = "-" * len(cols)
         lines = [*head, rule, cols, rule]
@@ -101,11 +110,44 @@ class Inference:
         lines.append(rule)
         return "\n".join(lines)
 
+    def class_contrasts(self, reference: int = 0) -> Inference:
+        """A multinomial fit's coefficients as differences from class ``reference``.
+
+        Row ``j`` of the ``d x K`` coefficients gives ``K - 1`` contrasts ``X[j, k] -
+        X[j, reference]`` (``k != reference``, named ``"x0:k-reference"``), with covariance
+        ``L C L^T`` for that linear map ``L``. These are the parameters of a multinomial
+        logit with a reference class (statsmodels' ``MNLogit``, class 0 the reference); unlike
+        single coefficients they do not depend on the common vector that softmax ignores.
+
+        Raises
+        ------
+        InferenceError
+            Not a multinomial fit's inference, or ``reference`` is not a class.
+        """
+        k = self.n_classes
+        if not k:
+            raise InferenceError(f"class_contrasts is for a multinomial fit's inference; this one is of model "
+                                 f"{self.model!r}")
+        if isinstance(reference, bool) or reference not in range(k):
+            raise InferenceError(f"reference must be a class 0..{k - 1}; got {reference!r}")
+        m, others = self.params.size // k, [c for c in range(k) if c != reference]
+        L = np.zeros((m * (k - 1), m * k))
+        names = []
+        for j in range(m):
+            base = self.names[j * k].rsplit(":", 1)[0]
+            for i, c in enumerate(others):
+                L[j * (k - 1) + i, j * k + c], L[j * (k - 1) + i, j * k + reference] = 1.0, -1.0
+                names.append(f"{base}:{c}-{reference}")
+        return Inference(L @ self.params, L @ self.cov_params @ L.T, self.cov_type, names, nobs=self.nobs,
+                         scale=self.scale, n_groups=self.n_groups, groups=self.groups, model=self.model,
+                         alpha=self.alpha)
+
     # -- persistence (inside a result store) ----------------------------------------
     def to_store(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays and JSON attributes for :func:`dsketch.save_result`."""
         attrs = {"cov_type": self.cov_type, "names": self.names, "nobs": self.nobs, "scale": self.scale,
-                 "n_groups": self.n_groups, "groups": self.groups, "model": self.model, "alpha": self.alpha}
+                 "n_groups": self.n_groups, "groups": self.groups, "model": self.model, "alpha": self.alpha,
+                 "n_classes": self.n_classes}
         return {"params": self.params, "cov_params": self.cov_params}, attrs
 
     @classmethod
@@ -113,4 +155,5 @@ class Inference:
         """The inverse of :meth:`to_store`."""
         return cls(arrays["params"], arrays["cov_params"], attrs["cov_type"], list(attrs["names"]),
                    nobs=attrs["nobs"], scale=attrs["scale"], n_groups=attrs.get("n_groups"),
-                   groups=attrs.get("groups"), model=attrs.get("model", ""), alpha=attrs.get("alpha", 0.05))
+                   groups=attrs.get("groups"), model=attrs.get("model", ""), alpha=attrs.get("alpha", 0.05),
+                   n_classes=attrs.get("n_classes"))

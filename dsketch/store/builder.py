@@ -471,6 +471,17 @@ def _canonical(A: Any) -> np.ndarray | sp.csr_matrix:
     return A
 
 
+def check_offset_shape(shape: tuple[int, ...], n: int) -> None:
+    """Raise :class:`ShapeMismatchError` unless ``shape`` is that of offsets for ``n`` rows:
+    ``(n,)`` (one a row: the GLMs) or ``(n, K)`` with ``K >= 2`` (one a class: multinomial)."""
+    if shape == (n,) or (len(shape) == 2 and shape[0] == n and shape[1] >= 2):
+        return
+    raise ShapeMismatchError(
+        f"offset has shape {tuple(shape)} for {n} rows; give ({n},), one a row (the GLMs), or ({n}, K), one a "
+        "row and class (the multinomial model with K classes)"
+    )
+
+
 def checked_inputs(
     A: Any, b: Any, w: Any = None, *, sample_weight: Any = None, offset: Any = None,
     extra: dict[str, Any] | None = None, global_arrays: dict[str, Any] | None = None,
@@ -503,7 +514,9 @@ def checked_inputs(
     arrays = {k: np.asarray(v) for k, v in {**vecs, **extra}.items()}
     for name, arr in arrays.items():
         check_value_dtype("input", name, arr.dtype)
-        if (arr.shape != (n,)) if name in vecs else (arr.ndim == 0 or arr.shape[0] != n):
+        if name == "offset":
+            check_offset_shape(arr.shape, n)
+        elif (arr.shape != (n,)) if name in vecs else (arr.ndim == 0 or arr.shape[0] != n):
             raise ShapeMismatchError(
                 f"A has {n} rows but {name!r} has shape {arr.shape}; every member must be row-aligned with A"
             )
@@ -546,9 +559,10 @@ def write_problem(
     sample_weight : array-like of shape (n_samples,), optional
         The GLMs' sample weights (finite, ``>= 0``; scikit-learn's meaning), stored as the
         row-aligned member ``sample_weight``.
-    offset : array-like of shape (n_samples,), optional
+    offset : array-like of shape (n_samples,) or (n_samples, K), optional
         The GLMs' offsets (``eta = A x + offset``; e.g. ``log(exposure)`` for a Poisson
-        rate), stored as the row-aligned member ``offset``.
+        rate), stored as the row-aligned member ``offset``; ``(n_samples, K)``: one a class
+        for the ``multinomial`` model (``E = A X + offset``).
     extra : dict of str to array-like, optional
         Row-aligned members (first axis ``n_samples``), stored with their dtype.
     global_arrays : dict of str to array-like, optional

@@ -95,8 +95,9 @@ def infer_format(source: str) -> str:
     return _SUFFIXES[suffix]
 
 
-def load_vector(path: str, n: int, name: str) -> np.ndarray:
-    """Load a ``.npy`` vector of length ``n`` (shape ``(n,)`` or ``(n, 1)``), numeric only."""
+def load_vector(path: str, n: int, name: str, *, columns: bool = False) -> np.ndarray:
+    """Load a ``.npy`` vector of length ``n`` (shape ``(n,)`` or ``(n, 1)``), numeric only;
+    with ``columns`` also an ``(n, K)`` matrix (``K >= 2``: the multinomial model's offsets)."""
     path = _atomic.absolute(path)
     if not os.path.exists(path):
         raise StoreNotFoundError(f"{name} file {path!r} does not exist")
@@ -109,6 +110,8 @@ def load_vector(path: str, n: int, name: str) -> np.ndarray:
     check_value_dtype(path, name, v.dtype)
     if v.ndim == 2 and v.shape[1] == 1:
         v = v[:, 0]
+    if columns and v.ndim == 2 and v.shape[0] == n and v.shape[1] >= 2:
+        return v
     if v.shape != (n,):
         raise ShapeMismatchError(
             f"{name} from {path!r} has shape {v.shape}; the matrix has {n} rows, so it needs ({n},)"
@@ -132,19 +135,19 @@ def write_stream(
     chunk_rows: int,
     attrs: dict[str, Any],
     overwrite: bool,
-    extra_vectors: tuple[str, ...] = (),
+    extra_vectors: dict[str, tuple[int, ...]] | None = None,
 ) -> ProblemSpec:
     """Write consecutive row blocks (each ``k * chunk_rows`` rows, the last shorter) atomically.
 
     ``blocks`` yields ``(A_rows, {"b": ..., "w": ..., <extra_vectors>: ...})``; CSR blocks
     go through :meth:`ProblemBuilder.write_csr_rows`, their edge pieces are written right
-    away. ``extra_vectors`` names further 1-D row-aligned float64 members (``sample_weight``,
-    ``offset``).
+    away. ``extra_vectors`` maps further row-aligned float64 members (``sample_weight``,
+    ``offset``) to the shape of a row (``()``; ``(K,)`` for per-class offsets).
     """
     builder = ProblemBuilder.create(
         out, n_samples=n_samples, n_features=n_features, sparse=nnz is not None, nnz=nnz,
         dtype=dtype, has_w=has_w, chunk_rows=chunk_rows, attrs=attrs, overwrite=overwrite,
-        extra={name: ((), "float64") for name in extra_vectors},
+        extra={name: (tail, "float64") for name, tail in (extra_vectors or {}).items()},
     )
     try:
         r0 = offset = 0
@@ -203,15 +206,16 @@ def _from_npy(src: str, out: str, opts: dict[str, Any]) -> ProblemSpec:
                         extra_vectors=_extra_names(vecs))
 
 
-def _extra_names(vecs: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(name for name in ROW_VECTORS if name in vecs)
+def _extra_names(vecs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The GLMs' members among ``vecs`` and the shape of one row of each."""
+    return {name: tuple(np.shape(vecs[name])[1:]) for name in ROW_VECTORS if name in vecs}
 
 
 def _load_row_vectors(opts: dict[str, Any], n: int, vecs: dict[str, Any]) -> dict[str, Any]:
     """``vecs`` with the ``sample_weight`` / ``offset`` ``.npy`` files of ``opts`` loaded."""
     for name in ROW_VECTORS:
         if opts[name] is not None and name not in vecs:
-            vecs[name] = load_vector(opts[name], n, name)
+            vecs[name] = load_vector(opts[name], n, name, columns=name == "offset")
     return vecs
 
 
@@ -376,7 +380,8 @@ def convert(
         ``>= 0``), stored as the member ``sample_weight``.
     offset : str or path-like, optional
         ``.npy`` file (or AnnData ``obs`` column) with the GLMs' offsets (``eta = A x +
-        offset``, e.g. ``log(exposure)``), stored as the member ``offset``.
+        offset``, e.g. ``log(exposure)``), stored as the member ``offset``; an ``(n, K)``
+        ``.npy`` matrix holds the ``multinomial`` model's offsets, one a class.
     obs_column : str, optional
         AnnData only: the ``obs`` column holding ``b``. Numeric and boolean columns are
         used as they are; a categorical column becomes its integer codes (0/1 when it has

@@ -45,6 +45,23 @@ def _short(value: Any) -> Any:
     return value
 
 
+#: The suggested models that read sample weights and offsets.
+GLM_SUGGESTIONS = ("logistic", "multinomial", "poisson", "least-squares")
+
+
+def _reading_members(models: list[str], spec: ProblemSpec, g: Any, target: dict[str, Any]) -> list[str]:
+    """The suggestions that use the store's ``sample_weight`` and ``offset``: the GLMs; for
+    an ``(n, K)`` offset the multinomial model alone (integer labels), for a vector of
+    offsets the others."""
+    if "offset" in spec.members and len(g["offset"].shape) == 2:
+        return ["multinomial"] if target["nonnegative_integer"] else []
+    if "offset" in spec.members:
+        return [m for m in models if m in GLM_SUGGESTIONS and m != "multinomial"]
+    if "sample_weight" in spec.members:
+        return [m for m in models if m in GLM_SUGGESTIONS]
+    return models
+
+
 def describe(spec: ProblemSpec) -> dict[str, Any]:
     """Summarise a problem store (for ``dsketch info``).
 
@@ -71,7 +88,9 @@ def describe(spec: ProblemSpec) -> dict[str, Any]:
     non-negative integers (class labels or counts); "poisson" when it holds non-negative integers; "softmax" first of the
     rest when ``b`` is non-negative and sums to 1 (a distribution over rows); then
     "least-squares", "softmax", "exp", "cosh", "sinh", which accept any finite real
-    targets. It is empty when ``b`` holds NaN or infinities.
+    targets. It is empty when ``b`` holds NaN or infinities. A store with sample weights or
+    offsets keeps the GLMs only (the others refuse them); an ``(n, K)`` ``offset`` keeps
+    "multinomial" alone (offsets one a class), a vector of offsets all but it.
     """
     g = open_group(spec.path)
     chunks: dict[str, list[int]] = {}
@@ -99,6 +118,7 @@ def describe(spec: ProblemSpec) -> dict[str, Any]:
         models += ["multinomial"] if many else []
         models += ["softmax"] if target["sums_to_one"] else []
         models += [m for m in ("least-squares", "softmax", "exp", "cosh", "sinh") if m not in models]
+        models = _reading_members(models, spec, g, target)
     return {
         "path": spec.path,
         "shape": [spec.n_samples, spec.n_features],
