@@ -145,6 +145,12 @@ class Model(ABC):
             "least-squares, gamma, tweedie, ...); append a column of ones to A if you want one regardless"
         )
 
+    def for_features(self, n_features: int) -> Model:
+        """This model for a problem of ``n_features`` columns (the intercept's included), with
+        any choice that depends on the size made (the multinomial model's curvature layout);
+        default: the model itself."""
+        return self
+
     def check_unused(self, spec: Any) -> None:
         """Refuse a store that holds per-row data this model would silently ignore.
 
