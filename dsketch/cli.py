@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
     p.add_argument("--l1", type=float, default=None, metavar="VALUE",
-                   help="GLMs: L1 strength, adding VALUE * |x|_1 over the coefficients but the intercept "
+                   help="GLMs and multinomial: L1 strength, adding VALUE * |x|_1 over the coefficients but "
+                        "the intercepts "
                         "(fitted by proximal Newton; the same as --param l1=VALUE; default: none)")
     p.add_argument("--block-rows", type=int, default=None,
                    help="rows per block (default: from the store's shape, about 64 MiB a block)")
