@@ -95,6 +95,10 @@ class Model(ABC):
     #: coefficients are a ``d x K`` matrix flattened row by row and whose per-row terms
     #: (``eta``, ``r``, ``D``) are ``n x K``.
     n_outputs: int = 1
+    #: True when the loss is unchanged by adding the same vector to every column of a
+    #: K-output model's coefficients (softmax): proximal Newton on block curvature then
+    #: also takes the shift that minimises the penalty (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`).
+    shift_invariant: ClassVar[bool] = False
 
     # -- binding to a store -----------------------------------------------------------
     def row_data(self, block: Any) -> Any:

@@ -99,6 +99,7 @@ class MultinomialRegression(_GLM):
     """
 
     name: ClassVar[str] = "multinomial"
+    shift_invariant: ClassVar[bool] = True  # softmax ignores a vector added to every column
 
     def __init__(self, l2: float = 1e-4, n_classes: int | None = None, n_unpenalized: int = 0,
                  preconditioner: str = "auto", l1: float = 0.0) -> None:
