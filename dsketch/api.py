@@ -165,7 +165,7 @@ def _bind(data: Any, model: str | Model, model_params: dict[str, Any] | None,
         mdl = mdl.with_classes(k)  # type: ignore[attr-defined]
     if fit_intercept:
         mdl, spec = mdl.with_intercept(), spec.with_intercept()
-    return spec, mdl
+    return spec, mdl.for_features(spec.n_features)
 
 
 def largest_label(spec: ProblemSpec) -> int:

@@ -293,7 +293,8 @@ def _add_fit_solver_args(p: argparse.ArgumentParser) -> None:
                         "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
     p.add_argument("--l1", type=float, default=None, metavar="VALUE",
-                   help="GLMs: L1 strength, adding VALUE * |x|_1 over the coefficients but the intercept "
+                   help="GLMs and multinomial: L1 strength, adding VALUE * |x|_1 over the coefficients but "
+                        "the intercepts "
                         "(fitted by proximal Newton; the same as --param l1=VALUE; default: none)")
 
 

@@ -14,14 +14,15 @@ PATH_ARRAYS = ("alphas", "coef", "n_iter", "n_passes", "n_active", "alpha_max", 
 
 def add_path_parser(sub: Callable[..., argparse.ArgumentParser], add_cluster_args: Callable[[Any], None]) -> None:
     """The ``path`` subcommand's options (``sub(name, help=...)`` makes the subparser)."""
-    p = sub("path", help="elastic-net regularisation path of a GLM: one proximal-Newton fit per alpha, warm-started")
+    p = sub("path", help="elastic-net regularisation path of a GLM or multinomial regression: one proximal-Newton "
+                         "fit per alpha, warm-started")
     p.add_argument("--model", required=True,
                    help="a GLM: logistic, poisson, least-squares, gamma, inverse-gaussian, tweedie, "
-                        "negative-binomial or glm (--param family=..., link=...)")
+                        "negative-binomial or glm (--param family=..., link=...); or multinomial (labels 0..K-1)")
     p.add_argument("--data", required=True, metavar="STORE", help="problem store to fit")
     p.add_argument("--out", required=True, metavar="NPZ",
                    help=f"NumPy .npz file to write: {', '.join(PATH_ARRAYS)} (coef: one row per alpha, "
-                        "the intercept last)")
+                        "the intercept last; multinomial: the d x K coefficients flattened row by row)")
     p.add_argument("--l1-ratio", type=float, default=1.0,
                    help="L1 share of the penalty alpha (l1_ratio |x|_1 + (1 - l1_ratio) |x|^2 / 2), in (0, 1]")
     p.add_argument("--alphas", default=None, metavar="A1,A2,...",

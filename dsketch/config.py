@@ -234,9 +234,10 @@ def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
     """``Solver("auto")`` made concrete for ``model``: the quasi-Newton-then-Newton hybrid
     where a quasi-Newton iteration costs one fused pass (a smooth model with fixed global
     scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise. A model
-    with an L1 term (``l1 > 0``) gets ``"prox-newton"``; any other method is refused for it.
-    A model with several outputs (multinomial) gets Newton-CG (:func:`_multi_output_method`)."""
-    if int(getattr(model, "n_outputs", 1)) > 1:
+    with an L1 term (``l1 > 0``, multinomial included) gets ``"prox-newton"``; any other
+    method is refused for it. A model with several outputs (multinomial) without one gets
+    Newton-CG (:func:`_multi_output_method`)."""
+    if int(getattr(model, "n_outputs", 1)) > 1 and not _has_l1(model):
         return _multi_output_method(solver)
     if _has_l1(model):
         own = solver.inner is not None and not getattr(solver.inner, "handles_l1", False)

@@ -1,4 +1,4 @@
-"""Elastic-net regularisation paths of the GLMs: :func:`fit_path`.
+"""Elastic-net regularisation paths of the GLMs and multinomial regression: :func:`fit_path`.
 
 A path fits the objective ``f(x) + alpha (l1_ratio ||x_p||_1 + (1 - l1_ratio)/2 ||x_p||^2)``
 (``f`` the model's weighted mean loss, ``x_p`` the coefficients but the intercept; glum's
@@ -41,7 +41,9 @@ class PathResult:
     alphas : ndarray of shape (n_alphas,)
     l1_ratio : float
     coef : ndarray of shape (n_alphas, n_features)
-        The coefficients at each alpha (the intercept last, with ``fit_intercept``).
+        The coefficients at each alpha (the intercept last, with ``fit_intercept``); for
+        ``multinomial`` each row is the ``d x K`` matrix flattened row by row (``n_features =
+        dK``, the ``K`` intercepts last).
     alpha_max : float
         The smallest alpha at which every penalised coefficient is 0 (from the gradient of
         the intercept-only model, or of the zero model without an intercept).
@@ -131,14 +133,17 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
              eps: float = 1e-3, model_params: dict[str, Any] | None = None, fit_intercept: bool = False,
              curvature: str | Curvature = "auto", solver: str | Solver = "auto",
              cluster: Cluster | Any = None, seed: int = 0, screening: bool = True) -> PathResult:
-    """Fit a GLM at each alpha of a regularisation path, warm-started from the alpha before.
+    """Fit a GLM (or multinomial regression) at each alpha of a regularisation path,
+    warm-started from the alpha before.
 
     Parameters
     ----------
     data, curvature, cluster, seed
         As :func:`dsketch.fit` (a store's embedded cluster is started once for the path).
     model : str
-        A GLM by name (``"logistic"``, ``"poisson"``, ``"least-squares"``, ``"glm"``, ...).
+        A GLM by name (``"logistic"``, ``"poisson"``, ``"least-squares"``, ``"glm"``, ...) or
+        ``"multinomial"`` (each class's coefficient of a feature is one coordinate of the
+        penalty, of the screening and of ``n_active``).
     l1_ratio : float in (0, 1], default 1.0
         The L1 share: ``l1 = alpha * l1_ratio``, ``l2 = alpha * (1 - l1_ratio)``.
     alphas : sequence of float, optional
@@ -195,9 +200,9 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
                   x0=x0, seed=seed)
         return res, inner
 
-    d = spec.n_features + int(bool(fit_intercept))
     start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros", None)
-    n_unpen = int(bool(fit_intercept))
+    d = start.x.size  # (columns + intercept) x classes: K entries a row for multinomial
+    n_unpen = int(bool(fit_intercept)) * d // (spec.n_features + int(bool(fit_intercept)))
     assert start.jac is not None
     a_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0)) / l1_ratio
     grid = _grid(a_max, alphas, n_alphas, eps)

@@ -39,10 +39,10 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
     ``sklearn.linear_model.LogisticRegression(C=C, penalty=..., l1_ratio=...)`` (the engine
     model ``logistic``). An L1 share fits by proximal Newton (``solver`` "auto" or
     "prox-newton").
-    ``K > 2`` classes (``penalty="l2"`` only): minimises ``C sum_i s_i (logsumexp(x_i W + c) -
-    (x_i W + c)_{y_i}) + ||W||^2 / 2`` over ``W`` (``d x K``) and the intercepts ``c``
+    ``K > 2`` classes: minimises ``C sum_i s_i (logsumexp(x_i W + c) - (x_i W + c)_{y_i}) +
+    (1 - r) ||W||^2 / 2 + r sum |W|`` over ``W`` (``d x K``) and the intercepts ``c``
     (unpenalised), scikit-learn's multinomial objective (the engine model ``multinomial``,
-    fitted by Newton-CG).
+    fitted by Newton-CG, or by proximal Newton with an L1 share).
 
     Parameters
     ----------
@@ -58,7 +58,7 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         As :class:`dsketch.Solver`'s ``method``: ``"auto"`` runs L-BFGS while the gradient
         contracts fast and Newton steps after (Newton from the start with a named ``sketch``);
         with more than two classes it is Newton-CG (``"newton"`` is refused there: the
-        ``dK x dK`` Hessian is never formed).
+        ``dK x dK`` Hessian is never factored); with an L1 share it is ``"prox-newton"``.
         L-BFGS converges linearly and stops at ``tol``, where a Newton method's last step
         usually lands far below it: for coefficients accurate beyond ``tol``, lower ``tol``
         or choose ``"newton"``.
@@ -132,13 +132,8 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         """scikit-learn's ``C sum s_i l_i + (1 - r) ||w||^2 / 2 + r ||w||_1`` divided by
         ``C sum s``: ``l2 = (1 - r) / (C S)``, ``l1 = r / (C S)``."""
         scale, ratio = self._l2(total_weight), self._ratio()
-        if self._multiclass:
-            if ratio > 0:
-                raise InvalidParameterError(
-                    f"penalty={self.penalty!r} is for two classes: the multinomial model ({len(self.classes_)} "
-                    "classes) has an L2 penalty only; use penalty='l2' or fit one class against the rest")
-            return {"l2": scale, "n_classes": len(self.classes_)}
-        return {"l2": scale * (1.0 - ratio), **({"l1": scale * ratio} if ratio > 0 else {})}
+        classes = {"n_classes": len(self.classes_)} if self._multiclass else {}
+        return {"l2": scale * (1.0 - ratio), **({"l1": scale * ratio} if ratio > 0 else {}), **classes}
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         from sklearn.utils.multiclass import check_classification_targets

@@ -95,6 +95,10 @@ class Model(ABC):
     #: coefficients are a ``d x K`` matrix flattened row by row and whose per-row terms
     #: (``eta``, ``r``, ``D``) are ``n x K``.
     n_outputs: int = 1
+    #: True when the loss is unchanged by adding the same vector to every column of a
+    #: K-output model's coefficients (softmax): proximal Newton on block curvature then
+    #: also takes the shift that minimises the penalty (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`).
+    shift_invariant: ClassVar[bool] = False
 
     # -- binding to a store -----------------------------------------------------------
     def row_data(self, block: Any) -> Any:
@@ -144,6 +148,12 @@ class Model(ABC):
             f"model {self.name!r} has no intercept (fit_intercept is for the GLMs: logistic, poisson, "
             "least-squares, gamma, tweedie, ...); append a column of ones to A if you want one regardless"
         )
+
+    def for_features(self, n_features: int) -> Model:
+        """This model for a problem of ``n_features`` columns (the intercept's included), with
+        any choice that depends on the size made (the multinomial model's curvature layout);
+        default: the model itself."""
+        return self
 
     def check_unused(self, spec: Any) -> None:
         """Refuse a store that holds per-row data this model would silently ignore.

@@ -194,12 +194,12 @@ class NewtonSolver:
         if self.inner.needs_curvature and sketch is None:
             raise InvalidOptionError(f"the inner solver {type(self.inner).__name__} needs a curvature estimate; "
                                      "pass a sketch")
-        self.l1 = model.l1_weights(engine.problem.n_features)
+        self.n_outputs = int(getattr(model, "n_outputs", 1))
+        self.l1 = model.l1_weights(engine.problem.n_features * self.n_outputs)
         if self.l1.any() and not getattr(self.inner, "handles_l1", False):
             raise InvalidOptionError(f"the model has an L1 penalty, which the inner solver {type(self.inner).__name__} "
                                      "cannot handle; use Solver('prox-newton') (or 'auto')")
         self.sketch = sketch if self.inner.needs_curvature else None
-        self.n_outputs = int(getattr(model, "n_outputs", 1))
         if self.sketch is not None and self.n_outputs > 1:  # K diagonal blocks of the curvature
             self.sketch = PerOutput(self.sketch, self.n_outputs)
         self.sketch_size = int(sketch_size)
@@ -323,7 +323,10 @@ class NewtonSolver:
                 return Status.CONVERGED_GRADIENT
             if state.iteration >= cfg.max_iter:
                 return Status.MAX_ITER
-        if self._at_rounding(state, direction) and state.prev_gnorm is not None and gnorm > 0.5 * state.prev_gnorm:
+        # "stopped shrinking": by less than half a step, or for a linearly converging
+        # direction (Direction.linear), whose gradient shrinks steadily, by less than 1%
+        stalled = (0.99 if direction.linear else 0.5) * (state.prev_gnorm or 0.0)
+        if self._at_rounding(state, direction) and state.prev_gnorm is not None and gnorm > stalled:
             return Status.CONVERGED_DECREMENT
         return None
 
