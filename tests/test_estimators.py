@@ -37,7 +37,9 @@ def _expected_failures(estimator):
 
 @parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor(),
                           est.GammaRegressor(), est.TweedieRegressor(), est.TweedieRegressor(power=1.5),
-                          est.GeneralizedLinearRegressor(), est.GeneralizedLinearRegressor(family="gamma")],
+                          est.GeneralizedLinearRegressor(), est.GeneralizedLinearRegressor(family="gamma"),
+                          est.PoissonRegressor(l1_ratio=0.5), est.GammaRegressor(alpha=0.1, l1_ratio=1.0),
+                          est.TweedieRegressor(power=1.5, l1_ratio=0.5)],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
