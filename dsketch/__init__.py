@@ -23,6 +23,7 @@ from dsketch.solvers.result import (
     save_result,
 )
 from dsketch.store import open_problem, write_problem
+from dsketch.store.folds import RowMask, fold_ids
 from dsketch.store.memory import MemoryProblem, in_memory
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "MemoryProblem",
     "NewtonState",
     "PathResult",
+    "RowMask",
     "Solver",
     "Status",
     "connect",
@@ -44,6 +46,7 @@ __all__ = [
     "fit",
     "fit_network",
     "fit_path",
+    "fold_ids",
     "get_model",
     "in_memory",
     "initial_point",
