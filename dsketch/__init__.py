@@ -7,6 +7,7 @@ solves the reduced ``d x d`` Newton system.
 
 from dsketch.api import fit, fit_network, initial_point
 from dsketch.config import Cluster, Curvature, Solver
+from dsketch.cv import CVResult, cv_path
 from dsketch.engine.client import AllocatorTuning, connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllocatorTuning",
+    "CVResult",
     "Cluster",
     "Curvature",
     "Engine",
@@ -43,6 +45,7 @@ __all__ = [
     "Status",
     "connect",
     "covariance",
+    "cv_path",
     "fit",
     "fit_network",
     "fit_path",

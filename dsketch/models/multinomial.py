@@ -83,6 +83,7 @@ class MultinomialRegression(_GLM):
     """
 
     name: ClassVar[str] = "multinomial"
+    has_deviance: ClassVar[bool] = False  # K outputs: no unit deviance of one linear predictor
 
     def __init__(self, l2: float = 1e-4, n_classes: int | None = None, n_unpenalized: int = 0,
                  preconditioner: str = "block") -> None:
