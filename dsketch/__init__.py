@@ -24,7 +24,7 @@ from dsketch.solvers.result import (
     save_result,
 )
 from dsketch.store import open_problem, write_problem
-from dsketch.store.folds import RowMask, fold_ids
+from dsketch.store.folds import RowMask, RowSubset, fold_ids
 from dsketch.store.memory import MemoryProblem, in_memory
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "NewtonState",
     "PathResult",
     "RowMask",
+    "RowSubset",
     "Solver",
     "Status",
     "connect",

@@ -22,12 +22,12 @@ import numpy as np
 from dsketch.api import _bind, _client_for, _problem
 from dsketch.config import Cluster, Curvature, Solver, as_cluster
 from dsketch.engine.core import Engine
-from dsketch.errors import InvalidOptionError, InvalidParameterError
+from dsketch.errors import InvalidOptionError, InvalidParameterError, UnusedOptionError
 from dsketch.models import get_model
 from dsketch.path import PathResult, _checked, fit_path, one_cluster
 from dsketch.solvers.result import FitResult
 from dsketch.store import Block, ProblemSpec
-from dsketch.store.folds import RowMask
+from dsketch.store.folds import RowMask, RowSubset
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,29 @@ def _ratios(l1_ratio: Any) -> list[float]:
     return values
 
 
-def _n_folds(n_folds: Any, n_samples: int) -> int:
-    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or not 2 <= n_folds <= n_samples:
-        raise InvalidParameterError(f"n_folds must be an integer in 2 .. n_samples; got n_folds={n_folds!r} with "
+def _masks(n_folds: Any, splits: Any, seed: int, n_samples: int) -> list[tuple[Any, Any]]:
+    """The (training, held-out) masks of each fold: the hashed folds of ``n_folds`` (default
+    5), or the given ``(train, test)`` index pairs."""
+    if splits is not None:
+        if n_folds is not None:
+            raise UnusedOptionError("n_folds has no effect with splits (their number is the number of folds); "
+                                    "drop one")
+        pairs = list(splits)
+        if len(pairs) < 2 or any(len(p) != 2 for p in pairs):
+            raise InvalidParameterError("splits must be at least 2 pairs (train indices, test indices)")
+        return [(RowSubset.of(tr, n_samples), RowSubset.of(te, n_samples)) for tr, te in pairs]
+    k = 5 if n_folds is None else n_folds
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 2 <= k <= n_samples:
+        raise InvalidParameterError(f"n_folds must be an integer in 2 .. n_samples; got n_folds={k!r} with "
                                     f"n_samples={n_samples}")
-    return int(n_folds)
+    return [(RowMask(int(k), f, seed), RowMask(int(k), f, seed, held_out=True)) for f in range(int(k))]
 
 
 def cv_path(data: Any, model: str, *, l1_ratio: Any = 1.0, alphas: Any = None, n_alphas: int = 20,
-            eps: float = 1e-3, n_folds: int = 5, seed: int = 0, model_params: dict[str, Any] | None = None,
-            fit_intercept: bool = False, curvature: str | Curvature = "auto", solver: str | Solver = "auto",
-            cluster: Cluster | Any = None, screening: bool = True) -> CVResult:
+            eps: float = 1e-3, n_folds: int | None = None, splits: Any = None, seed: int = 0,
+            model_params: dict[str, Any] | None = None, fit_intercept: bool = False,
+            curvature: str | Curvature = "auto", solver: str | Solver = "auto", cluster: Cluster | Any = None,
+            screening: bool = True) -> CVResult:
     """Choose a GLM's elastic-net penalty by K-fold cross-validation, without copying the data.
 
     For each ``l1_ratio``: the path on all rows (:func:`dsketch.fit_path`; its alphas are
@@ -130,6 +142,10 @@ def cv_path(data: Any, model: str, *, l1_ratio: Any = 1.0, alphas: Any = None, n
     n_folds : int, default 5
         Folds of :func:`dsketch.fold_ids` (row ``i``'s fold is a hash of ``i`` and ``seed``:
         sizes are about ``n / n_folds``, not exactly equal).
+    splits : sequence of (train, test) index arrays, optional
+        Given folds instead (a scikit-learn splitter's ``split``), as
+        :class:`~dsketch.store.folds.RowSubset` masks: one byte a row, sent with every task
+        to a cluster's workers; the hashed folds cost nothing to send.
     seed : int, default 0
         Key of the folds and of the sketches' randomness.
 
@@ -141,7 +157,8 @@ def cv_path(data: Any, model: str, *, l1_ratio: Any = 1.0, alphas: Any = None, n
     ------
     InvalidOptionError, InvalidParameterError
         As :func:`dsketch.fit_path`; a model without a unit deviance (``multinomial``); fewer
-        than 2 folds; a fold whose held-out rows all have weight 0.
+        than 2 folds; a fold whose held-out rows all have weight 0. UnusedOptionError:
+        ``n_folds`` with ``splits``.
     """
     ratios = _ratios(l1_ratio)
     for r in ratios:
@@ -150,26 +167,27 @@ def cv_path(data: Any, model: str, *, l1_ratio: Any = 1.0, alphas: Any = None, n
         raise InvalidOptionError(f"cv_path scores folds by a GLM's held-out deviance; model {model!r} has none "
                                  "(use a single-output GLM: 'logistic', 'poisson', 'glm', ...)")
     spec = _problem(data)
-    k = _n_folds(n_folds, spec.n_samples)
+    masks = _masks(n_folds, splits, seed, spec.n_samples)
     opts = {"model_params": model_params, "fit_intercept": fit_intercept, "curvature": curvature,
             "solver": solver, "seed": seed, "screening": screening}
     t0 = time.perf_counter()
     with one_cluster(spec, as_cluster(cluster)) as clu:
-        paths = [_one_ratio(spec, model, float(r), alphas, n_alphas, eps, k, opts, clu) for r in ratios]
-    return _result(ratios, paths, k, seed, t0)
+        paths = [_one_ratio(spec, model, float(r), alphas, n_alphas, eps, masks, opts, clu) for r in ratios]
+    return _result(ratios, paths, len(masks), seed, t0)
 
 
-def _one_ratio(spec: ProblemSpec, model: str, ratio: float, alphas: Any, n_alphas: int, eps: float, k: int,
-               opts: dict[str, Any], clu: Cluster) -> tuple[PathResult, list[PathResult], np.ndarray, np.ndarray]:
+def _one_ratio(spec: ProblemSpec, model: str, ratio: float, alphas: Any, n_alphas: int, eps: float,
+               masks: list[tuple[Any, Any]], opts: dict[str, Any],
+               clu: Cluster) -> tuple[PathResult, list[PathResult], np.ndarray, np.ndarray]:
     """The path on all rows, the folds' paths at its alphas, their held-out deviances
     ``(n_folds, n_alphas)`` and the held-out weights."""
     full = fit_path(spec, model, l1_ratio=ratio, alphas=alphas, n_alphas=n_alphas, eps=eps, cluster=clu, **opts)
-    folds, dev, weights = [], np.empty((k, full.alphas.size)), np.empty(k)
-    for f in range(k):
-        folds.append(fit_path(spec.with_row_mask(RowMask(k, f, opts["seed"])), model, l1_ratio=ratio,
-                              alphas=full.alphas, cluster=clu, **opts))
-        dev[f], weights[f] = heldout_deviance(spec.with_row_mask(RowMask(k, f, opts["seed"], held_out=True)),
-                                              model, folds[-1].coef, model_params=opts["model_params"],
+    folds, dev, weights = [], np.empty((len(masks), full.alphas.size)), np.empty(len(masks))
+    for f, (train, test) in enumerate(masks):
+        folds.append(fit_path(spec.with_row_mask(train), model, l1_ratio=ratio, alphas=full.alphas, cluster=clu,
+                              **opts))
+        dev[f], weights[f] = heldout_deviance(spec.with_row_mask(test), model, folds[-1].coef,
+                                              model_params=opts["model_params"],
                                               fit_intercept=opts["fit_intercept"], cluster=clu)
     return full, folds, dev, weights
 

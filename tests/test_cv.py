@@ -10,7 +10,7 @@ from model_helpers import poisson_offset_data
 from scipy.special import expit, xlogy
 
 import dsketch
-from dsketch.errors import InvalidOptionError, InvalidParameterError
+from dsketch.errors import InvalidOptionError, InvalidParameterError, UnusedOptionError
 from dsketch.store.folds import RowMask
 
 TIGHT = dsketch.Solver(tol=1e-12, max_iter=300)
@@ -74,11 +74,12 @@ def test_heldout_deviance_equals_numpy(tmp_path):
 
 
 def _glum_cv(family, A, y, f, k, sample_weight, offset=None, **kw):
-    """glum's cross-validation on the folds ``f`` (its OpenMP kernels on one thread: on
-    shared cores more threads made these small fits 50 times slower)."""
+    """glum's cross-validation on the folds ``f`` (``k`` of them, or ``k`` the splits when
+    ``f`` is None; its OpenMP kernels on one thread: on shared cores more threads made these
+    small fits 50 times slower)."""
     from threadpoolctl import threadpool_limits
 
-    splits = [(np.flatnonzero(f != j), np.flatnonzero(f == j)) for j in range(k)]
+    splits = k if f is None else [(np.flatnonzero(f != j), np.flatnonzero(f == j)) for j in range(k)]
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
         warnings.simplefilter("ignore")
         return glum.GeneralizedLinearRegressorCV(family=family, cv=splits, gradient_tol=1e-12, **kw).fit(
@@ -109,19 +110,21 @@ def test_cv_path_picks_glums_penalty_on_the_same_folds():
     assert cv.alpha_1se == alphas[mean <= mean[best] + se[best]].max()
 
 
-def test_estimator_equals_glums_cv_estimator():
-    """GeneralizedLinearRegressorCV (Poisson, weights, offsets) against glum's on the same
-    folds and alphas: deviance_path_, alpha_, l1_ratio_, coef_, predictions."""
+def test_estimator_equals_glums_cv_estimator_with_the_same_splitter():
+    """GeneralizedLinearRegressorCV (Poisson, weights, offsets) and glum's, both given one
+    scikit-learn splitter: deviance_path_, alpha_, l1_ratio_, coef_, predictions."""
+    from sklearn.model_selection import KFold
+
     from dsketch.estimators import GeneralizedLinearRegressorCV
 
     rng = np.random.default_rng(4)
     A, y, offset = poisson_offset_data(rng, n=600, d=8, k=3)
     sw = rng.uniform(0.5, 2.0, y.size)
     alphas = np.geomspace(0.2, 0.002, 8)
-    est = GeneralizedLinearRegressorCV("poisson", alphas=alphas, l1_ratio=0.5, cv=3, tol=1e-12,
-                                       random_state=7).fit(A, y, sample_weight=sw, offset=offset)
-    f = dsketch.fold_ids(y.size, 3, seed=7)
-    ref = _glum_cv("poisson", A, y, f, 3, sw, offset, alphas=alphas, l1_ratio=0.5)
+    cv = KFold(3, shuffle=True, random_state=0)
+    est = GeneralizedLinearRegressorCV("poisson", alphas=alphas, l1_ratio=0.5, cv=cv, tol=1e-12).fit(
+        A, y, sample_weight=sw, offset=offset)
+    ref = _glum_cv("poisson", A, y, None, list(cv.split(A)), sw, offset, alphas=alphas, l1_ratio=0.5)
     np.testing.assert_allclose(est.deviance_path_, ref.deviance_path_, rtol=1e-8)
     assert (est.alpha_, est.l1_ratio_) == (ref.alpha_, ref.l1_ratio_)
     np.testing.assert_allclose(est.alphas_, ref.alphas_)
@@ -131,12 +134,29 @@ def test_estimator_equals_glums_cv_estimator():
                                rtol=1e-6)
 
 
+def test_given_splits_equal_the_hashed_folds_they_list():
+    """splits= built from fold_ids is the hashed cross-validation, to the last bits."""
+    rng = np.random.default_rng(9)
+    A, y = _logistic(rng, n=400, d=5, k=2)
+    f = dsketch.fold_ids(y.size, 3, seed=4)
+    kw = {"l1_ratio": 0.9, "n_alphas": 3, "eps": 0.05, "seed": 4, "fit_intercept": True}
+    hashed = dsketch.cv_path((A, y), "logistic", n_folds=3, **kw)
+    given = dsketch.cv_path((A, y), "logistic", splits=[(np.flatnonzero(f != j), np.flatnonzero(f == j))
+                                                         for j in range(3)], **kw)
+    np.testing.assert_array_equal(given.deviance, hashed.deviance)
+    np.testing.assert_array_equal(given.coef, hashed.coef)
+
+
 @pytest.mark.parametrize("kwargs,error", [
     ({"model": "multinomial"}, InvalidOptionError),
     ({"n_folds": 1}, InvalidParameterError),
     ({"l1_ratio": [0.5, 0.0]}, InvalidParameterError),
     ({"l1_ratio": []}, InvalidParameterError),
     ({"model_params": {"l1": 0.1}}, InvalidOptionError),
+    ({"splits": [([0, 1], [2])]}, InvalidParameterError),
+    ({"splits": [([0, 1], [2]), ([2], [60])]}, InvalidParameterError),
+    ({"splits": [([0, 1], [2]), ([2], [0.5])]}, InvalidParameterError),
+    ({"splits": [([0, 1], [2]), ([2], [1])], "n_folds": 2}, UnusedOptionError),
 ])
 def test_cv_path_refuses_bad_settings(kwargs, error):
     rng = np.random.default_rng(5)

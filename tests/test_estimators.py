@@ -30,8 +30,6 @@ def _expected_failures(estimator):
     returns and dsketch's Newton solver does not) predicts the same on rows whose weight is 0."""
     if isinstance(estimator, est.LinearRegression):
         why = "rank-deficient unpenalised least squares: the minimiser is not the minimum-norm one"
-    elif isinstance(estimator, est.GeneralizedLinearRegressorCV):
-        why = "the check passes its own splits as cv; the folds are hashes of the row index (cv an integer)"
     else:
         return {}
     return {"check_sample_weight_equivalence_on_dense_data": why,

@@ -99,3 +99,20 @@ def test_samplers_spend_nothing_on_masked_rows():
         res = dsketch.fit(masked, "poisson", curvature=dsketch.Curvature(kind, size=1000), solver="newton")
         assert res.success
         assert abs(res.history["sketch_rows"].mean() / (1000 * share) - 1) < 0.1
+
+
+def test_a_given_row_subset_on_a_store_equals_the_subset_store(tmp_path):
+    """RowSubset (any rows, here a random 60%, not a fold) on a store with weights: the fit
+    of those rows written as a store of their own; a subset of the wrong length is refused."""
+    rng = np.random.default_rng(8)
+    A, y, offset = poisson_offset_data(rng, n=700, d=6, k=2)
+    sw = rng.uniform(0.5, 2.0, y.size)
+    spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=offset, chunk_rows=128)
+    rows = np.sort(rng.choice(y.size, 420, replace=False))
+    sub = dsketch.write_problem(tmp_path / "s.zarr", A[rows], y[rows], sample_weight=sw[rows], offset=offset[rows])
+    kw = {"model_params": {"l2": 1e-3, "l1": 2e-3}, "fit_intercept": True, "solver": TIGHT}
+    masked = dsketch.fit(spec.with_row_mask(dsketch.RowSubset.of(rows, y.size)), "poisson", **kw)
+    np.testing.assert_allclose(masked.x, dsketch.fit(sub, "poisson", **kw).x, atol=1e-9)
+    assert masked.info["row_mask"]["rows"] == 420
+    with pytest.raises(InvalidParameterError, match="rows"):
+        spec.with_row_mask(dsketch.RowSubset.of(rows, y.size + 1))

@@ -33,9 +33,11 @@ class GeneralizedLinearRegressorCV(GeneralizedLinearRegressor):
     l1_ratio : float or list of float in (0, 1], default 1.0
         The L1 share(s) to try; a path needs an L1 term, so 0 (ridge, glum's default) is
         refused.
-    cv : int, default 5
-        Folds of :func:`dsketch.fold_ids` keyed by ``random_state`` (row ``i``'s fold is a
-        hash of ``i``; glum's splitters are not taken).
+    cv : int, splitter or iterable of (train, test) index pairs, default 5
+        An integer: folds of :func:`dsketch.fold_ids` keyed by ``random_state`` (row ``i``'s
+        fold is a hash of ``i``; glum's integer means contiguous ``KFold`` folds instead). A
+        scikit-learn splitter (in-memory ``X`` only: it splits ``X`` and ``y``) or index
+        pairs: those folds (``splits`` of :func:`dsketch.cv_path`).
     fit_intercept, tol, max_iter, solver, sketch, sketch_size, random_state, client, scheduler, block_rows
         As :class:`GeneralizedLinearRegressor` (``solver`` "auto" or "prox-newton").
 
@@ -67,6 +69,32 @@ class GeneralizedLinearRegressorCV(GeneralizedLinearRegressor):
         self.min_alpha_ratio = min_alpha_ratio
         self.cv = cv
 
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, offset: Any = None) -> Any:
+        """Fit on an array, sparse matrix, dask array or problem store, as
+        :class:`GeneralizedLinearRegressor`: the cross-validation, then the refit."""
+        self._splits = self._cv_splits(X, y)
+        try:
+            return super().fit(X, y, sample_weight, offset)
+        finally:
+            del self._splits
+
+    def _cv_splits(self, X: Any, y: Any) -> list[Any] | None:
+        """The given folds as index pairs (None for a number of hashed folds)."""
+        from dsketch.estimators._base import _is_dask, _is_store
+
+        cv = self.cv
+        if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+            return None
+        if hasattr(cv, "split"):
+            if _is_store(X) or _is_dask(X):
+                raise InvalidParameterError("a splitter needs the rows in memory; for a store or dask array pass cv as "
+                                            "the number of folds or as (train, test) index pairs")
+            return list(cv.split(X, y))
+        if isinstance(cv, (str, bytes)) or not hasattr(cv, "__iter__"):
+            raise InvalidParameterError(f"cv must be a number of folds, a splitter or (train, test) index pairs; "
+                                        f"got {cv!r}")
+        return list(cv)
+
     def _model_params(self, total_weight: float) -> dict[str, Any]:
         """The family's parameters (the penalty is the path's)."""
         return self._family_params()
@@ -75,11 +103,10 @@ class GeneralizedLinearRegressorCV(GeneralizedLinearRegressor):
         """The cross-validation (:func:`dsketch.cv_path`); returns the refit's FitResult."""
         from dsketch.cv import cv_path
 
-        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)):
-            raise InvalidParameterError(f"cv must be the number of folds (an integer >= 2); got {self.cv!r}")
+        splits = self._splits
         res = cv_path(spec, self._model, l1_ratio=self.l1_ratio, alphas=self.alphas, n_alphas=self.n_alphas,
-                      eps=self.min_alpha_ratio, n_folds=int(self.cv), model_params=params,
-                      fit_intercept=self._has_intercept, **self._settings(client))
+                      eps=self.min_alpha_ratio, n_folds=None if splits is not None else int(self.cv), splits=splits,
+                      model_params=params, fit_intercept=self._has_intercept, **self._settings(client))
         if not res.success:
             from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 

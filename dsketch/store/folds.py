@@ -1,6 +1,8 @@
 """Row masks: a split of a problem's rows into folds by global row index, applied to the
 sample weights as blocks are read, so that a fold is fitted or scored without rewriting the
-store (:meth:`dsketch.store.ProblemSpec.with_row_mask`).
+store (:meth:`dsketch.store.ProblemSpec.with_row_mask`). :class:`RowMask` is a fold of the
+hashed split below; :class:`RowSubset` any given set of rows (a splitter's train or test
+indices), held as one byte a row.
 
 Row ``i`` belongs to fold ``mix(i * phi + mix(seed)) mod n_folds`` (``mix`` the SplitMix64
 finaliser, a bijection of ``uint64`` with full avalanche; ``phi`` the 64-bit golden ratio):
@@ -12,6 +14,7 @@ assignment in memory (to build the same folds for another library). Fold sizes a
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -107,3 +110,48 @@ class RowMask:
         """The mask as plain values (for a fit's settings and info)."""
         return {"n_folds": int(self.n_folds), "fold": int(self.fold), "seed": int(self.seed),
                 "held_out": bool(self.held_out)}
+
+
+@dataclass(frozen=True, eq=False)
+class RowSubset:
+    """Given rows of a problem (for instance a scikit-learn splitter's train or test
+    indices), with the interface of :class:`RowMask`.
+
+    It holds one byte a row and travels with the problem's handle: free on the driver's
+    threads, sent with every task to a Dask cluster's workers (the hashed folds of
+    :class:`RowMask` cost nothing to send).
+
+    Attributes
+    ----------
+    kept : ndarray of bool, shape (n_samples,)
+    """
+
+    kept: np.ndarray
+
+    @classmethod
+    def of(cls, indices: Any, n_samples: int) -> RowSubset:
+        """The rows ``indices`` (integers in ``0 .. n_samples - 1``, at least one) of an
+        ``n_samples``-row problem."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise InvalidParameterError(f"a split's rows must be a non-empty 1-D array of row indices; got "
+                                        f"{idx.dtype} of shape {idx.shape}")
+        if idx.min() < 0 or idx.max() >= n_samples:
+            raise InvalidParameterError(f"a split's row indices must be in 0 .. {n_samples - 1}; got "
+                                        f"{int(idx.min())} .. {int(idx.max())}")
+        kept = np.zeros(int(n_samples), dtype=bool)
+        kept[idx] = True
+        kept.flags.writeable = False
+        return cls(kept)
+
+    def keep(self, r0: int, r1: int) -> np.ndarray:
+        """1.0 on the kept rows of ``[r0, r1)``, 0.0 on the others (float64)."""
+        return self.kept[r0:r1].astype(np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        """The number of rows and a digest of which (for a fit's settings and info)."""
+        digest = hashlib.sha256(np.packbits(self.kept).tobytes()).hexdigest()[:16]
+        return {"rows": int(self.kept.sum()), "digest": digest}
+
+    def __repr__(self) -> str:
+        return f"RowSubset({int(self.kept.sum())} of {self.kept.size} rows)"

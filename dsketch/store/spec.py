@@ -110,14 +110,18 @@ class ProblemSpec:
 
     def with_row_mask(self, mask: Any) -> ProblemSpec:
         """This store read with its sample weights multiplied by ``mask`` (a
-        :class:`~dsketch.store.folds.RowMask`: 1 on the rows it keeps, 0 on the others), a
+        :class:`~dsketch.store.folds.RowMask` or
+        :class:`~dsketch.store.folds.RowSubset`: 1 on the rows it keeps, 0 on the others), a
         member ``sample_weight`` of ones added where the store has none; nothing is written.
         For the GLMs this is the fit (or the score) of the kept rows alone; the other models
         refuse sample weights, hence a masked store."""
-        from dsketch.store.folds import SAMPLE_WEIGHT, RowMask
+        from dsketch.store.folds import SAMPLE_WEIGHT, RowMask, RowSubset
 
-        if not isinstance(mask, RowMask):
-            raise InvalidParameterError(f"with_row_mask takes a dsketch.store.folds.RowMask; got {mask!r}")
+        if not isinstance(mask, (RowMask, RowSubset)):
+            raise InvalidParameterError(f"with_row_mask takes a dsketch.RowMask or RowSubset; got {mask!r}")
+        if isinstance(mask, RowSubset) and mask.kept.size != self.n_samples:
+            raise InvalidParameterError(f"the row subset is of {mask.kept.size} rows; the problem has "
+                                        f"{self.n_samples}")
         if self.row_mask is not None:
             raise InvalidParameterError(f"the problem {self.path!r} already has a row mask ({self.row_mask}); "
                                         "mask the unmasked problem")
