@@ -1,6 +1,8 @@
 """Row masks (dsketch.store.folds): the folds a function of the global row, a masked fit
 equal to the fit of the subset written as its own store, for every curvature."""
 
+import itertools
+
 import numpy as np
 import pytest
 from model_helpers import poisson_offset_data
@@ -24,7 +26,7 @@ def test_folds_are_a_function_of_the_global_row():
     for fold in range(k):
         train, test = RowMask(k, fold, seed=3), RowMask(k, fold, seed=3, held_out=True)
         cuts = [0, 1, 999, 5000, 5001, n]
-        kept = np.concatenate([train.keep(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+        kept = np.concatenate([train.keep(a, b) for a, b in itertools.pairwise(cuts)])
         np.testing.assert_array_equal(kept, (f != fold).astype(float))
         np.testing.assert_array_equal(test.keep(0, n), (f == fold).astype(float))
 

@@ -25,8 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsketch.store.blocks import SUM_STEP, _Arrays, block_from, masked_weights, row_blocks
-from dsketch.store.folds import SAMPLE_WEIGHT
 from dsketch.store.builder import checked_inputs, default_chunk_rows
+from dsketch.store.folds import SAMPLE_WEIGHT
 from dsketch.store.spec import Block, ProblemSpec
 from dsketch.errors import InvalidParameterError
 
