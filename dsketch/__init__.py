@@ -7,6 +7,7 @@ solves the reduced ``d x d`` Newton system.
 
 from dsketch.api import fit, fit_network, initial_point
 from dsketch.config import Cluster, Curvature, Solver
+from dsketch.cv import CVResult, cv_path
 from dsketch.engine.client import AllocatorTuning, connect
 from dsketch.engine.core import Engine
 from dsketch.engine.datagen import make_problem
@@ -23,12 +24,14 @@ from dsketch.solvers.result import (
     save_result,
 )
 from dsketch.store import open_problem, write_problem
+from dsketch.store.folds import RowMask, RowSubset, fold_ids
 from dsketch.store.memory import MemoryProblem, in_memory
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllocatorTuning",
+    "CVResult",
     "Cluster",
     "Curvature",
     "Engine",
@@ -37,13 +40,17 @@ __all__ = [
     "MemoryProblem",
     "NewtonState",
     "PathResult",
+    "RowMask",
+    "RowSubset",
     "Solver",
     "Status",
     "connect",
     "covariance",
+    "cv_path",
     "fit",
     "fit_network",
     "fit_path",
+    "fold_ids",
     "get_model",
     "in_memory",
     "initial_point",

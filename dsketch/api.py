@@ -219,7 +219,14 @@ def _settings(model: Model, spec: ProblemSpec, plan: CurvaturePlan, cluster: Clu
         "block_rows": (auto_block_rows(spec) if block_rows is None else block_rows) if bounds is None
         else [list(b) for b in bounds],
         **({"adaptive_sketch": True} if plan.adaptive else {}),
+        **_mask_info(spec),
     }
+
+
+def _mask_info(spec: ProblemSpec) -> dict[str, Any]:
+    """The row mask of a masked problem (:meth:`ProblemSpec.with_row_mask`), for a fit's
+    settings and info: a checkpoint resumes only the fit of the same rows."""
+    return {} if spec.row_mask is None else {"row_mask": spec.row_mask.describe()}
 
 
 def _saved(checkpoint: Any, resume: bool, spec: ProblemSpec, settings: dict[str, Any]) -> Any:
@@ -301,6 +308,7 @@ def _info(model: Model, spec: ProblemSpec, plan: CurvaturePlan, solver: Solver, 
         "n_blocks": n_blocks,
         "persist": cluster.persist,
         "fit_intercept": bool(fit_intercept),
+        **_mask_info(spec),
     }
 
 

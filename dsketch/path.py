@@ -10,8 +10,10 @@ inner solve sweeps (docs/theory.md#regularisation-paths).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -178,13 +180,21 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
                                  "(use 'auto' or 'prox-newton')")
     spec = _problem(data)
     t0 = time.perf_counter()
-    if isinstance(spec, MemoryProblem) or clu.client is not None or _on_threads(spec, clu.address, clu.n_workers):
-        # threads of this process (each fit's own, nothing to start) or the caller's client
-        return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol, clu,
-                    seed, screening, t0)
-    with _client_for(None, clu.address, clu.n_workers) as client:  # one cluster for the whole path
+    with one_cluster(spec, clu) as bound:
         return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol,
-                    replace(clu, scheduler=client), seed, screening, t0)
+                    bound, seed, screening, t0)
+
+
+@contextlib.contextmanager
+def one_cluster(spec: Any, clu: Cluster) -> Iterator[Cluster]:
+    """``clu`` bound to one cluster for many fits of ``spec``: as it is for the threads of
+    this process (each fit's own, nothing to start) or the caller's client; otherwise with
+    the client of a cluster started (or joined) once for all of them."""
+    if isinstance(spec, MemoryProblem) or clu.client is not None or _on_threads(spec, clu.address, clu.n_workers):
+        yield clu
+        return
+    with _client_for(None, clu.address, clu.n_workers) as client:
+        yield replace(clu, scheduler=client)
 
 
 def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_alphas: int, eps: float,

@@ -46,3 +46,13 @@ def fd(fun: Callable[[np.ndarray], np.ndarray | float], x: np.ndarray, h: float)
 def scalars_of(model, eta: np.ndarray, b: np.ndarray, w=None) -> dict[str, float]:
     """The model's global scalars with all rows in one block."""
     return model.scalars(model.stats(eta, b, w))
+
+
+def poisson_offset_data(rng: np.random.Generator, n: int = 1200, d: int = 12, k: int = 4):
+    """``(A, y, offset)``: Poisson counts with log-exposure offsets and ``k`` active features."""
+    A = rng.standard_normal((n, d)) * 0.5
+    beta = np.zeros(d)
+    beta[:k] = rng.uniform(-0.7, 0.7, k)
+    offset = np.log(rng.uniform(0.5, 2.0, n))
+    y = rng.poisson(np.exp(A @ beta + 0.2 + offset)).astype(float)
+    return A, y, offset

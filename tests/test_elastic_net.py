@@ -395,3 +395,74 @@ def test_covariance_refuses_an_l1_fit(tmp_path):
     assert res.success
     with pytest.raises(InferenceError, match="L1 penalty"):
         dsketch.covariance(res, store)
+
+
+# ------------------------------------------------------------------------ every GLM estimator
+def _tweedie_objective(A, y, coef, icpt, sw, power, alpha, ratio):
+    """glum's objective under the log link, written out: the weighted mean half unit
+    deviance of Tweedie ``power`` plus the elastic net; and the smooth gradient in coef."""
+    mu = np.exp(A @ coef + icpt)
+    if power == 1:
+        dev = 2 * (np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0) - y + mu)
+    elif power == 2:
+        dev = 2 * (np.log(mu / y) + y / mu - 1)
+    else:
+        dev = 2 * (np.maximum(y, 0) ** (2 - power) / ((1 - power) * (2 - power))
+                   - y * mu ** (1 - power) / (1 - power) + mu ** (2 - power) / (2 - power))
+    S = sw.sum()
+    d1 = (mu - y) * mu ** (1 - power)  # d(dev/2)/d(eta)
+    value = float(sw @ dev) / (2 * S) + alpha * (ratio * np.abs(coef).sum() + (1 - ratio) / 2 * coef @ coef)
+    grad = A.T @ (sw * d1) / S + alpha * (1 - ratio) * coef
+    return value, grad, float(sw @ d1) / S
+
+
+def _family_data(rng, power, n=1500, d=15, k=4):
+    A = rng.standard_normal((n, d)) * 0.5
+    beta = np.zeros(d)
+    beta[:k] = rng.uniform(-0.8, 0.8, k)
+    mu = np.exp(A @ beta + 0.3)
+    if power == 1:
+        return A, rng.poisson(mu).astype(float)
+    if power == 2:
+        return A, mu * rng.gamma(2.0, 0.5, n)
+    return A, mu * rng.gamma(2.0, 0.5, n) * (rng.random(n) < 0.7) / 0.7  # zeros and positive values
+
+
+@pytest.mark.parametrize("name,power,family", [("PoissonRegressor", 1, "poisson"), ("GammaRegressor", 2, "gamma"),
+                                               ("TweedieRegressor", 1.5, "tweedie")])
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_every_glm_estimator_takes_l1_ratio_and_equals_glum(name, power, family, ratio):
+    """The scikit-learn named estimators with glum's l1_ratio: glum's objective to 1e-6
+    relative, the same active set, and the KKT conditions on a dense gradient."""
+    from dsketch import estimators
+
+    rng = np.random.default_rng(20 + int(2 * power))
+    A, y = _family_data(rng, power)
+    sw = rng.uniform(0.5, 2.0, y.size)
+    alpha = 0.03
+    kw = {"power": power, "link": "log"} if family == "tweedie" else {}
+    est = getattr(estimators, name)(alpha=alpha, l1_ratio=ratio, tol=1e-10, **kw).fit(A, y, sample_weight=sw)
+    assert est.fit_result_.success and est.fit_result_.info["solver"] == "prox-newton"
+    ref = glum.GeneralizedLinearRegressor(family=family if family != "tweedie" else glum.TweedieDistribution(power),
+                                          link="log", alpha=alpha, l1_ratio=ratio, gradient_tol=1e-12,
+                                          max_iter=1000).fit(A, y, sample_weight=sw)
+    F, g, g0 = _tweedie_objective(A, y, est.coef_, est.intercept_, sw, power, alpha, ratio)
+    F_ref = _tweedie_objective(A, y, ref.coef_, ref.intercept_, sw, power, alpha, ratio)[0]
+    assert F <= F_ref + 1e-6 * abs(F_ref) and abs(F - F_ref) <= 1e-6 * abs(F_ref)
+    active = np.flatnonzero(est.coef_)
+    np.testing.assert_array_equal(active, np.flatnonzero(np.abs(ref.coef_) > 1e-10))
+    assert 0 < active.size < A.shape[1]
+    l1, zero = alpha * ratio, est.coef_ == 0.0
+    assert np.all(np.abs(g[zero]) <= l1 * (1 + 1e-6))
+    np.testing.assert_allclose(g[~zero], -l1 * np.sign(est.coef_[~zero]), atol=1e-6 * l1)
+    assert abs(g0) <= 1e-7
+
+
+@pytest.mark.parametrize("name", ["PoissonRegressor", "GammaRegressor", "TweedieRegressor"])
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "a", True])
+def test_a_bad_l1_ratio_is_refused_by_every_glm_estimator(name, bad):
+    from dsketch import estimators
+
+    A, y = _family_data(np.random.default_rng(30), 2, n=40, d=3, k=1)
+    with pytest.raises(InvalidParameterError, match="l1_ratio"):
+        getattr(estimators, name)(l1_ratio=bad).fit(A, y)

@@ -30,14 +30,18 @@ def _expected_failures(estimator):
     returns and dsketch's Newton solver does not) predicts the same on rows whose weight is 0."""
     if isinstance(estimator, est.LinearRegression):
         why = "rank-deficient unpenalised least squares: the minimiser is not the minimum-norm one"
-        return {"check_sample_weight_equivalence_on_dense_data": why,
-                "check_sample_weight_equivalence_on_sparse_data": why}
-    return {}
+    else:
+        return {}
+    return {"check_sample_weight_equivalence_on_dense_data": why,
+            "check_sample_weight_equivalence_on_sparse_data": why}
 
 
 @parametrize_with_checks([est.LinearRegression(), est.LogisticRegression(), est.PoissonRegressor(),
                           est.GammaRegressor(), est.TweedieRegressor(), est.TweedieRegressor(power=1.5),
-                          est.GeneralizedLinearRegressor(), est.GeneralizedLinearRegressor(family="gamma")],
+                          est.GeneralizedLinearRegressor(), est.GeneralizedLinearRegressor(family="gamma"),
+                          est.PoissonRegressor(l1_ratio=0.5), est.GammaRegressor(alpha=0.1, l1_ratio=1.0),
+                          est.TweedieRegressor(power=1.5, l1_ratio=0.5),
+                          est.GeneralizedLinearRegressorCV("poisson", n_alphas=2, cv=2)],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():

@@ -7,7 +7,12 @@ objective, so at convergence they return the same coefficients as
 ``sklearn.linear_model.LogisticRegression`` (binary), ``PoissonRegressor`` and
 ``LinearRegression``. The intercept is not penalised. :class:`GammaRegressor` and
 :class:`TweedieRegressor` are scikit-learn's of those names; :class:`GeneralizedLinearRegressor`
-takes glum's ``family`` and ``link`` names (L2 penalty ``alpha`` only).
+takes glum's ``family`` and ``link`` names. Every GLM regressor but
+:class:`LinearRegression` takes glum's ``l1_ratio`` besides ``alpha`` (the penalty
+``alpha (l1_ratio ||w||_1 + (1 - l1_ratio) ||w||^2 / 2)``, default ``l1_ratio=0``);
+:class:`LogisticRegression` takes scikit-learn's ``penalty`` and ``l1_ratio``.
+:class:`GeneralizedLinearRegressorCV` chooses ``alpha`` and ``l1_ratio`` by cross-validation
+(glum's estimator of that name; :func:`dsketch.cv_path`).
 
 ``fit(X, y)`` accepts a NumPy array, a scipy.sparse matrix, a dask array (written block by
 block, never gathered whole), or the path / URL of a problem store (``y`` omitted: the
@@ -41,8 +46,9 @@ from dsketch.estimators.glm import (
     LogisticRegression,
     PoissonRegressor,
 )
+from dsketch.estimators.glm_cv import GeneralizedLinearRegressorCV
 from dsketch.estimators.glm_families import GammaRegressor, GeneralizedLinearRegressor, TweedieRegressor
 from dsketch.estimators.softmax import SoftmaxRegression
 
-__all__ = ["GammaRegressor", "GeneralizedLinearRegressor", "LinearRegression", "LogisticRegression",
+__all__ = ["GammaRegressor", "GeneralizedLinearRegressor", "GeneralizedLinearRegressorCV", "LinearRegression", "LogisticRegression",
            "PoissonRegressor", "SoftmaxRegression", "TweedieRegressor"]

@@ -260,9 +260,6 @@ class _EngineGLM(BaseEstimator, ABC):
         in place unless a cluster was asked for; then they, like dask arrays, are written to
         a temporary store first.
         """
-        from dsketch.api import fit
-        from dsketch.config import Cluster, Curvature, Solver
-
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise InvalidParameterError(f"max_iter must be a positive integer; got {self.max_iter!r}")
         if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
@@ -307,11 +304,7 @@ class _EngineGLM(BaseEstimator, ABC):
             params = self._model_params(self._total_weight(spec))
             with self._client(spec) as c, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                res = fit(spec, self._model, model_params=params, fit_intercept=self._has_intercept,
-                          curvature=Curvature(self.sketch, size=self.sketch_size),
-                          solver=Solver(self.solver, tol=float(self.tol), max_iter=int(self.max_iter)),
-                          x0="auto" if self._has_intercept else "zeros", seed=int(self.random_state),
-                          cluster=Cluster(c, block_rows=None if self.block_rows is None else int(self.block_rows)))
+                res = self._solve(spec, c, params)
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -323,6 +316,22 @@ class _EngineGLM(BaseEstimator, ABC):
         self.n_passes_ = int(res.n_passes)
         self.fit_result_ = res
         return res.x
+
+    def _settings(self, client: Any) -> dict[str, Any]:
+        """The curvature, solver, seed and cluster of :func:`dsketch.fit` from the parameters."""
+        from dsketch.config import Cluster, Curvature, Solver
+
+        return {"curvature": Curvature(self.sketch, size=self.sketch_size),
+                "solver": Solver(self.solver, tol=float(self.tol), max_iter=int(self.max_iter)),
+                "seed": int(self.random_state),
+                "cluster": Cluster(client, block_rows=None if self.block_rows is None else int(self.block_rows))}
+
+    def _solve(self, spec: ProblemSpec, client: Any, params: dict[str, Any]) -> Any:
+        """The fit of the problem with the model parameters ``params`` (a FitResult)."""
+        from dsketch.api import fit
+
+        return fit(spec, self._model, model_params=params, fit_intercept=self._has_intercept,
+                   x0="auto" if self._has_intercept else "zeros", **self._settings(client))
 
     @staticmethod
     def _total_weight(spec: ProblemSpec) -> float:

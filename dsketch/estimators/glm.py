@@ -228,6 +228,29 @@ class LogisticRegression(ClassifierMixin, _EngineGLM):
         return self.classes_[(z > 0).astype(int)]
 
 
+def check_alpha(alpha: Any) -> float:
+    """``alpha`` as a float, or :class:`InvalidParameterError` unless a finite number >= 0."""
+    if not (isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool) and alpha >= 0
+            and np.isfinite(alpha)):
+        raise InvalidParameterError(f"alpha must be a finite number >= 0; got {alpha!r}")
+    return float(alpha)
+
+
+def elastic_net(alpha: float, l1_ratio: Any) -> dict[str, float]:
+    """glum's penalty ``alpha (l1_ratio ||w||_1 + (1 - l1_ratio) ||w||^2 / 2)`` as the
+    models' ``l2`` and (when ``l1_ratio > 0``) ``l1``.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``l1_ratio`` not a number in [0, 1].
+    """
+    r = l1_ratio
+    if not (isinstance(r, (int, float, np.floating)) and not isinstance(r, bool) and 0 <= r <= 1):
+        raise InvalidParameterError(f"l1_ratio must be a number in [0, 1] (0: ridge, 1: lasso); got {r!r}")
+    return {"l2": alpha * (1.0 - float(r)), **({"l1": alpha * float(r)} if r > 0 else {})}
+
+
 class _EngineRegressor(RegressorMixin, _EngineGLM):
     """A regressor: ``coef_`` of shape (n_features,) and a scalar ``intercept_``."""
 
@@ -251,28 +274,33 @@ class _EngineRegressor(RegressorMixin, _EngineGLM):
 
 
 class PoissonRegressor(_EngineRegressor):
-    """Poisson regression with log link and scikit-learn's parameters.
+    """Poisson regression with log link, scikit-learn's parameters and glum's ``l1_ratio``.
 
-    Minimises ``mean(exp(eta) - y eta) + alpha ||w||^2 / 2`` with ``eta = X w + c`` (the
-    objective of ``sklearn.linear_model.PoissonRegressor(alpha=alpha)`` up to a constant).
+    Minimises ``mean(exp(eta) - y eta) + alpha ((1 - l1_ratio) ||w||^2 / 2 + l1_ratio
+    ||w||_1)`` with ``eta = X w + c``: with the default ``l1_ratio=0`` the objective of
+    ``sklearn.linear_model.PoissonRegressor(alpha=alpha)`` up to a constant, otherwise that
+    of ``glum.GeneralizedLinearRegressor(family="poisson", alpha=alpha, l1_ratio=l1_ratio)``
+    (fitted by proximal Newton: ``solver`` "auto" or "prox-newton").
     ``score`` is scikit-learn's D² (fraction of Poisson deviance explained).
     """
 
     _model: ClassVar[str] = "poisson"
 
-    def __init__(self, *, alpha: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
-                 solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
+    def __init__(self, *, alpha: float = 1.0, l1_ratio: float = 0.0, fit_intercept: bool = True, tol: float = 1e-4,
+                 max_iter: int = 100, solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         super().__init__(fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, solver=solver, sketch=sketch,
                          sketch_size=sketch_size, random_state=random_state, client=client,
                          scheduler=scheduler, block_rows=block_rows)
         self.alpha = alpha
+        self.l1_ratio = l1_ratio
 
     def _l2(self, total_weight: float) -> float:
-        if not (isinstance(self.alpha, (int, float, np.floating)) and self.alpha >= 0):
-            raise InvalidParameterError(f"alpha must be a number >= 0; got {self.alpha!r}")
-        return float(self.alpha)
+        return check_alpha(self.alpha)
+
+    def _model_params(self, total_weight: float) -> dict[str, Any]:
+        return elastic_net(self._l2(total_weight), self.l1_ratio)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)

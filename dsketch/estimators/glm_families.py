@@ -1,10 +1,11 @@
 """scikit-learn / glum style estimators for the other GLM families: gamma, Tweedie and a
 generic family-and-link regressor (glum's names).
 
-Each minimises ``(1 / sum s) sum_i s_i d(y_i, mu_i) / 2 + alpha ||w||^2 / 2`` with ``d`` the
-family's unit deviance and the intercept unpenalised: the objective of scikit-learn's
-``GammaRegressor`` / ``TweedieRegressor`` and of glum's ``GeneralizedLinearRegressor`` with
-``l1_ratio=0``. ``predict`` returns the mean ``mu``; ``score`` is D², the fraction of
+Each minimises ``(1 / sum s) sum_i s_i d(y_i, mu_i) / 2 + alpha (l1_ratio ||w||_1 +
+(1 - l1_ratio) ||w||^2 / 2)`` with ``d`` the family's unit deviance and the intercept
+unpenalised: glum's ``GeneralizedLinearRegressor(alpha, l1_ratio)`` objective, and with the
+default ``l1_ratio=0`` that of scikit-learn's ``GammaRegressor`` / ``TweedieRegressor``. An
+L1 share (``l1_ratio > 0``) fits by proximal Newton (``solver`` "auto" or "prox-newton"). ``predict`` returns the mean ``mu``; ``score`` is D², the fraction of
 deviance explained.
 """
 
@@ -15,12 +16,11 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import xlogy
 
-from dsketch.estimators.glm import _EngineRegressor
+from dsketch.estimators.glm import _EngineRegressor, check_alpha, elastic_net
 from dsketch.models import get_model
 from dsketch.models.base import Model
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression
 from dsketch.models.glm_families import NegativeBinomialRegression, TweedieRegression
-from dsketch.errors import InvalidParameterError
 
 _COMMON = ("fit_intercept", "tol", "max_iter", "solver", "sketch", "sketch_size", "random_state", "client",
            "scheduler", "block_rows")
@@ -70,23 +70,15 @@ class _FamilyRegressor(_EngineRegressor):
     mean as prediction and D² as score."""
 
     def _l2(self, total_weight: float) -> float:
-        alpha = self.alpha
-        if not (isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool) and alpha >= 0
-                and np.isfinite(alpha)):
-            raise InvalidParameterError(f"alpha must be a finite number >= 0; got {alpha!r}")
-        return float(alpha)
+        return check_alpha(self.alpha)
 
     def _family_params(self) -> dict[str, Any]:
         return {}
 
     def _model_params(self, total_weight: float) -> dict[str, Any]:
         """glum's penalty ``alpha (l1_ratio ||w||_1 + (1 - l1_ratio) ||w||^2 / 2)`` as
-        ``l1`` and ``l2`` (``l1_ratio`` 0 where the estimator has none)."""
-        alpha, ratio = self._l2(total_weight), getattr(self, "l1_ratio", 0.0)
-        if not (isinstance(ratio, (int, float, np.floating)) and not isinstance(ratio, bool) and 0 <= ratio <= 1):
-            raise InvalidParameterError(f"l1_ratio must be a number in [0, 1]; got {ratio!r}")
-        l1 = {"l1": alpha * float(ratio)} if ratio > 0 else {}
-        return {"l2": alpha * (1.0 - float(ratio)), **l1, **self._family_params()}
+        ``l1`` and ``l2``, and the family's parameters."""
+        return {**elastic_net(self._l2(total_weight), self.l1_ratio), **self._family_params()}
 
     def _glm_model(self) -> Model:
         """The dsketch model of these parameters (its mean, variance and target check)."""
@@ -114,18 +106,21 @@ def _init(self: Any, kw: dict[str, Any]) -> None:
 class GammaRegressor(_FamilyRegressor):
     """Gamma regression with the log link and scikit-learn's parameters (``y > 0``).
 
-    Minimises ``mean(y e^-eta + eta) + alpha ||w||^2 / 2`` with ``eta = X w + c`` (half the
-    mean gamma deviance up to a constant: ``sklearn.linear_model.GammaRegressor(alpha)``).
+    Minimises ``mean(y e^-eta + eta) + alpha ((1 - l1_ratio) ||w||^2 / 2 + l1_ratio ||w||_1)``
+    with ``eta = X w + c`` (half the mean gamma deviance up to a constant:
+    ``sklearn.linear_model.GammaRegressor(alpha)`` for ``l1_ratio=0``, glum's
+    ``GeneralizedLinearRegressor(family="gamma", alpha, l1_ratio)`` for any).
     """
 
     _model: ClassVar[str] = "gamma"
 
-    def __init__(self, *, alpha: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
+    def __init__(self, *, alpha: float = 1.0, l1_ratio: float = 0.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 100,
                  solver: str = "auto", sketch: str = "auto", sketch_size: int | None = None,
                  random_state: int = 0, client: Any = None, scheduler: str | None = None,
                  block_rows: int | None = None) -> None:
         _init(self, locals())
         self.alpha = alpha
+        self.l1_ratio = l1_ratio
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -138,18 +133,20 @@ class TweedieRegressor(_FamilyRegressor):
 
     ``power`` 0 (normal), 1 (Poisson), between 1 and 2 (compound Poisson-gamma), 2 (gamma),
     above 2 (3: inverse Gaussian); ``link`` "auto" is identity for power 0 and log otherwise
-    (``sklearn.linear_model.TweedieRegressor(power, alpha, link)``).
+    (``sklearn.linear_model.TweedieRegressor(power, alpha, link)``). ``l1_ratio`` adds glum's
+    L1 share: the penalty is ``alpha (l1_ratio ||w||_1 + (1 - l1_ratio) ||w||^2 / 2)``.
     """
 
     _model: ClassVar[str] = "tweedie"
 
-    def __init__(self, *, power: float = 0.0, alpha: float = 1.0, link: str = "auto", fit_intercept: bool = True,
+    def __init__(self, *, power: float = 0.0, alpha: float = 1.0, l1_ratio: float = 0.0, link: str = "auto", fit_intercept: bool = True,
                  tol: float = 1e-4, max_iter: int = 100, solver: str = "auto", sketch: str = "auto",
                  sketch_size: int | None = None, random_state: int = 0, client: Any = None,
                  scheduler: str | None = None, block_rows: int | None = None) -> None:
         _init(self, locals())
         self.power = power
         self.alpha = alpha
+        self.l1_ratio = l1_ratio
         self.link = link
 
     def _family_params(self) -> dict[str, Any]:

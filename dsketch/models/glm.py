@@ -27,7 +27,7 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, xlogy
 
 from dsketch.errors import InvalidParameterError, InvalidTargetError, ModelDomainError, StoreFormatError
 from dsketch.models.base import ROW_DATA_MEMBERS, FloatArray, Model, RowTerms, Scalars, Stats
@@ -276,6 +276,33 @@ class _GLM(Model):
         n = scalars["n"]
         return RowTerms(grad_weight=d1 / n, diag=d2 / n, lowrank=None)
 
+    # -- held-out scoring: the unit deviance -------------------------------------------
+    #: Whether :meth:`unit_deviance` is defined (every single-output family).
+    has_deviance: ClassVar[bool] = True
+
+    def _saturated_loss(self, y: FloatArray) -> FloatArray:
+        """The per-row loss at the saturated mean ``mu = y``."""
+        raise NotImplementedError(f"model {self.name!r} has no unit deviance")
+
+    def unit_deviance(self, eta: FloatArray, y: FloatArray) -> FloatArray:
+        """The family's unit deviance ``d(y, mu)`` at ``mu = g^-1(eta)`` (offset included in
+        ``eta``): twice the loss above its value at ``mu = y``, the loss being half the
+        deviance up to terms free of ``eta``."""
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            out: FloatArray = 2.0 * (self._loss(eta, y) - self._saturated_loss(y))
+        return out
+
+    def deviance_sums(self, eta: FloatArray, b: FloatArray) -> tuple[FloatArray, float]:
+        """``(sum_i s_i d(y_i, mu_ij) for each column j of eta, sum_i s_i)`` over a block:
+        ``eta`` is ``A X^T`` (``n x m``, offset not yet added) for ``m`` coefficient vectors;
+        a row of zero weight counts for nothing, even where its deviance overflowed."""
+        y, s, o = split_rows(b)
+        e = eta if o is None else eta + o[:, None]
+        dev = self.unit_deviance(e, y[:, None])
+        if s is None:
+            return dev.sum(axis=0), float(y.size)
+        return np.where(s[:, None] > 0.0, s[:, None] * dev, 0.0).sum(axis=0), float(np.sum(s))
+
     # -- starting point: the intercept-only fit -----------------------------------------
     @property
     def has_warm_start(self) -> bool:
@@ -381,6 +408,11 @@ class LogisticRegression(_GLM):
         p = min(max(total["sy"] / total["s"], 1e-10), 1.0 - 1e-10)
         return float(np.log(p / (1.0 - p))) - total["so"] / total["s"]
 
+    def _saturated_loss(self, y: FloatArray) -> FloatArray:
+        """``-(y log y + (1 - y) log(1 - y))``: 0 for labels 0 and 1."""
+        out: FloatArray = -(xlogy(y, y) + xlogy(1.0 - y, 1.0 - y))
+        return out
+
     def _check_y(self, b: FloatArray) -> None:
         """Raise ``ValueError`` unless every target is 0 or 1."""
         bad = (b != 0.0) & (b != 1.0)
@@ -442,6 +474,11 @@ class PoissonRegression(_GLM):
             return 0.0
         return float(np.log(total["sy"]) - np.log(total["seo"]))
 
+    def _saturated_loss(self, y: FloatArray) -> FloatArray:
+        """``y - y log y`` (0 at ``y = 0``)."""
+        out: FloatArray = y - xlogy(y, y)
+        return out
+
     def _check_y(self, b: FloatArray) -> None:
         """Raise ``ValueError`` unless every target is a finite number ``>= 0``."""
         bad = ~(np.isfinite(b) & (b >= 0.0))
@@ -487,6 +524,9 @@ class LeastSquares(_GLM):
         return eta - b, np.ones_like(eta)
 
     fixed_dispersion: ClassVar[bool] = False
+
+    def _saturated_loss(self, y: FloatArray) -> FloatArray:
+        return np.zeros_like(y)
 
     def mean(self, eta: FloatArray) -> FloatArray:
         """``eta`` (identity link)."""

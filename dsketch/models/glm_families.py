@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, xlogy
 
 from dsketch.models.base import FloatArray, Model
 from dsketch.models.glm import LeastSquares, LogisticRegression, PoissonRegression, _first_bad, _GLM
@@ -148,6 +148,20 @@ class TweedieRegression(_LogLink):
             else:
                 d2 = np.exp(c)  # Fisher information
             return d1, d2
+
+    def _saturated_loss(self, y: FloatArray) -> FloatArray:
+        """The loss at ``mu = y``: ``-y^2 / 2`` (p = 0), ``y - y log y`` (1), ``1 + log y`` (2),
+        ``-y^(2-p) / ((1-p)(2-p))`` otherwise."""
+        p = self.power
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if p == 0.0:
+                return -0.5 * y * y
+            if p == 1.0:
+                out: FloatArray = y - xlogy(y, y)
+                return out
+            if p == 2.0:
+                return 1.0 + np.log(y)
+            return -np.power(y, 2.0 - p) / ((1.0 - p) * (2.0 - p))
 
     def variance(self, mu: FloatArray) -> FloatArray:
         """``mu^p``."""
@@ -276,6 +290,12 @@ class NegativeBinomialRegression(_LogLink):
         t = self.theta
         s = expit(eta + np.log(t))
         return s / t - b * (1.0 - s), s * (1.0 - s) * (1.0 + t * b) / t
+
+    def _saturated_loss(self, y: FloatArray) -> FloatArray:
+        """The loss at ``mu = y``: ``(y + 1/theta) log(1 + theta y) - y log y``."""
+        t = self.theta
+        out: FloatArray = (y + 1.0 / t) * np.log1p(t * y) - xlogy(y, y)
+        return out
 
     def variance(self, mu: FloatArray) -> FloatArray:
         """``mu + theta mu^2``."""

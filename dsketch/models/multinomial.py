@@ -100,6 +100,7 @@ class MultinomialRegression(_GLM):
 
     name: ClassVar[str] = "multinomial"
     shift_invariant: ClassVar[bool] = True  # softmax ignores a vector added to every column
+    has_deviance: ClassVar[bool] = False  # K outputs: no unit deviance of one linear predictor
 
     def __init__(self, l2: float = 1e-4, n_classes: int | None = None, n_unpenalized: int = 0,
                  preconditioner: str = "auto", l1: float = 0.0) -> None:

@@ -47,7 +47,7 @@ def nodes(
 
 def spec_nodes(spec: Any) -> tuple[str, ...]:
     """:func:`nodes` of a :class:`~dsketch.store.spec.ProblemSpec`."""
-    return nodes(sparse=spec.sparse, has_b=spec.has_b, has_w=spec.has_w, members=tuple(spec.members),
+    return nodes(sparse=spec.sparse, has_b=spec.has_b, has_w=spec.has_w, members=tuple(spec.stored_members),
                  global_members=tuple(spec.global_members))
 
 

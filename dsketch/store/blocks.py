@@ -30,6 +30,7 @@ from dsketch.errors import (
     StoreNotFoundError,
 )
 from dsketch.store import _fs, _identity
+from dsketch.store.folds import SAMPLE_WEIGHT
 from dsketch.store.spec import (
     GLOBAL_GROUP,
     Block,
@@ -150,7 +151,7 @@ def arrays_for(spec: ProblemSpec) -> _Arrays:
     """
     ident = _identity_of(spec)
     _check_fingerprint(spec, ident)
-    return _open_arrays(spec.path, spec.sparse, spec.members, ident)
+    return _open_arrays(spec.path, spec.sparse, spec.stored_members, ident)
 
 
 def clear_cache() -> None:
@@ -350,10 +351,21 @@ def block_from(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int, members: Sequ
             check_finite(where, "w", w, r0)
     extra = {}
     for name in members:
+        if name == SAMPLE_WEIGHT and spec.virtual_weight:
+            continue
         extra[name] = aligned(read_slice(spec.path, arrs.extra[name], name, r0, r1, r0))
         if check:
             check_finite(where, name, extra[name], r0)
+    if spec.row_mask is not None and SAMPLE_WEIGHT in members:
+        extra[SAMPLE_WEIGHT] = masked_weights(spec, extra.get(SAMPLE_WEIGHT), r0, r1)
     return Block(A=A, b=b, w=w, extra=extra)
+
+
+def masked_weights(spec: ProblemSpec, stored: np.ndarray | None, r0: int, r1: int) -> np.ndarray:
+    """The sample weights of rows ``[r0, r1)`` of a problem with a row mask: the stored
+    ones (or ones) times the mask's 0s and 1s, keyed by the global row."""
+    keep = spec.row_mask.keep(r0, r1)
+    return aligned(keep if stored is None else np.asarray(stored, dtype=np.float64) * keep)
 
 
 #: Rows per slice of :func:`member_sum` (a fixed step: the sum does not depend on the chunking).
@@ -371,11 +383,15 @@ def member_sum(spec: ProblemSpec, name: str) -> float:
     """
     if name not in spec.members:
         raise InvalidParameterError(f"store {spec.path!r} has no row-aligned member {name!r}; available: {list(spec.members)}")
-    arr = zarr.open_group(spec.path, mode="r")[name]
+    virtual = spec.virtual_weight and name == SAMPLE_WEIGHT
+    arr = None if virtual else zarr.open_group(spec.path, mode="r")[name]
     total = 0.0
     for r0, r1 in row_blocks(spec.n_samples, SUM_STEP):
-        part = np.asarray(read_slice(spec.path, arr, name, r0, r1, r0), dtype=np.float64)
-        check_finite(f"store {spec.path!r}", name, part, r0)
+        part = None if virtual else np.asarray(read_slice(spec.path, arr, name, r0, r1, r0), dtype=np.float64)
+        if part is not None:
+            check_finite(f"store {spec.path!r}", name, part, r0)
+        if spec.row_mask is not None and name == SAMPLE_WEIGHT:
+            part = masked_weights(spec, part, r0, r1)
         total += float(np.sum(part))
     return total
 

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from dsketch.store.blocks import SUM_STEP, _Arrays, block_from, row_blocks
+from dsketch.store.blocks import SUM_STEP, _Arrays, block_from, masked_weights, row_blocks
 from dsketch.store.builder import checked_inputs, default_chunk_rows
+from dsketch.store.folds import SAMPLE_WEIGHT
 from dsketch.store.spec import Block, ProblemSpec
 from dsketch.errors import InvalidParameterError
 
@@ -73,14 +74,20 @@ class MemoryProblem(ProblemSpec):
 
     def member_shape(self, name: str) -> tuple[int, ...]:
         """The shape of a row-aligned member, as given."""
+        if self.virtual_weight and name == SAMPLE_WEIGHT:
+            return (self.n_samples,)
         return tuple(int(s) for s in np.shape(self.member(name)))
 
     def member_sum(self, name: str) -> float:
         """:func:`dsketch.store.member_sum` of the arrays (the same slices, the same sum)."""
-        values = self.member(name)
+        virtual = self.virtual_weight and name == SAMPLE_WEIGHT
+        values = None if virtual else self.member(name)
         total = 0.0
         for r0, r1 in row_blocks(self.n_samples, SUM_STEP):
-            total += float(np.sum(np.asarray(values[r0:r1], dtype=np.float64)))
+            part = None if values is None else np.asarray(values[r0:r1], dtype=np.float64)
+            if self.row_mask is not None and name == SAMPLE_WEIGHT:
+                part = masked_weights(self, part, r0, r1)
+            total += float(np.sum(part))
         return total
 
 

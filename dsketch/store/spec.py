@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from dsketch.errors import (
     DTypeError,
+    InvalidParameterError,
     InvalidIndicesError,
     NonFiniteError,
     ShapeMismatchError,
@@ -81,6 +82,12 @@ class ProblemSpec:
         one, also the directory's identity). Every block read and every checkpoint checks
         that the store at :attr:`path` still has it (``StoreChangedError`` otherwise); an
         empty string (a spec built by hand) turns the check off.
+    row_mask : RowMask or None
+        Set on the view :meth:`with_row_mask` returns: every block's ``sample_weight`` is
+        multiplied by the mask (0 on the rows it leaves out). The store is not changed.
+    virtual_weight : bool
+        True when ``sample_weight`` is among :attr:`members` only because of the row mask
+        (the store has none: the weights are the mask's 0s and 1s).
     """
 
     path: str
@@ -98,6 +105,37 @@ class ProblemSpec:
     global_members: tuple[str, ...] = ()
     fingerprint: str = field(default="", repr=False)
     intercept: bool = False
+    row_mask: Any = None
+    virtual_weight: bool = False
+
+    def with_row_mask(self, mask: Any) -> ProblemSpec:
+        """This store read with its sample weights multiplied by ``mask`` (a
+        :class:`~dsketch.store.folds.RowMask` or
+        :class:`~dsketch.store.folds.RowSubset`: 1 on the rows it keeps, 0 on the others), a
+        member ``sample_weight`` of ones added where the store has none; nothing is written.
+        For the GLMs this is the fit (or the score) of the kept rows alone; the other models
+        refuse sample weights, hence a masked store."""
+        from dsketch.store.folds import SAMPLE_WEIGHT, RowMask, RowSubset
+
+        if not isinstance(mask, (RowMask, RowSubset)):
+            raise InvalidParameterError(f"with_row_mask takes a dsketch.RowMask or RowSubset; got {mask!r}")
+        if isinstance(mask, RowSubset) and mask.kept.size != self.n_samples:
+            raise InvalidParameterError(f"the row subset is of {mask.kept.size} rows; the problem has "
+                                        f"{self.n_samples}")
+        if self.row_mask is not None:
+            raise InvalidParameterError(f"the problem {self.path!r} already has a row mask ({self.row_mask}); "
+                                        "mask the unmasked problem")
+        if SAMPLE_WEIGHT in self.members:
+            return replace(self, row_mask=mask)
+        return replace(self, row_mask=mask, virtual_weight=True, members=tuple(sorted((*self.members, SAMPLE_WEIGHT))))
+
+    @property
+    def stored_members(self) -> tuple[str, ...]:
+        """The row-aligned members the store holds (:attr:`members` less a virtual
+        ``sample_weight``)."""
+        if not self.virtual_weight:
+            return self.members
+        return tuple(m for m in self.members if m != "sample_weight")
 
     def with_intercept(self) -> ProblemSpec:
         """This store read with a column of ones appended to ``A`` (an intercept), without
@@ -118,7 +156,9 @@ class ProblemSpec:
         """The shape of the row-aligned member ``name`` (from the store's metadata)."""
         import zarr
 
-        if name not in self.members:
+        if self.virtual_weight and name == "sample_weight":
+            return (self.n_samples,)
+        if name not in self.stored_members:
             raise StoreFormatError(f"store {self.path!r} has no row-aligned member {name!r}; "
                                    f"its members: {list(self.members)}")
         return tuple(int(s) for s in zarr.open_group(self.path, mode="r")[name].shape)

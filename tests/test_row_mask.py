@@ -1,0 +1,120 @@
+"""Row masks (dsketch.store.folds): the folds a function of the global row, a masked fit
+equal to the fit of the subset written as its own store, for every curvature."""
+
+import itertools
+
+import numpy as np
+import pytest
+from model_helpers import poisson_offset_data
+from scipy.special import expit
+
+import dsketch
+from dsketch.errors import DSketchError, InvalidParameterError
+from dsketch.store.folds import RowMask
+
+TIGHT = dsketch.Solver(tol=1e-12, max_iter=300)
+
+
+def test_folds_are_a_function_of_the_global_row():
+    """RowMask.keep on any split of the rows is fold_ids' slice; the folds partition the
+    rows, about n / k each; the training and held-out masks are complements."""
+    n, k = 10_007, 4
+    f = dsketch.fold_ids(n, k, seed=3)
+    assert set(np.unique(f)) == set(range(k))
+    assert np.all(np.abs(np.bincount(f) - n / k) < 5 * np.sqrt(n / k))
+    assert not np.array_equal(f, dsketch.fold_ids(n, k, seed=4))
+    for fold in range(k):
+        train, test = RowMask(k, fold, seed=3), RowMask(k, fold, seed=3, held_out=True)
+        cuts = [0, 1, 999, 5000, 5001, n]
+        kept = np.concatenate([train.keep(a, b) for a, b in itertools.pairwise(cuts)])
+        np.testing.assert_array_equal(kept, (f != fold).astype(float))
+        np.testing.assert_array_equal(test.keep(0, n), (f == fold).astype(float))
+
+
+@pytest.mark.parametrize("curvature", ["exact", dsketch.Curvature("leverage", size=300),
+                                       dsketch.Curvature("uniform", size=400), dsketch.Curvature("rownorm", size=400),
+                                       dsketch.Curvature("countsketch", size=400),
+                                       dsketch.Curvature("gaussian", size=300)])
+def test_masked_store_fit_equals_the_fit_of_the_subset_store(tmp_path, curvature):
+    """A fold's training fit through the mask (weights, offsets, intercept, L1; blocks that
+    cut across the store's chunks) is the fit of those rows written as a store of their own,
+    to 1e-8, whatever the curvature: the objective is normalised by the training weights."""
+    rng = np.random.default_rng(0)
+    A, y, offset = poisson_offset_data(rng)
+    sw = rng.uniform(0.5, 2.0, y.size)
+    spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=offset, chunk_rows=300)
+    tr = dsketch.fold_ids(y.size, 5, seed=1) != 2
+    sub = dsketch.write_problem(tmp_path / "s.zarr", A[tr], y[tr], sample_weight=sw[tr], offset=offset[tr])
+    kw = {"model_params": {"l2": 0.002, "l1": 0.004}, "fit_intercept": True, "solver": TIGHT}
+    masked = dsketch.fit(spec.with_row_mask(RowMask(5, 2, seed=1)), "poisson", curvature=curvature,
+                         cluster=dsketch.Cluster(block_rows=256), **kw)
+    ref = dsketch.fit(sub, "poisson", curvature="exact", **kw)
+    assert masked.success and ref.success
+    assert masked.info["row_mask"] == {"n_folds": 5, "fold": 2, "seed": 1, "held_out": False}
+    np.testing.assert_allclose(masked.x, ref.x, atol=1e-8)
+    assert masked.fun == pytest.approx(ref.fun, rel=1e-10)
+    assert 0 < np.count_nonzero(ref.x[:-1]) < A.shape[1]
+
+
+@pytest.mark.parametrize("method", ["auto", "lbfgs", "newton", "newton-cg"])
+def test_mask_without_stored_weights_on_an_in_memory_problem(method):
+    """Without sample weights the mask is the weights; the in-memory route reads it too, and
+    every smooth method reaches the subset's optimum."""
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((800, 6))
+    y = (rng.random(800) < expit(A[:, 0] - A[:, 1] + 0.3)).astype(float)
+    keep = dsketch.fold_ids(y.size, 3, seed=0) == 1
+    solver = dsketch.Solver(method, tol=1e-12, max_iter=300)
+    masked = dsketch.fit(dsketch.in_memory(A, y).with_row_mask(RowMask(3, 1, held_out=True)), "logistic",
+                         model_params={"l2": 1e-3}, fit_intercept=True, solver=solver)
+    ref = dsketch.fit((A[keep], y[keep]), "logistic", model_params={"l2": 1e-3}, fit_intercept=True,
+                      curvature="exact", solver=TIGHT)
+    assert masked.success
+    np.testing.assert_allclose(masked.x, ref.x, atol=1e-9)
+
+
+def test_a_masked_problem_is_refused_where_weights_mean_nothing():
+    """softmax does not take sample weights: a mask is an error, not ignored; a second mask
+    and a bad mask are refused."""
+    rng = np.random.default_rng(6)
+    A = rng.standard_normal((50, 3))
+    b = np.full(50, 1 / 50)
+    prob = dsketch.in_memory(A, b, np.ones(50))
+    with pytest.raises(DSketchError, match="sample_weight"):
+        dsketch.fit(prob.with_row_mask(RowMask(2, 0)), "softmax")
+    with pytest.raises(InvalidParameterError, match="already"):
+        prob.with_row_mask(RowMask(2, 0)).with_row_mask(RowMask(2, 1))
+    with pytest.raises(InvalidParameterError, match="fold"):
+        RowMask(3, 3)
+
+
+def test_samplers_spend_nothing_on_masked_rows():
+    """A masked row has curvature 0, so no sampler draws it: leverage and row-norm sketches
+    spend their whole size on the kept rows; uniform sampling keeps its rate size / n, so
+    its sketch shrinks with the kept share (about half here)."""
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((4000, 5))
+    y = rng.poisson(1.0, 4000).astype(float)
+    masked = dsketch.in_memory(A, y).with_row_mask(RowMask(2, 0))
+    kept = float((dsketch.fold_ids(4000, 2) != 0).mean())
+    for kind, share in (("leverage", 1.0), ("rownorm", 1.0), ("uniform", kept)):
+        res = dsketch.fit(masked, "poisson", curvature=dsketch.Curvature(kind, size=1000), solver="newton")
+        assert res.success
+        assert abs(res.history["sketch_rows"].mean() / (1000 * share) - 1) < 0.1
+
+
+def test_a_given_row_subset_on_a_store_equals_the_subset_store(tmp_path):
+    """RowSubset (any rows, here a random 60%, not a fold) on a store with weights: the fit
+    of those rows written as a store of their own; a subset of the wrong length is refused."""
+    rng = np.random.default_rng(8)
+    A, y, offset = poisson_offset_data(rng, n=700, d=6, k=2)
+    sw = rng.uniform(0.5, 2.0, y.size)
+    spec = dsketch.write_problem(tmp_path / "p.zarr", A, y, sample_weight=sw, offset=offset, chunk_rows=128)
+    rows = np.sort(rng.choice(y.size, 420, replace=False))
+    sub = dsketch.write_problem(tmp_path / "s.zarr", A[rows], y[rows], sample_weight=sw[rows], offset=offset[rows])
+    kw = {"model_params": {"l2": 1e-3, "l1": 2e-3}, "fit_intercept": True, "solver": TIGHT}
+    masked = dsketch.fit(spec.with_row_mask(dsketch.RowSubset.of(rows, y.size)), "poisson", **kw)
+    np.testing.assert_allclose(masked.x, dsketch.fit(sub, "poisson", **kw).x, atol=1e-9)
+    assert masked.info["row_mask"]["rows"] == 420
+    with pytest.raises(InvalidParameterError, match="rows"):
+        spec.with_row_mask(dsketch.RowSubset.of(rows, y.size + 1))
