@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from dsketch.solvers._coordinate import sweep
 from dsketch.solvers.lbfgs import REFRESH_PRODUCTS, LBFGSMemory, QuasiNewtonProbe
 from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
 from dsketch.solvers.result import outside_stacklevel
@@ -329,10 +330,6 @@ def min_norm_subgradient(grad: np.ndarray, x: np.ndarray, l1: np.ndarray) -> np.
     return np.where(x != 0.0, grad + l1 * np.sign(x), shrunk)
 
 
-def _soft(v: float, t: float) -> float:
-    return v - t if v > t else (v + t if v < -t else 0.0)
-
-
 def _positive_diagonal(H: np.ndarray) -> np.ndarray:
     """``H`` with every diagonal entry that is not positive set to the median of the positive
     ones (1 if there are none). A sampled curvature has a zero row and column where no
@@ -418,11 +415,13 @@ class ProximalCoordinateDescent:
 
     def _descend(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float, p: np.ndarray,
                  Hp: np.ndarray, everything: np.ndarray) -> None:
-        """Active-set cyclic sweeps over ``everything`` (``p``, ``Hp`` updated in place)."""
-        diag = np.diag(H)
+        """Active-set cyclic sweeps over ``everything`` (``p``, ``Hp`` updated in place; ``Hp``
+        current on all coordinates on return). Sweeps over the active set track ``H p`` on
+        that set only, and ``H p`` is recomputed whole before the next full sweep."""
+        every = np.arange(x.size)
         coords, sweeps = everything, 0
         while sweeps < self.max_sweeps:
-            change = self._sweep(H, diag, g, x, l1, p, Hp, coords)
+            change = sweep(H, g, x, l1, p, Hp, coords, every if coords is everything else coords)
             sweeps += 1
             if change > tol:
                 if coords is everything:  # keep working on the support of the full sweep
@@ -431,25 +430,10 @@ class ProximalCoordinateDescent:
             if coords is everything:
                 return
             coords = everything
+            Hp[:] = H @ p
+        if coords is not everything:
+            Hp[:] = H @ p
         logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", sweeps, tol)
-
-    @staticmethod
-    def _sweep(H: np.ndarray, diag: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, p: np.ndarray,
-               Hp: np.ndarray, coords: np.ndarray) -> float:
-        """One cyclic pass over ``coords`` (``p`` and ``Hp = H p`` updated in place); the
-        largest ``H_jj |delta_j|``."""
-        largest = 0.0
-        for j in coords.tolist():
-            a = diag[j]
-            z = x[j] + p[j]
-            # the model's derivative in coordinate j without its own term: g_j + (H p)_j - a p_j
-            new = _soft(a * z - (g[j] + Hp[j]), l1[j]) / a
-            step = new - z
-            if step != 0.0:
-                p[j] += step
-                Hp += step * H[j]
-                largest = max(largest, a * abs(step))
-        return largest
 
 
 def wants_curvature(inner: InnerSolver, state: IterationState) -> bool:
