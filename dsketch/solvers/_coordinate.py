@@ -35,8 +35,12 @@ def _sweep_kernel(H: Any, g: Any, x: Any, l1: Any, p: Any, Hp: Any, coords: Any,
         if step != 0.0:
             p[j] += step
             row = H[j]
-            for k in track:
-                Hp[k] += step * row[k]
+            if track.size == Hp.size:  # all of them: a contiguous loop, which vectorises
+                for k in range(Hp.size):
+                    Hp[k] += step * row[k]
+            else:
+                for k in track:
+                    Hp[k] += step * row[k]
             largest = max(largest, a * abs(step))
     return largest
 
@@ -57,7 +61,7 @@ def sweep(H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, p: np.nda
         The direction and ``H p``, updated in place; ``Hp`` must be current at ``coords``.
     coords, track : ndarray of int64
         The coordinates swept, in order, and the entries of ``Hp`` kept current (a superset
-        of ``coords``; the others go stale).
+        of ``coords``; the others go stale). A ``track`` of ``d`` entries means all of them.
     """
     return float(_sweep_kernel(np.ascontiguousarray(H, dtype=np.float64), g, x, l1, p, Hp,
                                np.asarray(coords, dtype=np.int64), np.asarray(track, dtype=np.int64)))

@@ -11,7 +11,7 @@ a new one (coordinate descent, a block preconditioner) is one new class passed a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -370,6 +370,15 @@ class ProximalCoordinateDescent:
     ``screen`` mask (a regularisation path's strong rule), only those it keeps; a left-out
     coordinate whose model gradient ``|g_j + (H~ p)_j|`` exceeds ``l1_j`` is re-admitted
     and the sweeps go on, so screening changes the work, never the direction.
+
+    With ``restrict > 0`` and a ``screen``, the curvature itself is formed on the columns
+    ``S`` that may move only (:meth:`curvature_columns`: the screened-in, unpenalised and
+    nonzero ones, and every column whose gradient has violated ``|g_j| <= l1_j`` at an
+    iterate of the fit), as long as they are at most that fraction of all. The direction
+    then minimises the model over ``S`` with ``p_j = 0`` elsewhere; the outer loop computes
+    the curvature again, with the new columns, at an iterate where a column outside ``S``
+    violates the KKT conditions, so the fit converges to the minimiser over all columns and
+    the stopping rule, on the full gradient, never accepts a violation.
     """
 
     forcing: float = 1e-3
@@ -378,6 +387,10 @@ class ProximalCoordinateDescent:
     screen: np.ndarray | None = None
     #: Screened-out coordinates the KKT check had to re-admit (a count over the fit).
     readmitted: int = 0
+    #: Restrict the curvature to the screened columns while they are at most this share of
+    #: all (0: never; needs ``screen``).
+    restrict: float = 0.0
+    _needed: np.ndarray | None = field(default=None, init=False, repr=False)
     handles_l1 = True
     needs_curvature = True
     second_order = True
@@ -389,11 +402,34 @@ class ProximalCoordinateDescent:
         l1 = problem.model.l1_weights(x.size)
         kkt = np.abs(min_norm_subgradient(g, x, l1))
         tol = self.forcing * float(kkt.max()) if kkt.size else 0.0
-        p = self.minimise(H, g, x, l1, tol)
+        cols = state.hess_cols
+        if cols is None:
+            p = self.minimise(H, g, x, l1, tol, self.screen)
+        else:  # the model over the columns of a restricted curvature, p = 0 elsewhere
+            p = np.zeros(x.size)
+            p[cols] = self.minimise(H, g[cols], x[cols], l1[cols], tol)
         delta = float(g @ p + l1 @ (np.abs(x + p) - np.abs(x)))
         return Direction(p=p, gp=delta, decrement=float(np.sqrt(max(-delta, 0.0))))
 
-    def minimise(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float) -> np.ndarray:
+    def curvature_columns(self, x: np.ndarray, grad: np.ndarray | None, l1: np.ndarray) -> np.ndarray | None:
+        """The columns whose curvature the next direction needs at ``x`` (sorted), or None
+        for all of them: see the class notes. ``grad`` (the gradient at ``x``, when known)
+        adds the columns where ``|g_j| > l1_j``; the set only grows during a fit."""
+        if self.screen is None or not self.restrict > 0.0:
+            return None
+        if self._needed is None:
+            self._needed = np.asarray(self.screen, dtype=bool) | (l1 == 0.0)
+        self._needed |= x != 0.0
+        if grad is not None:
+            violators = ~self._needed & (np.abs(grad) > l1)
+            self.readmitted += int(violators.sum())
+            self._needed |= violators
+        if np.count_nonzero(self._needed) > self.restrict * x.size:
+            return None
+        return np.flatnonzero(self._needed)
+
+    def minimise(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float,
+                 screen: np.ndarray | None = None) -> np.ndarray:
         """The coordinate-descent minimiser ``p`` of the penalised quadratic model; with
         ``screen``, first over the screened-in coordinates, then over those the KKT check
         of the model re-admits, until none violates it."""
@@ -401,7 +437,7 @@ class ProximalCoordinateDescent:
         # zero coordinates whose model gradient is inside [-l1, l1] at p = 0 start out (the
         # KKT check below takes back any that a later change pushes out of it)
         candidates = (x != 0.0) | (l1 == 0.0) | (np.abs(g) > l1)
-        allowed = usable & candidates if self.screen is None else usable & (self.screen & candidates | (x != 0.0))
+        allowed = usable & candidates if screen is None else usable & (screen & candidates | (x != 0.0))
         p, Hp = np.zeros(x.size), np.zeros(x.size)
         while True:
             self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed))
@@ -419,19 +455,23 @@ class ProximalCoordinateDescent:
         current on all coordinates on return). Sweeps over the active set track ``H p`` on
         that set only, and ``H p`` is recomputed whole before the next full sweep."""
         every = np.arange(x.size)
-        coords, sweeps = everything, 0
+        coords, track, sweeps = everything, every, 0
         while sweeps < self.max_sweeps:
-            change = sweep(H, g, x, l1, p, Hp, coords, every if coords is everything else coords)
+            change = sweep(H, g, x, l1, p, Hp, coords, track)
             sweeps += 1
             if change > tol:
                 if coords is everything:  # keep working on the support of the full sweep
                     coords = everything[(x[everything] + p[everything] != 0.0) | (l1[everything] == 0.0)]
+                    # a gathered update pays off on a small active set; a large one updates all
+                    track = coords if 2 * coords.size < x.size else every
                 continue
             if coords is everything:
                 return
             coords = everything
-            Hp[:] = H @ p
-        if coords is not everything:
+            if track is not every:
+                Hp[:] = H @ p
+                track = every
+        if track is not every:
             Hp[:] = H @ p
         logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", sweeps, tol)
 
