@@ -55,10 +55,12 @@ def test_coordinate_descent_minimises_the_penalised_quadratic_model(seed):
 
 
 # ------------------------------------------------------------------ restricted Gram
+@pytest.mark.parametrize("kind", ["exact", "uniform"])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_column_restricted_gram_is_the_dense_sub_block(sparse):
+def test_column_restricted_gram_is_the_dense_sub_block(sparse, kind):
     """The exact Gram on a column subset, two blocks summed, equals ``A_S^T diag(D) A_S``
-    computed densely here (weights of both signs, an all-zero column in the subset)."""
+    computed densely here (weights of both signs, an all-zero column in the subset); so
+    does a uniform sample of every row (probability 1)."""
     import scipy.sparse as sp
 
     from dsketch.sketch import SketchContext, make_sketch
@@ -70,8 +72,8 @@ def test_column_restricted_gram_is_the_dense_sub_block(sparse):
     A[:, 7] = 0.0
     D = rng.uniform(-0.5, 2.0, n)
     cols = np.array([0, 3, 7, 8, 21, 39])
-    sketch = ColumnSubset(make_sketch("exact"), cols)
-    ctx = SketchContext(seed=0, iteration=0, n_samples=n, n_features=d, sketch_size=1)
+    sketch = ColumnSubset(make_sketch(kind), cols)
+    ctx = SketchContext(seed=0, iteration=0, n_samples=n, n_features=d, sketch_size=n)
     blocks = [(0, 120), (120, n)]
     parts = [sketch.block(sp.csr_matrix(A[r0:r1]) if sparse else A[r0:r1], D[r0:r1], r0, ctx) for r0, r1 in blocks]
     total = {k: sum(p[k] for p in parts) for k in parts[0]}
@@ -183,3 +185,13 @@ def test_a_column_the_screen_wrongly_discards_comes_back(restricted, monkeypatch
     assert back  # a discarded column is nonzero in the fit that discarded it
     for k, alpha in enumerate(path.alphas):
         assert _kkt_violation(A, y, path.coef[k, :-1], path.coef[k, -1], alpha, 1.0) <= 1e-7
+
+
+def test_a_sketch_with_preliminary_passes_is_not_restricted():
+    from dsketch.errors import DSketchError, InvalidOptionError
+    from dsketch.sketch import make_sketch
+    from dsketch.sketch.columns import ColumnSubset
+
+    with pytest.raises(InvalidOptionError, match="preliminary") as info:
+        ColumnSubset(make_sketch("leverage"), np.array([0, 2]))
+    assert isinstance(info.value, DSketchError)
