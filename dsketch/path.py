@@ -28,6 +28,8 @@ from dsketch.store.memory import MemoryProblem
 
 #: The L1 strength of the fit at the path's start: every penalised coefficient stays 0.
 _ALL_ZERO = 1e300
+#: The largest share of the columns on which a screened fit forms a restricted curvature.
+RESTRICT_SHARE = 0.9
 
 #: An ``alpha_max`` at or below this is 0 up to rounding (scikit-learn's ``_alpha_grid``
 #: uses the same floor): no default grid is built down from it.
@@ -134,7 +136,8 @@ def _screen(grad: np.ndarray, x: np.ndarray, threshold: float, n_unpenalized: in
 def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None, n_alphas: int = 20,
              eps: float = 1e-3, model_params: dict[str, Any] | None = None, fit_intercept: bool = False,
              curvature: str | Curvature = "auto", solver: str | Solver = "auto",
-             cluster: Cluster | Any = None, seed: int = 0, screening: bool = True) -> PathResult:
+             cluster: Cluster | Any = None, seed: int = 0, screening: bool = True,
+             restricted_curvature: bool = True) -> PathResult:
     """Fit a GLM (or multinomial regression) at each alpha of a regularisation path,
     warm-started from the alpha before.
 
@@ -160,6 +163,14 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
         The sequential strong rule (coordinates with ``|g_j| < l1_ratio (2 alpha_k -
         alpha_{k-1})`` at the previous solution are left out of the coordinate descent until
         the model's KKT check re-admits them). It never changes the solution.
+    restricted_curvature : bool, default True
+        With ``screening``, form the curvature on the columns that may be nonzero only (the
+        screened-in, unpenalised and nonzero ones, and any whose gradient violates the KKT
+        conditions at an iterate) while they are at most ``RESTRICT_SHARE`` (90%) of all:
+        the workers compute the ``|S| x |S|`` block of the Gram, not ``d x d``. A column
+        left out whose gradient violates the KKT conditions is added and the curvature
+        computed again, so it never changes the solution either. Curvatures with
+        preliminary passes (leverage scores) are always formed whole.
 
     Returns
     -------
@@ -182,7 +193,7 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
     t0 = time.perf_counter()
     with one_cluster(spec, clu) as bound:
         return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol,
-                    bound, seed, screening, t0)
+                    bound, seed, (screening, restricted_curvature), t0)
 
 
 @contextlib.contextmanager
@@ -199,12 +210,14 @@ def one_cluster(spec: Any, clu: Cluster) -> Iterator[Cluster]:
 
 def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_alphas: int, eps: float,
          model_params: dict[str, Any] | None, fit_intercept: bool, curvature: Any, sol: Solver, clu: Cluster,
-         seed: int, screening: bool, t0: float) -> PathResult:
-    """The fits of :func:`fit_path` on a bound problem and cluster."""
+         seed: int, screens: tuple[bool, bool], t0: float) -> PathResult:
+    """The fits of :func:`fit_path` on a bound problem and cluster (``screens``: the
+    ``screening`` and ``restricted_curvature`` flags)."""
     params = dict(model_params or {})
+    screening, restricted = screens
 
     def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None) -> tuple[FitResult, ProximalCoordinateDescent]:
-        inner = ProximalCoordinateDescent(screen=screen)
+        inner = ProximalCoordinateDescent(screen=screen, restrict=RESTRICT_SHARE if restricted else 0.0)
         res = fit(spec, model, model_params={**params, "l1": l1, "l2": l2}, fit_intercept=fit_intercept,
                   curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner), cluster=clu,
                   x0=x0, seed=seed)

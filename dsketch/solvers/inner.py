@@ -11,11 +11,12 @@ a new one (coordinate descent, a block preconditioner) is one new class passed a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from dsketch.solvers._coordinate import sweep
 from dsketch.solvers.lbfgs import REFRESH_PRODUCTS, LBFGSMemory, QuasiNewtonProbe
 from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
 from dsketch.solvers.result import outside_stacklevel
@@ -378,10 +379,6 @@ def _shifted(p: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, l2: np
     return q if _decrease(q, g, x, l1) < 0.0 else p
 
 
-def _soft(v: float, t: float) -> float:
-    return v - t if v > t else (v + t if v < -t else 0.0)
-
-
 def _positive_diagonal(H: np.ndarray) -> np.ndarray:
     """``H`` with every diagonal entry that is not positive set to the median of the positive
     ones (1 if there are none). A sampled curvature has a zero row and column where no
@@ -431,6 +428,15 @@ class ProximalCoordinateDescent:
     model that ignores a vector added to every column (``model.shift_invariant``: softmax),
     the direction then takes each row's penalty-minimising common shift (:func:`_shifted`),
     the directions the blocks model worst.
+
+    With ``restrict > 0`` and a ``screen``, the curvature itself is formed on the columns
+    ``S`` that may move only (:meth:`curvature_columns`: the screened-in, unpenalised and
+    nonzero ones, and every column whose gradient has violated ``|g_j| <= l1_j`` at an
+    iterate of the fit), as long as they are at most that fraction of all. The direction
+    then minimises the model over ``S`` with ``p_j = 0`` elsewhere; the outer loop computes
+    the curvature again, with the new columns, at an iterate where a column outside ``S``
+    violates the KKT conditions, so the fit converges to the minimiser over all columns and
+    the stopping rule, on the full gradient, never accepts a violation.
     """
 
     forcing: float = 1e-3
@@ -439,6 +445,10 @@ class ProximalCoordinateDescent:
     screen: np.ndarray | None = None
     #: Screened-out coordinates the KKT check had to re-admit (a count over the fit).
     readmitted: int = 0
+    #: Restrict the curvature to the screened columns while they are at most this share of
+    #: all (0: never; needs ``screen``).
+    restrict: float = 0.0
+    _needed: np.ndarray | None = field(default=None, init=False, repr=False)
     handles_l1 = True
     needs_curvature = True
     second_order = True
@@ -454,8 +464,12 @@ class ProximalCoordinateDescent:
             p = self.minimise_blocks(state.hess, g, x, l1, tol)
             if getattr(problem.model, "shift_invariant", False):
                 p = _shifted(p, g, x, l1, state.penalty_hess, state.hess.shape[0])
-        else:
-            p = self.minimise(_positive_diagonal(state.hess), g, x, l1, tol)
+        elif state.hess_cols is None:
+            p = self.minimise(_positive_diagonal(state.hess), g, x, l1, tol, self.screen)
+        else:  # the model over the columns of a restricted curvature, p = 0 elsewhere
+            cols = state.hess_cols
+            p = np.zeros(x.size)
+            p[cols] = self.minimise(_positive_diagonal(state.hess), g[cols], x[cols], l1[cols], tol)
         delta = _decrease(p, g, x, l1)
         return Direction(p=p, gp=delta, decrement=float(np.sqrt(max(-delta, 0.0))), linear=state.hess.ndim == 3)
 
@@ -471,12 +485,28 @@ class ProximalCoordinateDescent:
                                    None if self.screen is None else self.screen[idx])
         return p
 
+    def curvature_columns(self, x: np.ndarray, grad: np.ndarray | None, l1: np.ndarray) -> np.ndarray | None:
+        """The columns whose curvature the next direction needs at ``x`` (sorted), or None
+        for all of them: see the class notes. ``grad`` (the gradient at ``x``, when known)
+        adds the columns where ``|g_j| > l1_j``; the set only grows during a fit."""
+        if self.screen is None or not self.restrict > 0.0:
+            return None
+        if self._needed is None:
+            self._needed = np.asarray(self.screen, dtype=bool) | (l1 == 0.0)
+        self._needed |= x != 0.0
+        if grad is not None:
+            violators = ~self._needed & (np.abs(grad) > l1)
+            self.readmitted += int(violators.sum())
+            self._needed |= violators
+        if not 0 < np.count_nonzero(self._needed) <= self.restrict * x.size:
+            return None  # too many to gain, or none (all zero and no violator: the full curvature)
+        return np.flatnonzero(self._needed)
+
     def minimise(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float,
                  screen: np.ndarray | None = None) -> np.ndarray:
-        """The coordinate-descent minimiser ``p`` of the penalised quadratic model; with a
-        ``screen`` (default: this solver's), first over the screened-in coordinates, then
-        over those the KKT check of the model re-admits, until none violates it."""
-        screen = self.screen if screen is None else screen
+        """The coordinate-descent minimiser ``p`` of the penalised quadratic model; with
+        ``screen``, first over the screened-in coordinates, then over those the KKT check
+        of the model re-admits, until none violates it."""
         usable = np.diag(H) > 0.0
         # zero coordinates whose model gradient is inside [-l1, l1] at p = 0 start out (the
         # KKT check below takes back any that a later change pushes out of it)
@@ -495,38 +525,29 @@ class ProximalCoordinateDescent:
 
     def _descend(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float, p: np.ndarray,
                  Hp: np.ndarray, everything: np.ndarray) -> None:
-        """Active-set cyclic sweeps over ``everything`` (``p``, ``Hp`` updated in place)."""
-        diag = np.diag(H)
-        coords, sweeps = everything, 0
+        """Active-set cyclic sweeps over ``everything`` (``p``, ``Hp`` updated in place; ``Hp``
+        current on all coordinates on return). Sweeps over the active set track ``H p`` on
+        that set only, and ``H p`` is recomputed whole before the next full sweep."""
+        every = np.arange(x.size)
+        coords, track, sweeps = everything, every, 0
         while sweeps < self.max_sweeps:
-            change = self._sweep(H, diag, g, x, l1, p, Hp, coords)
+            change = sweep(H, g, x, l1, p, Hp, coords, track)
             sweeps += 1
             if change > tol:
                 if coords is everything:  # keep working on the support of the full sweep
                     coords = everything[(x[everything] + p[everything] != 0.0) | (l1[everything] == 0.0)]
+                    # a gathered update pays off on a small active set; a large one updates all
+                    track = coords if 2 * coords.size < x.size else every
                 continue
             if coords is everything:
                 return
             coords = everything
+            if track is not every:
+                Hp[:] = H @ p
+                track = every
+        if track is not every:
+            Hp[:] = H @ p
         logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", sweeps, tol)
-
-    @staticmethod
-    def _sweep(H: np.ndarray, diag: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, p: np.ndarray,
-               Hp: np.ndarray, coords: np.ndarray) -> float:
-        """One cyclic pass over ``coords`` (``p`` and ``Hp = H p`` updated in place); the
-        largest ``H_jj |delta_j|``."""
-        largest = 0.0
-        for j in coords.tolist():
-            a = diag[j]
-            z = x[j] + p[j]
-            # the model's derivative in coordinate j without its own term: g_j + (H p)_j - a p_j
-            new = _soft(a * z - (g[j] + Hp[j]), l1[j]) / a
-            step = new - z
-            if step != 0.0:
-                p[j] += step
-                Hp += step * H[j]
-                largest = max(largest, a * abs(step))
-        return largest
 
 
 def wants_curvature(inner: InnerSolver, state: IterationState) -> bool:

@@ -36,6 +36,7 @@ from dsketch.engine.core import Engine
 from dsketch.errors import ConvergenceWarning, InvalidOptionError, NonFiniteCurvatureError
 from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
+from dsketch.sketch.columns import ColumnSubset
 from dsketch.sketch.per_output import PerOutput
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
 from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, min_norm_subgradient, wants_curvature
@@ -132,6 +133,7 @@ class IterationState:
     loss: float = float("nan")  # objective at x
     grad: np.ndarray | None = None  # (d,) gradient at x; None until computed
     hess: np.ndarray | None = None  # (d, d) reduced curvature H~; None without curvature
+    hess_cols: np.ndarray | None = None  # the columns S of a restricted hess (= H~[S][:, S]); None: all
     grad_norm: float = float("nan")
     sketch_rows: int = 0  # rows of the curvature estimate
     lowrank: tuple[np.ndarray, np.ndarray] | None = None  # (A^T U, C) for exact products
@@ -225,13 +227,37 @@ class NewtonSolver:
         weights) the state gets an infinite loss and a NaN gradient, and :meth:`run` stops
         with ``Status.NUMERICAL_ERROR``."""
         if state.grad is None:
-            state = self._pass(state, self.sketch if self._curvature_wanted(state) else None)
-        if state.hess is None and np.isfinite(state.loss) and self._curvature_wanted(state):
-            state = self._pass(replace(state, grad=None), self.sketch)  # the inner solver asks for it now
+            state = self._pass(state, self._curvature_sketch(state.x) if self._curvature_wanted(state) else None)
+        if np.isfinite(state.loss) and self._curvature_wanted(state) and (state.hess is None or self._misses(state)):
+            # the inner solver asks for the curvature now, or a restricted one lacks a column
+            # whose gradient violates the KKT conditions: compute it again with that column
+            state = self._pass(replace(state, grad=None), self._curvature_sketch(state.x, state.grad))
         return state
 
     def _curvature_wanted(self, state: IterationState) -> bool:
         return self.sketch is not None and wants_curvature(self.inner, state)
+
+    def _columns(self, x: np.ndarray, grad: np.ndarray | None) -> np.ndarray | None:
+        """The columns the inner solver needs the curvature of at ``x`` (``grad``: the
+        gradient there, when known); None: all."""
+        decide = getattr(self.inner, "curvature_columns", None)
+        if decide is None or self.n_outputs > 1 or self.sketch is None or self.sketch.n_pre_stages:
+            return None
+        return decide(x, grad, self.l1)
+
+    def _curvature_sketch(self, x: np.ndarray, grad: np.ndarray | None = None) -> Any:
+        """The sketch of the curvature pass at ``x``: restricted to the inner solver's
+        columns (:class:`~dsketch.sketch.columns.ColumnSubset`) when it names some."""
+        cols = self._columns(x, grad)
+        return self.sketch if cols is None else ColumnSubset(self.sketch, cols)
+
+    def _misses(self, state: IterationState) -> bool:
+        """Whether the restricted curvature of ``state`` lacks a column the inner solver now
+        needs (one whose gradient violates the KKT conditions)."""
+        if state.hess_cols is None:
+            return False
+        cols = self._columns(state.x, state.grad)
+        return cols is None or not np.all(np.isin(cols, state.hess_cols, assume_unique=True))
 
     def _pass(self, state: IterationState, sketch: Any) -> IterationState:
         """The pass of :meth:`update_gradient_hessian` with ``sketch`` (None: loss and
@@ -253,7 +279,7 @@ class NewtonSolver:
             d, k = state.x.size, self.n_outputs
             zeros = np.zeros((d, d)) if k == 1 else np.zeros((k, d // k, d // k))
             return replace(state, loss=float("inf"), grad=np.full(d, np.nan), grad_norm=float("nan"),
-                           hess=zeros if sketch is not None else None, sketch_rows=0)
+                           hess=zeros if sketch is not None else None, hess_cols=None, sketch_rows=0)
         state = self._assemble(state, total, ctx, sketch)[0]
         if state.first is None and np.isfinite(state.grad_norm):  # the divergence test's reference
             state = replace(state, first=(state.loss, _trace(state.hess)))
@@ -273,14 +299,16 @@ class NewtonSolver:
             return state, None
         sk = sketch.finish({k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx)
         H = np.array(sk.gram, dtype=np.float64, copy=True)
+        cols = sketch.cols if isinstance(sketch, ColumnSubset) else None
         lowrank = None
         if "AU" in total:
             AU = total["AU"]
             C = self.model.core(state.scalars)
-            H += AU @ C @ AU.T
+            AU_s = AU if cols is None else AU[cols]
+            H += AU_s @ C @ AU_s.T
             lowrank = (AU, C)
-        _add_diagonal(H, ph)
-        return replace(state, hess=H, lowrank=lowrank, sketch_rows=int(sk.n_rows)), sk
+        _add_diagonal(H, ph if cols is None else ph[cols])
+        return replace(state, hess=H, hess_cols=cols, lowrank=lowrank, sketch_rows=int(sk.n_rows)), sk
 
     def hessvec(self, state: IterationState, v: np.ndarray) -> np.ndarray:
         """The exact ``H v`` at the iterate (one pass over A for the diagonal part)."""
@@ -437,7 +465,7 @@ class NewtonSolver:
         sketch context info the next fused pass draws with.
         """
         ctx = self._context(state.iteration + 1, state.sketch_size, state.sketch_info)
-        sketch = self.sketch if self._curvature_wanted(state) else None
+        sketch = self._curvature_sketch(state.x + p) if self._curvature_wanted(state) else None
         # trial steps evaluated in the pass itself: four for a Newton step, whose first
         # steps from afar are often short; one for a quasi-Newton step (nearly always
         # accepted whole, and each trial loss costs a transcendental function a row)
