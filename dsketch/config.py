@@ -236,9 +236,9 @@ def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
     scalars, the GLMs) and the curvature is left to ``"auto"``; Newton otherwise. A model
     with an L1 term (``l1 > 0``, multinomial included) gets ``"prox-newton"``; any other
     method is refused for it. A model with several outputs (multinomial) without one gets
-    Newton-CG (:func:`_multi_output_method`)."""
+    the hybrid with Newton-CG steps, or Newton-CG (:func:`_multi_output_method`)."""
     if int(getattr(model, "n_outputs", 1)) > 1 and not _has_l1(model):
-        return _multi_output_method(solver)
+        return _multi_output_method(solver, curvature, model)
     if _has_l1(model):
         own = solver.inner is not None and not getattr(solver.inner, "handles_l1", False)
         if solver.method not in ("auto", "prox-newton") or own:
@@ -248,18 +248,26 @@ def resolve_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
         return replace(solver, method="prox-newton")
     if solver.method != "auto":
         return solver
-    hybrid = (bool(getattr(model, "fixed_scalars", False)) and bool(getattr(model, "smooth", True))
-              and curvature.kind == "auto" and solver.inner is None)
-    return solver if hybrid else replace(solver, method="newton")
+    return solver if _hybrid(solver, curvature, model) else replace(solver, method="newton")
 
 
-def _multi_output_method(solver: Solver) -> Solver:
-    """A K-output model (multinomial) is fitted by Newton-CG (``"auto"``), L-BFGS or gradient
-    descent: its ``dK x dK`` Hessian is never formed, so a Cholesky Newton step has none."""
+def _multi_output_method(solver: Solver, curvature: Curvature, model: Any) -> Solver:
+    """A K-output model (multinomial) is fitted by L-BFGS then Newton-CG (``"auto"``, where
+    the GLMs get the hybrid: :class:`~dsketch.solvers.inner.QuasiNewtonThenNewton` with
+    Newton-CG steps), Newton-CG, L-BFGS or gradient descent: its ``dK x dK`` Hessian is
+    never formed, so a Cholesky Newton step has none."""
     if solver.method == "newton" and solver.inner is None:
         raise InvalidOptionError("solver 'newton' factors the full Hessian, which the multinomial model never forms "
-                                 "(it is dK x dK); use 'newton-cg' (the default with 'auto'), 'lbfgs' or 'gd'")
-    return replace(solver, method="newton-cg") if solver.method == "auto" else solver
+                                 "(it is dK x dK); use 'auto' (the default), 'newton-cg', 'lbfgs' or 'gd'")
+    if solver.method != "auto":
+        return solver
+    return solver if _hybrid(solver, curvature, model) else replace(solver, method="newton-cg")
+
+
+def _hybrid(solver: Solver, curvature: Curvature, model: Any) -> bool:
+    """Whether ``Solver("auto")`` is the quasi-Newton-then-Newton hybrid for ``model``."""
+    return (bool(getattr(model, "fixed_scalars", False)) and bool(getattr(model, "smooth", True))
+            and curvature.kind == "auto" and solver.inner is None)
 
 
 @dataclass(frozen=True)

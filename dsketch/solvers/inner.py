@@ -18,7 +18,7 @@ import numpy as np
 
 from dsketch.solvers._coordinate import sweep
 from dsketch.solvers.lbfgs import REFRESH_PRODUCTS, LBFGSMemory, QuasiNewtonProbe
-from dsketch.solvers.linalg import pcg, preconditioner, solve_newton_system
+from dsketch.solvers.linalg import centre_rows, pcg, preconditioner, shift_split, solve_newton_system
 from dsketch.solvers.result import outside_stacklevel
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ class ConjugateGradient:
     def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
         assert state.hess is not None and state.grad is not None and state.g0 is not None
         rtol = min(0.1, float(np.sqrt(state.grad_norm / state.g0)))
+        if state.hess.ndim == 3 and getattr(problem.model, "shift_invariant", False):
+            return self._centred(state, problem, rtol)
         p, _n, reason = pcg(lambda v: problem.hessvec(state, v), state.grad, preconditioner(state.hess),
                             rtol=rtol, maxiter=self.max_iter)
         if reason == "negative-curvature":
@@ -141,6 +143,25 @@ class ConjugateGradient:
             else:
                 p, _method = solve_newton_system(state.hess, state.grad, stacklevel=outside_stacklevel() + 1)
         return newton_direction(p, state.grad)
+
+    def _centred(self, state: IterationState, problem: NewtonSolver, rtol: float) -> Direction:
+        """The step of a shift-invariant K-output model (softmax): exact along the shift
+        directions, conjugate gradients on their complement with the block preconditioner
+        projected onto it (:func:`~dsketch.solvers.linalg.shift_split`)."""
+        assert state.hess is not None and state.grad is not None
+        k = state.hess.shape[0]
+        g, shift = shift_split(state.grad, k, state.penalty_hess)
+        blocks = preconditioner(state.hess)
+
+        def solve(r: np.ndarray) -> np.ndarray:
+            return centre_rows(blocks(centre_rows(r, k)), k)
+
+        p, _n, reason = pcg(lambda v: problem.hessvec(state, v), g, solve, rtol=rtol, maxiter=self.max_iter)
+        if reason == "negative-curvature":
+            logger.debug("newton-cg: negative curvature; taking the preconditioned step")
+        if not np.all(np.isfinite(p)) or float(g @ p) >= 0.0:
+            p = -solve(g)
+        return newton_direction(p + shift, state.grad)
 
 
 class GradientStep:
@@ -231,13 +252,18 @@ class QuasiNewtonThenNewton:
     after a step that needed more than :data:`~dsketch.solvers.lbfgs.REFRESH_PRODUCTS`
     products or did not converge. Models whose curvature has an exact low-rank part keep
     forming it every iteration (their products need it).
+
+    A K-output model (multinomial) takes Newton-CG steps (``newton``: a
+    :class:`ConjugateGradient`, preconditioned by its sketched diagonal blocks) after the
+    hand-over, with fresh curvature every iteration.
     """
 
     needs_curvature = True  # may need it: the fit prepares a sketch
 
-    def __init__(self, memory: int = 10, probe: QuasiNewtonProbe | None = None, cg_max_iter: int = 20) -> None:
+    def __init__(self, memory: int = 10, probe: QuasiNewtonProbe | None = None, cg_max_iter: int = 20,
+                 newton: CholeskySolve | ConjugateGradient | None = None) -> None:
         self.quasi = QuasiNewton(memory)
-        self.newton = CholeskySolve()
+        self.newton = CholeskySolve() if newton is None else newton
         self.probe = QuasiNewtonProbe() if probe is None else probe
         self.cg_max_iter = cg_max_iter
         self._seen = -1
@@ -253,7 +279,7 @@ class QuasiNewtonThenNewton:
 
     @property
     def adapts_sketch(self) -> bool:  # type: ignore[override]
-        return self.probe.switched and not self.probe.reuses_curvature
+        return self.probe.switched and not self.probe.reuses_curvature and self.newton.adapts_sketch
 
     def _observe(self, state: IterationState) -> None:
         if state.grad is not None and state.iteration > self._seen:
@@ -287,7 +313,7 @@ class QuasiNewtonThenNewton:
     def _fresh_step(self, state: IterationState, problem: NewtonSolver) -> Direction:
         """The Cholesky step with the curvature just formed (kept when it is dear)."""
         assert state.hess is not None and state.grad is not None
-        if not self.probe.reuses_curvature or state.lowrank is not None:
+        if not self.probe.reuses_curvature or state.lowrank is not None or state.hess.ndim == 3:
             return self.newton.solve(state, problem)
         solve = preconditioner(state.hess)
         self._kept, self._refresh = (state.hess, solve), False
@@ -558,9 +584,10 @@ def wants_curvature(inner: InnerSolver, state: IterationState) -> bool:
     return bool(decide(state)) if callable(decide) else bool(inner.needs_curvature)
 
 
-def inner_solver(method: str, cg_max_iter: int = 20, probe: QuasiNewtonProbe | None = None) -> InnerSolver:
+def inner_solver(method: str, cg_max_iter: int = 20, probe: QuasiNewtonProbe | None = None,
+                 multi_output: bool = False) -> InnerSolver:
     """The inner solver of ``dsketch.Solver(method)`` (``probe``: the hand-over rule of
-    ``"auto"``)."""
+    ``"auto"``; ``multi_output``: for a K-output model, whose Newton steps are Newton-CG)."""
     if method == "newton-cg":
         return ConjugateGradient(max_iter=cg_max_iter)
     if method == "gd":
@@ -568,7 +595,8 @@ def inner_solver(method: str, cg_max_iter: int = 20, probe: QuasiNewtonProbe | N
     if method == "lbfgs":
         return QuasiNewton()
     if method == "auto":
-        return QuasiNewtonThenNewton(probe=probe, cg_max_iter=cg_max_iter)
+        newton = ConjugateGradient(max_iter=cg_max_iter) if multi_output else None
+        return QuasiNewtonThenNewton(probe=probe, cg_max_iter=cg_max_iter, newton=newton)
     if method == "prox-newton":
         return ProximalCoordinateDescent()
     return CholeskySolve()

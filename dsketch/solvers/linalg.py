@@ -158,6 +158,36 @@ def _block_preconditioner(blocks: np.ndarray) -> Any:
     return apply
 
 
+def centre_rows(v: np.ndarray, k: int) -> np.ndarray:
+    """``v`` (flattened ``d x K``) with each row's mean over the K columns subtracted: the
+    projection onto the complement of the shift directions ``u ⊗ 1``."""
+    V = v.reshape(-1, k)
+    return (V - V.mean(axis=1, keepdims=True)).ravel()
+
+
+def shift_split(grad: np.ndarray, k: int, penalty_hess: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The Newton step of a shift-invariant K-output model (softmax) along the shift
+    directions, and the gradient left for the rest.
+
+    The loss ignores a vector ``u`` added to every column of the ``d x K`` coefficients, so
+    its Hessian maps every shift direction ``u ⊗ 1`` to 0; the penalty's Hessian is
+    diagonal with one weight ``w_j`` a row. The shift directions and their complement are
+    therefore invariant subspaces of the whole Hessian and the Newton system splits
+    exactly: along ``u ⊗ 1`` the step is ``-m_j / w_j`` with ``m_j`` the row mean of the
+    gradient (0 where ``w_j = 0``: an unpenalised row, whose loss gradient has no shift
+    component), and the rest is solved on the centred gradient. A preconditioner of the
+    complement must map into it (:func:`centre_rows` on both sides): a block-diagonal one
+    does not, and conjugate gradients then wander into the shift directions, whose
+    curvature is only the (small) penalty.
+
+    Returns the centred gradient and the shift step."""
+    G = grad.reshape(-1, k)
+    m = G.mean(axis=1)
+    w = np.zeros(m.size) if penalty_hess is None else np.asarray(penalty_hess).reshape(-1, k)[:, 0]
+    step = np.where(w > 0.0, -m / np.where(w > 0.0, w, 1.0), 0.0)
+    return (G - m[:, None]).ravel(), np.repeat(step, k)
+
+
 def pcg(
     hessvec: Any, grad: np.ndarray, precond: Any, *, rtol: float, maxiter: int
 ) -> tuple[np.ndarray, int, str]:
