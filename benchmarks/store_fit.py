@@ -37,7 +37,7 @@ import numpy as np
 import dsketch
 from benchmarks.glm_peers import PROBLEMS, make_problem, objective, runner
 from benchmarks.store_passes import commit, publish
-from dsketch.store import builder
+from dsketch.store import layout
 
 def fit_store(path: str, l2: float, cluster: Any) -> np.ndarray:
     with warnings.catch_warnings():
@@ -52,7 +52,7 @@ def write_stores(A: Any, y: np.ndarray, tmp: str) -> dict[str, str]:
 
     new, old = os.path.join(tmp, "new.zarr"), os.path.join(tmp, "old.zarr")
     dsketch.write_problem(new, A, y)
-    with mock.patch.object(builder, "default_compressors", lambda: (ZstdCodec(level=0),)):
+    with mock.patch.object(layout, "default_compressors", lambda: (ZstdCodec(level=0),)):
         dsketch.write_problem(old, A, y)
     return {"new": new, "old": old}
 

@@ -40,7 +40,7 @@ import dsketch
 from benchmarks.glm_peers import commit, dense_ill
 from benchmarks.passes import bare_pass_times
 from dsketch.engine.threads import ThreadClient
-from dsketch.store import builder
+from dsketch.store import layout
 
 L2 = 1e-8
 
@@ -49,7 +49,7 @@ def codecs() -> dict[str, Any]:
     from zarr.codecs import ZstdCodec
 
     return {"zstd level 0 (zarr's default)": (ZstdCodec(level=0),),
-            "blosc lz4 shuffle (dsketch's default)": builder.default_compressors(),
+            "blosc lz4 shuffle (dsketch's default)": layout.default_compressors(),
             "none": ()}
 
 
@@ -103,7 +103,7 @@ def measure(path: str, A: np.ndarray) -> dict[str, float]:
 
 def write(path: str, A: Any, y: np.ndarray, comp: Any) -> float:
     """Seconds to write the problem ``(A, y)`` at ``path`` with the codec ``comp``."""
-    with mock.patch.object(builder, "default_compressors", lambda: comp):
+    with mock.patch.object(layout, "default_compressors", lambda: comp):
         t0 = time.perf_counter()
         dsketch.write_problem(path, A, y)
         return time.perf_counter() - t0

@@ -7,30 +7,25 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dsketch.cli_inference import (
-    add_inference_args,
-    check_inference_args,
-    cmd_summary,
-    fit_and_infer,
-    inference_table,
-)
+from dsketch.cli_args import SKETCH_KINDS
+from dsketch.cli_args import add_cluster_args as _add_cluster_args
+from dsketch.cli_args import check_model_name as _check_model_name
+from dsketch.cli_args import parse_params as _parse_params
+from dsketch.cli_fit import add_fit_parser as _add_fit_parser
+from dsketch.cli_fit import cmd_fit as _cmd_fit
+from dsketch.cli_inference import add_inference_args, cmd_summary
 from dsketch.cli_path import add_path_parser, cmd_path
 from dsketch.errors import (
     DSketchError,
     InvalidParameterError,
-    StoreExistsError,
-    StoreNotFoundError,
 )
 
 logger = logging.getLogger("dsketch")
-
-SKETCH_KINDS = ("exact", "uniform", "rownorm", "leverage", "countsketch", "gaussian")
 
 #: ``sub(name, help=...)``: makes a subcommand's parser (with ``--quiet``) in :func:`build_parser`.
 _SubparserFactory = Callable[..., argparse.ArgumentParser]
@@ -54,50 +49,6 @@ def _setup_logging(quiet: bool) -> None:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         for h in dist.handlers:  # child loggers (distributed.client, ...) have levels of their own
             h.setLevel(logging.CRITICAL + 1)
-
-
-def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or ():
-        if "=" not in item:
-            raise InvalidParameterError(f"--param expects KEY=VALUE; got {item!r}")
-        key, val = item.split("=", 1)
-        try:
-            out[key.replace("-", "_")] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = val
-    return out
-
-
-def _fit_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The model parameters of ``dsketch fit``: ``--param`` items and ``--l1``."""
-    out = _parse_params(args.param)
-    if args.l1 is not None:
-        if "l1" in out:
-            raise InvalidParameterError("give the L1 strength once: --l1 or --param l1=..., not both")
-        out["l1"] = args.l1
-    return out
-
-
-def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        default=None,
-        help="join a running Dask scheduler (tcp://host:port); default: $DSKETCH_SCHEDULER, "
-        "else an embedded local cluster on 127.0.0.1",
-    )
-    p.add_argument("--workers", type=int, default=2, help="worker processes of the embedded cluster")
-    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
-                   help="give up joining the scheduler after SECONDS (default: dask config "
-                        "distributed.comm.timeouts.connect, 30 s)")
-    p.add_argument("--tls-ca-file", metavar="PEM", default=None,
-                   help="CA certificate of a tls:// scheduler (default: dask config distributed.comm.tls.ca-file, "
-                        "e.g. $DASK_DISTRIBUTED__COMM__TLS__CA_FILE)")
-    p.add_argument("--tls-cert", metavar="PEM", default=None,
-                   help="client certificate signed by that CA (default: distributed.comm.tls.client.cert)")
-    p.add_argument("--tls-key", metavar="PEM", default=None,
-                   help="key of the client certificate (default: distributed.comm.tls.client.key)")
 
 
 def _connection_config(args: argparse.Namespace) -> Any:
@@ -157,15 +108,6 @@ def _add_quiet(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> 
     """``--quiet``, accepted before and after the command (the command's copy leaves the
     value alone unless given)."""
     p.add_argument("--quiet", action="store_true", default=default, help="only warnings and errors")
-
-
-def _check_model_name(name: str, extra: Sequence[str] = ()) -> None:
-    """Refuse an unknown model name (with the nearest names) before any work starts."""
-    from dsketch.errors import unknown_name
-    from dsketch.models import MODELS
-
-    if name not in MODELS and name not in extra:
-        raise unknown_name("model", name, [*MODELS, *extra])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,76 +185,6 @@ def _add_info_parser(sub: _SubparserFactory) -> None:
     p.add_argument("store", help="the store to describe")
     p.add_argument("--check", action="store_true", help="full validation: finite values, sorted in-range indices")
     p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _add_fit_parser(sub: _SubparserFactory) -> None:
-    """The ``fit`` subcommand's options (the solver's and the run's in helpers of their own)."""
-    p = sub("fit", help="fit a model to a problem store")
-    p.add_argument("--model", required=True,
-                   help="softmax, resnet-softmax, softmax-relu (--param reading=A|B|C), two-layer "
-                   "(--param h=tanh|softplus|sigmoid|identity), exp, cosh, sinh, logistic, multinomial (labels 0..K-1; "
-                   "--param n_classes=K, default from the labels; Newton-CG), poisson, least-squares, gamma, inverse-gaussian, tweedie (--param power=P: 0, 1, 1<P<2, 2, >2), "
-                   "negative-binomial (--param theta=, default 1), glm (--param family=normal|binomial|poisson|"
-                   "gamma|inverse.gaussian|tweedie|negative.binomial, link=identity|log|logit, power=, theta=), "
-                   "or ggn-score (two-layer network; --param hidden=, activation=, "
-                   "target=, epochs=, batch_size=, tau=, mu=, nu=, alpha=, scale_hessian_by_tau=, "
-                   "smoother=pseudo-huber|ostrovskii-bach; --sketch-size S: full-data GGN with S sampled rows)")
-    p.add_argument("--data", required=True, metavar="STORE", help="problem store to fit")
-    p.add_argument("--out", required=True, metavar="RESULT", help="result store (read with dsketch.load_result)")
-    p.add_argument("--fit-intercept", action="store_true",
-                   help="GLMs: an unpenalised intercept, the last coefficient (the store is not copied)")
-    _add_fit_solver_args(p)
-    _add_fit_run_args(p)
-    add_inference_args(p)
-    _add_cluster_args(p)
-
-
-def _add_fit_solver_args(p: argparse.ArgumentParser) -> None:
-    """``fit``: the method, the curvature and the stopping rule."""
-    p.add_argument("--solver", default="auto", choices=("auto", "newton", "newton-cg", "lbfgs", "gd", "prox-newton"),
-                   help="auto: L-BFGS while the gradient contracts fast, then (sketched) Newton (Newton "
-                        "from the start for the softmax-type models or a named --sketch); newton: "
-                        "(sketched) Newton; newton-cg: exact Newton by conjugate gradients "
-                        "preconditioned by the sketch; lbfgs: L-BFGS only; gd: gradient-descent baseline; "
-                        "prox-newton: proximal Newton, what auto is with --l1 (the only method for an L1 term)")
-    p.add_argument("--sketch", default="auto", choices=("auto", *SKETCH_KINDS),
-                   help="curvature of A^T diag(D) A (auto: exact when cheap, else leverage sampling; "
-                        "exact: exact Newton)")
-    p.add_argument("--adaptive-sketch", action=argparse.BooleanOptionalAction, default=None,
-                   help="grow/shrink the sketch size when steps miss/meet their predicted decrease "
-                        "(default: on for a sketch chosen by auto or named without --sketch-size)")
-    p.add_argument("--sketch-size", type=int, default=None, metavar="N",
-                   help="sampled rows / embedding dimension of the sketch, the start when adaptive "
-                        "(default: 100 rows per feature when adaptive, else the size of the sketch's "
-                        "(1 +- 0.5) guarantee); not with --sketch exact or --solver gd")
-    p.add_argument("--seed", type=int, default=0, help="key of the sketches' counter-based randomness")
-    p.add_argument("--tol", type=float, default=1e-8, help="stop when |grad| <= TOL * |grad_0|")
-    p.add_argument("--max-iter", type=int, default=50, help="most iterations")
-    p.add_argument("--ftol", type=float, default=None,
-                   help="also stop when a step decreases the loss by at most FTOL relative to it "
-                        "(default: 1e-12 for the non-smooth softmax-relu, off otherwise)")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="model parameter, e.g. l2=1e-3 (repeatable)")
-    p.add_argument("--l1", type=float, default=None, metavar="VALUE",
-                   help="GLMs and multinomial: L1 strength, adding VALUE * |x|_1 over the coefficients but "
-                        "the intercepts "
-                        "(fitted by proximal Newton; the same as --param l1=VALUE; default: none)")
-
-
-def _add_fit_run_args(p: argparse.ArgumentParser) -> None:
-    """``fit``: blocking, memory check, fused passes and the outputs."""
-    p.add_argument("--block-rows", type=int, default=None,
-                   help="rows per block (default: from the store's shape, about 64 MiB a block)")
-    p.add_argument("--persist", action="store_true", help="keep row blocks in cluster memory")
-    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
-                   help="skip the up-front estimate of the driver's and the workers' memory (a fit that "
-                        "does not fit is otherwise refused before its first pass)")
-    p.add_argument("--no-fused", dest="fused", action="store_false",
-                   help="GLMs: two passes per iteration instead of one fused pass (A p, trial losses "
-                        "and the next curvature together)")
-    p.add_argument("--plot", default=None, metavar="PNG", help="write a convergence plot")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier result store at RESULT")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted fit from RESULT.checkpoint (written after every iteration)")
 
 
 def _add_summary_parser(sub: _SubparserFactory) -> None:
@@ -431,92 +303,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for key, val in desc.items():
         print(f"{key:<{width}}  {val}")
     return 0
-
-
-def _check_fit_outputs(args: argparse.Namespace, checkpoint: str | None, plot: str | None) -> None:
-    """Refuse every output path of ``fit`` that cannot be written, before any work starts."""
-    from dsketch.store import outputs
-
-    data = {"--data": args.data}
-    outputs.check_output(args.out, outputs.RESULT, overwrite=args.overwrite, others=data, option="--out")
-    if checkpoint is not None and not args.resume:  # a stale checkpoint of this --out is replaced
-        outputs.check_output(checkpoint, outputs.CHECKPOINT, overwrite=True, others={**data, "--out": args.out},
-                             option="checkpoint")
-    if plot:  # a plot file is rewritten as before; never a directory or a store
-        outputs.check_output(plot, outputs.FILE, overwrite=True, make_parents=False, option="--plot",
-                             others={**data, "--out": args.out, "checkpoint": checkpoint})
-
-
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from dsketch.api import fit
-    from dsketch.config import Cluster, Curvature, Solver
-    from dsketch.solvers.result import save_result
-
-    _check_model_name(args.model, ("ggn-score",))
-    if args.model != "ggn-score":  # before any output is checked or a cluster started
-        Curvature(args.sketch, size=args.sketch_size, adaptive=args.adaptive_sketch).check_for(
-            Solver(args.solver).method)
-    if args.model == "ggn-score":
-        from dsketch.api import fit_network
-
-        if args.l1 is not None:
-            raise InvalidParameterError("--l1 is for the GLMs; ggn-score has no L1 penalty")
-        if args.cov_type is not None:
-            check_inference_args(args, None)
-        _check_fit_outputs(args, None, None)  # no checkpoint, no plot
-        params = _parse_params(args.param)
-        if args.sketch_size is not None:  # full-data sketched GGN-SCORE on the cluster
-            params.setdefault("sketch_size", args.sketch_size)
-        if params.get("sketch_size") is not None:
-            placement = {k: params.pop(k) for k in ("block_rows", "persist") if k in params}
-            params["cluster"] = Cluster(params.pop("scheduler", args.scheduler),
-                                        n_workers=params.pop("n_workers", args.workers), **placement)
-        result = fit_network(args.data, **params, seed=args.seed)
-        save_result(result, args.out, overwrite=args.overwrite)
-        print(result.history_table())
-        print(f"{result.message} steps={result.nit} time={result.wall_time:.2f}s loss={result.fun:.6e} -> {args.out}")
-        return 0
-    if args.fit_intercept and args.model == "ggn-score":
-        raise InvalidParameterError("--fit-intercept is for the GLMs; ggn-score's network has its own biases")
-    checkpoint = args.out.rstrip("/") + ".checkpoint"
-    args.checkpoint_path = checkpoint  # named by main() when the fit is interrupted
-    _check_fit_outputs(args, checkpoint, args.plot)
-    if args.cov_type is not None:
-        from dsketch.models import get_model
-
-        check_inference_args(args, get_model(args.model, **_fit_params(args)))
-    if args.resume and not os.path.exists(checkpoint):
-        raise StoreNotFoundError(f"no checkpoint {checkpoint!r} to resume; run without --resume")
-    if not args.resume and os.path.exists(checkpoint) and not args.overwrite:
-        raise StoreExistsError(
-            f"an interrupted fit left the checkpoint {checkpoint!r}: add --resume to continue it, or "
-            "--overwrite to start afresh (the checkpoint is then replaced)"
-        )
-    if args.resume:
-        print(f"resuming from {checkpoint}")
-    with contextlib.ExitStack() as stack:
-        client = None
-        if args.cov_type is not None:  # one cluster for the fit and the inference pass
-            from dsketch.engine.client import connect
-
-            client = stack.enter_context(connect(args.scheduler, n_workers=args.workers))
-        result, failed = fit_and_infer(args, fit, _fit_params(args), checkpoint, client)
-    save_result(result, args.out, overwrite=args.overwrite)
-    if failed is not None:  # the fit is kept; the one-line error follows
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        raise failed
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    if args.plot:
-        from dsketch.plot import plot_convergence
-
-        plot_convergence({f"{args.model} / {args.sketch}": result}, args.plot, title=args.data)
-    print(f"{result.message} nit={result.nit} passes={result.n_passes} "
-          f"time={result.wall_time:.2f}s loss={result.fun:.15e} -> {args.out}")
-    if result.inference is not None:
-        print(inference_table(result, args))
-    elif args.cov_type is not None:
-        print(f"dsketch fit: no standard errors: the fit did not succeed ({result.message})", file=sys.stderr)
-    return 0 if result.success else 1
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import dsketch
 from dsketch import api
 from dsketch.engine.memory import MemoryLimits, holds_blocks
 from dsketch.errors import InvalidOptionError, StoreChangedError
-from dsketch.store import builder, open_problem
+from dsketch.store import layout, open_problem
 
 KW = dict(model_params={"l2": 1e-4}, solver=dsketch.Solver(tol=1e-12, max_iter=30))
 
@@ -99,7 +99,7 @@ def test_new_stores_use_blosc_lz4_and_old_zstd_stores_fit_the_same(tmp_path):
     A, y = _data()
     new, old = str(tmp_path / "new.zarr"), str(tmp_path / "old.zarr")
     dsketch.write_problem(new, A, y)
-    with mock.patch.object(builder, "default_compressors", lambda: (zarr.codecs.ZstdCodec(level=0),)):
+    with mock.patch.object(layout, "default_compressors", lambda: (zarr.codecs.ZstdCodec(level=0),)):
         dsketch.write_problem(old, A, y)
     (codec,) = zarr.open_group(new, mode="r")["A"].compressors
     assert type(codec).__name__ == "BloscCodec" and codec.cname.value == "lz4"

@@ -260,47 +260,11 @@ class _EngineGLM(BaseEstimator, ABC):
         in place unless a cluster was asked for; then they, like dask arrays, are written to
         a temporary store first.
         """
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise InvalidParameterError(f"max_iter must be a positive integer; got {self.max_iter!r}")
-        if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
-            raise InvalidParameterError(f"tol must be a number >= 0; got {self.tol!r}")
+        self._check_iteration_params()
         rows = {k: v for k, v in (("sample_weight", sample_weight), ("offset", offset)) if v is not None}
-        if _is_store(X) or _is_dask(X):
-            spec, tmp = None, tempfile.mkdtemp(prefix="dsketch-estimator-")
-        else:
-            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
-            if "sample_weight" in rows:
-                rows["sample_weight"] = _check_sample_weight(rows["sample_weight"], X, dtype=np.float64)
-                check_sample_weight_values("input", rows["sample_weight"])
-            targets = self._targets(y)
-            if "offset" in rows:
-                rows["offset"] = self._offset_rows(rows["offset"], X.shape[0])
-            if self._on_cluster():  # the cluster's workers read a store: one is written below
-                spec, tmp = None, tempfile.mkdtemp(prefix="dsketch-estimator-")
-            else:  # fitted where it is, on this process's threads
-                spec, tmp = self._in_memory(X, targets, rows), None
+        X, y, targets, spec, tmp = self._validated_inputs(X, y, rows)
         try:
-            if _is_store(X):
-                if y is not None or rows:
-                    raise InvalidParameterError(
-                        "fitting a problem store takes its targets, sample weights and offsets from the store "
-                        f"(members 'b', 'sample_weight', 'offset'): pass y=None and no {sorted(rows) or 'y'}"
-                    )
-                spec = X if isinstance(X, ProblemSpec) else open_problem(os.fspath(X))
-                self.n_features_in_ = spec.n_features
-                self._check_store_targets(spec)
-                if self._row_weight() is not None:
-                    assert tmp is not None
-                    spec = self._copy_store(tmp, spec)
-            elif _is_dask(X):
-                if X.ndim != 2:
-                    raise InvalidParameterError(f"X must be 2-D; got a dask array of shape {X.shape}")
-                self.n_features_in_ = int(X.shape[1])
-                assert tmp is not None
-                spec = self._write_dask(tmp, X, y, rows)
-            elif spec is None:
-                assert tmp is not None
-                spec = self._write_memory(tmp, X, targets, rows)
+            spec = self._problem_spec(X, y, targets, rows, spec, tmp)
             params = self._model_params(self._total_weight(spec))
             with self._client(spec) as c, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -316,6 +280,63 @@ class _EngineGLM(BaseEstimator, ABC):
         self.n_passes_ = int(res.n_passes)
         self.fit_result_ = res
         return res.x
+
+    def _check_iteration_params(self) -> None:
+        """Refuse a bad ``max_iter`` or ``tol`` before any data are read."""
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
+            raise InvalidParameterError(f"max_iter must be a positive integer; got {self.max_iter!r}")
+        if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
+            raise InvalidParameterError(f"tol must be a number >= 0; got {self.tol!r}")
+
+    def _validated_inputs(self, X: Any, y: Any, rows: dict[str, Any]) -> tuple[Any, Any, Any, Any, str | None]:
+        """Validate in-memory ``X``, ``y`` and the row vectors; decide where the fit reads.
+
+        Returns ``(X, y, targets, spec, tmp)``: the validated inputs, the model's targets
+        (None for a store or a dask array, whose targets are read later), the in-memory
+        problem when it is fitted in place (else None) and the temporary directory of a
+        store still to be written (else None). ``rows`` is replaced by its validated values
+        in place.
+        """
+        if _is_store(X) or _is_dask(X):
+            return X, y, None, None, tempfile.mkdtemp(prefix="dsketch-estimator-")
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=False)
+        if "sample_weight" in rows:
+            rows["sample_weight"] = _check_sample_weight(rows["sample_weight"], X, dtype=np.float64)
+            check_sample_weight_values("input", rows["sample_weight"])
+        targets = self._targets(y)
+        if "offset" in rows:
+            rows["offset"] = self._offset_rows(rows["offset"], X.shape[0])
+        if self._on_cluster():  # the cluster's workers read a store: one is written later
+            return X, y, targets, None, tempfile.mkdtemp(prefix="dsketch-estimator-")
+        # fitted where it is, on this process's threads
+        return X, y, targets, self._in_memory(X, targets, rows), None
+
+    def _problem_spec(self, X: Any, y: Any, targets: Any, rows: dict[str, Any], spec: Any, tmp: str | None) -> Any:
+        """The problem the solver reads: a given store (copied into ``tmp`` when the
+        estimator reweights its rows), a store written into ``tmp`` from a dask array or
+        in-memory inputs, or ``spec``, the in-memory problem, as it is."""
+        if _is_store(X):
+            if y is not None or rows:
+                raise InvalidParameterError(
+                    "fitting a problem store takes its targets, sample weights and offsets from the store "
+                    f"(members 'b', 'sample_weight', 'offset'): pass y=None and no {sorted(rows) or 'y'}"
+                )
+            spec = X if isinstance(X, ProblemSpec) else open_problem(os.fspath(X))
+            self.n_features_in_ = spec.n_features
+            self._check_store_targets(spec)
+            if self._row_weight() is not None:
+                assert tmp is not None
+                spec = self._copy_store(tmp, spec)
+        elif _is_dask(X):
+            if X.ndim != 2:
+                raise InvalidParameterError(f"X must be 2-D; got a dask array of shape {X.shape}")
+            self.n_features_in_ = int(X.shape[1])
+            assert tmp is not None
+            spec = self._write_dask(tmp, X, y, rows)
+        elif spec is None:
+            assert tmp is not None
+            spec = self._write_memory(tmp, X, targets, rows)
+        return spec
 
     def _settings(self, client: Any) -> dict[str, Any]:
         """The curvature, solver, seed and cluster of :func:`dsketch.fit` from the parameters."""
