@@ -130,8 +130,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         return _fit_network(args)
     # before any output is checked or a cluster started
     Curvature(args.sketch, size=args.sketch_size, adaptive=args.adaptive_sketch).check_for(Solver(args.solver).method)
-    if args.fit_intercept and args.model == "ggn-score":
-        raise InvalidParameterError("--fit-intercept is for the GLMs; ggn-score's network has its own biases")
     checkpoint = args.out.rstrip("/") + ".checkpoint"
     args.checkpoint_path = checkpoint  # named by main() when the fit is interrupted
     _check_fit_outputs(args, checkpoint, args.plot)
@@ -155,6 +153,8 @@ def _fit_network(args: argparse.Namespace) -> int:
 
     if args.l1 is not None:
         raise InvalidParameterError("--l1 is for the GLMs; ggn-score has no L1 penalty")
+    if args.fit_intercept:
+        raise InvalidParameterError("--fit-intercept is for the GLMs; ggn-score's network has its own biases")
     if args.cov_type is not None:
         check_inference_args(args, None)
     _check_fit_outputs(args, None, None)  # no checkpoint, no plot

@@ -157,6 +157,10 @@ def test_fit_ggn_score_from_cli(tmp_path, capsys):
     assert main(["fit", "--model", "ggn-score", "--data", store, "--out", str(tmp_path / "x.zarr"),
                  "--param", "target=nope"]) == 2
     assert "nope" in capsys.readouterr().err
+    # an option the network does not use is refused, not ignored
+    assert main(["fit", "--model", "ggn-score", "--data", store, "--out", str(tmp_path / "y.zarr"),
+                 "--param", "hidden=8", "--fit-intercept"]) == 2
+    assert "--fit-intercept is for the GLMs" in capsys.readouterr().err
 
 
 def test_make_data_solve_records_the_optimum(client, tmp_path):
