@@ -72,8 +72,8 @@ def fit_once(A: Any, y: np.ndarray, name: str, seed: int = 0) -> tuple[float, An
 
 def run(A: Any, y: np.ndarray, names: list[str], repeats: int, cap: float) -> list[Entry]:
     entries = [Entry(n) for n in names]
-    for e in entries:  # compiled kernels and thread pools warmed up on a corner, untimed
-        fit_once(A[:5000, :50], y[:5000], e.name)
+    for e in entries:  # compiled kernels and thread pools warmed up on a corner, untimed (400
+        fit_once(A[:20_000, :400], y[:20_000], e.name)  # columns: the kernels of d > 256 too
     for rnd in range(repeats):
         k = rnd % len(entries)
         for e in entries[k:] + entries[:k]:
