@@ -14,7 +14,8 @@ model's rank: no block is read and no cluster is needed. It prices
 * the driver: the reduced partial it receives, the ``d x d`` matrices of the Newton step
   (the sketch's result, its symmetrised copy, the Hessian, the factorisation, an
   eigendecomposition fallback with its LAPACK workspace), and the preliminary stage of a
-  leverage sketch (``eigh`` of a ``d x d`` matrix or the SVD of an ``8d x d`` embedding).
+  leverage sketch (``eigh`` of a ``d x d`` matrix, the SVD of an ``8d x d`` embedding of
+  dense blocks, or the Cholesky factor of sparse blocks' exact Gram).
 
 :func:`check_memory` compares the estimate with the driver's available memory and each
 worker's memory limit and raises :class:`~dsketch.errors.MemoryBudgetError` before a pass
@@ -249,7 +250,7 @@ def _worker_parts(L: _Layout, *, persist: bool, split_every: int,
     partial, make = _block_partial(L, sketch_params)
     parts = _worker_phase(L, partial, make, L.sketch not in EMBEDDINGS, split_every)
     if L.sketch == "leverage":
-        if _leverage_mode(sketch_params, L.d) == "exact":
+        if _leverage_mode(sketch_params, L.d) == "exact" or L.sparse:  # sparse: the Gram either way
             pre = _worker_phase(L, L.gram, 0 if L.sparse else 2 * L.gram + L.scaled, True, split_every)
         else:
             m = _osnap_rows(sketch_params, L.d)
@@ -282,6 +283,8 @@ def _driver_parts(L: _Layout, sketch_params: dict[str, Any] | None) -> dict[str,
     if L.sketch == "leverage":
         if _leverage_mode(sketch_params, d) == "exact":
             pre = 4 * gram
+        elif L.sparse:
+            pre = 3 * gram  # the reduced Gram, its ridged copy and the Cholesky factor
         else:
             m = _osnap_rows(sketch_params, d)
             pre = 3 * m * d * F8 + 2 * gram  # the embedding, SVD's copy and U, V^T and T

@@ -92,3 +92,31 @@ def csr_weighted_gram(A: sp.csr_matrix | sp.csr_array, w: np.ndarray) -> np.ndar
     G = np.zeros((A.shape[1], A.shape[1]))
     _add_upper_gram(G, A.indptr, A.indices, data, w)
     return _mirror_upper(G)
+
+
+#: The smallest diagonal block :func:`cholesky_solver` eliminates first (and the smallest d
+#: it looks for one in): below it a plain Cholesky factorisation costs little anyway.
+MIN_DIAGONAL_BLOCK = 256
+
+
+def diagonal_block(H: np.ndarray) -> np.ndarray | None:
+    """Indices ``S`` with ``H[S, S]`` diagonal (exact zeros off the diagonal), or None where
+    fewer than :data:`MIN_DIAGONAL_BLOCK` are found.
+
+    The Gram matrix of one-hot columns has such a block for each categorical (two levels of
+    one categorical never share a row). ``S`` is found greedily, the columns with the fewest
+    off-diagonal nonzeros first, in a fixed order (the same ``S`` for the same ``H``)."""
+    d = H.shape[0]
+    if d < MIN_DIAGONAL_BLOCK:
+        return None
+    nz = H != 0
+    np.fill_diagonal(nz, False)
+    deg = nz.sum(axis=1)
+    if d - 1 - int(deg.min()) < MIN_DIAGONAL_BLOCK - 1:  # no column has enough zeros beside it
+        return None
+    blocked, chosen = np.zeros(d, dtype=bool), []
+    for i in np.argsort(deg, kind="stable"):
+        if not blocked[i]:
+            chosen.append(i)
+            blocked |= nz[i]
+    return np.sort(np.asarray(chosen)) if len(chosen) >= MIN_DIAGONAL_BLOCK else None
