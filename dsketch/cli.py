@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dsketch.cli_cv import add_cv_parser, cmd_cv
 from dsketch.cli_inference import (
     add_inference_args,
     check_inference_args,
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_parser(_sub)
     _add_fit_parser(_sub)
     add_path_parser(_sub, _add_cluster_args)
+    add_cv_parser(_sub, _add_cluster_args, SKETCH_KINDS)
     _add_summary_parser(_sub)
     _add_predict_parser(_sub)
     _add_demo_parser(_sub)
@@ -558,6 +560,7 @@ COMMANDS = {
     "info": _cmd_info,
     "fit": _cmd_fit,
     "path": lambda args: cmd_path(args, _parse_params(args.param)),
+    "cv": lambda args: cmd_cv(args, _parse_params(args.param)),
     "summary": cmd_summary,
     "predict": _cmd_predict,
     "demo": _cmd_demo,
