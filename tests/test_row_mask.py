@@ -164,3 +164,70 @@ def test_a_given_row_subset_on_a_store_equals_the_subset_store(tmp_path):
     assert masked.info["row_mask"]["rows"] == 420
     with pytest.raises(InvalidParameterError, match="rows"):
         spec.with_row_mask(dsketch.RowSubset.of(rows, y.size + 1))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupted(spec, ckpt, **kw):
+    """Fit ``spec`` with a checkpoint and stop it after its third iteration."""
+    def stop(state):
+        if state.iteration == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        dsketch.fit(spec, "logistic", checkpoint=ckpt, callback=stop, **kw)
+
+
+def _checkpoint_problem(tmp_path):
+    rng = np.random.default_rng(21)
+    A = rng.standard_normal((3000, 6))
+    A[:, 0] *= 20.0  # slow enough with a small uniform sketch to leave a checkpoint
+    y = (rng.random(3000) < expit(A @ rng.normal(scale=0.3, size=6))).astype(float)
+    return dsketch.write_problem(tmp_path / "p.zarr", A, y, chunk_rows=1000)
+
+
+CKPT_KW = {"curvature": dsketch.Curvature("uniform", size=300), "solver": dsketch.Solver(tol=1e-10, max_iter=100),
+           "seed": 3}
+
+
+@pytest.mark.parametrize("written,resumed", [
+    (RowMask(3, 0, seed=1), None),
+    (None, RowMask(3, 0, seed=1)),
+    (RowMask(3, 0, seed=1), RowMask(3, 1, seed=1)),
+    (RowMask(3, 0, seed=1), RowMask(3, 0, seed=2)),
+    (RowMask(3, 0, seed=1), RowMask(3, 0, seed=1, held_out=True)),
+    (RowMask(3, 0, seed=1), "subset"),
+])
+def test_a_checkpoint_resumes_only_the_fit_of_the_same_rows(tmp_path, written, resumed):
+    """A checkpoint of a masked fit is refused by an unmasked fit and by a fit with another
+    mask (another fold, seed, side or a given subset, even of the same rows), and a
+    checkpoint of an unmasked fit by a masked one, with a CheckpointMismatchError that
+    names both sets of rows; the checkpoint is left as it was."""
+    from dsketch.errors import CheckpointMismatchError
+
+    spec = _checkpoint_problem(tmp_path)
+    if resumed == "subset":  # the same rows as `written`, but given as indices
+        resumed = dsketch.RowSubset.of(np.flatnonzero(dsketch.fold_ids(3000, 3, seed=1) != 0), 3000)
+    ckpt = str(tmp_path / "fit.checkpoint")
+    _interrupted(spec if written is None else spec.with_row_mask(written), ckpt, **CKPT_KW)
+    before = sorted(p.name for p in (tmp_path / "fit.checkpoint").iterdir())
+    other = spec if resumed is None else spec.with_row_mask(resumed)
+    with pytest.raises(CheckpointMismatchError, match="same rows") as err:
+        dsketch.fit(other, "logistic", checkpoint=ckpt, resume=True, **CKPT_KW)
+    assert isinstance(err.value, DSketchError)
+    assert ("all rows (no row mask)" in str(err.value)) == (written is None or resumed is None)
+    assert sorted(p.name for p in (tmp_path / "fit.checkpoint").iterdir()) == before
+
+
+def test_a_masked_checkpoint_resumes_the_masked_fit(tmp_path):
+    """The same mask resumes, and ends where the uninterrupted masked fit ends."""
+    spec = _checkpoint_problem(tmp_path)
+    mask = RowMask(3, 2, seed=1)
+    whole = dsketch.fit(spec.with_row_mask(mask), "logistic", **CKPT_KW)
+    ckpt = str(tmp_path / "fit.checkpoint")
+    _interrupted(spec.with_row_mask(mask), ckpt, **CKPT_KW)
+    resumed = dsketch.fit(spec.with_row_mask(mask), "logistic", checkpoint=ckpt, resume=True, **CKPT_KW)
+    assert whole.nit > 4 and resumed.success and resumed.nit == whole.nit
+    np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-10)
