@@ -43,7 +43,7 @@ from dsketch.plan import (  # noqa: F401 - choose_curvature, default_sketch_size
     default_sketch_size,
     resolve_curvature,
 )
-from dsketch.solvers.checkpoint import FINGERPRINT_KEY, check_settings, load_checkpoint
+from dsketch.solvers.checkpoint import FINGERPRINT_KEY, MASK_KEY, check_settings, load_checkpoint
 from dsketch.solvers.inner import inner_solver
 from dsketch.solvers.lbfgs import QuasiNewtonProbe, curvature_passes, multi_output_newton_cost, newton_cost
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
@@ -226,7 +226,7 @@ def _settings(model: Model, spec: ProblemSpec, plan: CurvaturePlan, cluster: Clu
 def _mask_info(spec: ProblemSpec) -> dict[str, Any]:
     """The row mask of a masked problem (:meth:`ProblemSpec.with_row_mask`), for a fit's
     settings and info: a checkpoint resumes only the fit of the same rows."""
-    return {} if spec.row_mask is None else {"row_mask": spec.row_mask.describe()}
+    return {} if spec.row_mask is None else {MASK_KEY: spec.row_mask.describe()}
 
 
 def _saved(checkpoint: Any, resume: bool, spec: ProblemSpec, settings: dict[str, Any]) -> Any:
@@ -390,9 +390,10 @@ def fit(
         continue the fit if the driver dies. It may replace only an earlier checkpoint
         (checked before the fit starts).
     resume : bool, default False
-        Continue from ``checkpoint`` instead of starting afresh. The model, data,
-        curvature, sketch size and seed must match the checkpointed fit; the resumed fit
-        ends at the same ``x`` as an uninterrupted one (up to rounding).
+        Continue from ``checkpoint`` instead of starting afresh. The model, data (and its
+        row mask, if any), curvature, sketch size and seed must match the checkpointed
+        fit; the resumed fit ends at the same ``x`` as an uninterrupted one (up to
+        rounding).
 
     Returns
     -------

@@ -16,6 +16,7 @@ from dsketch.cli_args import SKETCH_KINDS
 from dsketch.cli_args import add_cluster_args as _add_cluster_args
 from dsketch.cli_args import check_model_name as _check_model_name
 from dsketch.cli_args import parse_params as _parse_params
+from dsketch.cli_cv import add_cv_parser, cmd_cv
 from dsketch.cli_fit import add_fit_parser as _add_fit_parser
 from dsketch.cli_fit import cmd_fit as _cmd_fit
 from dsketch.cli_inference import add_inference_args, cmd_summary
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_parser(_sub)
     _add_fit_parser(_sub)
     add_path_parser(_sub, _add_cluster_args)
+    add_cv_parser(_sub, _add_cluster_args, SKETCH_KINDS)
     _add_summary_parser(_sub)
     _add_predict_parser(_sub)
     _add_demo_parser(_sub)
@@ -344,6 +346,7 @@ COMMANDS = {
     "info": _cmd_info,
     "fit": _cmd_fit,
     "path": lambda args: cmd_path(args, _parse_params(args.param)),
+    "cv": lambda args: cmd_cv(args, _parse_params(args.param)),
     "summary": cmd_summary,
     "predict": _cmd_predict,
     "demo": _cmd_demo,

@@ -25,6 +25,17 @@ def add_path_parser(sub: Callable[..., argparse.ArgumentParser], add_cluster_arg
                         "the intercept last; multinomial: the d x K coefficients flattened row by row)")
     p.add_argument("--l1-ratio", type=float, default=1.0,
                    help="L1 share of the penalty alpha (l1_ratio |x|_1 + (1 - l1_ratio) |x|^2 / 2), in (0, 1]")
+    add_grid_args(p)
+    p.add_argument("--seed", type=int, default=0, help="key of the sketches' counter-based randomness")
+    p.add_argument("--no-screening", dest="screening", action="store_false",
+                   help="sweep every coordinate (the strong rule never changes the solution, only the work)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier file at NPZ")
+    add_cluster_args(p)
+
+
+def add_grid_args(p: argparse.ArgumentParser) -> None:
+    """The options ``path`` and ``cv`` share: the alphas, the intercept, the model's other
+    parameters and each fit's stopping rule."""
     p.add_argument("--alphas", default=None, metavar="A1,A2,...",
                    help="comma-separated alphas (default: --n-alphas from alpha_max, where every "
                         "coefficient is 0, down to --eps times it)")
@@ -35,11 +46,6 @@ def add_path_parser(sub: Callable[..., argparse.ArgumentParser], add_cluster_arg
                    help="other model parameters, e.g. power=1.5 (not l1 or l2: the path sets them)")
     p.add_argument("--tol", type=float, default=1e-8, help="each fit stops when its KKT measure <= TOL times its start")
     p.add_argument("--max-iter", type=int, default=50, help="most proximal-Newton iterations of each fit")
-    p.add_argument("--seed", type=int, default=0, help="key of the sketches' counter-based randomness")
-    p.add_argument("--no-screening", dest="screening", action="store_false",
-                   help="sweep every coordinate (the strong rule never changes the solution, only the work)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier file at NPZ")
-    add_cluster_args(p)
 
 
 def _alphas(text: str | None) -> list[float] | None:

@@ -64,6 +64,10 @@ class SketchContext:
         ignored by the exact sketch.
     info : dict
         Values computed on the driver by ``pre_finish`` (documented per sketch).
+    n_kept : int, optional
+        Rows of ``A`` that a row mask keeps (the others have ``D_i = 0`` by construction:
+        :meth:`dsketch.store.ProblemSpec.with_row_mask`); None: all ``n_samples``. Uniform
+        sampling spreads its size over these rows.
     """
 
     seed: int
@@ -72,6 +76,7 @@ class SketchContext:
     n_features: int
     sketch_size: int
     info: dict[str, Any] = field(default_factory=dict)
+    n_kept: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, None)
@@ -79,8 +84,15 @@ class SketchContext:
         _check_int("n_samples", self.n_samples, 1)
         _check_int("n_features", self.n_features, 1)
         _check_int("sketch_size", self.sketch_size, 1)
+        if self.n_kept is not None and not 0 <= _check_int("n_kept", self.n_kept, 0) <= self.n_samples:
+            raise InvalidParameterError(f"n_kept must be in 0 .. n_samples={self.n_samples}; got {self.n_kept}")
         if not isinstance(self.info, dict):
             raise DSketchTypeError(f"info must be a dict; got {type(self.info).__name__}")
+
+    @property
+    def rows_kept(self) -> int:
+        """``n_kept``, or ``n_samples`` without a row mask."""
+        return self.n_samples if self.n_kept is None else self.n_kept
 
     def with_info(self, **values: Any) -> SketchContext:
         """A copy whose ``info`` is updated with ``values``."""

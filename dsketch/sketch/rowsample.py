@@ -165,6 +165,12 @@ class ExactGram(Sketch):
 class UniformSampler(Sampler):
     """Keep each row with ``D_i != 0`` independently with probability ``p = min(1, s / n)``.
 
+    With a row mask, ``n`` is the number of rows the mask keeps (``ctx.n_kept``): the
+    held-out rows have ``D_i = 0`` and are never drawn, so the expected number of sampled
+    rows stays ``s`` (not ``s`` times the training share). Rows whose stored sample weight
+    is 0 still count in ``n``: they lower the expected count below ``s``, which
+    ``expected_rows`` reports.
+
     No preliminary stage; ``ctx.info`` is not used.
 
     Notes
@@ -188,7 +194,7 @@ class UniformSampler(Sampler):
     kind: ClassVar[str] = "uniform"
 
     def probabilities(self, A_b: Block, D_b: np.ndarray, r0: int, ctx: SketchContext) -> np.ndarray:
-        return np.where(D_b != 0.0, min(1.0, ctx.sketch_size / ctx.n_samples), 0.0)
+        return np.where(D_b != 0.0, min(1.0, ctx.sketch_size / max(ctx.rows_kept, 1)), 0.0)
 
     def size_for(self, eps: float, delta: float, n_features: int, *, coherence: float = 1.0) -> int:
         """``ceil(coherence * 3 d ln(2d/delta) / eps^2)`` (see Notes)."""

@@ -24,6 +24,9 @@ from dsketch.store import outputs, read_group, write_group
 CHECKPOINT_ATTR = outputs.CHECKPOINT_ATTR
 #: Key of the fit settings holding the fingerprint of the store the fit reads.
 FINGERPRINT_KEY = "data_fingerprint"
+#: The settings' key of a masked fit's row mask (:meth:`~dsketch.store.ProblemSpec.with_row_mask`;
+#: absent for a fit of all rows): a checkpoint resumes only the fit of the same rows.
+MASK_KEY = "row_mask"
 
 
 @dataclass(frozen=True)
@@ -170,10 +173,28 @@ def check_settings(saved: dict[str, Any], current: dict[str, Any], path: str) ->
             f"(fingerprint {now}), so the fit cannot be resumed on it — start the fit afresh "
             "without resume"
         )
+    _check_rows(saved.get(MASK_KEY), current.get(MASK_KEY), path)
     diff = {k: (saved.get(k), v) for k, v in current.items() if k != FINGERPRINT_KEY and saved.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise CheckpointMismatchError(
             f"checkpoint {path!r} was written by a fit with other settings ({detail}); "
             "resume with the same model, data, curvature and seed, or start afresh without resume"
+        )
+
+
+def _rows_read(mask: dict[str, Any] | None) -> str:
+    return "all rows (no row mask)" if mask is None else f"the rows of the row mask {mask}"
+
+
+def _check_rows(was: dict[str, Any] | None, now: dict[str, Any] | None, path: str) -> None:
+    """Refuse a resume that reads other rows than the checkpointed fit: the settings'
+    :data:`MASK_KEY` is the row mask's description (a hashed fold's split, or a given
+    subset's row count and digest), absent for a fit of all rows, so an unmasked fit, a
+    masked one and one with another mask never resume each other's checkpoints."""
+    if was != now:
+        raise CheckpointMismatchError(
+            f"checkpoint {path!r} was written by a fit of {_rows_read(was)}; this fit reads {_rows_read(now)}: "
+            "a checkpoint resumes only the fit of the same rows — resume with the same row mask "
+            "(ProblemSpec.with_row_mask), or start afresh without resume"
         )

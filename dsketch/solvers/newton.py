@@ -116,7 +116,7 @@ class NewtonSolver:
     def _context(self, iteration: int, sketch_size: int, info: dict[str, Any] | None = None) -> SketchContext:
         return SketchContext(seed=self.config.seed, iteration=iteration, n_samples=self.engine.problem.n_samples,
                              n_features=self.engine.problem.n_features, sketch_size=sketch_size,
-                             info=dict(info or {}))
+                             info=dict(info or {}), n_kept=self.engine.problem.n_kept_rows)
 
     def update_gradient_hessian(self, state: IterationState) -> IterationState:
         """Loss, gradient and (if the inner solver needs it) curvature at ``state.x``: one

@@ -11,6 +11,7 @@ This layer knows nothing about the maths and does not import dask. Public API:
 """
 
 from dsketch.errors import StoreExistsError
+from dsketch.store import _exit  # noqa: F401 - a quiet exit under load (see the module)
 from dsketch.store.blocks import clear_cache, member_sum, read_block, read_global
 from dsketch.store.builder import (
     EdgePieces,

@@ -14,6 +14,7 @@ assignment in memory (to build the same folds for another library). Fold sizes a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import numbers
 from dataclasses import dataclass
@@ -68,6 +69,18 @@ def fold_ids(n_samples: int, n_folds: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([fold_of(a, min(a + _STEP, n), k, seed) for a in range(0, n, _STEP)])
 
 
+@functools.lru_cache(maxsize=64)
+def fold_sizes(n_samples: int, n_folds: int, seed: int = 0) -> tuple[int, ...]:
+    """The number of rows of each fold of :func:`fold_ids` (hashed on the driver in steps
+    of ``2**20`` rows: no pass over the data; remembered for the last 64 splits)."""
+    n = _check_int("n_samples", n_samples, 0)
+    k = _check_int("n_folds", n_folds, 2)
+    counts = np.zeros(k, dtype=np.int64)
+    for a in range(0, n, _STEP):
+        counts += np.bincount(fold_of(a, min(a + _STEP, n), k, seed), minlength=k)
+    return tuple(int(c) for c in counts)
+
+
 @dataclass(frozen=True)
 class RowMask:
     """The rows of one fold of :func:`fold_ids`, or all rows but that fold's.
@@ -105,6 +118,11 @@ class RowMask:
         """1.0 on the kept rows of ``[r0, r1)``, 0.0 on the others (float64)."""
         inside = fold_of(r0, r1, self.n_folds, self.seed) == self.fold
         return (inside if self.held_out else ~inside).astype(np.float64)
+
+    def n_kept(self, n_samples: int) -> int:
+        """The number of rows this mask keeps of an ``n_samples``-row problem."""
+        inside = fold_sizes(int(n_samples), int(self.n_folds), int(self.seed))[self.fold]
+        return inside if self.held_out else int(n_samples) - inside
 
     def describe(self) -> dict[str, Any]:
         """The mask as plain values (for a fit's settings and info)."""
@@ -147,6 +165,11 @@ class RowSubset:
     def keep(self, r0: int, r1: int) -> np.ndarray:
         """1.0 on the kept rows of ``[r0, r1)``, 0.0 on the others (float64)."""
         return self.kept[r0:r1].astype(np.float64)
+
+    def n_kept(self, n_samples: int) -> int:
+        """The number of rows kept (``n_samples`` is the problem's, checked by
+        :meth:`~dsketch.store.ProblemSpec.with_row_mask`)."""
+        return int(np.count_nonzero(self.kept))
 
     def describe(self) -> dict[str, Any]:
         """The number of rows and a digest of which (for a fit's settings and info)."""

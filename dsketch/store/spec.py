@@ -130,6 +130,13 @@ class ProblemSpec:
         return replace(self, row_mask=mask, virtual_weight=True, members=tuple(sorted((*self.members, SAMPLE_WEIGHT))))
 
     @property
+    def n_kept_rows(self) -> int:
+        """The rows the row mask keeps (all ``n_samples`` without one): the others have
+        weight 0, so no loss, gradient or curvature, and a uniform row sample spends its
+        size on these (:class:`~dsketch.sketch.UniformSampler`)."""
+        return self.n_samples if self.row_mask is None else self.row_mask.n_kept(self.n_samples)
+
+    @property
     def stored_members(self) -> tuple[str, ...]:
         """The row-aligned members the store holds (:attr:`members` less a virtual
         ``sample_weight``)."""
