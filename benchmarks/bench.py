@@ -7,8 +7,8 @@ well-conditioned dense, high-coherence dense, and a dense 1e6 x 100 problem of c
 condition 1e4 with l2 = 1e-8).
 
 Solvers (the same objective; scikit-learn and dask-ml take ``C = 1 / (l2 n)``):
-dsketch exact Newton, leverage-sketched Newton and Newton-CG on an embedded 2-worker
-cluster; scipy L-BFGS-B and trust-ncg with exact gradients and Hessian-vector products,
+dsketch's defaults (the auto solver and curvature), Newton with the auto curvature, exact
+Newton, leverage-sketched Newton and Newton-CG on an embedded 2-worker cluster; scipy L-BFGS-B and trust-ncg with exact gradients and Hessian-vector products,
 scikit-learn ``LogisticRegression`` (newton-cholesky, lbfgs) and glum
 ``GeneralizedLinearRegressor`` (its default solver and lbfgs; ``alpha = l2``, see
 :func:`glum_alpha`), in memory where the data
@@ -23,7 +23,8 @@ penalty (it solves the unpenalised problem).
 For every solver: wall time and passes over A (where countable) to relative suboptimality
 ``(L - L*) / |L*|`` of 1e-6, 1e-8, 1e-10 (``L*``: the best of a tight exact solve and every
 run); peak resident memory of driver and workers, or the error it failed with; a note (what
-a peer solves, what stopped it). Medians of ``--repeats`` timed runs. Writes
+a peer solves, what stopped it). Medians of ``--repeats`` timed runs. ``--solvers`` keeps
+only the rows whose label contains one of its comma-separated parts. Writes
 ``OUT/benchmark.md`` and ``OUT/benchmark.png``.
 """
 
