@@ -7,8 +7,8 @@ well-conditioned dense, high-coherence dense, and a dense 1e6 x 100 problem of c
 condition 1e4 with l2 = 1e-8).
 
 Solvers (the same objective; scikit-learn and dask-ml take ``C = 1 / (l2 n)``):
-dsketch exact Newton, leverage-sketched Newton and Newton-CG on an embedded 2-worker
-cluster; scipy L-BFGS-B and trust-ncg with exact gradients and Hessian-vector products,
+dsketch's defaults (the auto solver and curvature), Newton with the auto curvature, exact
+Newton, leverage-sketched Newton and Newton-CG on an embedded 2-worker cluster; scipy L-BFGS-B and trust-ncg with exact gradients and Hessian-vector products,
 scikit-learn ``LogisticRegression`` (newton-cholesky, lbfgs) and glum
 ``GeneralizedLinearRegressor`` (its default solver and lbfgs; ``alpha = l2``, see
 :func:`glum_alpha`), in memory where the data
@@ -23,7 +23,8 @@ penalty (it solves the unpenalised problem).
 For every solver: wall time and passes over A (where countable) to relative suboptimality
 ``(L - L*) / |L*|`` of 1e-6, 1e-8, 1e-10 (``L*``: the best of a tight exact solve and every
 run); peak resident memory of driver and workers, or the error it failed with; a note (what
-a peer solves, what stopped it). Medians of ``--repeats`` timed runs. Writes
+a peer solves, what stopped it). Medians of ``--repeats`` timed runs. ``--solvers`` keeps
+only the rows whose label contains one of its comma-separated parts. Writes
 ``OUT/benchmark.md`` and ``OUT/benchmark.png``.
 """
 
@@ -113,8 +114,9 @@ def _objective(A: Any, y: np.ndarray, l2: float) -> Callable[[np.ndarray], tuple
 
 
 def _dsketch_runs(spec: Any, pdef: ProblemDef, client: Any, *, persist: bool) -> list[tuple[str, Callable[[], Run]]]:
-    """dsketch's rows: its defaults (``sketch="auto"``, adaptive sizes), exact Newton, the
-    leverage sketch and Newton-CG; blocks held in the workers' memory when ``persist``."""
+    """dsketch's rows: its defaults (solver and curvature ``"auto"``, adaptive sizes), Newton
+    with the auto curvature (the defaults before the auto solver), exact Newton, the leverage
+    sketch and Newton-CG; blocks held in the workers' memory when ``persist``."""
     import dsketch
 
     def make(label: str, **kw: Any) -> Callable[[], Run]:
@@ -133,14 +135,18 @@ def _dsketch_runs(spec: Any, pdef: ProblemDef, client: Any, *, persist: bool) ->
                                   curvature=dsketch.Curvature(**{k: v for k, v in kw.items() if k != "solver"}))
             run.seconds = time.perf_counter() - t0
             run.trace.append((run.seconds, res.fun, res.n_passes))
-            curvature = res.info.get("sketch")
+            curvature, start = res.info.get("sketch"), res.info.get("newton_from", -1)
             run.note = (f"{res.nit} iterations, {res.n_passes} passes over A"
                         + (" (one to load the blocks)" if persist else "")
-                        + (f"; curvature: {curvature}" if kw.get("kind") == "auto" else ""))
+                        + (f"; curvature: {curvature}" if kw.get("kind") == "auto" else "")
+                        + ("" if start == -1 else "; L-BFGS throughout" if start is None
+                           else f"; Newton steps from iteration {start}"))
             return run
         return go
 
-    runs = (("dsketch Newton (defaults: auto curvature, adaptive size)", {"kind": "auto", "adaptive": True}),
+    runs = (("dsketch defaults (auto solver, auto curvature, adaptive size)",
+             {"kind": "auto", "adaptive": True, "solver": "auto"}),
+            ("dsketch Newton (auto curvature, adaptive size)", {"kind": "auto", "adaptive": True}),
             ("dsketch exact Newton", {"kind": "exact"}),
             ("dsketch leverage Newton (adaptive)", {"kind": "leverage", "adaptive": True}),
             ("dsketch Newton-CG (leverage)", {"kind": "leverage", "solver": "newton-cg", "adaptive": False}))
@@ -353,6 +359,10 @@ def daskml_inputs(spec: Any) -> tuple[Any, Any]:
     return X, y
 
 
+#: dask-ml's solvers in the benchmark, one row each.
+DASKML_SOLVERS = ("newton", "lbfgs", "admm")
+
+
 def _daskml_runs(spec: Any, pdef: ProblemDef, max_iters: tuple[int, ...] = DASKML_MAX_ITERS,
                  budget_s: float = DASKML_BUDGET_S,
                  deadline_s: float = DASKML_DEADLINE_S) -> list[tuple[str, Callable[[], Run]]]:
@@ -415,7 +425,7 @@ def _daskml_runs(spec: Any, pdef: ProblemDef, max_iters: tuple[int, ...] = DASKM
             return run
         return go
 
-    return [(f"dask-ml {s}", go_factory(s)) for s in ("newton", "lbfgs", "admm")]
+    return [(f"dask-ml {s}", go_factory(s)) for s in DASKML_SOLVERS]
 
 
 def _store_objective(spec: Any, x: np.ndarray, l2: float) -> float:
@@ -463,8 +473,12 @@ def _fmt_time(t: float, passes: float) -> str:
 def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | None = None, repeats: int = 1,
                   max_memory_gb: float = 6.0, n_workers: int = 2, seed: int = 0, keep_stores: bool = False,
                   daskml_max_iters: tuple[int, ...] = DASKML_MAX_ITERS,
-                  daskml_budget_s: float = DASKML_BUDGET_S, daskml_deadline_s: float = DASKML_DEADLINE_S) -> str:
+                  daskml_budget_s: float = DASKML_BUDGET_S, daskml_deadline_s: float = DASKML_DEADLINE_S,
+                  solvers: tuple[str, ...] | None = None) -> str:
     """Run the benchmark; return the markdown table (also written to ``out``).
+
+    ``solvers`` keeps only the rows whose label contains one of its strings (any case;
+    None: every row); the dask-ml fits are not prepared when none of them is kept.
 
     ``daskml_max_iters`` is the ladder of dask-ml ``max_iter`` values (one fit each, from
     zeros), cut where one fit would take more than ``daskml_budget_s`` seconds; a fit still
@@ -503,7 +517,9 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
                 blk = read_block(spec, 0, spec.n_samples)
                 A, y = blk.A, blk.b
                 jobs += _memory_runs(A, y, pdef)
-            jobs += _daskml_runs(spec, pdef, daskml_max_iters, daskml_budget_s, daskml_deadline_s)
+            if select_runs([(f"dask-ml {s}", None) for s in DASKML_SOLVERS], solvers, strict=False):
+                jobs += _daskml_runs(spec, pdef, daskml_max_iters, daskml_budget_s, daskml_deadline_s)
+            jobs = select_runs(jobs, solvers)
             for label, go in jobs:
                 print(f"   {label} ...", flush=True)
                 reps = [_measure(go, label, client) for _ in range(max(1, repeats))]
@@ -533,6 +549,19 @@ def run_benchmark(out: str, *, scale: float = 1.0, problems: tuple[str, ...] | N
         _write_outputs(out, lines, traces)  # after every problem: a stopped run keeps what it measured
     text = "\n".join(lines)
     return text
+
+
+def select_runs(jobs: list[tuple[str, Any]], solvers: tuple[str, ...] | None, *,
+                strict: bool = True) -> list[tuple[str, Any]]:
+    """The jobs whose label contains one of ``solvers`` (any case); all for None. With
+    ``strict``, a string that matches no label is an error that lists the labels."""
+    if solvers is None:
+        return jobs
+    keys = [k.lower() for k in solvers]
+    unmatched = [k for k in keys if not any(k in label.lower() for label, _ in jobs)]
+    if strict and unmatched:
+        raise ValueError(f"--solvers {unmatched} match(es) no benchmark row; rows: {[label for label, _ in jobs]}")
+    return [(label, go) for label, go in jobs if any(k in label.lower() for k in keys)]
 
 
 def _write_outputs(out: str, lines: list[str], traces: dict[str, list[Run]]) -> None:
@@ -583,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the dask-ml fits predicted to take longer than this many seconds (default 600)")
     ap.add_argument("--daskml-deadline-s", type=float, default=None,
                     help="stop a dask-ml fit still running after this many seconds (default: 4 x the budget)")
+    ap.add_argument("--solvers", default=None,
+                    help="comma-separated parts of row labels to run, e.g. 'defaults,exact Newton,"
+                         "newton-cholesky' (default: every row)")
     args = ap.parse_args(argv)
     names = tuple(x for x in args.problems.split(",") if x)
     unknown = sorted(set(names) - {p.name for p in PROBLEMS})
@@ -596,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(exc))
     print(run_benchmark(args.out, scale=args.scale, problems=names,
                         repeats=args.repeats, max_memory_gb=args.max_memory_gb, keep_stores=args.keep_stores,
-                        daskml_max_iters=ladder, daskml_budget_s=budget, daskml_deadline_s=deadline))
+                        daskml_max_iters=ladder, daskml_budget_s=budget, daskml_deadline_s=deadline,
+                        solvers=None if args.solvers is None else tuple(x for x in args.solvers.split(",") if x)))
     return 0
 
 

@@ -27,6 +27,7 @@ from benchmarks.bench import (
     _time_to,
     daskml_inputs,
     run_benchmark,
+    select_runs,
     write_benchmark_problem,
 )
 from dsketch.store import open_problem, read_block
@@ -317,3 +318,14 @@ def test_ill_dense_100_covariance_has_condition_1e4(bench_client, tmp_path):
     # n / d = 1000: each sample eigenvalue within a few sqrt(d / n) = 3% of its population value
     assert np.allclose(ev, want, rtol=0.15)
     assert 0.7e4 < ev[0] / ev[-1] < 1.3e4
+
+
+def test_solver_filter_keeps_matching_rows_and_refuses_an_unknown_one():
+    jobs = [("dsketch defaults (auto solver, auto curvature, adaptive size)", 1), ("dsketch exact Newton", 2),
+            ("dsketch leverage Newton (adaptive)", 3), ("scikit-learn newton-cholesky", 4), ("scipy L-BFGS-B", 5)]
+    assert select_runs(jobs, None) == jobs
+    kept = select_runs(jobs, ("Defaults", "exact newton", "newton-cholesky"))
+    assert [v for _, v in kept] == [1, 2, 4]
+    with pytest.raises(ValueError, match="trust-ncg"):
+        select_runs(jobs, ("exact", "trust-ncg"))
+    assert select_runs(jobs, ("trust-ncg",), strict=False) == []

@@ -225,20 +225,28 @@ def test_auto_resumes_bit_identically(tmp_path):
 
 
 def test_probe_prices_newton_against_the_quasi_newton_iterations_still_needed():
-    """A slow rate alone does not switch when Newton's iterations cost more than the L-BFGS
-    iterations still needed (wide one-hot data), nor when they would not fit in max_iter."""
-    from dsketch.solvers.lbfgs import NEWTON_ITERATIONS, newton_cost
+    """Where the curvature is dear (wide one-hot data), a slow rate alone does not switch when
+    Newton's iterations cost more than the L-BFGS iterations still needed, nor when they would
+    not fit in max_iter; where it is cheap, the first slow rate switches whatever the estimate."""
+    from dsketch.solvers.lbfgs import NEWTON_ITERATIONS, REUSE_CURVATURE_PASSES, newton_cost
 
     norms = [1.0, 0.5, 0.3, 0.2, 0.14]  # contracting at about 0.68: past the 0.4 floor
     need = np.log(1e-8 / 0.14) / np.log((0.14 / 0.3) ** 0.5)  # iterations still needed
-    cheap = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need)
-    dear = QuasiNewtonProbe(tol=1e-8, newton_cost=0.5 * need)
-    short = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need, max_iter=int(need))
+    dear = 10 * REUSE_CURVATURE_PASSES
+    lbfgs_pays = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need, curvature_passes=dear)
+    newton_pays = QuasiNewtonProbe(tol=1e-8, newton_cost=0.5 * need, curvature_passes=dear)
+    short = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need, max_iter=int(need), curvature_passes=dear)
+    cheap = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need, curvature_passes=0.9 * REUSE_CURVATURE_PASSES)
+    unpriced = QuasiNewtonProbe(tol=1e-8, newton_cost=2 * need)  # curvature cost unknown
+    probes = (lbfgs_pays, newton_pays, short, cheap, unpriced)
+    decisions = []
     for gn in norms:
-        for p in (cheap, dear, short):
+        for p in probes:
             p.observe(gn)
-    assert cheap.remaining() == pytest.approx(need)
-    assert not cheap.use_newton() and dear.use_newton() and short.use_newton()
+        decisions.append([p.use_newton() for p in probes])
+    assert lbfgs_pays.remaining() == pytest.approx(need)
+    assert decisions[-1] == [False, True, True, True, True]
+    assert [row[3] for row in decisions] == [False, False, False, True, True]  # at the probe's end
     # the cost model: flops of a Newton iteration over those of one pass; independent
     # arithmetic for a sparse and a dense shape. Cheap curvature: formed every iteration;
     # dear curvature (over 10 passes): formed once, then 4 products and a pass a step
@@ -305,3 +313,30 @@ def test_kept_curvature_travels_with_the_checkpoint(tmp_path):
     assert resumed.nit == whole.nit
     np.testing.assert_array_equal(resumed.history["sketch_rows"], whole.history["sketch_rows"])
     np.testing.assert_allclose(resumed.x, whole.x, rtol=1e-10)
+
+
+def _priced_solver(tol, curvature_passes):
+    """``Solver("auto")`` whose cost model always finds the L-BFGS finish cheaper than a Newton
+    one, with a Newton iteration priced at ``curvature_passes`` passes."""
+    from dsketch.solvers.inner import QuasiNewtonThenNewton
+
+    probe = QuasiNewtonProbe(tol=tol, newton_cost=1e6, curvature_passes=curvature_passes)
+    return dsketch.Solver(tol=tol, max_iter=200, inner=QuasiNewtonThenNewton(probe=probe))
+
+
+def test_cheap_curvature_hands_over_at_the_end_of_the_probe():
+    """Ill-conditioned data: with cheap curvature the fit takes Newton steps from the end of
+    the probe (3 L-BFGS iterations) even where the extrapolated L-BFGS finish looks cheaper,
+    and reaches scipy's optimum; with dear curvature the same estimate keeps L-BFGS going."""
+    from dsketch.solvers.lbfgs import REUSE_CURVATURE_PASSES
+
+    A, b = _logistic(6000, 15, cond=1e4, seed=3)
+    ref, fref = _reference(A, b, 1e-6)
+    kw = dict(model_params={"l2": 1e-6})
+    cheap = dsketch.fit((A, b), "logistic", solver=_priced_solver(1e-10, 0.9 * REUSE_CURVATURE_PASSES), **kw)
+    assert cheap.success and cheap.info["newton_from"] == 3
+    assert np.all(cheap.history["sketch_rows"][:3] == 0) and cheap.history["sketch_rows"][3] > 0
+    np.testing.assert_allclose(cheap.x, ref, rtol=1e-6, atol=1e-8)
+    assert abs(cheap.fun - fref) <= 1e-12 * abs(fref)
+    dear = dsketch.fit((A, b), "logistic", solver=_priced_solver(1e-10, 10 * REUSE_CURVATURE_PASSES), **kw)
+    assert dear.info["newton_from"] is None or dear.info["newton_from"] > 3

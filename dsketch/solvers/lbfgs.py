@@ -82,10 +82,18 @@ class QuasiNewtonProbe:
     contractions ``||g_k|| / ||g_{k-1}||`` is the observed rate ``rho``. While
     ``rho <= rate`` L-BFGS goes on (at ``rho = 0.4`` a relative gradient of 1e-8 is about
     20 iterations away). A slower rate switches to Newton steps (:meth:`use_newton` turns
-    true and stays true), unless the cost of finishing by Newton is known: then L-BFGS goes
-    on while the iterations it still needs at this rate, ``log(tol ||g_0|| / ||g_k||) /
-    log(rho)``, cost less than ``newton_cost`` (Newton's remaining iterations priced in
-    L-BFGS iterations, :func:`newton_cost`) and fit in what is left of ``max_iter``.
+    true and stays true), unless Newton's curvature is dear (:attr:`reuses_curvature`) and
+    the cost of finishing by Newton is known: then L-BFGS goes on while the iterations it
+    still needs at this rate, ``log(tol ||g_0|| / ||g_k||) / log(rho)``, cost less than
+    ``newton_cost`` (Newton's remaining iterations priced in L-BFGS iterations,
+    :func:`newton_cost`) and fit in what is left of ``max_iter``. Where the curvature is
+    cheap (at most :data:`REUSE_CURVATURE_PASSES` passes an iteration) the first slow rate
+    hands over: that extrapolation rests on two contractions of a sequence that is not
+    monotone, and continuing on it can only save a few cheap Newton iterations. On the
+    dense 2e5 x 500 problem of the benchmark (AR(1) columns, a Newton iteration about 9
+    passes) the contractions read 0.68, 0.41, 1.17, 0.33, 0.76, 1.26; at ``tol = 1e-8``
+    the extrapolation kept L-BFGS for 6 iterations where 3 were enough, and Newton still
+    needed 4 iterations after either.
 
     ``curvature_passes`` (:func:`curvature_passes`, None: unknown) is what one Newton
     iteration with fresh curvature costs in passes; above :data:`REUSE_CURVATURE_PASSES`
@@ -146,8 +154,8 @@ class QuasiNewtonProbe:
             return self.switched
         if not self.observed_rate() > self.rate:  # fast (or a zero gradient: NaN)
             return False
-        if self.tol is None or self.newton_cost is None:
-            self.switched = True
+        if self.tol is None or self.newton_cost is None or not self.reuses_curvature:
+            self.switched = True  # cheap (or unpriced) curvature: Newton at the first slow rate
             return True
         left = float("inf") if self.max_iter is None else self.max_iter - (len(self.norms) - 1) - NEWTON_ITERATIONS
         need = self.remaining()
