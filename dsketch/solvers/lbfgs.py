@@ -211,15 +211,3 @@ def newton_cost(n_samples: int, n_features: int, nnz: int, sparse: bool) -> floa
         return NEWTON_ITERATIONS * once
     return once + (NEWTON_ITERATIONS - 1) * (1.0 + REUSED_STEP_PRODUCTS)
 
-
-#: Hessian-vector products a Newton-CG step of a K-output model (multinomial) takes with
-#: its block-diagonal preconditioner, in the cost model (11 to 14 measured on the
-#: benchmark's generated problems, ``benchmarks/multinomial.py``).
-MULTI_OUTPUT_PRODUCTS = 12
-
-
-def multi_output_newton_cost(n_samples: int, n_features: int, nnz: int, sparse: bool) -> float:
-    """:func:`newton_cost` for a K-output model: every Newton iteration forms its K diagonal
-    blocks afresh (``K`` Grams against a pass's ``K`` products: the same ratio as one output,
-    :func:`curvature_passes`) and takes :data:`MULTI_OUTPUT_PRODUCTS` products of one pass."""
-    return NEWTON_ITERATIONS * (curvature_passes(n_samples, n_features, nnz, sparse) + MULTI_OUTPUT_PRODUCTS)
