@@ -45,7 +45,7 @@ from dsketch.plan import (  # noqa: F401 - choose_curvature, default_sketch_size
 )
 from dsketch.solvers.checkpoint import FINGERPRINT_KEY, MASK_KEY, check_settings, load_checkpoint
 from dsketch.solvers.inner import inner_solver
-from dsketch.solvers.lbfgs import QuasiNewtonProbe, curvature_passes, newton_cost
+from dsketch.solvers.lbfgs import QuasiNewtonProbe, curvature_passes, multi_output_newton_cost, newton_cost
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
@@ -283,9 +283,10 @@ def _newton_solver(engine: Engine, model: Model, plan: CurvaturePlan, solver: So
                           adaptive_sketch=plan.adaptive and solver.method not in FIRST_ORDER, fused=cluster.fused)
     spec = engine.problem
     shape = (spec.n_samples, spec.n_features, int(getattr(spec, "nnz", 0) or 0), bool(spec.sparse))
-    multi = model.n_outputs > 1  # Newton-CG steps with fresh block curvature: at the first slow L-BFGS rate
-    probe = QuasiNewtonProbe(tol=solver.tol, max_iter=solver.max_iter, newton_cost=None if multi else newton_cost(*shape),
-                             curvature_passes=None if multi else curvature_passes(*shape))
+    multi = model.n_outputs > 1  # Newton-CG steps with fresh block curvature, their finish priced
+    probe = QuasiNewtonProbe(tol=solver.tol, max_iter=solver.max_iter,
+                             newton_cost=(multi_output_newton_cost if multi else newton_cost)(*shape),
+                             curvature_passes=None if multi else curvature_passes(*shape), extrapolate=multi)
     inner = (inner_solver(solver.method, solver.cg_max_iter, probe, multi_output=multi) if solver.inner is None
              else solver.inner)
     return NewtonSolver(engine, model, plan.sketch(), sketch_size=plan.size, config=config, inner=inner, **kw)

@@ -97,7 +97,11 @@ class QuasiNewtonProbe:
 
     ``curvature_passes`` (:func:`curvature_passes`, None: unknown) is what one Newton
     iteration with fresh curvature costs in passes; above :data:`REUSE_CURVATURE_PASSES`
-    the Newton phase reuses its curvature (:attr:`reuses_curvature`).
+    the Newton phase reuses its curvature (:attr:`reuses_curvature`). ``extrapolate``
+    prices the Newton finish whatever the curvature costs: a K-output model
+    (multinomial), whose Newton-CG steps take several products each besides the curvature
+    (:func:`multi_output_newton_cost`), and whose first contractions on well-conditioned
+    data are slow too.
 
     Measured (logistic regression, l2 penalty, relative gradient 1e-8): on a sparse
     well-conditioned problem (2e5 x 1000, 1% non-zeros) L-BFGS contracts at about 0.2 and
@@ -112,6 +116,7 @@ class QuasiNewtonProbe:
     newton_cost: float | None = None
     max_iter: int | None = None
     curvature_passes: float | None = None
+    extrapolate: bool = False
     norms: list[float] = field(default_factory=list)
     switched: bool = False
 
@@ -154,7 +159,7 @@ class QuasiNewtonProbe:
             return self.switched
         if not self.observed_rate() > self.rate:  # fast (or a zero gradient: NaN)
             return False
-        if self.tol is None or self.newton_cost is None or not self.reuses_curvature:
+        if self.tol is None or self.newton_cost is None or not (self.reuses_curvature or self.extrapolate):
             self.switched = True  # cheap (or unpriced) curvature: Newton at the first slow rate
             return True
         left = float("inf") if self.max_iter is None else self.max_iter - (len(self.norms) - 1) - NEWTON_ITERATIONS
@@ -211,3 +216,16 @@ def newton_cost(n_samples: int, n_features: int, nnz: int, sparse: bool) -> floa
         return NEWTON_ITERATIONS * once
     return once + (NEWTON_ITERATIONS - 1) * (1.0 + REUSED_STEP_PRODUCTS)
 
+
+#: Hessian-vector products a Newton-CG step of a K-output model (multinomial) takes with
+#: its centred block preconditioner, in the cost model (3.6 to 5.5 measured on the
+#: generated problems of ``benchmarks/multinomial.py``).
+MULTI_OUTPUT_PRODUCTS = 5
+
+
+def multi_output_newton_cost(n_samples: int, n_features: int, nnz: int, sparse: bool) -> float:
+    """:func:`newton_cost` for a K-output model: every Newton-CG iteration forms its K
+    diagonal blocks afresh (``K`` Grams and factors against a pass's ``K`` products: the
+    ratio of one output, :func:`curvature_passes`) and takes :data:`MULTI_OUTPUT_PRODUCTS`
+    products of one pass each."""
+    return NEWTON_ITERATIONS * (curvature_passes(n_samples, n_features, nnz, sparse) + MULTI_OUTPUT_PRODUCTS)
