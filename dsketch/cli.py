@@ -8,10 +8,12 @@ import json
 import logging
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dsketch import interrupts
 from dsketch.cli_args import SKETCH_KINDS
 from dsketch.cli_args import add_cluster_args as _add_cluster_args
 from dsketch.cli_args import check_model_name as _check_model_name
@@ -358,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     warnings.simplefilter("default")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = interrupts.install() if main_thread else None  # a Ctrl-C is remembered (dsketch.interrupts)
     try:
         with _connection_config(args):
             return COMMANDS[args.command](args)
@@ -379,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f"; the last finished iteration is in {ckpt}: rerun the same command with --resume to continue"
         print(f"dsketch {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            interrupts.restore(previous)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ from dsketch.models.base import Model, Scalars
 from dsketch.sketch import SketchContext
 from dsketch.sketch.columns import ColumnSubset
 from dsketch.sketch.per_output import PerOutput
+from dsketch import interrupts
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
 from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, min_norm_subgradient, wants_curvature
 from dsketch.solvers.newton_state import IterationState, NewtonConfig
@@ -463,6 +464,7 @@ class NewtonSolver:
             self._record(state, record, dec, nxt.step)
             state = nxt
             self._save(state, record)
+            interrupts.check()  # a Ctrl-C that Python dropped ends the fit here, its iteration saved
         return self.finalize(state, status, record)
 
     def _observe(self, state: IterationState, record: RunRecord) -> Status | None:

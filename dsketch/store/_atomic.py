@@ -18,8 +18,9 @@ import threading
 import time
 import uuid
 
+from dsketch import interrupts
 from dsketch.errors import StoreExistsError
-from dsketch.store.outputs import check_output, is_zarr_node
+from dsketch.store.outputs import CHECKPOINT, check_output, is_zarr_node
 
 __all__ = ["absolute", "check_target", "discard", "is_zarr_node", "publish", "temp_sibling"]
 _AT_FDCWD = -100
@@ -156,7 +157,15 @@ def publish(tmp: str, target: str, *, overwrite: bool, kind: str | None = None) 
         ``kind`` (see :func:`check_target`); a symlink is kept and its target replaced.
     overwrite : bool
     kind : str, optional
+
+    Raises
+    ------
+    KeyboardInterrupt
+        A Ctrl-C came during the command (:mod:`dsketch.interrupts`): nothing is published
+        (but a checkpoint, which is what a resume needs).
     """
+    if kind != CHECKPOINT:  # a checkpoint keeps the last finished iteration for a resume
+        interrupts.check()  # a Ctrl-C, even one Python dropped, stops the store from appearing
     target = check_target(target, overwrite, kind)
     if not os.path.lexists(target):
         if _renameat2(tmp, target, _RENAME_NOREPLACE):
