@@ -156,7 +156,7 @@ class Solver:
         pass). ``"prox-newton"``: proximal Newton for a model with an L1 term (``l1 > 0``,
         which ``"auto"`` resolves to and no other method accepts): each step minimises the
         quadratic model plus the L1 term by coordinate descent
-        (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`), the line search is on
+        (:class:`~dsketch.solvers.proximal.ProximalCoordinateDescent`), the line search is on
         the objective with the L1 term, and the gradient norm in the stopping rules is
         the least-norm subgradient's.
     tol : float, default 1e-8

@@ -3,7 +3,7 @@
 A path fits the objective ``f(x) + alpha (l1_ratio ||x_p||_1 + (1 - l1_ratio)/2 ||x_p||^2)``
 (``f`` the model's weighted mean loss, ``x_p`` the coefficients but the intercept; glum's
 and glmnet's ``alpha`` and ``l1_ratio``) for a decreasing sequence of alphas, each fit by
-proximal Newton (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`) from the
+proximal Newton (:class:`~dsketch.solvers.proximal.ProximalCoordinateDescent`) from the
 solution at the alpha before, with the sequential strong rule screening the coordinates the
 inner solve sweeps (docs/theory.md#regularisation-paths).
 """
@@ -22,7 +22,7 @@ import numpy as np
 from dsketch.api import _client_for, _on_threads, _problem, fit
 from dsketch.config import Cluster, Curvature, Solver, as_cluster, as_solver
 from dsketch.errors import InvalidOptionError, InvalidParameterError
-from dsketch.solvers.inner import ProximalCoordinateDescent
+from dsketch.solvers.proximal import ProximalCoordinateDescent
 from dsketch.solvers.result import FitResult
 from dsketch.store.memory import MemoryProblem
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from dsketch.solvers.inner import ProximalCoordinateDescent
+from dsketch.solvers.proximal import ProximalCoordinateDescent
 
 
 def _model_by_lbfgsb(H, g, x, l1):

@@ -228,7 +228,7 @@ def test_penalty_shifts_minimise_each_rows_penalty():
     the minimiser closest to 0 (checked on a grid); unpenalised rows are not shifted."""
     from scipy.optimize import minimize_scalar
 
-    from dsketch.solvers.inner import penalty_shifts
+    from dsketch.solvers.proximal import penalty_shifts
 
     rng = np.random.default_rng(51)
     for k in (2, 3, 4, 5):

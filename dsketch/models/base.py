@@ -97,7 +97,7 @@ class Model(ABC):
     n_outputs: int = 1
     #: True when the loss is unchanged by adding the same vector to every column of a
     #: K-output model's coefficients (softmax): proximal Newton on block curvature then
-    #: also takes the shift that minimises the penalty (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`).
+    #: also takes the shift that minimises the penalty (:class:`~dsketch.solvers.proximal.ProximalCoordinateDescent`).
     shift_invariant: ClassVar[bool] = False
 
     # -- binding to a store -----------------------------------------------------------

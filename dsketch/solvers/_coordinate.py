@@ -1,6 +1,6 @@
 """The cyclic coordinate-descent sweep of proximal Newton's inner problem, compiled.
 
-The inner problem (:class:`~dsketch.solvers.inner.ProximalCoordinateDescent`) minimises
+The inner problem (:class:`~dsketch.solvers.proximal.ProximalCoordinateDescent`) minimises
 ``g.p + p^T H p / 2 + sum_j l1_j |x_j + p_j|`` one coordinate at a time. A coordinate's
 update needs the model's derivative ``g_j + (H p)_j``, so the vector ``H p`` is kept up to
 date: a change ``delta`` of ``p_j`` adds ``delta H[j, k]`` to every tracked ``(H p)_k``.

@@ -40,7 +40,8 @@ from dsketch.sketch.columns import ColumnSubset
 from dsketch.sketch.per_output import PerOutput
 from dsketch import interrupts
 from dsketch.solvers.checkpoint import Checkpoint, save_checkpoint
-from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, min_norm_subgradient, wants_curvature
+from dsketch.solvers.inner import CholeskySolve, Direction, InnerSolver, wants_curvature
+from dsketch.solvers.proximal import min_norm_subgradient
 from dsketch.solvers.newton_state import IterationState, NewtonConfig
 from dsketch.solvers.record import RunRecord, checkpoint_of, resumed_fields
 from dsketch.solvers.result import STATUS_MESSAGES, SUCCESS, FitResult, NewtonState, Status, outside_stacklevel
