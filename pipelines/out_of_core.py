@@ -98,7 +98,7 @@ def _fit(spec, limit: str, persist: bool, args) -> tuple[dsketch.FitResult, dict
         if not persist:
             t1 = time.perf_counter()
             with PeakMemory(client) as imem:
-                inf = dsketch.covariance(res, spec, cov_type="HC1", client=client)
+                inf = dsketch.covariance(res, spec, cov_type="HC1", cluster=client)
             inference = (imem.peak, time.perf_counter() - t1, float(np.max(inf.bse)))
         return res, mem.peak, seconds, inference
 
