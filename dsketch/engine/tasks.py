@@ -273,6 +273,17 @@ def pre_stage(
     return sketch.pre_block(stage, A, terms.diag, rows.rownorm2, rows.r0, ctx)
 
 
+def _finite_terms(r: FloatArray, D: FloatArray | None, U: FloatArray | None) -> bool:
+    return bool(np.all(np.isfinite(r)) and (D is None or np.all(np.isfinite(D)))
+                and (U is None or np.all(np.isfinite(U))))
+
+
+def _zero_terms(r: FloatArray, D: FloatArray | None,
+                U: FloatArray | None) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+    """Zero row terms in place of a block's non-finite ones (same shapes)."""
+    return np.zeros_like(r), (None if D is None else np.zeros_like(D)), (None if U is None else np.zeros_like(U))
+
+
 def curvature(
     model: Model,
     sketch: Any,
@@ -289,16 +300,13 @@ def curvature(
     """
     A = load(source).A
     with np.errstate(over="ignore", invalid="ignore"):
-        terms = model.row_terms(rows.eta, rows.b, rows.w, scalars)
-        loss = float(model.loss_terms(rows.eta, rows.b, rows.w, scalars))
+        loss, terms = model.loss_row_terms(rows.eta, rows.b, rows.w, scalars, curvature=sketch is not None)
     r, D, U = terms.grad_weight, terms.diag, terms.lowrank
-    if not (np.isfinite(loss) and np.all(np.isfinite(r)) and np.all(np.isfinite(D))
-            and (U is None or np.all(np.isfinite(U)))):
+    if not (np.isfinite(loss) and _finite_terms(r, D, U)):
         # the model overflowed here: the point is unusable. Report an infinite loss (the
         # solver stops with a numerical error) without sums of infinities of both signs.
         loss = np.inf
-        r, D = np.zeros_like(r), np.zeros_like(D)
-        U = None if U is None else np.zeros_like(U)
+        r, D, U = _zero_terms(r, D, U)
     out: dict[str, Any] = {"loss": loss, "grad": _rmatvec(A, r)}
     if sketch is None:  # loss and gradient only (a first-order solver)
         return out
@@ -342,16 +350,13 @@ def fused_step(
     ap = _matvec(A, p, _outputs(model))
     vals = np.empty(len(ts))
     with np.errstate(over="ignore", invalid="ignore"):
-        for j, t in enumerate(ts):
+        vals[0], terms = model.loss_row_terms(rows.eta + ap, rows.b, rows.w, scalars, curvature=sketch is not None)
+        for j, t in enumerate(ts[1:], start=1):
             vals[j] = model.loss_terms(rows.eta + t * ap, rows.b, rows.w, scalars)
-        eta1 = rows.eta + 1.0 * ap
-        terms = model.row_terms(eta1, rows.b, rows.w, scalars)
     r, D, U = terms.grad_weight, terms.diag, terms.lowrank
-    bad = not (np.isfinite(vals[0]) and np.all(np.isfinite(r)) and np.all(np.isfinite(D))
-               and (U is None or np.all(np.isfinite(U))))
+    bad = not (np.isfinite(vals[0]) and _finite_terms(r, D, U))
     if bad:
-        r, D = np.zeros_like(r), np.zeros_like(D)
-        U = None if U is None else np.zeros_like(U)
+        r, D, U = _zero_terms(r, D, U)
     out: dict[str, Any] = {
         "trial_losses": vals,
         "loss": 0.0 if bad else float(vals[0]),

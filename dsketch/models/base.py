@@ -214,6 +214,13 @@ class Model(ABC):
     ) -> RowTerms:
         """Gradient weights ``r``, diagonal ``D`` and low-rank factors ``U`` of a block."""
 
+    def loss_row_terms(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
+                       curvature: bool = True) -> tuple[float, RowTerms]:
+        """:meth:`loss_terms` and :meth:`row_terms` at the same ``eta``, for a pass that needs
+        both. A model may share their work (one transcendental function a row) and, without
+        ``curvature``, leave ``diag`` None (a first-order pass does not read it)."""
+        return float(self.loss_terms(eta, b, w, scalars)), self.row_terms(eta, b, w, scalars)
+
     def hessvec_rows(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
                      av: FloatArray) -> FloatArray:
         """The row weights of the diagonal part of ``H v``: ``A^T`` of the result is

@@ -30,9 +30,10 @@ import copy
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 from dsketch.errors import InvalidParameterError, InvalidTargetError, StoreFormatError
+from dsketch.models._softmax import softmax_hessvec, softmax_loss, softmax_terms
 from dsketch.models.base import FloatArray, RowTerms, Scalars, Stats
 from dsketch.models.glm import _GLM, check_sample_weight
 
@@ -203,14 +204,9 @@ class MultinomialRegression(_GLM):
         return Y
 
     def loss_terms(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars) -> float:
-        """``(1/S) sum_block s_i (logsumexp(E_i) - E_{i, y_i})``."""
+        """``(1/S) sum_block s_i (logsumexp(E_i) - E_{i, y_i})`` (compiled: one exponential an entry)."""
         y, s, o = self._split(b)
-        E = self._eta(eta, o)
-        with np.errstate(over="ignore", invalid="ignore"):
-            vals = logsumexp(E, axis=1) - E[np.arange(y.size), y.astype(np.int64)]
-            if s is not None:
-                vals = np.where(s > 0.0, s * vals, 0.0)
-        return float(np.sum(vals)) / scalars["n"]
+        return softmax_loss(self._eta(eta, o), y, s, 1.0 / scalars["n"])
 
     def _weighted_probs(self, eta: FloatArray, b: FloatArray, scalars: Scalars) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``(P, W = diag(s/S) P, s/S)``."""
@@ -223,21 +219,28 @@ class MultinomialRegression(_GLM):
         """``R = diag(s/S)(P - Y)`` (n x K) and the curvature weights: the diagonal blocks'
         ``s p_k (1 - p_k) / S`` (n x K), or with ``preconditioner="full"`` those of every class
         pair ``k <= l`` (``np.triu_indices(K)`` order), ``s (delta_kl p_k - p_k p_l) / S``."""
-        y = self._split(b)[0]
-        P, W, c = self._weighted_probs(eta, b, scalars)
-        R = W - c[:, None] * self._onehot(y)
-        if self.preconditioner == "full":  # every class pair k <= l: (s/S)(delta_kl p_k - p_k p_l)
+        return self.loss_row_terms(eta, b, w, scalars)[1]
+
+    def loss_row_terms(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
+                       curvature: bool = True) -> tuple[float, RowTerms]:
+        """:meth:`loss_terms` and :meth:`row_terms` from one compiled read of each row's
+        exponentials; without ``curvature`` the curvature weights are not formed (``diag``
+        None)."""
+        y, s, o = self._split(b)
+        E = self._eta(eta, o)
+        full = curvature and self.preconditioner == "full"
+        loss, R, D = softmax_terms(E, y, s, 1.0 / scalars["n"], diag=curvature and not full)
+        if full:  # every class pair k <= l: (s/S)(delta_kl p_k - p_k p_l)
+            P, W, _ = self._weighted_probs(eta, b, scalars)
             k, l = np.triu_indices(self.n_outputs)
             D = W[:, k] * ((k == l) - P[:, l])
-        else:
-            D = W * (1.0 - P)
-        return RowTerms(grad_weight=R, diag=D, lowrank=None)
+        return loss, RowTerms(grad_weight=R, diag=D, lowrank=None)  # type: ignore[arg-type]
 
     def hessvec_rows(self, eta: FloatArray, b: FloatArray, w: FloatArray | None, scalars: Scalars,
                      av: FloatArray) -> FloatArray:
-        """``W (.) AV - W (.) rowsum(P (.) AV)``: ``H V = A^T`` of this (n x K)."""
-        P, W, _ = self._weighted_probs(eta, b, scalars)
-        return W * (av - np.sum(P * av, axis=1, keepdims=True))
+        """``W (.) AV - W (.) rowsum(P (.) AV)`` with ``W = diag(s/S) P``: ``H V = A^T`` of this (n x K)."""
+        _, s, o = self._split(b)
+        return softmax_hessvec(self._eta(eta, o), s, 1.0 / scalars["n"], av)
 
     # -- start: the log class frequencies as intercepts --------------------------------
     def init_terms(self, A: Any, b: FloatArray, w: FloatArray | None) -> dict[str, Any] | None:
