@@ -34,7 +34,8 @@ reached. Peak driver memory is the peak of this process's traced allocations
 Run from the repository root::
 
     python benchmarks/multinomial.py [--scale 1] [--dscale 1] [--classes 10 50]
-        [--problems dense_200 dense_ill_200 sparse_2000] [--out docs/reproductions/multinomial.md]
+        [--problems dense_200 dense_ill_200 sparse_2000] [--solvers 'sklearn lbfgs' 'dsketch defaults']
+        [--out docs/reproductions/multinomial.md]
 
 ``--compare-preconditioners`` instead fits dsketch alone in memory (threads, exact curvature)
 with each preconditioner, to show where each wins.
@@ -169,6 +170,11 @@ def timed(fn: Callable[[], tuple[np.ndarray, int, int | None]]) -> tuple[tuple[n
     return out, seconds, peak
 
 
+def wanted(args: argparse.Namespace, solver: str) -> bool:
+    """Whether ``--solvers`` (none: every solver) names a part of the label ``solver``."""
+    return not args.solvers or any(part in solver for part in args.solvers)
+
+
 def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
     A, y, l2 = make_problem(name, k, args.scale, args.dscale)
     n, d = A.shape
@@ -178,7 +184,7 @@ def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     if 8 * (d * k) ** 2 <= args.hessian_gib * 2**30:
         solvers["sklearn newton-cholesky"] = lambda: sklearn_fit(A, y, l2, "newton-cholesky")
-    else:
+    elif wanted(args, "sklearn newton-cholesky"):
         rows.append(Row(label, "sklearn newton-cholesky", note=f"skipped: dK x dK Hessian over {args.hessian_gib} GiB"))
     with tempfile.TemporaryDirectory(prefix="multinomial_bench_") as tmp:
         import dsketch
@@ -191,6 +197,8 @@ def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
         if d * k <= args.full_max:
             solvers["dsketch Newton-CG full"] = lambda: dsketch_fit(store, l2, k, "full", min(args.full_rows, n))
         for s, fn in solvers.items():
+            if not wanted(args, s):
+                continue
             try:
                 (X, nit, passes), sec, peak = timed(fn)
             except Exception as exc:  # a solver's failure is reported, not fatal
@@ -254,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hessian-gib", type=float, default=16.0, help="largest dK x dK Hessian newton-cholesky gets")
     ap.add_argument("--full-max", type=int, default=2000, help="largest dK for dsketch's full preconditioner")
     ap.add_argument("--full-rows", type=int, default=100_000, help="rows sampled for the full preconditioner")
+    ap.add_argument("--solvers", nargs="+", default=None,
+                    help="run only the solvers whose label contains one of these parts, e.g. 'sklearn lbfgs' "
+                         "'dsketch defaults' (default: all)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--compare-preconditioners", action="store_true",
                     help="only compare dsketch's block and full preconditioners in memory (exact curvature)")
