@@ -427,15 +427,22 @@ def fit(
     remote = _remote(spec, clu)
     if clu.memory_check and not remote:  # before a cluster starts: a refusal costs nothing
         plan = plan.checked(_local_limits(spec, clu), spec, mdl, clu)
+        sol = replace(sol, method=plan.method)  # "auto" is L-BFGS where no curvature fits
     start = _start(x0, spec, mdl.n_outputs)
     settings = _settings(mdl, spec, plan, clu, seed)
     saved = _saved(checkpoint, resume, spec, settings)
     with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
         if clu.memory_check and remote:  # the joined scheduler's workers are known now
             chosen = plan.checked(client_limits(c), spec, mdl, clu)
-            if (chosen.kind, chosen.size) != (plan.kind, plan.size):  # "auto" took the other curvature
-                plan = chosen
-                settings.update(sketch=plan.kind, sketch_size=plan.size)
+            if (chosen.method, chosen.kind, chosen.size) != (plan.method, plan.kind, plan.size):
+                # "auto" took the other curvature, or L-BFGS throughout
+                plan, sol = chosen, replace(sol, method=chosen.method)
+                new = _settings(mdl, spec, plan, clu, seed)
+                for key in ("solver", "sketch", "sketch_size", "adaptive_sketch"):
+                    if key in new:
+                        settings[key] = new[key]
+                    else:
+                        settings.pop(key, None)
         persist = _persist(spec, mdl, plan, clu, c)
         engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, persist=persist,
                         members=mdl.row_members, count_load=clu.persist is not None)

@@ -4,14 +4,18 @@ memory check (:func:`dsketch.fit` resolves it before any data is read)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dsketch.config import FIRST_ORDER, Cluster, Curvature
 from dsketch.engine.memory import plan_curvature as _memory_plan
+from dsketch.errors import MemoryBudgetError
 from dsketch.models import Model
 from dsketch.sketch import make_sketch
 from dsketch.store import ProblemSpec
+
+logger = logging.getLogger("dsketch")
 
 #: Cost model of :func:`choose_curvature`, in multiply-adds of a dense Gram update, measured
 #: on the reference machine (2 cores, blocks in worker memory, d = 500): reading a stored
@@ -99,10 +103,25 @@ class CurvaturePlan:
 
     def checked(self, limits: Any, spec: ProblemSpec, model: Model, cluster: Cluster) -> CurvaturePlan:
         """The plan after the memory check (:func:`~dsketch.engine.memory.plan_curvature`):
-        the same, the other curvature when ``auto`` and only it fits, or an error."""
-        kind, size = _memory_plan(self.kind, self.size, limits, spec=spec, model=model, solver=self.method,
-                                  size_of=self.size_of, auto=self.auto, block_rows=cluster.block_rows,
-                                  bounds=cluster.bounds, persist=cluster.persist, sketch_params=self.params)
+        the same, the other curvature when ``auto`` and only it fits, L-BFGS throughout for
+        the ``"auto"`` solver when no curvature fits but L-BFGS does, or an error."""
+        kw = {"spec": spec, "model": model, "block_rows": cluster.block_rows, "bounds": cluster.bounds,
+              "persist": cluster.persist}
+        try:
+            kind, size = _memory_plan(self.kind, self.size, limits, solver=self.method, size_of=self.size_of,
+                                      auto=self.auto, sketch_params=self.params, **kw)
+        except MemoryBudgetError as exc:
+            if self.method != "auto":
+                raise
+            quasi = replace(self, method="lbfgs", kind="exact", params=None, adaptive=False, auto=False)
+            try:
+                _memory_plan("exact", 1, limits, solver="lbfgs", size_of=quasi.size_of, auto=False,
+                             sketch_params=None, **kw)
+            except MemoryBudgetError:
+                raise exc from None
+            logger.info("solver 'auto': L-BFGS throughout, since no curvature fits in memory (%s)",
+                        str(exc).split(" (", 1)[0].split(": ", 1)[-1])
+            return replace(quasi, size=1)
         return replace(self, kind=kind, size=size)
 
 

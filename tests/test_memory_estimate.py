@@ -171,7 +171,36 @@ def test_wide_sparse_exact_is_refused_before_any_pass(client, stores, monkeypatc
 def test_wide_sparse_auto_names_why(client, stores, monkeypatch):
     monkeypatch.setattr("dsketch.api.Engine", lambda *a, **k: pytest.fail("engine built"))
     with pytest.raises(MemoryBudgetError, match="neither exact nor leverage.*GiB"):
-        dsketch.fit(stores["wide"], "logistic", curvature="auto", cluster=client)
+        dsketch.fit(stores["wide"], "logistic", curvature="auto", solver="newton", cluster=client)
+
+
+def test_auto_solver_runs_lbfgs_throughout_where_no_curvature_fits(client, stores, caplog):
+    """The default solver on 60,000 columns, whose d x d curvature fits no worker: L-BFGS
+    throughout, said in the log and in the result, and the optimum of scipy's L-BFGS-B."""
+    from scipy.optimize import minimize
+    from scipy.special import expit, log1p
+
+    from dsketch.store import open_problem
+    from dsketch.store.blocks import read_block
+
+    with caplog.at_level("INFO", logger="dsketch"):
+        res = dsketch.fit(stores["wide"], "logistic", cluster=client, solver=dsketch.Solver(tol=1e-9))
+    assert "L-BFGS throughout" in caplog.text
+    assert res.success and res.info["solver"] == "lbfgs" and res.info["sketch"] == "none"
+    spec = open_problem(stores["wide"])
+    blk = read_block(spec, 0, spec.n_samples)
+    A, b, l2 = sp.csr_matrix(blk.A), np.asarray(blk.b), 1e-4
+
+    def f(x):
+        eta = A @ x
+        p = expit(eta)
+        loss = np.mean(np.logaddexp(0.0, eta) - b * eta) + 0.5 * l2 * x @ x
+        return loss, A.T @ (p - b) / b.size + l2 * x
+
+    ref = minimize(f, np.zeros(A.shape[1]), jac=True, method="L-BFGS-B",
+                   options={"gtol": 1e-12, "ftol": 0.0, "maxiter": 10_000})
+    assert abs(res.fun - ref.fun) <= 1e-9 * abs(ref.fun)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-4 * np.abs(ref.x).max())
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "countsketch"])

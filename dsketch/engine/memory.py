@@ -151,6 +151,7 @@ class _Layout:
     vectors: int
     gram: int
     state: int
+    outputs: int = 1
 
 
 def _block_sizes(n: int, spec: ProblemSpec, block_rows: int | None,
@@ -203,6 +204,7 @@ def _layout(spec: ProblemSpec, *, sketch: str, sketch_size: int | None, solver: 
         vectors=rows_b * F8 * (8 + 2 * k + 6 * (outputs - 1)),
         gram=d * d * F8 * _grams_per_output(model, outputs),
         state=rows_w * F8 * (6 + k),
+        outputs=outputs,
     )
 
 
@@ -263,6 +265,11 @@ def _worker_parts(L: _Layout, *, persist: bool, split_every: int,
     return parts
 
 
+#: Step and gradient-change pairs an L-BFGS fit keeps (the default memory of
+#: :class:`~dsketch.solvers.lbfgs.LBFGSMemory`).
+LBFGS_PAIRS = 10
+
+
 def _driver_parts(L: _Layout, sketch_params: dict[str, Any] | None) -> dict[str, int]:
     """The driver's terms: the reduced partial, the Newton step's ``d x d`` matrices, the
     low-rank part, a leverage sketch's stage, vectors and the client's task records."""
@@ -271,8 +278,8 @@ def _driver_parts(L: _Layout, sketch_params: dict[str, Any] | None) -> dict[str,
     if L.sketch in EMBEDDINGS:
         parts["reduced embedding"] = L.keys * L.s * d * F8
         parts["curvature matrices (d x d)"] = 4 * gram
-    elif L.sketch == "none":
-        parts["curvature matrices (d x d)"] = 3 * gram
+    elif L.sketch == "none":  # first-order: no d x d matrix; L-BFGS keeps its step and gradient pairs
+        parts["L-BFGS pairs"] = 2 * LBFGS_PAIRS * d * L.outputs * F8
     else:
         parts["reduced Gram"] = gram
         # the sketch's result, the Hessian, its symmetrised copy, the factor; a fused pass keeps
