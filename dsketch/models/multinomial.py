@@ -109,6 +109,9 @@ class MultinomialRegression(_GLM):
         if preconditioner not in PRECONDITIONERS:
             raise InvalidParameterError(f"preconditioner must be one of {PRECONDITIONERS}; got {preconditioner!r}")
         self.preconditioner = preconditioner
+        #: Whether ``preconditioner`` is (or was resolved from) "auto": :meth:`full_for` may then
+        #: choose the whole Hessian on a screened path's few features.
+        self.auto_preconditioner = preconditioner == "auto"
         if n_classes is not None and (isinstance(n_classes, bool) or int(n_classes) != n_classes
                                       or n_classes < 2):
             raise InvalidParameterError(f"n_classes must be an integer >= 2 (or None: found from the labels); "
@@ -149,6 +152,21 @@ class MultinomialRegression(_GLM):
         out = copy.copy(self)
         small = int(n_features) * self.n_outputs <= FULL_CURVATURE_MAX
         out.preconditioner = "full" if self.l1 > 0.0 and small else "block"
+        return out
+
+    def full_for(self, n_coef: int) -> MultinomialRegression | None:
+        """The model whose curvature passes form the whole Hessian's class pairs
+        (``preconditioner="full"``) for a curvature restricted to ``n_coef`` coefficients (the
+        ``K`` classes of each of a screened path's features), or None where this model's own
+        curvature stays: no L1 term, ``preconditioner="block"`` asked for, or ``n_coef`` above
+        :data:`FULL_CURVATURE_MAX`. The loss and gradient are the same for both layouts."""
+        wanted = self.preconditioner == "full" or self.auto_preconditioner
+        if not (self.l1 > 0.0 and wanted and int(n_coef) <= FULL_CURVATURE_MAX):
+            return None
+        if self.preconditioner == "full":
+            return self
+        out = copy.copy(self)
+        out.preconditioner = "full"
         return out
 
     def describe(self) -> dict[str, Any]:
