@@ -148,16 +148,18 @@ class NewtonSolver:
         decide = getattr(self.inner, "curvature_columns", None)
         if decide is None or self.sketch is None or self.sketch.n_pre_stages:
             return None
-        if self.n_outputs == 1:
-            return decide(x, grad, self.l1)
-        if self._full_model is None:
+        if self.n_outputs > 1 and self._full_model is None:
             return None  # the model's own curvature (the K blocks, or the whole Hessian)
         needed = decide(x, grad, self.l1)
-        if needed is None:
-            return None
+        return needed if needed is None or self.n_outputs == 1 else self._whole_features(needed, x.size)
+
+    def _whole_features(self, needed: np.ndarray, n_coef: int) -> np.ndarray | None:
+        """All ``K`` coefficients ``j K + k`` of each feature ``j`` with one in ``needed`` (a
+        K-output model's flattened indices, sorted), or None (the model's own curvature) when
+        that is every feature or more than the model forms the whole Hessian on."""
         k = self.n_outputs
         features = np.unique(needed // k)
-        if features.size * k == x.size or self.model.full_for(features.size * k) is None:
+        if features.size * k == n_coef or self.model.full_for(features.size * k) is None:
             return None
         return (features[:, None] * k + np.arange(k)).ravel()
 
