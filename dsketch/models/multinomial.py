@@ -45,7 +45,8 @@ PRECONDITIONERS = ("auto", "block", "full")
 
 #: Largest ``dK`` (coefficients, intercepts included) for which ``preconditioner="auto"`` forms
 #: the whole Hessian for an L1 fit: its ``(dK)^2`` doubles on the driver (32 MB at 2000) and the
-#: coordinate descent on it; above, and without an L1 term, the diagonal blocks.
+#: coordinate descent on it; above, and without an L1 term, the diagonal blocks. On a screened
+#: path the same bound applies to the coefficients of the features that may move.
 FULL_CURVATURE_MAX = 2000
 
 
@@ -93,7 +94,10 @@ class MultinomialRegression(_GLM):
         proximal quasi-Newton step (each class's coordinates alone; the line search on the
         true objective and the stopping rule on its exact subgradient keep the optimum
         exact, the convergence is slower). ``"auto"``: ``"full"`` for an L1 fit with ``dK <=
-        FULL_CURVATURE_MAX`` (2000), else ``"block"``; resolved by :meth:`for_features`.
+        FULL_CURVATURE_MAX`` (2000), else ``"block"``; resolved by :meth:`for_features`. On a
+        screened path (:func:`dsketch.fit_path`), ``"auto"`` and ``"full"`` form the whole
+        Hessian on the features that may move alone while they hold at most 2000 coefficients,
+        whatever ``dK`` (:meth:`full_for`).
 
     Offsets are a row-aligned ``(n, K)`` member ``offset``; an offset of shape ``(n,)`` is
     refused (it adds the same number to every class of a row and has no effect).
