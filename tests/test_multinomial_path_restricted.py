@@ -75,6 +75,20 @@ def test_far_fewer_iterations_than_the_block_model(problem):
     np.testing.assert_array_equal(full.coef[:, : d * K] != 0.0, block.coef[:, : d * K] != 0.0)
 
 
+@pytest.mark.parametrize("kind,size", [("uniform", 800), ("countsketch", 1500)])
+def test_sampled_restricted_curvature_reaches_the_exact_optimum(problem, kind, size, monkeypatch):
+    """The whole Hessian on the screened features from sampled rows (or an embedding): the
+    class-pair weights are negative off the diagonal, and the path still ends at saga's optimum."""
+    A, y = problem
+    shapes = _restricted_grams(monkeypatch)
+    path = dsketch.fit_path((A, y), "multinomial", l1_ratio=RATIO, n_alphas=5, eps=0.2, fit_intercept=True,
+                            curvature=dsketch.Curvature(kind, size=size), solver=TIGHT)
+    assert path.success and shapes and all(len(s) == 2 for s in shapes)
+    for i in (2, 4):
+        alpha = float(path.alphas[i])
+        _check(A, y, path.coef[i], _saga(A, y, 1.0 / (alpha * y.size), RATIO), alpha * RATIO, alpha * (1 - RATIO))
+
+
 def test_a_feature_the_screen_wrongly_discards_comes_back(problem, monkeypatch):
     """A screen that leaves out every class of the feature with the largest gradient among
     those still zero: a class's KKT violation adds the feature to the restricted curvature,
