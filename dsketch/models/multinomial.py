@@ -45,7 +45,8 @@ PRECONDITIONERS = ("auto", "block", "full")
 
 #: Largest ``dK`` (coefficients, intercepts included) for which ``preconditioner="auto"`` forms
 #: the whole Hessian for an L1 fit: its ``(dK)^2`` doubles on the driver (32 MB at 2000) and the
-#: coordinate descent on it; above, and without an L1 term, the diagonal blocks.
+#: coordinate descent on it; above, and without an L1 term, the diagonal blocks. On a screened
+#: path the same bound applies to the coefficients of the features that may move.
 FULL_CURVATURE_MAX = 2000
 
 
@@ -93,7 +94,10 @@ class MultinomialRegression(_GLM):
         proximal quasi-Newton step (each class's coordinates alone; the line search on the
         true objective and the stopping rule on its exact subgradient keep the optimum
         exact, the convergence is slower). ``"auto"``: ``"full"`` for an L1 fit with ``dK <=
-        FULL_CURVATURE_MAX`` (2000), else ``"block"``; resolved by :meth:`for_features`.
+        FULL_CURVATURE_MAX`` (2000), else ``"block"``; resolved by :meth:`for_features`. On a
+        screened path (:func:`dsketch.fit_path`), ``"auto"`` and ``"full"`` form the whole
+        Hessian on the features that may move alone while they hold at most 2000 coefficients,
+        whatever ``dK`` (:meth:`full_for`).
 
     Offsets are a row-aligned ``(n, K)`` member ``offset``; an offset of shape ``(n,)`` is
     refused (it adds the same number to every class of a row and has no effect).
@@ -109,6 +113,9 @@ class MultinomialRegression(_GLM):
         if preconditioner not in PRECONDITIONERS:
             raise InvalidParameterError(f"preconditioner must be one of {PRECONDITIONERS}; got {preconditioner!r}")
         self.preconditioner = preconditioner
+        #: Whether ``preconditioner`` is (or was resolved from) "auto": :meth:`full_for` may then
+        #: choose the whole Hessian on a screened path's few features.
+        self.auto_preconditioner = preconditioner == "auto"
         if n_classes is not None and (isinstance(n_classes, bool) or int(n_classes) != n_classes
                                       or n_classes < 2):
             raise InvalidParameterError(f"n_classes must be an integer >= 2 (or None: found from the labels); "
@@ -149,6 +156,21 @@ class MultinomialRegression(_GLM):
         out = copy.copy(self)
         small = int(n_features) * self.n_outputs <= FULL_CURVATURE_MAX
         out.preconditioner = "full" if self.l1 > 0.0 and small else "block"
+        return out
+
+    def full_for(self, n_coef: int) -> MultinomialRegression | None:
+        """The model whose curvature passes form the whole Hessian's class pairs
+        (``preconditioner="full"``) for a curvature restricted to ``n_coef`` coefficients (the
+        ``K`` classes of each of a screened path's features), or None where this model's own
+        curvature stays: no L1 term, ``preconditioner="block"`` asked for, or ``n_coef`` above
+        :data:`FULL_CURVATURE_MAX`. The loss and gradient are the same for both layouts."""
+        wanted = self.preconditioner == "full" or self.auto_preconditioner
+        if not (self.l1 > 0.0 and wanted and int(n_coef) <= FULL_CURVATURE_MAX):
+            return None
+        if self.preconditioner == "full":
+            return self
+        out = copy.copy(self)
+        out.preconditioner = "full"
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -105,6 +105,10 @@ class NewtonSolver:
         self.sketch = sketch if self.inner.needs_curvature else None
         if self.sketch is not None and self.n_outputs > 1:  # K diagonal blocks of the curvature
             self.sketch = PerOutput(self.sketch, self.n_outputs)
+        # a K-output model that can form the whole Hessian on a few features (one at least):
+        # the copy of it whose passes give the class pairs, for a restricted curvature
+        full_for = getattr(model, "full_for", None) if self.n_outputs > 1 else None
+        self._full_model = None if full_for is None else full_for(self.n_outputs)
         self.sketch_size = int(sketch_size)
         self.config = config
         self.callback = callback
@@ -142,15 +146,50 @@ class NewtonSolver:
         """The columns the inner solver needs the curvature of at ``x`` (``grad``: the
         gradient there, when known); None: all."""
         decide = getattr(self.inner, "curvature_columns", None)
-        if decide is None or self.n_outputs > 1 or self.sketch is None or self.sketch.n_pre_stages:
+        if decide is None or self.sketch is None or self.sketch.n_pre_stages:
             return None
-        return decide(x, grad, self.l1)
+        if self.n_outputs > 1 and self._full_model is None:
+            return None  # the model's own curvature (the K blocks, or the whole Hessian)
+        needed = decide(x, grad, self.l1)
+        return needed if needed is None or self.n_outputs == 1 else self._whole_features(needed, x.size)
+
+    def _whole_features(self, needed: np.ndarray, n_coef: int) -> np.ndarray | None:
+        """All ``K`` coefficients ``j K + k`` of each feature ``j`` with one in ``needed`` (a
+        K-output model's flattened indices, sorted), or None (the model's own curvature) when
+        that is every feature or more than the model forms the whole Hessian on."""
+        k = self.n_outputs
+        features = np.unique(needed // k)
+        if features.size * k == n_coef or self.model.full_for(features.size * k) is None:
+            return None
+        return (features[:, None] * k + np.arange(k)).ravel()
 
     def _curvature_sketch(self, x: np.ndarray, grad: np.ndarray | None = None) -> Any:
         """The sketch of the curvature pass at ``x``: restricted to the inner solver's
-        columns (:class:`~dsketch.sketch.columns.ColumnSubset`) when it names some."""
+        columns (:class:`~dsketch.sketch.columns.ColumnSubset`) when it names some.
+
+        For a K-output model the columns are the features any of whose ``K`` coefficients the
+        inner solver needs, and the pass (with :meth:`_model_for` the sketch) forms the whole
+        Hessian on all ``K`` classes of each: the coordinate descent then minimises the
+        quadratic model with the classes coupled, not one class's block at a time."""
         cols = self._columns(x, grad)
-        return self.sketch if cols is None else ColumnSubset(self.sketch, cols)
+        if cols is None:
+            return self.sketch
+        return ColumnSubset(self.sketch, cols if self.n_outputs == 1 else cols[:: self.n_outputs] // self.n_outputs)
+
+    def _model_for(self, sketch: Any) -> Model:
+        """The model whose passes feed ``sketch``: for a K-output model's restricted curvature
+        the copy that gives the class pairs of the whole Hessian, else the model itself."""
+        if self._full_model is not None and isinstance(sketch, ColumnSubset):
+            return self._full_model
+        return self.model
+
+    def _restricted_cols(self, sketch: Any) -> np.ndarray | None:
+        """The coefficients a restricted curvature from ``sketch`` covers (sorted; for a
+        K-output model ``j K + k`` for each of its features ``j``), or None: all."""
+        if not isinstance(sketch, ColumnSubset):
+            return None
+        k = self.n_outputs
+        return sketch.cols if k == 1 else (sketch.cols[:, None] * k + np.arange(k)).ravel()
 
     def _misses(self, state: IterationState) -> bool:
         """Whether the restricted curvature of ``state`` lacks a column the inner solver now
@@ -167,11 +206,12 @@ class NewtonSolver:
         try:
             if redraw is not None and sketch is not None:  # redraw a resumed fused pass's sketch as it was drawn
                 drawn, nxt_info = redraw
-                total, ctx = self.engine.curvature(self.model, sketch, state.scalars, drawn, pre_stages=False)
+                total, ctx = self.engine.curvature(self._model_for(sketch), sketch, state.scalars, drawn,
+                                                   pre_stages=False)
                 info = dict(nxt_info if nxt_info is not None else drawn.info)
             else:
                 ctx = self._context(state.iteration, state.sketch_size)
-                total, ctx = self.engine.curvature(self.model, sketch, state.scalars, ctx)
+                total, ctx = self.engine.curvature(self._model_for(sketch), sketch, state.scalars, ctx)
                 info = ctx.info if sketch is not None else state.sketch_info
         except NonFiniteCurvatureError:  # raised by a sketch's preliminary stage
             total, info = {"loss": np.inf}, state.sketch_info
@@ -200,7 +240,7 @@ class NewtonSolver:
             return state, None
         sk = sketch.finish({k.split(":", 1)[1]: v for k, v in total.items() if k.startswith("sketch:")}, ctx)
         H = np.array(sk.gram, dtype=np.float64, copy=True)
-        cols = sketch.cols if isinstance(sketch, ColumnSubset) else None
+        cols = self._restricted_cols(sketch)
         lowrank = None
         if "AU" in total:
             AU = total["AU"]
@@ -372,7 +412,7 @@ class NewtonSolver:
         # accepted whole, and each trial loss costs a transcendental function a row)
         trials = 4 if sketch is not None or self.inner.second_order else 1
         ts = tuple(0.5**j for j in range(min(trials, self.config.max_halvings + 1)))
-        ap, total = self.engine.fused_step(self.model, sketch, state.scalars, p, ts, ctx)
+        ap, total = self.engine.fused_step(self._model_for(sketch), sketch, state.scalars, p, ts, ctx)
         found = self._armijo(state, p, gp, ts, total["trial_losses"])
         if found is None:
             if len(ts) > self.config.max_halvings:

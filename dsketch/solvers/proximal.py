@@ -130,7 +130,10 @@ class ProximalCoordinateDescent:
     then minimises the model over ``S`` with ``p_j = 0`` elsewhere; the outer loop computes
     the curvature again, with the new columns, at an iterate where a column outside ``S``
     violates the KKT conditions, so the fit converges to the minimiser over all columns and
-    the stopping rule, on the full gradient, never accepts a violation.
+    the stopping rule, on the full gradient, never accepts a violation. For a K-output model
+    the solver widens the columns to whole features (all ``K`` classes of each) and forms the
+    whole Hessian on them when the model allows it (``full_for``): the restricted branch then
+    couples the classes, where the blocks would converge linearly.
     """
 
     forcing: float = 1e-3
@@ -195,6 +198,21 @@ class ProximalCoordinateDescent:
         if not 0 < np.count_nonzero(self._needed) <= self.restrict * x.size:
             return None  # too many to gain, or none (all zero and no violator: the full curvature)
         return np.flatnonzero(self._needed)
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps so that a resumed fit restricts its curvature to the same
+        columns (the needed set only grows during a fit) and counts on from its readmissions."""
+        out: dict[str, object] = {"readmitted": int(self.readmitted)}
+        if self._needed is not None:
+            out["needed"] = np.flatnonzero(self._needed)
+            out["n_coef"] = int(self._needed.size)
+        return out
+
+    def load_state_dict(self, saved: dict[str, object]) -> None:
+        self.readmitted = int(saved["readmitted"])  # type: ignore[call-overload]
+        if "needed" in saved:
+            self._needed = np.zeros(int(saved["n_coef"]), dtype=bool)  # type: ignore[call-overload]
+            self._needed[np.asarray(saved["needed"], dtype=np.int64)] = True
 
     def minimise(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float,
                  screen: np.ndarray | None = None) -> np.ndarray:
