@@ -1,6 +1,6 @@
 """The layering contract of pyproject.toml ([tool.importlinter]) holds, and breaks when it should.
 
-CI runs pytest only, so this test is what enforces the layers (DESIGN.md §4): ``cli`` above
+CI runs pytest only, so this test is what enforces the layers (docs/how-a-fit-runs.md): ``cli`` above
 ``estimators`` above ``api | predict | inference`` above ``solvers`` above ``engine`` above
 ``models | sketch`` above ``store`` above ``errors``; models never import the store or
 Zarr; nothing below the engine imports Dask.

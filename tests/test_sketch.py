@@ -1,6 +1,6 @@
 """Tests of dsketch.sketch: counter-based randomness, the six sketches and the reference loop.
 
-Order (STYLE.md 13): references first (exact Gram, explicit S), then invariants (block
+Order: references first (exact Gram, explicit S), then invariants (block
 split, dot test), then probabilistic properties with tolerances justified in comments.
 """
 
