@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from distributed import Client
 
-from dsketch.engine.client import EMBEDDED_WORKERS, SCHEDULER_ENV, connect
+from dsketch.engine.client import EMBEDDED_WORKERS, SCHEDULER_ENV
 from dsketch.engine.core import Engine, auto_block_rows
 from dsketch.engine.memory import client_limits, embedded_limits, holds_blocks, thread_limits
-from dsketch.engine.threads import ThreadClient
 from dsketch.config import (
     FIRST_ORDER,
     Cluster,
@@ -28,7 +25,6 @@ from dsketch.config import (
     resolve_method,
 )
 from dsketch.errors import (
-    DSketchError,
     InvalidOptionError,
     InvalidParameterError,
     InvalidTargetError,
@@ -49,15 +45,10 @@ from dsketch.solvers.lbfgs import QuasiNewtonProbe, curvature_passes, multi_outp
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
+from dsketch.session import client_for, n_threads, on_threads, raise_if_cluster_lost
 from dsketch.store.memory import MemoryProblem, in_memory
 
 logger = logging.getLogger("dsketch")
-
-#: Stored entries of ``A`` (the intercept column included) from which an in-memory fit
-#: runs its blocks on a pool of threads; below, every task runs inline on the calling
-#: thread (a block's work is then shorter than handing it to another thread).
-THREADS_MIN_NNZ = 2**20
-
 
 def _problem(data: Any) -> ProblemSpec:
     """The problem of ``fit``'s ``data``: a spec (a store's or an in-memory one), an
@@ -70,79 +61,6 @@ def _problem(data: Any) -> ProblemSpec:
                              "offsets pass dsketch.in_memory(A, b, sample_weight=..., offset=...)")
         return in_memory(*data)
     return open_problem(os.fspath(data))
-
-
-def thread_count(spec: ProblemSpec, n_blocks: int) -> int:
-    """Threads of an in-memory fit: one (inline) for a single block or fewer than
-    :data:`THREADS_MIN_NNZ` stored entries, else up to one a block and a core."""
-    if n_blocks <= 1 or spec.nnz < THREADS_MIN_NNZ:
-        return 1
-    return int(max(1, min(n_blocks, os.cpu_count() or 1)))
-
-
-def _on_threads(spec: ProblemSpec | None, scheduler: str | None, n_workers: int | None) -> bool:
-    """Whether a fit without a client runs on the driver's threads: an in-memory problem
-    unless ``scheduler`` names a cluster; a store when no scheduler is named (nor
-    ``$DSKETCH_SCHEDULER`` set) and no embedded process cluster is asked for
-    (``n_workers``)."""
-    if spec is None or scheduler is not None:
-        return False
-    return isinstance(spec, MemoryProblem) or (n_workers is None and not os.environ.get(SCHEDULER_ENV))
-
-
-def _n_threads(spec: ProblemSpec, block_rows: int | None, bounds: list[tuple[int, int]] | None) -> int:
-    """The threads of a fit on the driver's threads (:func:`thread_count` for its blocks)."""
-    rows = auto_block_rows(spec) if block_rows is None else max(int(block_rows), 1)
-    n_blocks = len(bounds) if bounds is not None else -(-spec.n_samples // rows)
-    return thread_count(spec, n_blocks)
-
-
-@contextlib.contextmanager
-def _client_for(client: Client | None, scheduler: str | None, n_workers: int | None,
-                spec: ProblemSpec | None = None, block_rows: int | None = None,
-                bounds: list[tuple[int, int]] | None = None) -> Iterator[Any]:
-    """The client of a fit: ``client``; else the driver's threads when :func:`_on_threads`
-    (as many as :func:`thread_count` gives for the engine's blocks, from ``block_rows`` or
-    ``bounds``); else :func:`~dsketch.engine.client.connect`."""
-    if client is not None:
-        yield client
-        return
-    if spec is not None and _on_threads(spec, scheduler, n_workers):
-        with ThreadClient(_n_threads(spec, block_rows, bounds)) as t:
-            yield t
-        return
-    with connect(scheduler, n_workers=n_workers) as c:
-        yield c
-
-
-def _raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) -> None:
-    """Turn the errors of a vanished scheduler into one :class:`ClusterConnectionError`.
-
-    When the scheduler goes away the futures of the fit are cancelled (after the client's
-    reconnection timeout) or its communications fail; the message then says what happened
-    and where the last finished iteration is, instead of an empty ``CancelledError``.
-    """
-    import asyncio
-    import concurrent.futures
-
-    from distributed.comm.core import CommClosedError
-
-    from dsketch.errors import ClusterConnectionError
-
-    if isinstance(client, ThreadClient):  # no cluster to lose
-        return
-    lost = isinstance(exc, (concurrent.futures.CancelledError, asyncio.CancelledError, CommClosedError,
-                            TimeoutError, OSError)) and not isinstance(exc, DSketchError)
-    if not lost or client.status == "running" and not isinstance(exc, CommClosedError):
-        return
-    address = getattr(client.scheduler, "address", None) or "?"
-    where = (f"the last finished iteration is in the checkpoint {os.fspath(checkpoint)!r}: restart the "
-             "cluster and rerun with resume=True (dsketch fit ... --resume)") if checkpoint is not None else (
-             "no checkpoint was requested, so the fit must start again (pass checkpoint= to keep progress)")
-    detail = " ".join(str(exc).split()) or "futures cancelled"
-    raise ClusterConnectionError(
-        f"lost the Dask scheduler at {address} during the fit ({type(exc).__name__}: {detail}); {where}"
-    ) from None
 
 
 def _bind(data: Any, model: str | Model, model_params: dict[str, Any] | None,
@@ -258,8 +176,8 @@ def _local_limits(spec: ProblemSpec, clu: Cluster) -> Any:
     """The memory limits of a fit that joins no scheduler, known before anything starts."""
     if clu.client is not None:
         return client_limits(clu.client)
-    if _on_threads(spec, clu.address, clu.n_workers):
-        return thread_limits(_n_threads(spec, clu.block_rows, clu.bounds))
+    if on_threads(spec, clu.address, clu.n_workers):
+        return thread_limits(n_threads(spec, clu.block_rows, clu.bounds))
     return embedded_limits(clu.n_workers or EMBEDDED_WORKERS)
 
 
@@ -431,7 +349,7 @@ def fit(
     start = _start(x0, spec, mdl.n_outputs)
     settings = _settings(mdl, spec, plan, clu, seed)
     saved = _saved(checkpoint, resume, spec, settings)
-    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
+    with client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
         if clu.memory_check and remote:  # the joined scheduler's workers are known now
             chosen = plan.checked(client_limits(c), spec, mdl, clu)
             if (chosen.method, chosen.kind, chosen.size) != (plan.method, plan.kind, plan.size):
@@ -452,7 +370,7 @@ def fit(
                 engine, mdl, plan, sol, clu, seed, callback=callback, settings=settings,
                 checkpoint=None if checkpoint is None else os.fspath(checkpoint)).run(start, resume=saved)
         except Exception as exc:
-            _raise_if_cluster_lost(c, exc, checkpoint)
+            raise_if_cluster_lost(c, exc, checkpoint)
             raise
         finally:
             engine.close()
@@ -474,7 +392,7 @@ def initial_point(
     spec = _problem(data)
     clu = as_cluster(cluster)
     mdl = model if isinstance(model, Model) else get_model(model, **(model_params or {}))
-    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
+    with client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
         mdl = mdl.bind(spec)
         engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, members=mdl.row_members)
         try:
@@ -566,7 +484,7 @@ def fit_network(
     block_rows = 2**16 if clu.block_rows is None else clu.block_rows
     sk = SketchedGGN(net, cfg, sketch_size=sketch_size, seed=seed, target=target, block_rows=block_rows,
                      bounds=clu.bounds, persist=clu.persist, backtracking=backtracking)
-    with _client_for(clu.client, clu.address, clu.n_workers) as c:
+    with client_for(clu.client, clu.address, clu.n_workers) as c:
         res = sk.fit_store(spec, c, theta0=theta0, iters=epochs)
     return replace(res, info={**info, **res.info, "solver": "ggn-score-sketched", "sketch_size": int(sketch_size),
                               "block_rows": block_rows, "persist": clu.persist})

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.api import _bind, _client_for, _problem
+from dsketch.api import _bind, _problem
+from dsketch.session import client_for
 from dsketch.config import Cluster, Curvature, Solver, as_cluster
 from dsketch.engine.core import Engine
 from dsketch.errors import InvalidOptionError, InvalidParameterError, UnusedOptionError
@@ -207,7 +208,7 @@ def heldout_deviance(data: Any, model: str, coefs: np.ndarray, *, model_params: 
     clu = as_cluster(cluster)
     spec, mdl = _bind(data, model, model_params, fit_intercept)
     X = np.ascontiguousarray(np.atleast_2d(np.asarray(coefs, dtype=np.float64)))
-    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
+    with client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
         engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, members=mdl.row_members)
         try:
             out = engine.map_reduce(_deviance_block, mdl, X)

@@ -311,7 +311,7 @@ def covariance(
         ``client=``, ``scheduler=``, ``n_workers=`` or ``block_rows=``: they are
         :class:`dsketch.Cluster`'s now.
     """
-    from dsketch.api import _client_for
+    from dsketch.session import client_for
     from dsketch.engine.core import Engine
     from dsketch.store import ProblemSpec, open_problem
 
@@ -337,7 +337,7 @@ def covariance(
     x, basis = _coefficients(result, spec, model, intercept, k)
     names = _coef_names(spec.stored_features, feature_names, intercept, k)
     members = (*model.row_members, *((groups,) if groups is not None else ()))
-    with _client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows) as c:
+    with client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows) as c:
         engine = Engine(spec, c, block_rows=clu.block_rows, persist=False, members=members)
         try:
             sums = engine.inference_sums(model, x, groups)

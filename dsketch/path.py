@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dsketch.api import _client_for, _on_threads, _problem, fit
+from dsketch.api import _problem, fit
+from dsketch.session import client_for, on_threads
 from dsketch.config import Cluster, Curvature, Solver, as_cluster, as_solver
 from dsketch.errors import InvalidOptionError, InvalidParameterError
 from dsketch.solvers.proximal import ProximalCoordinateDescent
@@ -201,10 +202,10 @@ def one_cluster(spec: Any, clu: Cluster) -> Iterator[Cluster]:
     """``clu`` bound to one cluster for many fits of ``spec``: as it is for the threads of
     this process (each fit's own, nothing to start) or the caller's client; otherwise with
     the client of a cluster started (or joined) once for all of them."""
-    if isinstance(spec, MemoryProblem) or clu.client is not None or _on_threads(spec, clu.address, clu.n_workers):
+    if isinstance(spec, MemoryProblem) or clu.client is not None or on_threads(spec, clu.address, clu.n_workers):
         yield clu
         return
-    with _client_for(None, clu.address, clu.n_workers) as client:
+    with client_for(None, clu.address, clu.n_workers) as client:
         yield replace(clu, scheduler=client)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 from distributed import Client, wait
 
-from dsketch.api import _client_for
+from dsketch.session import client_for
 from dsketch.config import Cluster, refuses_moved, streaming_cluster
 from dsketch.engine import tasks
 from dsketch.engine.core import auto_block_rows
@@ -178,7 +178,7 @@ def predict(
     members = (OFFSET,) if OFFSET in spec.members else ()
     sources = [tasks.Source(read, r0, r1, members) for r0, r1 in bounds]
 
-    with _client_for(clu.client, clu.address, clu.n_workers, spec, bounds=bounds) as c:
+    with client_for(clu.client, clu.address, clu.n_workers, spec, bounds=bounds) as c:
         xs = c.submit(tasks.identity, x, pure=False)
         if target is None:
             futs = [c.submit(tasks.predict_block, model, src, xs, None, pure=False) for src in sources]

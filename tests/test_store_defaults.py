@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 import dsketch
-from dsketch import api
+from dsketch import api, session
 from dsketch.engine.memory import MemoryLimits, holds_blocks
 from dsketch.errors import InvalidOptionError, StoreChangedError
 from dsketch.store import layout, open_problem
@@ -37,7 +37,7 @@ def test_a_store_fit_without_a_cluster_runs_on_threads_holds_its_blocks_and_matc
     Dask cluster, bit for bit."""
     path = str(tmp_path / "p.zarr")
     dsketch.write_problem(path, *_data(), chunk_rows=512)
-    with mock.patch.object(api, "connect", _no_cluster):
+    with mock.patch.object(session, "connect", _no_cluster):
         held = dsketch.fit(path, "logistic", cluster=dsketch.Cluster(block_rows=1000), **KW)
     streamed = dsketch.fit(path, "logistic", cluster=dsketch.Cluster(client, block_rows=1000, persist=False), **KW)
     assert held.info["persist"] is True and streamed.info["persist"] is False
@@ -55,7 +55,7 @@ def test_n_workers_given_starts_a_process_cluster_of_that_size(client, tmp_path)
         asked.append((scheduler, n_workers))
         yield client
 
-    with mock.patch.object(api, "connect", fake_connect):
+    with mock.patch.object(session, "connect", fake_connect):
         dsketch.fit(path, "logistic", cluster=dsketch.Cluster(n_workers=1), **KW)
     assert asked == [(None, 1)]
 
