@@ -204,7 +204,13 @@ def _write_blocks(client: Client, builder: ProblemBuilder, mdl: Model, gen: _Gen
         )
         for k, (r0, r1) in enumerate(gen.bounds)
     ]
-    metas = client.gather([client.submit(_meta, f, pure=False) for f in design])
+    try:
+        metas = client.gather([client.submit(_meta, f, pure=False) for f in design])
+    except BaseException:
+        cancel = getattr(client, "cancel", None)  # a Dask client; the driver's threads have none
+        if cancel is not None:
+            cancel(design)  # no queued block starts writing into the store being discarded
+        raise
     if gen.density is not None:
         builder.write_edges([e for e, _ in metas])
     stats = metas[0][1]

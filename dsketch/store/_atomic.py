@@ -123,26 +123,32 @@ def _wait_for_zarr_io(timeout: float) -> None:
         future.cancel()
 
 
+#: Seconds a discarded temporary store must stay gone before :func:`discard` returns: a
+#: block task still running on a worker when the write was interrupted can recreate it with
+#: its chunk (seen with Ctrl-C during ``make-data``, where 0.1 s of absence was not enough).
+QUIET_S = 1.0
+
+
 def discard(tmp: str, *, timeout: float = 30.0) -> None:
     """Remove a temporary store once its writers have stopped (no error when it is gone).
 
     Waits for zarr's in-flight writes, removes ``tmp``, and removes it again should a late
-    write have recreated it, until it stays gone (or ``timeout`` seconds pass).
+    write have recreated it, until it has stayed gone for :data:`QUIET_S` seconds (or
+    ``timeout`` seconds pass).
     """
     deadline = time.monotonic() + timeout
     _wait_for_zarr_io(timeout)
-    quiet = 0
+    seen = time.monotonic()
     while True:
         if os.path.islink(tmp):
             os.unlink(tmp)
         elif os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-            quiet = 0
-        else:
-            quiet += 1
-        if quiet >= 3 or time.monotonic() > deadline:
+            seen = time.monotonic()
+        now = time.monotonic()
+        if now - seen >= QUIET_S or now > deadline:
             return
-        time.sleep(0.02 * quiet)
+        time.sleep(0.05)
 
 
 def publish(tmp: str, target: str, *, overwrite: bool, kind: str | None = None) -> None:
