@@ -14,7 +14,8 @@ import dsketch.estimators as est
 from dsketch.engine.threads import ThreadClient
 from dsketch.errors import NonFiniteError
 from dsketch.store import read_block, write_problem
-from dsketch.store.blocks import ALIGNMENT
+import dsketch.store.blocks as blocks
+from dsketch.store.blocks import ALIGNMENT, alignment_matters, blas_ready
 from dsketch.store.memory import MEMORY_PATH, in_memory
 
 N, D = 3000, 8
@@ -55,7 +56,7 @@ def test_blocks_equal_store_blocks(tmp_path, sparse, intercept):
                 assert np.array_equal(getattr(a.A, k), getattr(b.A, k))
         else:
             assert a.A.dtype == np.float64 and a.A.flags.c_contiguous
-            assert a.A.ctypes.data % ALIGNMENT == 0
+            assert blas_ready(a.A)  # aligned, or alignment does not change this BLAS's products
             assert np.array_equal(a.A, b.A)
         assert np.array_equal(a.b, b.b)
         for k in ("offset", "sample_weight"):
@@ -73,6 +74,63 @@ def test_dense_blocks_are_read_only_views_when_aligned():
     assert np.shares_memory(blk.A, X) and not blk.A.flags.writeable
     assert np.shares_memory(blk.b, y) and not blk.b.flags.writeable
     assert X.flags.writeable and y.flags.writeable  # the caller's arrays themselves are untouched
+
+
+def _misaligned(X: np.ndarray, offset: int = 8) -> np.ndarray:
+    """A copy of ``X`` starting ``offset`` bytes past an ALIGNMENT boundary."""
+    buf = np.empty(X.size + 2 * ALIGNMENT // 8, dtype=np.float64)
+    start = (-buf.ctypes.data) % ALIGNMENT // 8 + offset // 8
+    out = buf[start : start + X.size].reshape(X.shape)
+    out[...] = X
+    assert out.ctypes.data % ALIGNMENT == offset
+    return out
+
+
+def test_misaligned_dense_blocks_are_views_only_where_alignment_does_not_matter(monkeypatch):
+    X = _misaligned(np.random.default_rng(3).standard_normal((N, D)))
+    blk = in_memory(X, np.zeros(N)).block(0, 1024)
+    if alignment_matters(D):  # this BLAS sums differently at another alignment: an aligned copy
+        assert not np.shares_memory(blk.A, X) and blk.A.ctypes.data % ALIGNMENT == 0
+    else:
+        assert np.shares_memory(blk.A, X)
+    # a BLAS whose products change with the alignment (simulated): the probe sees it, the block is copied
+    real = blocks._probe_products
+
+    def sensitive(A, rng):
+        out = real(A, rng)
+        out[0] = out[0] + (A.ctypes.data % ALIGNMENT) * 1e-16
+        return out
+
+    monkeypatch.setattr(blocks, "_probe_products", sensitive)
+    alignment_matters.cache_clear()
+    try:
+        assert alignment_matters(D)
+        assert not blas_ready(X)
+        blk = in_memory(X, np.zeros(N)).block(0, 1024)
+        assert not np.shares_memory(blk.A, X) and blk.A.ctypes.data % ALIGNMENT == 0
+        assert np.array_equal(blk.A, X[:1024])
+    finally:
+        alignment_matters.cache_clear()
+
+
+@pytest.mark.parametrize("model", ["logistic", "multinomial"])
+def test_misaligned_arrays_fit_the_same_bits_as_their_store(tmp_path, model):
+    """Whether the caller's rows are used where they are (at every offset) or copied to an
+    aligned block, the fit is the one of the store (whose blocks are aligned)."""
+    X, y, _, _ = _data(False, seed=4)
+    y = (y > np.median(y)).astype(np.float64) if model == "logistic" else np.minimum(y, 3.0)
+    params = {"l2": 1e-3} if model == "logistic" else {"l2": 1e-3, "n_classes": 4}
+    spec = write_problem(tmp_path / "p.zarr", X, y)
+    args = dict(model_params=params, curvature="exact", solver=dsketch.Solver(tol=1e-10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ThreadClient(2) as threads:
+            ref = dsketch.fit(spec, model, cluster=dsketch.Cluster(threads, block_rows=700), **args)
+            for offset in (8, 16, 32, 48):
+                got = dsketch.fit((_misaligned(X, offset), y), model, cluster=dsketch.Cluster(threads, block_rows=700),
+                                  **args)
+                assert np.array_equal(got.x, ref.x), offset
+    assert ref.success and ref.nit >= 2
 
 
 def test_in_memory_checks_like_write_problem():

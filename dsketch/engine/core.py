@@ -217,12 +217,13 @@ class Engine:
         return self._submit(tasks.identity, value)
 
     # ------------------------------------------------------------------ passes
-    def init(self, x: np.ndarray, model: Model | None = None) -> None:
-        """Read every block once: cache ``A x``, the model's row data (``b``), ``w`` and row
-        norms (one pass)."""
+    def init(self, x: np.ndarray, model: Model | None = None, norms: bool = True) -> None:
+        """Read every block once: cache ``A x``, the model's row data (``b``), ``w`` and,
+        with ``norms`` (a sketch with preliminary stages needs them), the squared row norms
+        (one pass)."""
         xs = self._share(np.asarray(x, dtype=np.float64))
         self.rows = [
-            self._submit(tasks.init_rows, src, r0, xs, model)
+            self._submit(tasks.init_rows, src, r0, xs, model, bool(norms))
             for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
         ]
         self.n_passes += 1

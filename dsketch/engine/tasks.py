@@ -17,7 +17,7 @@ from dask.sizeof import sizeof
 from dsketch.errors import InvalidParameterError, StoreFormatError
 from dsketch.models.base import Model, Scalars, Stats
 from dsketch.store import Block, ProblemSpec, read_block
-from dsketch.store.blocks import ALIGNMENT, aligned
+from dsketch.store.blocks import ALIGNMENT, aligned, blas_ready
 from dsketch.store.memory import MemoryProblem
 
 FloatArray = np.ndarray
@@ -48,15 +48,16 @@ class RowState:
         ``A2^T`` for the paired models.
     w : ndarray of shape (n_rows,) or None
         Regularisation weights.
-    rownorm2 : ndarray of shape (n_rows,)
-        Squared Euclidean norms of the rows of ``A_b``.
+    rownorm2 : ndarray of shape (n_rows,) or None
+        Squared Euclidean norms of the rows of ``A_b``; None where the fit's sketch has no
+        preliminary stage (the only readers of the norms).
     """
 
     r0: int
     eta: FloatArray
     b: FloatArray
     w: FloatArray | None
-    rownorm2: FloatArray
+    rownorm2: FloatArray | None
 
 
 @sizeof.register(Block)
@@ -82,13 +83,14 @@ def load(source: Source | Block) -> Block:
 
     A persisted block that was moved to another worker arrives at an arbitrary memory
     alignment; its dense arrays are re-aligned (:func:`dsketch.store.blocks.aligned`) so
-    that BLAS sums in the same order as on a freshly read block.
+    that BLAS sums in the same order as on a freshly read block, unless this process's BLAS
+    sums in the same order at every alignment (:func:`dsketch.store.blocks.blas_ready`).
     """
     if isinstance(source, Source):
         if isinstance(source.spec, MemoryProblem):
             return source.spec.block(source.r0, source.r1, source.members)
         return read_block(source.spec, source.r0, source.r1, members=source.members)
-    if isinstance(source.A, np.ndarray) and source.A.ctypes.data % ALIGNMENT:
+    if isinstance(source.A, np.ndarray) and not blas_ready(source.A):
         source = Block(A=aligned(source.A), b=source.b, w=source.w, extra=source.extra)
     if any(v.ctypes.data % ALIGNMENT for v in source.extra.values()):
         source = Block(A=source.A, b=source.b, w=source.w,
@@ -176,16 +178,39 @@ def _row_norms2(A: Any) -> FloatArray:
     return np.einsum("ij,ij->i", A, A, dtype=np.float64)
 
 
-def init_rows(source: Source | Block, r0: int, x: FloatArray, model: Model | None = None) -> RowState:
-    """First pass: the predictor ``A_b x`` and the row norms, plus the model's row data and ``w``."""
+def _start_matvec(A: Any, x: FloatArray, n_outputs: int) -> FloatArray:
+    """``A x`` at a starting point: without a product where at most one feature (row of
+    ``x.reshape(d, K)``) is nonzero, as at a zero start or an intercept-only one. The result
+    is the same bits as the product, whose other terms are exact zeros."""
+    d = A.shape[1]
+    if x.ndim != 1 or x.size != d * n_outputs:
+        return _matvec(A, x, n_outputs)  # refused there with the message
+    X = x.reshape(d, n_outputs)
+    nonzero = np.flatnonzero(np.any(X != 0.0, axis=1))
+    if nonzero.size > 1:
+        return _matvec(A, x, n_outputs)
+    eta = np.zeros((A.shape[0], n_outputs))
+    if nonzero.size == 1:
+        j = int(nonzero[0])
+        col = A[:, j].toarray() if sp.issparse(A) else A[:, j : j + 1]
+        eta += np.asarray(col, dtype=np.float64).reshape(-1, 1) * X[j]
+    return eta if n_outputs > 1 else eta.ravel()
+
+
+def init_rows(source: Source | Block, r0: int, x: FloatArray, model: Model | None = None,
+              norms: bool = True) -> RowState:
+    """First pass: the predictor ``A_b x`` and (``norms``) the row norms, plus the model's
+    row data and ``w``. At a start with at most one nonzero feature (zero, or the intercept
+    only) the predictor needs no product with ``A``, and without ``norms`` a block held in
+    memory is not read at all."""
     blk = load(source)
     data = blk.b if model is None else model.row_data(blk)
     return RowState(
         r0=r0,
-        eta=_matvec(blk.A, x, _outputs(model)),
+        eta=_start_matvec(blk.A, x, _outputs(model)),
         b=None if data is None else np.asarray(data, dtype=np.float64),
         w=None if blk.w is None else np.asarray(blk.w, dtype=np.float64),
-        rownorm2=_row_norms2(blk.A),
+        rownorm2=_row_norms2(blk.A) if norms else None,
     )
 
 

@@ -472,7 +472,7 @@ class NewtonSolver:
         elif x0 is None:
             x0 = self.engine.initial_coef(self.model)
         x = np.array(x0, dtype=np.float64, copy=True)
-        self.engine.init(x, self.model)
+        self.engine.init(x, self.model, norms=self.sketch is not None and self.sketch.n_pre_stages > 0)
         self.engine.check_targets(self.model)
         return IterationState(x=x, scalars=self.engine.trial_scalars(self.model)[0], sketch_size=size, **extra)
 

@@ -160,10 +160,67 @@ def clear_cache() -> None:
     _fingerprint_at.cache_clear()
 
 
-#: Alignment (bytes) of every dense array a block hands to BLAS. BLAS kernels may sum in a
+#: Alignment (bytes) of the dense arrays a block hands to BLAS. BLAS kernels may sum in a
 #: different order for differently aligned inputs; with one fixed alignment a block gives
-#: bit-identical products whether it was just read, persisted, or moved between workers.
+#: bit-identical products whether it was just read, persisted, moved between workers or
+#: taken from the caller's arrays. Where this process's BLAS sums in the same order at every
+#: alignment (:func:`alignment_matters`), the dense rows of ``A`` are used where they are.
 ALIGNMENT = 64
+
+#: Rows of the probe matrix of :func:`alignment_matters` (odd: the kernels' tails run too)
+#: and the most columns its Gram-type products use.
+_PROBE_ROWS, _PROBE_GRAM_COLS = 257, 96
+
+
+def _probe_products(A: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """The BLAS products a pass forms with a dense block ``A`` (as it is, never copied):
+    matrix-vector both ways, matrix-matrix with a few and with many outputs both ways, the
+    Gram-type ``A^T (D A)`` on leading columns, and the squared row norms."""
+    n, d = A.shape
+    v, u = rng.standard_normal(d), rng.standard_normal(n)
+    V2, V11, U11 = rng.standard_normal((d, 2)), rng.standard_normal((d, 11)), rng.standard_normal((n, 11))
+    G = A[:, : min(d, _PROBE_GRAM_COLS)]
+    D = rng.random(n)
+    return [A @ v, A.T @ u, A @ V2, A @ V11, A.T @ U11, G.T @ (D[:, None] * G),
+            np.einsum("ij,ij->i", A, A)]
+
+
+@functools.lru_cache(maxsize=None)
+def alignment_matters(n_features: int) -> bool:
+    """Whether this process's BLAS gives a dense block of ``n_features`` columns products
+    that depend on the block's memory alignment (checked once per process and width).
+
+    A random ``257 x n_features`` matrix is placed at every 8-byte offset from an
+    :data:`ALIGNMENT` boundary and the products a pass forms (:func:`_probe_products`) are
+    compared bit for bit with those of the aligned copy. Where they all agree, an unaligned
+    block of the caller's arrays gives the same bits as an aligned copy, and is not copied.
+    """
+    d = int(n_features)
+    if d < 1:
+        return False
+    base = np.random.default_rng(20261205).standard_normal((_PROBE_ROWS, d))
+    nbytes = base.nbytes
+    buf = np.empty(nbytes + 2 * ALIGNMENT, dtype=np.uint8)
+    start = (-buf.ctypes.data) % ALIGNMENT
+    reference = None
+    for offset in range(0, ALIGNMENT, 8):
+        A = buf[start + offset : start + offset + nbytes].view(np.float64).reshape(base.shape)
+        A[...] = base
+        got = _probe_products(A, np.random.default_rng(7))
+        if reference is None:
+            reference = got
+        elif not all(np.array_equal(a, b) for a, b in zip(got, reference, strict=True)):
+            return True
+    return False
+
+
+def blas_ready(A: np.ndarray) -> bool:
+    """Whether the dense array ``A`` (float64, C-contiguous, 2-D) can go to BLAS where it
+    is: it starts on an :data:`ALIGNMENT` boundary, or alignment does not change this
+    process's products for its width (:func:`alignment_matters`)."""
+    if A.dtype != np.float64 or not A.flags.c_contiguous or A.ndim != 2:
+        return False
+    return A.ctypes.data % ALIGNMENT == 0 or A.size == 0 or not alignment_matters(A.shape[1])
 
 
 def aligned(values: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -236,7 +293,8 @@ def _append_ones_csr(
 def _read_dense(spec: ProblemSpec, arrs: _Arrays, r0: int, r1: int) -> np.ndarray:
     values = read_slice(spec.path, arrs.A, "A", r0, r1, r0)
     if not spec.intercept:
-        return aligned(values)
+        dense = np.asarray(values)
+        return dense if blas_ready(dense) else aligned(dense)
     out = _aligned_empty((r1 - r0, spec.n_features))
     out[:, :-1] = values
     out[:, -1] = 1.0
