@@ -342,6 +342,56 @@ def curvature(
     return out
 
 
+#: Bytes of dense rows per slice of :func:`_first_order_step`: a slice's ``A_s p`` and
+#: ``A_s^T r_s`` then read it from the core's cache, not from memory twice. (Smaller
+#: slices fit a smaller cache, but each costs some Python work under the GIL, which the
+#: threads of an in-memory fit share.)
+SLICE_BYTES = 2**19
+
+
+def _slice_rows(d: int) -> int:
+    """Rows per slice of a dense block with ``d`` columns (at least 32)."""
+    return max(32, SLICE_BYTES // (8 * max(d, 1)))
+
+
+def _row_slice(v: FloatArray | None, lo: int, hi: int) -> FloatArray | None:
+    return None if v is None else v[lo:hi]
+
+
+def _first_order_step(model: Model, A: FloatArray, rows: RowState, p: FloatArray, ts: tuple[float, ...],
+                      scalars: Scalars) -> tuple[FloatArray, dict[str, Any]]:
+    """:func:`fused_step` without a sketch on a dense block, a slice of rows at a time.
+
+    Both products of a first-order pass, ``A p`` and ``A^T r``, are memory-bound on a dense
+    block: done slice by slice (:data:`SLICE_BYTES`), the second reads the rows from the
+    cache, and the pass reads ``A`` from memory once instead of twice (the row terms are
+    row-separable for the models with fixed scalars that take fused passes). The slices are
+    fixed by the block's rows, so the result does not depend on where the block came from.
+    The loss sums over the slices pairwise; a non-finite row weight makes the gradient
+    non-finite (``A`` is finite), so the block is checked once, at the end."""
+    n, k = A.shape[0], _outputs(model)
+    P = p.reshape(A.shape[1], k) if k > 1 else p
+    ap = np.empty((n, k) if k > 1 else n)
+    grad = np.zeros(P.shape)
+    step = _slice_rows(A.shape[1])
+    losses = np.empty((len(ts), -(-n // step)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i, lo in enumerate(range(0, n, step)):
+            hi = min(n, lo + step)
+            As, aps = A[lo:hi], ap[lo:hi]
+            np.matmul(As, P, out=aps)
+            eta, b, w = rows.eta[lo:hi], _row_slice(rows.b, lo, hi), _row_slice(rows.w, lo, hi)
+            losses[0, i], terms = model.loss_row_terms(eta + aps, b, w, scalars, curvature=False)
+            for j, t in enumerate(ts[1:], start=1):
+                losses[j, i] = model.loss_terms(eta + t * aps, b, w, scalars)
+            grad += As.T @ terms.grad_weight
+    vals = np.sum(losses, axis=1)
+    bad = not (np.isfinite(vals[0]) and np.all(np.isfinite(grad)))
+    out = {"trial_losses": vals, "loss": 0.0 if bad else float(vals[0]),
+           "grad": np.zeros(grad.size) if bad else grad.ravel(), "curvature_bad": float(bad)}
+    return ap, out
+
+
 def fused_step(
     model: Model,
     sketch: Any,
@@ -372,6 +422,8 @@ def fused_step(
         # internal: the solver always puts the full step first
         raise ValueError(f"the first trial step of a fused pass must be 1; got {ts[0]!r}")
     A = load(source).A
+    if sketch is None and isinstance(A, np.ndarray) and A.shape[0] > 2 * _slice_rows(A.shape[1]):
+        return _first_order_step(model, A, rows, p, ts, scalars)  # loss and gradient only, A read once
     ap = _matvec(A, p, _outputs(model))
     vals = np.empty(len(ts))
     with np.errstate(over="ignore", invalid="ignore"):
