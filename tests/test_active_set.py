@@ -83,6 +83,32 @@ def test_column_restricted_gram_is_the_dense_sub_block(sparse, kind):
     np.testing.assert_allclose(gram, ref, rtol=1e-12, atol=1e-12)
 
 
+def test_column_gram_kernel_reads_non_canonical_rows_and_fills_the_upper_triangle():
+    """The column-map Gram kernel on a CSR block with unsorted and duplicate entries (and
+    rows with no entry in the subset): the upper triangle of ``A_S^T diag(w) A_S`` computed
+    densely here, the strict lower triangle left 0; mirrored, the whole matrix."""
+    import scipy.sparse as sp
+
+    from dsketch.sketch._sparse_gram import csr_weighted_gram_upper, mirror_upper
+
+    rng = np.random.default_rng(11)
+    n, d = 200, 30
+    rows = np.repeat(np.arange(n), 5)
+    cols_all = rng.integers(0, d, rows.size)  # duplicates within a row, in no order
+    vals = rng.standard_normal(rows.size)
+    A = sp.csr_matrix((vals, cols_all, np.arange(0, rows.size + 1, 5)), shape=(n, d))
+    assert not A.has_canonical_format
+    w = rng.uniform(-1.0, 2.0, n)
+    w[::9] = 0.0
+    cols = np.array([1, 2, 5, 13, 14, 29])
+    dense = A.toarray()[:, cols]
+    ref = dense.T @ (w[:, None] * dense)
+    upper = csr_weighted_gram_upper(A, w, cols)
+    np.testing.assert_allclose(np.triu(upper), np.triu(ref), rtol=1e-12, atol=1e-12)
+    assert not np.tril(upper, -1).any()
+    np.testing.assert_allclose(mirror_upper(upper), ref, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------ paths
 def _sparse_logistic(seed=4, n=2500, d=60, k=8):
     import scipy.sparse as sp
