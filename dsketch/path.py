@@ -32,6 +32,10 @@ _ALL_ZERO = 1e300
 #: The largest share of the columns on which a screened fit forms a restricted curvature.
 RESTRICT_SHARE = 0.9
 
+#: A path's fits reuse a curvature while each step divides the KKT measure by at least
+#: ``1 / REUSE`` (:attr:`ProximalCoordinateDescent.reuse`).
+REUSE = 0.03
+
 #: An ``alpha_max`` at or below this is 0 up to rounding (scikit-learn's ``_alpha_grid``
 #: uses the same floor): no default grid is built down from it.
 ALPHA_MAX_FLOOR = float(np.finfo(np.float64).resolution)
@@ -218,7 +222,8 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
     screening, restricted = screens
 
     def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None) -> tuple[FitResult, ProximalCoordinateDescent]:
-        inner = ProximalCoordinateDescent(screen=screen, restrict=RESTRICT_SHARE if restricted else 0.0)
+        inner = ProximalCoordinateDescent(screen=screen, restrict=RESTRICT_SHARE if restricted else 0.0,
+                                          reuse=REUSE)
         res = fit(spec, model, model_params={**params, "l1": l1, "l2": l2}, fit_intercept=fit_intercept,
                   curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner), cluster=clu,
                   x0=x0, seed=seed)

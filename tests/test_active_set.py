@@ -5,6 +5,8 @@ KKT conditions on a dense gradient."""
 
 import numpy as np
 import pytest
+from model_helpers import enet_logistic_kkt as _kkt_violation
+from model_helpers import enet_logistic_objective as _objective
 from scipy.optimize import minimize
 
 from dsketch.solvers.proximal import ProximalCoordinateDescent
@@ -120,24 +122,6 @@ def _sparse_logistic(seed=4, n=2500, d=60, k=8):
     beta[:k] = rng.choice([-1.0, 1.0], k) * rng.uniform(0.8, 2.0, k)
     y = (rng.random(n) < expit(A @ beta - 0.2)).astype(float)
     return A, y
-
-
-def _objective(A, y, coef, icpt, alpha, r):
-    eta = A @ coef + icpt
-    return float(np.mean(np.logaddexp(0.0, eta) - y * eta)) + alpha * (
-        r * np.abs(coef).sum() + 0.5 * (1 - r) * coef @ coef)
-
-
-def _kkt_violation(A, y, coef, icpt, alpha, r):
-    """The largest violation of the KKT conditions, from a dense gradient computed here."""
-    from scipy.special import expit
-
-    resid = expit(A @ coef + icpt) - y
-    g = np.asarray(A.T @ resid).ravel() / y.size + alpha * (1 - r) * coef
-    l1 = alpha * r
-    nz = coef != 0.0
-    out = np.r_[np.abs(g[nz] + l1 * np.sign(coef[nz])), np.maximum(np.abs(g[~nz]) - l1, 0.0), abs(resid.mean())]
-    return float(out.max())
 
 
 def _restricted_sizes(monkeypatch):
