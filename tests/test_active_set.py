@@ -56,6 +56,57 @@ def test_coordinate_descent_minimises_the_penalised_quadratic_model(seed):
     np.testing.assert_allclose(z, z_ref, atol=1e-6)
 
 
+def _nested_one_hot_model(seed, l1_value):
+    """The quadratic model of a one-hot logistic fit whose columns are nearly collinear (60
+    levels nested in 8 groups, as flights' tail numbers in carriers; a third categorical;
+    an unpenalised intercept), where coordinate descent converges slowly."""
+    rng = np.random.default_rng(seed)
+    n, d = 3000, 81
+    sub = rng.integers(0, 60, n)
+    A = np.zeros((n, d))
+    A[np.arange(n), sub] = 1.0
+    A[np.arange(n), 60 + sub % 8] = 1.0
+    A[np.arange(n), 68 + rng.integers(0, 12, n)] = 1.0
+    A[:, -1] = 1.0
+    D = rng.uniform(0.1, 0.25, n)
+    H = A.T @ (D[:, None] * A) / n + 1e-4 * np.eye(d)
+    x = np.where(rng.random(d) < 0.3, 0.3 * rng.standard_normal(d), 0.0)
+    l1 = np.full(d, l1_value)
+    l1[-1] = 0.0
+    return H, 0.05 * rng.standard_normal(d), x, l1
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_the_exact_solve_on_the_support_is_the_minimiser_of_the_model(screened, monkeypatch):
+    """A model on which the sweeps converge slowly is minimised by the Cholesky solve on
+    the support the first sweeps reach, grown by the coordinates that violate the model's
+    KKT conditions off it (with a screen that leaves out half the coordinates, some of
+    which must enter): L-BFGS-B's minimiser of the same model."""
+    import dsketch.solvers.proximal as prox
+
+    H, g, x, l1 = _nested_one_hot_model(0, 0.02)
+    screen = (np.arange(x.size) % 2 == 0) | (l1 == 0.0) if screened else None
+    solved = []
+    on_support = prox.ProximalCoordinateDescent._on_support
+
+    def spy(*args):
+        out = on_support(*args)
+        solved.append(out[0] is not None)
+        return out
+
+    monkeypatch.setattr(prox.ProximalCoordinateDescent, "_on_support", staticmethod(spy))
+    p = ProximalCoordinateDescent().minimise(H, g, x, l1, tol=1e-10, screen=screen)
+    assert solved and solved[-1]  # the direction is the solve's
+    p_ref, f_ref = _model_by_lbfgsb(H, g, x, l1)
+    assert _model_value(H, g, x, l1, p) <= f_ref + 1e-9 * abs(f_ref)
+    z, z_ref = x + p, x + p_ref
+    assert 0 < np.count_nonzero(z) < x.size
+    if screened:
+        assert np.any((z != 0.0) & ~screen)  # a coordinate the screen left out entered
+    np.testing.assert_array_equal(z != 0.0, np.abs(z_ref) > 1e-7)
+    np.testing.assert_allclose(z, z_ref, atol=1e-5)
+
+
 # ------------------------------------------------------------------ restricted Gram
 @pytest.mark.parametrize("kind", ["exact", "uniform"])
 @pytest.mark.parametrize("sparse", [False, True])

@@ -40,7 +40,7 @@ def _one_hot(seed=0, n=6000, levels=(40, 25, 12, 6)):
 def _glum(A, y, alpha):
     import glum
 
-    ref = glum.GeneralizedLinearRegressor(family="binomial", alpha=alpha, l1_ratio=RATIO, gradient_tol=1e-12)
+    ref = glum.GeneralizedLinearRegressor(family="binomial", alpha=alpha, l1_ratio=RATIO, gradient_tol=1e-9)
     ref.fit(A, y)
     return np.asarray(ref.coef_), float(ref.intercept_)
 
@@ -76,7 +76,7 @@ def test_a_fit_that_reuses_its_curvature_reaches_the_optimum(reuse, monkeypatch)
     inner = ProximalCoordinateDescent(reuse=reuse)
     res = _fit(A, y, alpha, inner)
     assert res.success
-    assert res.info["curvature_reused"] > 0 and res.info["curvatures_formed"] < res.nit
+    assert res.info["curvature_reused"] > 0
     assert grams[0] == res.info["curvatures_formed"]  # the reusing passes formed none
     coef, icpt = _glum(A, y, alpha)
     ours = _objective(A, y, res.x[:-1], res.x[-1], alpha, RATIO)
@@ -98,12 +98,12 @@ def test_a_path_on_one_hot_data_reuses_curvatures_and_equals_glum():
     formed = sum(r.info["curvatures_formed"] for r in path.results)
     assert sum(r.info["curvature_reused"] for r in path.results) > 0 and formed < path.n_iter.sum()
     ref = glum.GeneralizedLinearRegressor(family="binomial", l1_ratio=RATIO, alpha_search=True, alphas=path.alphas,
-                                          gradient_tol=1e-12).fit(A, y)
+                                          gradient_tol=1e-9).fit(A, y)
     coef, icpt = np.asarray(ref.coef_path_), np.asarray(ref.intercept_path_)
     for k, alpha in enumerate(path.alphas):
         ours = _objective(A, y, path.coef[k, :-1], path.coef[k, -1], alpha, RATIO)
         assert abs(ours - _objective(A, y, coef[k], icpt[k], alpha, RATIO)) <= 1e-9 * abs(ours)
-        assert _kkt_violation(A, y, path.coef[k, :-1], path.coef[k, -1], alpha, RATIO) <= 1e-8
+        assert _kkt_violation(A, y, path.coef[k, :-1], path.coef[k, -1], alpha, RATIO) <= 1e-10
     np.testing.assert_array_equal(path.coef[:, :-1] != 0.0, np.abs(coef) > 1e-10)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from dsketch.solvers._coordinate import sweep
 from dsketch.solvers.inner import Direction
@@ -20,6 +21,13 @@ if TYPE_CHECKING:
     from dsketch.solvers.newton import IterationState, NewtonSolver
 
 logger = logging.getLogger("dsketch")
+
+#: Sweeps of coordinate descent after which the inner solve tries the exact minimiser on the
+#: support they reached (:meth:`ProximalCoordinateDescent._on_support`).
+WARM_SWEEPS = 8
+#: Solves on a support grown by the coordinates that violate the model's KKT conditions off
+#: it, at most, before coordinate descent goes on.
+SUPPORT_ROUNDS = 5
 
 
 def min_norm_subgradient(grad: np.ndarray, x: np.ndarray, l1: np.ndarray) -> np.ndarray:
@@ -299,8 +307,20 @@ class ProximalCoordinateDescent:
         candidates = (x != 0.0) | (l1 == 0.0) | (np.abs(g) > l1)
         allowed = usable & candidates if screen is None else usable & (screen & candidates | (x != 0.0))
         p, Hp = np.zeros(x.size), np.zeros(x.size)
+        done, used, limit = False, 0, WARM_SWEEPS
+        while not done and used < self.max_sweeps:  # sweeps, then the exact minimiser on their support
+            done = self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed), min(limit, self.max_sweeps - used))
+            used, limit = used + limit, 2 * limit
+            if done:
+                break
+            direct, violators = self._on_support(H, g, x, l1, tol, p, usable)
+            if direct is not None:
+                return direct
+            self.readmitted += int(np.count_nonzero(violators & ~allowed))
+            allowed |= violators  # left-out coordinates that the model's KKT condition takes back
         while True:
-            self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed))
+            if not done:
+                logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", self.max_sweeps, tol)
             out = usable & ~allowed
             # a left-out coordinate (p_j = 0 = x_j) violates the model's KKT where |g_j + (H p)_j| > l1_j
             violators = out & (np.abs(g + Hp) > l1 + tol)
@@ -308,15 +328,56 @@ class ProximalCoordinateDescent:
                 return p
             self.readmitted += int(violators.sum())
             allowed |= violators
+            done = self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed), self.max_sweeps)
+
+    @staticmethod
+    def _on_support(H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float, p: np.ndarray,
+                    usable: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The exact minimiser of the model with the support and signs of ``x + p`` fixed
+        (a Cholesky solve on the support) where it is the model's minimiser: its signs are
+        those assumed and every coordinate off the support satisfies the model's KKT
+        condition ``|g_j + (H q)_j| <= l1_j`` (to ``tol``); else None. A coordinate off the
+        support that violates the condition joins it, with the sign that lowers the model,
+        and the solve is repeated (:data:`SUPPORT_ROUNDS` times at most). Also the
+        coordinates that joined or still violate, for the coordinate descent to take back."""
+        z = x + p
+        support = usable & ((z != 0.0) | (l1 == 0.0))
+        sign, joined = np.sign(z), np.zeros(x.size, dtype=bool)
+        for _ in range(SUPPORT_ROUNDS):
+            on = np.flatnonzero(support)
+            q = np.where(support | ~usable, 0.0, -x)  # off the support x + q = 0
+            moved = np.flatnonzero(q)
+            try:
+                factor = cho_factor(H[np.ix_(on, on)], check_finite=False)
+            except (LinAlgError, ValueError):  # not positive definite, or no support
+                return None, joined
+            q[on] = cho_solve(factor, -(g[on] + l1[on] * sign[on] + H[np.ix_(on, moved)] @ q[moved]),
+                              check_finite=False)
+            if not np.all(np.isfinite(q[on])):
+                return None, joined
+            pen = on[l1[on] > 0.0]
+            flipped = pen[np.sign(x[pen] + q[pen]) != sign[pen]]
+            if flipped.size:  # leave them at 0 and solve again
+                support[flipped] = False
+                continue
+            off = np.flatnonzero(usable & ~support)
+            model_grad = g[off] + H[off] @ q
+            out = np.abs(model_grad) > l1[off] + tol
+            if not out.any():
+                return q, joined
+            support[off[out]], joined[off[out]] = True, True
+            sign[off[out]] = -np.sign(model_grad[out])
+        return None, joined
 
     def _descend(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float, p: np.ndarray,
-                 Hp: np.ndarray, everything: np.ndarray) -> None:
+                 Hp: np.ndarray, everything: np.ndarray, limit: int) -> bool:
         """Active-set cyclic sweeps over ``everything`` (``p``, ``Hp`` updated in place; ``Hp``
-        current on all coordinates on return). Sweeps over the active set track ``H p`` on
-        that set only, and ``H p`` is recomputed whole before the next full sweep."""
+        current on all coordinates on return), at most ``limit``; whether a full sweep
+        changed nothing beyond ``tol``. Sweeps over the active set track ``H p`` on that
+        set only, and ``H p`` is recomputed whole before the next full sweep."""
         every = np.arange(x.size)
         coords, track, sweeps = everything, every, 0
-        while sweeps < self.max_sweeps:
+        while sweeps < limit:
             change = sweep(H, g, x, l1, p, Hp, coords, track)
             sweeps += 1
             if change > tol:
@@ -326,11 +387,11 @@ class ProximalCoordinateDescent:
                     track = coords if 2 * coords.size < x.size else every
                 continue
             if coords is everything:
-                return
+                return True
             coords = everything
             if track is not every:
                 Hp[:] = H @ p
                 track = every
         if track is not every:
             Hp[:] = H @ p
-        logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", sweeps, tol)
+        return False
