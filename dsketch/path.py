@@ -138,6 +138,17 @@ def _screen(grad: np.ndarray, x: np.ndarray, threshold: float, n_unpenalized: in
     return keep
 
 
+def _intercept_only(n_features: int, model: str, fit_intercept: bool) -> np.ndarray | None:
+    """The screen of the fit at the path's start, where every penalised coefficient stays 0:
+    the intercept alone (its curvature is then its own ``1 x 1`` block, where the whole
+    ``d x d`` Gram served nothing), or None (no intercept, or the ``K`` of a multinomial)."""
+    if not fit_intercept or model == "multinomial":
+        return None
+    keep = np.zeros(n_features + 1, dtype=bool)
+    keep[-1] = True
+    return keep
+
+
 def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None, n_alphas: int = 20,
              eps: float = 1e-3, model_params: dict[str, Any] | None = None, fit_intercept: bool = False,
              curvature: str | Curvature = "auto", solver: str | Solver = "auto",
@@ -229,7 +240,8 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
                   x0=x0, seed=seed)
         return res, inner
 
-    start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros", None)
+    start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros",
+                   _intercept_only(spec.n_features, model, fit_intercept) if screening and restricted else None)
     d = start.x.size  # (columns + intercept) x classes: K entries a row for multinomial
     n_unpen = int(bool(fit_intercept)) * d // (spec.n_features + int(bool(fit_intercept)))
     assert start.jac is not None

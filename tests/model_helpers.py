@@ -77,3 +77,19 @@ def enet_logistic_kkt(A, y, coef, icpt, alpha, r) -> float:
     nz = coef != 0.0
     out = np.r_[np.abs(g[nz] + l1 * np.sign(coef[nz])), np.maximum(np.abs(g[~nz]) - l1, 0.0), abs(resid.mean())]
     return float(out.max())
+
+
+def restricted_gram_sizes(monkeypatch) -> list[int]:
+    """Record the number of columns of every restricted curvature formed (a list that the
+    fits append to)."""
+    from dsketch.sketch.columns import ColumnSubset
+
+    sizes: list[int] = []
+    finish = ColumnSubset.finish
+
+    def spy(self, total, ctx):
+        sizes.append(int(self.cols.size))
+        return finish(self, total, ctx)
+
+    monkeypatch.setattr(ColumnSubset, "finish", spy)
+    return sizes

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from model_helpers import enet_logistic_kkt as _kkt_violation
 from model_helpers import enet_logistic_objective as _objective
+from model_helpers import restricted_gram_sizes as _restricted_sizes
 from scipy.optimize import minimize
 
 from dsketch.solvers.proximal import ProximalCoordinateDescent
@@ -173,21 +174,6 @@ def _sparse_logistic(seed=4, n=2500, d=60, k=8):
     beta[:k] = rng.choice([-1.0, 1.0], k) * rng.uniform(0.8, 2.0, k)
     y = (rng.random(n) < expit(A @ beta - 0.2)).astype(float)
     return A, y
-
-
-def _restricted_sizes(monkeypatch):
-    """Record the number of columns of every restricted curvature formed."""
-    from dsketch.sketch.columns import ColumnSubset
-
-    sizes = []
-    finish = ColumnSubset.finish
-
-    def spy(self, total, ctx):
-        sizes.append(int(self.cols.size))
-        return finish(self, total, ctx)
-
-    monkeypatch.setattr(ColumnSubset, "finish", spy)
-    return sizes
 
 
 @pytest.mark.filterwarnings("ignore:alphas is deprecated:DeprecationWarning")  # this glum needs alphas=

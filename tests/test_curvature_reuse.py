@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from model_helpers import enet_logistic_kkt as _kkt_violation
 from model_helpers import enet_logistic_objective as _objective
+from model_helpers import restricted_gram_sizes
 import scipy.sparse as sp
 from scipy.special import expit
 
@@ -150,3 +151,16 @@ def test_resume_reuses_the_same_kept_curvature(stop_at, tmp_path):
     assert resumed.info["curvatures_formed"] == whole.info["curvatures_formed"]
     assert resumed.info["curvature_reused"] == whole.info["curvature_reused"]
     np.testing.assert_allclose(resumed.x, whole.x, rtol=0, atol=1e-12)
+
+
+def test_the_path_starts_with_the_intercept_curvature_alone(monkeypatch):
+    """The fit at the path's start (every penalised coefficient 0) forms the ``1 x 1``
+    curvature of the intercept, not the whole Gram, and still finds ``alpha_max`` of the
+    intercept-only model: ``max_j |A_j^T (mean(y) - y)| / (n l1_ratio)``, computed here."""
+    A, y = _one_hot(seed=4)
+    sizes = restricted_gram_sizes(monkeypatch)
+    grams = _grams(monkeypatch)
+    path = dsketch.fit_path((A, y), "logistic", l1_ratio=RATIO, n_alphas=3, eps=0.3, fit_intercept=True)
+    assert path.success and sizes[0] == 1 and grams[0] == len(sizes)  # no whole Gram at all
+    expected = np.abs(A.T @ (y.mean() - y)).max() / (y.size * RATIO)
+    assert path.alpha_max == pytest.approx(expected, rel=1e-10)
