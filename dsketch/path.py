@@ -58,7 +58,8 @@ class PathResult:
         the intercept-only model, or of the zero model without an intercept).
     n_iter, n_passes : ndarray of shape (n_alphas,)
         Newton iterations and passes over A of each alpha's fit (``n_passes_start``: of the
-        fit that found ``alpha_max``).
+        fit that found ``alpha_max``; 0 at an alpha whose L1 weight is at least every
+        penalised gradient of that fit's null model, which is then the solution as it is).
     n_active : ndarray of shape (n_alphas,)
         Nonzero penalised coefficients at each alpha.
     n_screened : ndarray of shape (n_alphas,)
@@ -147,6 +148,17 @@ def _intercept_only(n_features: int, model: str, fit_intercept: bool) -> np.ndar
     keep = np.zeros(n_features + 1, dtype=bool)
     keep[-1] = True
     return keep
+
+
+def _null_fit(start: FitResult, alpha: float, l1_ratio: float) -> FitResult:
+    """The fit at an alpha whose L1 weight is at least every penalised gradient of the null
+    model ``start`` (the path's start, the first alphas of the grid): that model itself, its
+    KKT conditions hold as they are (the gradient, hence the objective, does not depend on
+    the penalty while the penalised coefficients are 0), with no pass and no iteration. A
+    fit there would read ``A`` to recompute the same gradient, which rounding can put an ulp
+    above the threshold, and move a coefficient to 1e-14 where the answer is 0."""
+    info = {**start.info, "l1": alpha * l1_ratio, "l2": alpha * (1 - l1_ratio)}
+    return replace(start, nit=0, n_passes=0, wall_time=0.0, info=info)
 
 
 def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None, n_alphas: int = 20,
@@ -245,13 +257,20 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
     d = start.x.size  # (columns + intercept) x classes: K entries a row for multinomial
     n_unpen = int(bool(fit_intercept)) * d // (spec.n_features + int(bool(fit_intercept)))
     assert start.jac is not None
-    a_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0)) / l1_ratio
+    g_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0))
+    a_max = g_max / l1_ratio
+    if a_max * l1_ratio < g_max:  # rounded down: the smallest alpha whose L1 weight is g_max or more
+        a_max = float(np.nextafter(a_max, np.inf))
     grid = _grid(a_max, alphas, n_alphas, eps)
     results, screened, readmitted = [], [], []
-    x, grad, prev = start.x, start.jac, a_max
+    x, grad, prev, at_null = start.x, start.jac, a_max, True
     for alpha in grid:
         keep = _screen(grad, x, l1_ratio * (2 * alpha - prev), n_unpen) if screening else None
-        res, inner = one(alpha * l1_ratio, alpha * (1 - l1_ratio), x, keep)
+        at_null = at_null and alpha * l1_ratio >= g_max  # the null model satisfies the KKT conditions
+        if at_null:
+            res, inner = _null_fit(start, alpha, l1_ratio), ProximalCoordinateDescent()
+        else:
+            res, inner = one(alpha * l1_ratio, alpha * (1 - l1_ratio), x, keep)
         results.append(res)
         screened.append(d - n_unpen if keep is None else int(keep[: d - n_unpen].sum()))
         readmitted.append(inner.readmitted)

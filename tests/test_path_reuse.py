@@ -1,7 +1,9 @@
-"""Proximal Newton that keeps a curvature and reuses it (``ProximalCoordinateDescent(reuse=...)``,
-on in regularisation paths): the fits still reach the exact optimum, checked against glum
-and against the KKT conditions on a dense gradient computed here; the passes that reuse it
-form no Gram; a resumed fit takes the same steps."""
+"""The work a regularisation path saves, each saving checked against independent
+references (glum, the KKT conditions on a dense gradient computed here, L-BFGS-B):
+proximal Newton that keeps a curvature and reuses it (``ProximalCoordinateDescent(reuse=...)``,
+on in paths) still reaches the exact optimum, its reusing passes form no Gram, and a resumed
+fit takes the same steps; the fit at the path's start forms the intercept's curvature
+alone; alphas at or above ``alpha_max`` take the null model without a fit."""
 
 import numpy as np
 import pytest
@@ -164,3 +166,21 @@ def test_the_path_starts_with_the_intercept_curvature_alone(monkeypatch):
     assert path.success and sizes[0] == 1 and grams[0] == len(sizes)  # no whole Gram at all
     expected = np.abs(A.T @ (y.mean() - y)).max() / (y.size * RATIO)
     assert path.alpha_max == pytest.approx(expected, rel=1e-10)
+
+
+def test_alphas_at_or_above_alpha_max_take_the_null_model_without_a_pass():
+    """At ``alpha_max`` and above (given alphas) every penalised coefficient is exactly 0 and
+    the intercept is the intercept-only model's, ``logit(mean(y))``, with no pass over A;
+    the KKT conditions hold on a dense gradient computed here. Below it the fits run."""
+    A, y = _one_hot(seed=5)
+    a_max = dsketch.fit_path((A, y), "logistic", l1_ratio=RATIO, n_alphas=1, fit_intercept=True).alpha_max
+    alphas = [2.0 * a_max, a_max, 0.5 * a_max]
+    path = dsketch.fit_path((A, y), "logistic", l1_ratio=RATIO, alphas=alphas, fit_intercept=True,
+                            solver=dsketch.Solver(tol=1e-10))
+    assert path.success and path.alpha_max == a_max
+    assert path.n_passes.tolist()[:2] == [0, 0] and path.n_iter.tolist()[:2] == [0, 0] and path.n_passes[2] > 0
+    for k, alpha in enumerate(path.alphas):
+        assert _kkt_violation(A, y, path.coef[k, :-1], path.coef[k, -1], alpha, RATIO) <= 1e-9
+    assert not path.coef[:2, :-1].any() and path.coef[2, :-1].any()
+    np.testing.assert_allclose(path.coef[:2, -1], np.log(y.mean() / (1 - y.mean())), rtol=1e-9)
+    assert path.results[1].info["l1"] == a_max * RATIO
