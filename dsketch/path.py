@@ -244,16 +244,20 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
     params = dict(model_params or {})
     screening, restricted = screens
 
-    def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None) -> tuple[FitResult, ProximalCoordinateDescent]:
+    def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None,
+            tol: float = sol.tol) -> tuple[FitResult, ProximalCoordinateDescent]:
         inner = ProximalCoordinateDescent(screen=screen, restrict=RESTRICT_SHARE if restricted else 0.0,
-                                          reuse=REUSE)
+                                          reuse=REUSE, on_support=True)
         res = fit(spec, model, model_params={**params, "l1": l1, "l2": l2}, fit_intercept=fit_intercept,
-                  curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner), cluster=clu,
+                  curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner, tol=tol), cluster=clu,
                   x0=x0, seed=seed)
         return res, inner
 
+    # the null model is the answer at alpha_max and above (_null_fit): as accurate as a fit
+    # there, which would start where this one ends (at a relative gradient of tol), to tol
     start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros",
-                   _intercept_only(spec.n_features, model, fit_intercept) if screening and restricted else None)
+                   _intercept_only(spec.n_features, model, fit_intercept) if screening and restricted else None,
+                   sol.tol**2)
     d = start.x.size  # (columns + intercept) x classes: K entries a row for multinomial
     n_unpen = int(bool(fit_intercept)) * d // (spec.n_features + int(bool(fit_intercept)))
     assert start.jac is not None

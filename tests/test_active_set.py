@@ -96,7 +96,7 @@ def test_the_exact_solve_on_the_support_is_the_minimiser_of_the_model(screened, 
         return out
 
     monkeypatch.setattr(prox.ProximalCoordinateDescent, "_on_support", staticmethod(spy))
-    p = ProximalCoordinateDescent().minimise(H, g, x, l1, tol=1e-10, screen=screen)
+    p = ProximalCoordinateDescent(on_support=True).minimise(H, g, x, l1, tol=1e-10, screen=screen)
     assert solved and solved[-1]  # the direction is the solve's
     p_ref, f_ref = _model_by_lbfgsb(H, g, x, l1)
     assert _model_value(H, g, x, l1, p) <= f_ref + 1e-9 * abs(f_ref)

@@ -28,6 +28,9 @@ WARM_SWEEPS = 8
 #: Solves on a support grown by the coordinates that violate the model's KKT conditions off
 #: it, at most, before coordinate descent goes on.
 SUPPORT_ROUNDS = 5
+#: The smallest pivot of that solve's Cholesky factor, relative to the largest diagonal
+#: entry, below which the support's curvature counts as singular and the solve is not tried.
+PIVOT_FLOOR = 1e-12
 
 
 def min_norm_subgradient(grad: np.ndarray, x: np.ndarray, l1: np.ndarray) -> np.ndarray:
@@ -169,6 +172,9 @@ class ProximalCoordinateDescent:
     #: Reuse a kept curvature while each step divides the KKT measure by at least
     #: ``1 / reuse`` (0: form it every iteration).
     reuse: float = 0.0
+    #: After 8, 16, 32, ... sweeps, try the exact minimiser on the support they reached
+    #: (:meth:`_on_support`); False: sweeps only.
+    on_support: bool = False
     #: Curvatures formed and steps taken with a kept one (counts over the fit).
     formed: int = 0
     reused: int = 0
@@ -309,9 +315,10 @@ class ProximalCoordinateDescent:
         p, Hp = np.zeros(x.size), np.zeros(x.size)
         done, used, limit = False, 0, WARM_SWEEPS
         while not done and used < self.max_sweeps:  # sweeps, then the exact minimiser on their support
-            done = self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed), min(limit, self.max_sweeps - used))
-            used, limit = used + limit, 2 * limit
-            if done:
+            step = min(limit, self.max_sweeps - used) if self.on_support else self.max_sweeps
+            done = self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed), step)
+            used, limit = used + step, 2 * limit
+            if done or not self.on_support:
                 break
             direct, violators = self._on_support(H, g, x, l1, tol, p, usable)
             if direct is not None:
@@ -347,10 +354,13 @@ class ProximalCoordinateDescent:
             on = np.flatnonzero(support)
             q = np.where(support | ~usable, 0.0, -x)  # off the support x + q = 0
             moved = np.flatnonzero(q)
+            block = H[np.ix_(on, on)]
             try:
-                factor = cho_factor(H[np.ix_(on, on)], check_finite=False)
+                factor = cho_factor(block, check_finite=False)
             except (LinAlgError, ValueError):  # not positive definite, or no support
                 return None, joined
+            if not np.diag(factor[0]).min(initial=np.inf) ** 2 > PIVOT_FLOOR * np.diag(block).max(initial=0.0):
+                return None, joined  # singular to rounding (more coordinates than rows): the sweeps decide
             q[on] = cho_solve(factor, -(g[on] + l1[on] * sign[on] + H[np.ix_(on, moved)] @ q[moved]),
                               check_finite=False)
             if not np.all(np.isfinite(q[on])):
@@ -362,7 +372,7 @@ class ProximalCoordinateDescent:
                 continue
             off = np.flatnonzero(usable & ~support)
             model_grad = g[off] + H[off] @ q
-            out = np.abs(model_grad) > l1[off] + tol
+            out = np.abs(model_grad) > l1[off]
             if not out.any():
                 return q, joined
             support[off[out]], joined[off[out]] = True, True
