@@ -32,6 +32,10 @@ _ALL_ZERO = 1e300
 #: The largest share of the columns on which a screened fit forms a restricted curvature.
 RESTRICT_SHARE = 0.9
 
+#: A path's fits reuse a curvature while each step divides the KKT measure by at least
+#: ``1 / REUSE`` (:attr:`ProximalCoordinateDescent.reuse`).
+REUSE = 0.03
+
 #: An ``alpha_max`` at or below this is 0 up to rounding (scikit-learn's ``_alpha_grid``
 #: uses the same floor): no default grid is built down from it.
 ALPHA_MAX_FLOOR = float(np.finfo(np.float64).resolution)
@@ -54,7 +58,8 @@ class PathResult:
         the intercept-only model, or of the zero model without an intercept).
     n_iter, n_passes : ndarray of shape (n_alphas,)
         Newton iterations and passes over A of each alpha's fit (``n_passes_start``: of the
-        fit that found ``alpha_max``).
+        fit that found ``alpha_max``; 0 at an alpha whose L1 weight is at least every
+        penalised gradient of that fit's null model, which is then the solution as it is).
     n_active : ndarray of shape (n_alphas,)
         Nonzero penalised coefficients at each alpha.
     n_screened : ndarray of shape (n_alphas,)
@@ -132,6 +137,28 @@ def _screen(grad: np.ndarray, x: np.ndarray, threshold: float, n_unpenalized: in
     if n_unpenalized:
         keep[x.size - n_unpenalized :] = True
     return keep
+
+
+def _intercept_only(n_features: int, model: str, fit_intercept: bool) -> np.ndarray | None:
+    """The screen of the fit at the path's start, where every penalised coefficient stays 0:
+    the intercept alone (its curvature is then its own ``1 x 1`` block, where the whole
+    ``d x d`` Gram served nothing), or None (no intercept, or the ``K`` of a multinomial)."""
+    if not fit_intercept or model == "multinomial":
+        return None
+    keep = np.zeros(n_features + 1, dtype=bool)
+    keep[-1] = True
+    return keep
+
+
+def _null_fit(start: FitResult, alpha: float, l1_ratio: float) -> FitResult:
+    """The fit at an alpha whose L1 weight is at least every penalised gradient of the null
+    model ``start`` (the path's start, the first alphas of the grid): that model itself, its
+    KKT conditions hold as they are (the gradient, hence the objective, does not depend on
+    the penalty while the penalised coefficients are 0), with no pass and no iteration. A
+    fit there would read ``A`` to recompute the same gradient, which rounding can put an ulp
+    above the threshold, and move a coefficient to 1e-14 where the answer is 0."""
+    info = {**start.info, "l1": alpha * l1_ratio, "l2": alpha * (1 - l1_ratio)}
+    return replace(start, nit=0, n_passes=0, wall_time=0.0, info=info)
 
 
 def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None, n_alphas: int = 20,
@@ -217,24 +244,37 @@ def _run(spec: Any, model: str, alphas: np.ndarray | None, l1_ratio: float, n_al
     params = dict(model_params or {})
     screening, restricted = screens
 
-    def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None) -> tuple[FitResult, ProximalCoordinateDescent]:
-        inner = ProximalCoordinateDescent(screen=screen, restrict=RESTRICT_SHARE if restricted else 0.0)
+    def one(l1: float, l2: float, x0: Any, screen: np.ndarray | None,
+            tol: float = sol.tol) -> tuple[FitResult, ProximalCoordinateDescent]:
+        inner = ProximalCoordinateDescent(screen=screen, restrict=RESTRICT_SHARE if restricted else 0.0,
+                                          reuse=REUSE, on_support=True)
         res = fit(spec, model, model_params={**params, "l1": l1, "l2": l2}, fit_intercept=fit_intercept,
-                  curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner), cluster=clu,
+                  curvature=curvature, solver=replace(sol, method="prox-newton", inner=inner, tol=tol), cluster=clu,
                   x0=x0, seed=seed)
         return res, inner
 
-    start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros", None)
+    # the null model is the answer at alpha_max and above (_null_fit): as accurate as a fit
+    # there, which would start where this one ends (at a relative gradient of tol), to tol
+    start, _ = one(_ALL_ZERO, 0.0, "auto" if fit_intercept else "zeros",
+                   _intercept_only(spec.n_features, model, fit_intercept) if screening and restricted else None,
+                   sol.tol**2)
     d = start.x.size  # (columns + intercept) x classes: K entries a row for multinomial
     n_unpen = int(bool(fit_intercept)) * d // (spec.n_features + int(bool(fit_intercept)))
     assert start.jac is not None
-    a_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0)) / l1_ratio
+    g_max = float(np.max(np.abs(start.jac[: d - n_unpen]), initial=0.0))
+    a_max = g_max / l1_ratio
+    if a_max * l1_ratio < g_max:  # rounded down: the smallest alpha whose L1 weight is g_max or more
+        a_max = float(np.nextafter(a_max, np.inf))
     grid = _grid(a_max, alphas, n_alphas, eps)
     results, screened, readmitted = [], [], []
-    x, grad, prev = start.x, start.jac, a_max
+    x, grad, prev, at_null = start.x, start.jac, a_max, True
     for alpha in grid:
         keep = _screen(grad, x, l1_ratio * (2 * alpha - prev), n_unpen) if screening else None
-        res, inner = one(alpha * l1_ratio, alpha * (1 - l1_ratio), x, keep)
+        at_null = at_null and alpha * l1_ratio >= g_max  # the null model satisfies the KKT conditions
+        if at_null:
+            res, inner = _null_fit(start, alpha, l1_ratio), ProximalCoordinateDescent()
+        else:
+            res, inner = one(alpha * l1_ratio, alpha * (1 - l1_ratio), x, keep)
         results.append(res)
         screened.append(d - n_unpen if keep is None else int(keep[: d - n_unpen].sum()))
         readmitted.append(inner.readmitted)

@@ -56,3 +56,40 @@ def poisson_offset_data(rng: np.random.Generator, n: int = 1200, d: int = 12, k:
     offset = np.log(rng.uniform(0.5, 2.0, n))
     y = rng.poisson(np.exp(A @ beta + 0.2 + offset)).astype(float)
     return A, y, offset
+
+
+def enet_logistic_objective(A, y, coef, icpt, alpha, r) -> float:
+    """The elastic-net logistic objective of a regularisation path (glum's ``alpha`` and
+    ``l1_ratio`` ``r``; the intercept ``icpt`` unpenalised), computed densely."""
+    eta = A @ coef + icpt
+    return float(np.mean(np.logaddexp(0.0, eta) - y * eta)) + alpha * (
+        r * np.abs(coef).sum() + 0.5 * (1 - r) * coef @ coef)
+
+
+def enet_logistic_kkt(A, y, coef, icpt, alpha, r) -> float:
+    """The largest violation of the KKT conditions of :func:`enet_logistic_objective`,
+    from a dense gradient."""
+    from scipy.special import expit
+
+    resid = expit(A @ coef + icpt) - y
+    g = np.asarray(A.T @ resid).ravel() / y.size + alpha * (1 - r) * coef
+    l1 = alpha * r
+    nz = coef != 0.0
+    out = np.r_[np.abs(g[nz] + l1 * np.sign(coef[nz])), np.maximum(np.abs(g[~nz]) - l1, 0.0), abs(resid.mean())]
+    return float(out.max())
+
+
+def restricted_gram_sizes(monkeypatch) -> list[int]:
+    """Record the number of columns of every restricted curvature formed (a list that the
+    fits append to)."""
+    from dsketch.sketch.columns import ColumnSubset
+
+    sizes: list[int] = []
+    finish = ColumnSubset.finish
+
+    def spy(self, total, ctx):
+        sizes.append(int(self.cols.size))
+        return finish(self, total, ctx)
+
+    monkeypatch.setattr(ColumnSubset, "finish", spy)
+    return sizes

@@ -5,6 +5,9 @@ KKT conditions on a dense gradient."""
 
 import numpy as np
 import pytest
+from model_helpers import enet_logistic_kkt as _kkt_violation
+from model_helpers import enet_logistic_objective as _objective
+from model_helpers import restricted_gram_sizes as _restricted_sizes
 from scipy.optimize import minimize
 
 from dsketch.solvers.proximal import ProximalCoordinateDescent
@@ -54,6 +57,57 @@ def test_coordinate_descent_minimises_the_penalised_quadratic_model(seed):
     np.testing.assert_allclose(z, z_ref, atol=1e-6)
 
 
+def _nested_one_hot_model(seed, l1_value):
+    """The quadratic model of a one-hot logistic fit whose columns are nearly collinear (60
+    levels nested in 8 groups, as flights' tail numbers in carriers; a third categorical;
+    an unpenalised intercept), where coordinate descent converges slowly."""
+    rng = np.random.default_rng(seed)
+    n, d = 3000, 81
+    sub = rng.integers(0, 60, n)
+    A = np.zeros((n, d))
+    A[np.arange(n), sub] = 1.0
+    A[np.arange(n), 60 + sub % 8] = 1.0
+    A[np.arange(n), 68 + rng.integers(0, 12, n)] = 1.0
+    A[:, -1] = 1.0
+    D = rng.uniform(0.1, 0.25, n)
+    H = A.T @ (D[:, None] * A) / n + 1e-4 * np.eye(d)
+    x = np.where(rng.random(d) < 0.3, 0.3 * rng.standard_normal(d), 0.0)
+    l1 = np.full(d, l1_value)
+    l1[-1] = 0.0
+    return H, 0.05 * rng.standard_normal(d), x, l1
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_the_exact_solve_on_the_support_is_the_minimiser_of_the_model(screened, monkeypatch):
+    """A model on which the sweeps converge slowly is minimised by the Cholesky solve on
+    the support the first sweeps reach, grown by the coordinates that violate the model's
+    KKT conditions off it (with a screen that leaves out half the coordinates, some of
+    which must enter): L-BFGS-B's minimiser of the same model."""
+    import dsketch.solvers.proximal as prox
+
+    H, g, x, l1 = _nested_one_hot_model(0, 0.02)
+    screen = (np.arange(x.size) % 2 == 0) | (l1 == 0.0) if screened else None
+    solved = []
+    on_support = prox.ProximalCoordinateDescent._on_support
+
+    def spy(*args):
+        out = on_support(*args)
+        solved.append(out[0] is not None)
+        return out
+
+    monkeypatch.setattr(prox.ProximalCoordinateDescent, "_on_support", staticmethod(spy))
+    p = ProximalCoordinateDescent(on_support=True).minimise(H, g, x, l1, tol=1e-10, screen=screen)
+    assert solved and solved[-1]  # the direction is the solve's
+    p_ref, f_ref = _model_by_lbfgsb(H, g, x, l1)
+    assert _model_value(H, g, x, l1, p) <= f_ref + 1e-9 * abs(f_ref)
+    z, z_ref = x + p, x + p_ref
+    assert 0 < np.count_nonzero(z) < x.size
+    if screened:
+        assert np.any((z != 0.0) & ~screen)  # a coordinate the screen left out entered
+    np.testing.assert_array_equal(z != 0.0, np.abs(z_ref) > 1e-7)
+    np.testing.assert_allclose(z, z_ref, atol=1e-5)
+
+
 # ------------------------------------------------------------------ restricted Gram
 @pytest.mark.parametrize("kind", ["exact", "uniform"])
 @pytest.mark.parametrize("sparse", [False, True])
@@ -83,6 +137,32 @@ def test_column_restricted_gram_is_the_dense_sub_block(sparse, kind):
     np.testing.assert_allclose(gram, ref, rtol=1e-12, atol=1e-12)
 
 
+def test_column_gram_kernel_reads_non_canonical_rows_and_fills_the_upper_triangle():
+    """The column-map Gram kernel on a CSR block with unsorted and duplicate entries (and
+    rows with no entry in the subset): the upper triangle of ``A_S^T diag(w) A_S`` computed
+    densely here, the strict lower triangle left 0; mirrored, the whole matrix."""
+    import scipy.sparse as sp
+
+    from dsketch.sketch._sparse_gram import csr_weighted_gram_upper, mirror_upper
+
+    rng = np.random.default_rng(11)
+    n, d = 200, 30
+    rows = np.repeat(np.arange(n), 5)
+    cols_all = rng.integers(0, d, rows.size)  # duplicates within a row, in no order
+    vals = rng.standard_normal(rows.size)
+    A = sp.csr_matrix((vals, cols_all, np.arange(0, rows.size + 1, 5)), shape=(n, d))
+    assert not A.has_canonical_format
+    w = rng.uniform(-1.0, 2.0, n)
+    w[::9] = 0.0
+    cols = np.array([1, 2, 5, 13, 14, 29])
+    dense = A.toarray()[:, cols]
+    ref = dense.T @ (w[:, None] * dense)
+    upper = csr_weighted_gram_upper(A, w, cols)
+    np.testing.assert_allclose(np.triu(upper), np.triu(ref), rtol=1e-12, atol=1e-12)
+    assert not np.tril(upper, -1).any()
+    np.testing.assert_allclose(mirror_upper(upper), ref, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------ paths
 def _sparse_logistic(seed=4, n=2500, d=60, k=8):
     import scipy.sparse as sp
@@ -94,39 +174,6 @@ def _sparse_logistic(seed=4, n=2500, d=60, k=8):
     beta[:k] = rng.choice([-1.0, 1.0], k) * rng.uniform(0.8, 2.0, k)
     y = (rng.random(n) < expit(A @ beta - 0.2)).astype(float)
     return A, y
-
-
-def _objective(A, y, coef, icpt, alpha, r):
-    eta = A @ coef + icpt
-    return float(np.mean(np.logaddexp(0.0, eta) - y * eta)) + alpha * (
-        r * np.abs(coef).sum() + 0.5 * (1 - r) * coef @ coef)
-
-
-def _kkt_violation(A, y, coef, icpt, alpha, r):
-    """The largest violation of the KKT conditions, from a dense gradient computed here."""
-    from scipy.special import expit
-
-    resid = expit(A @ coef + icpt) - y
-    g = np.asarray(A.T @ resid).ravel() / y.size + alpha * (1 - r) * coef
-    l1 = alpha * r
-    nz = coef != 0.0
-    out = np.r_[np.abs(g[nz] + l1 * np.sign(coef[nz])), np.maximum(np.abs(g[~nz]) - l1, 0.0), abs(resid.mean())]
-    return float(out.max())
-
-
-def _restricted_sizes(monkeypatch):
-    """Record the number of columns of every restricted curvature formed."""
-    from dsketch.sketch.columns import ColumnSubset
-
-    sizes = []
-    finish = ColumnSubset.finish
-
-    def spy(self, total, ctx):
-        sizes.append(int(self.cols.size))
-        return finish(self, total, ctx)
-
-    monkeypatch.setattr(ColumnSubset, "finish", spy)
-    return sizes
 
 
 @pytest.mark.filterwarnings("ignore:alphas is deprecated:DeprecationWarning")  # this glum needs alphas=

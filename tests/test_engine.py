@@ -194,6 +194,10 @@ def _spec(n: int, d: int, *, chunk: int, sparse: bool = False, nnz: int = 0, dty
         # partial asks for 2 x 32 MB of A a block: 533,333 rows
         (5_000_000, 2000, True, 50_000_000, 524288),
         (250_000, 2000, True, 2_125_000, 131072),  # the same, smaller: two blocks remain
+        # one-hot flights, 6 entries a row: two halves in multiples of 16,384 rows (n / 16
+        # down to a power of two), 163,840 + 163,506, not 262,144 + 65,202
+        (327_346, 3295, True, 1_988_662, 163840),
+        (200_000, 2000, True, 4_000_000, 106496),  # the sparse path benchmark at 1/10: 106,496 + 93,504
         (20_000_000, 10, False, 0, 524288),  # narrow dense, 80 B a row: 838,860 rows
         (50_000_000, 2, False, 0, 1048576),  # 16 B a row: 4,194,304 rows, capped at 2**20
         (300_000, 40, False, 0, 16384),  # n / 16 = 18,750 rows, down to a power of two

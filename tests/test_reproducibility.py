@@ -103,7 +103,8 @@ def test_row_blocks_cut_every_row_once():
 
 
 @pytest.mark.parametrize(("n", "d", "density"), [(20_000, 20, 1.0), (10**6, 100, 1.0), (3_000, 5, 1.0),
-                                                 (5 * 10**6, 2000, 0.004), (10**7, 10, 1.0), (50_000, 4000, 1.0)])
+                                                 (5 * 10**6, 2000, 0.004), (10**7, 10, 1.0), (50_000, 4000, 1.0),
+                                                 (327_346, 3295, 0.00185), (200_000, 2000, 0.01)])
 def test_default_blocks_read_whole_default_chunks(n, d, density):
     """A store written with the default chunking is read chunk-aligned by the default blocks."""
     from dsketch.store.spec import ProblemSpec

@@ -75,16 +75,72 @@ def symmetric_part(G: np.ndarray) -> np.ndarray:
     return _symmetric_part(G, np.empty_like(G))
 
 
-def csr_weighted_gram(A: sp.csr_matrix | sp.csr_array, w: np.ndarray) -> np.ndarray:
-    """``A^T diag(w) A`` for a CSR ``A`` (any weights' signs) as a symmetric float64 array."""
+@numba.njit(cache=True, nogil=True)
+def _add_upper_gram_cols(G: Any, indptr: Any, indices: Any, data: Any, w: Any, pos: Any,
+                         width: int) -> None:  # pragma: no cover - compiled
+    """:func:`_add_upper_gram` on the columns ``j`` with ``pos[j] >= 0`` only, column ``j``
+    landing at ``pos[j]``: each row's kept entries are gathered first (in their order)."""
+    at = np.empty(width, dtype=np.int64)
+    val = np.empty(width, dtype=np.float64)
+    for r in range(indptr.size - 1):
+        wr = w[r]
+        if wr == 0.0:
+            continue
+        m = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            j = pos[indices[p]]
+            if j >= 0:
+                at[m] = j
+                val[m] = np.float64(data[p])
+                m += 1
+        for a in range(m):
+            row = G[at[a]]
+            v = wr * val[a]
+            for b in range(a, m):
+                row[at[b]] += v * val[b]
+
+
+def mirror_upper(G: np.ndarray) -> np.ndarray:
+    """``G`` (square float64, in place) with its strict upper triangle copied onto the lower."""
+    return _mirror_upper(G)  # type: ignore[no-any-return]
+
+
+def _canonical(A: sp.csr_matrix | sp.csr_array) -> sp.csr_matrix:
     A = sp.csr_matrix(A)
     if not A.has_canonical_format:
         A = A.copy()
         A.sum_duplicates()
+    return A
+
+
+def _row_weights(A: sp.csr_matrix, w: np.ndarray) -> np.ndarray:
     w = np.ascontiguousarray(w, dtype=np.float64)
     if w.shape != (A.shape[0],):
         # internal: the engine passes one weight per row of the block
         raise ValueError(f"weights of shape {w.shape} for a block of {A.shape[0]} rows")
+    return w
+
+
+def csr_weighted_gram_upper(A: sp.csr_matrix | sp.csr_array, w: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The upper triangle (the strict lower one left 0) of ``A_S^T diag(w) A_S`` for the
+    columns ``S = cols`` (sorted, unique) of a CSR ``A``, without forming ``A_S``: the same
+    sums, in the same order, as :func:`csr_weighted_gram` of ``A[:, cols]``. Upper
+    triangles add up over row blocks; :func:`mirror_upper` completes their sum once."""
+    A = _canonical(A)
+    w = _row_weights(A, w)
+    pos = np.full(A.shape[1], -1, dtype=np.int64)
+    pos[np.asarray(cols, dtype=np.int64)] = np.arange(len(cols), dtype=np.int64)
+    data = A.data if A.data.dtype in (np.float32, np.float64) else A.data.astype(np.float64)
+    width = int(np.diff(A.indptr).max(initial=0))
+    G = np.zeros((len(cols), len(cols)))  # NumPy's allocation: see csr_weighted_gram
+    _add_upper_gram_cols(G, A.indptr, A.indices, data, w, pos, width)
+    return G
+
+
+def csr_weighted_gram(A: sp.csr_matrix | sp.csr_array, w: np.ndarray) -> np.ndarray:
+    """``A^T diag(w) A`` for a CSR ``A`` (any weights' signs) as a symmetric float64 array."""
+    A = _canonical(A)
+    w = _row_weights(A, w)
     data = A.data if A.data.dtype in (np.float32, np.float64) else A.data.astype(np.float64)
     # NumPy's allocation, not the compiled code's: NumPy asks the kernel for huge pages on
     # large arrays (madvise), and the kernel's scattered updates then miss the TLB far less

@@ -133,7 +133,7 @@ class NewtonSolver:
         with ``Status.NUMERICAL_ERROR``."""
         if state.grad is None:
             state = self._pass(state, self._curvature_sketch(state.x) if self._curvature_wanted(state) else None)
-        if np.isfinite(state.loss) and self._curvature_wanted(state) and (state.hess is None or self._misses(state)):
+        if np.isfinite(state.loss) and (self._misses(state) if state.hess is not None else self._curvature_wanted(state)):
             # the inner solver asks for the curvature now, or a restricted one lacks a column
             # whose gradient violates the KKT conditions: compute it again with that column
             state = self._pass(replace(state, grad=None), self._curvature_sketch(state.x, state.grad))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from dsketch.solvers._coordinate import sweep
 from dsketch.solvers.inner import Direction
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
     from dsketch.solvers.newton import IterationState, NewtonSolver
 
 logger = logging.getLogger("dsketch")
+
+#: Sweeps of coordinate descent after which the inner solve tries the exact minimiser on the
+#: support they reached (:meth:`ProximalCoordinateDescent._on_support`).
+WARM_SWEEPS = 8
+#: Solves on a support grown by the coordinates that violate the model's KKT conditions off
+#: it, at most, before coordinate descent goes on.
+SUPPORT_ROUNDS = 5
+#: The smallest pivot of that solve's Cholesky factor, relative to the largest diagonal
+#: entry, below which the support's curvature counts as singular and the solve is not tried.
+PIVOT_FLOOR = 1e-12
 
 
 def min_norm_subgradient(grad: np.ndarray, x: np.ndarray, l1: np.ndarray) -> np.ndarray:
@@ -134,6 +145,19 @@ class ProximalCoordinateDescent:
     the solver widens the columns to whole features (all ``K`` classes of each) and forms the
     whole Hessian on them when the model allows it (``full_for``): the restricted branch then
     couples the classes, where the blocks would converge linearly.
+
+    With ``reuse > 0`` (a regularisation path's fits) a curvature, once formed, is kept
+    (:meth:`wants_curvature`) and the next iterations minimise the model with it while each
+    step divides the KKT measure (the least-norm subgradient's norm) by at least
+    ``1 / reuse`` and is taken whole: their passes over ``A`` compute loss and gradient only,
+    where forming the exact Gram of a few thousand one-hot columns costs several times a
+    gradient. The direction is then a proximal quasi-Newton step; its fixed points are the
+    minimisers of the objective (the gradient is exact, the line search on the true
+    objective), and the stopping rule is unchanged. A curvature is formed afresh at the next
+    iterate after a step that contracted less or was shortened, and at once when the kept one
+    lacks a column the direction needs (one that violates the KKT conditions). Models whose
+    curvature has an exact low-rank part or comes in blocks (K outputs) form it every
+    iteration, as without ``reuse``.
     """
 
     forcing: float = 1e-3
@@ -145,30 +169,78 @@ class ProximalCoordinateDescent:
     #: Restrict the curvature to the screened columns while they are at most this share of
     #: all (0: never; needs ``screen``).
     restrict: float = 0.0
+    #: Reuse a kept curvature while each step divides the KKT measure by at least
+    #: ``1 / reuse`` (0: form it every iteration).
+    reuse: float = 0.0
+    #: After 8, 16, 32, ... sweeps, try the exact minimiser on the support they reached
+    #: (:meth:`_on_support`); False: sweeps only.
+    on_support: bool = False
+    #: Curvatures formed and steps taken with a kept one (counts over the fit).
+    formed: int = 0
+    reused: int = 0
     _needed: np.ndarray | None = field(default=None, init=False, repr=False)
+    #: The kept curvature: ``(H~, its columns or None for all)``.
+    _kept: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, init=False, repr=False)
+    _refresh: bool = field(default=False, init=False, repr=False)
+    _l1: np.ndarray | None = field(default=None, init=False, repr=False)
     handles_l1 = True
     needs_curvature = True
     second_order = True
     adapts_sketch = False
 
     def solve(self, state: IterationState, problem: NewtonSolver) -> Direction:
-        assert state.hess is not None and state.grad is not None
+        assert state.grad is not None
         x, g = state.x, state.grad
-        l1 = problem.model.l1_weights(x.size)
+        l1 = self._l1 = problem.model.l1_weights(x.size)
+        H, cols, kept = self._curvature(state, problem)
         kkt = np.abs(min_norm_subgradient(g, x, l1))
         tol = self.forcing * float(kkt.max()) if kkt.size else 0.0
-        if state.hess.ndim == 3:  # the K diagonal blocks of a K-output model: one class at a time
-            p = self.minimise_blocks(state.hess, g, x, l1, tol)
+        if H.ndim == 3:  # the K diagonal blocks of a K-output model: one class at a time
+            p = self.minimise_blocks(H, g, x, l1, tol)
             if getattr(problem.model, "shift_invariant", False):
-                p = _shifted(p, g, x, l1, state.penalty_hess, state.hess.shape[0])
-        elif state.hess_cols is None:
-            p = self.minimise(_positive_diagonal(state.hess), g, x, l1, tol, self.screen)
+                p = _shifted(p, g, x, l1, state.penalty_hess, H.shape[0])
+        elif cols is None:
+            p = self.minimise(_positive_diagonal(H), g, x, l1, tol, self.screen)
         else:  # the model over the columns of a restricted curvature, p = 0 elsewhere
-            cols = state.hess_cols
             p = np.zeros(x.size)
-            p[cols] = self.minimise(_positive_diagonal(state.hess), g[cols], x[cols], l1[cols], tol)
+            p[cols] = self.minimise(_positive_diagonal(H), g[cols], x[cols], l1[cols], tol)
         delta = _decrease(p, g, x, l1)
-        return Direction(p=p, gp=delta, decrement=float(np.sqrt(max(-delta, 0.0))), linear=state.hess.ndim == 3)
+        return Direction(p=p, gp=delta, decrement=float(np.sqrt(max(-delta, 0.0))), linear=H.ndim == 3 or kept)
+
+    def _curvature(self, state: IterationState, problem: NewtonSolver) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """The curvature of the step at ``state`` and its columns (None: all): the one formed
+        there (kept, with ``reuse``, where it can be), or else the kept one; and whether it
+        is the kept one."""
+        # the next iterate forms a curvature unless the last step contracted fast (Newton
+        # steps until they do; then the kept curvature until a step does not)
+        fast = state.prev_gnorm is not None and state.grad_norm <= self.reuse * state.prev_gnorm
+        self._refresh = not fast or state.step < 1.0
+        if state.hess is not None:
+            self.formed += 1
+            if self.reuse > 0.0 and state.hess.ndim == 2 and state.lowrank is None and problem.n_outputs == 1:
+                self._kept = (state.hess, state.hess_cols)  # the penalty is the same at every iterate
+            return state.hess, state.hess_cols, False
+        if self._kept is None:  # internal: wants_curvature asks for one until one is kept
+            raise RuntimeError("proximal coordinate descent has no curvature to reuse")
+        self.reused += 1
+        return self._kept[0], self._kept[1], True
+
+    def wants_curvature(self, state: IterationState) -> bool:
+        """Whether the pass at ``state`` (or, after :meth:`solve` there, the fused pass
+        towards the next iterate) should form the curvature: always without ``reuse``;
+        with it, when none is kept, after a poor step, and when the kept one lacks a column
+        the direction needs."""
+        if not self.reuse > 0.0 or self._kept is None or self._refresh or state.step < 1.0:
+            return True
+        assert self._l1 is not None  # set by the solve that kept the curvature
+        needed, held = self.curvature_columns(state.x, state.grad, self._l1), self._kept[1]
+        if held is None:
+            return False
+        return needed is None or not np.all(np.isin(needed, held, assume_unique=True))
+
+    def describe(self) -> dict[str, object]:
+        """What the result's ``info`` records: curvatures formed, steps with a kept one."""
+        return {"curvatures_formed": int(self.formed), "curvature_reused": int(self.reused)}
 
     def minimise_blocks(self, blocks: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray,
                         tol: float) -> np.ndarray:
@@ -201,18 +273,34 @@ class ProximalCoordinateDescent:
 
     def state_dict(self) -> dict[str, object]:
         """What a checkpoint keeps so that a resumed fit restricts its curvature to the same
-        columns (the needed set only grows during a fit) and counts on from its readmissions."""
-        out: dict[str, object] = {"readmitted": int(self.readmitted)}
+        columns (the needed set only grows during a fit), reuses the same kept curvature and
+        counts on from its readmissions."""
+        out: dict[str, object] = {"readmitted": int(self.readmitted), "formed": int(self.formed),
+                                  "reused": int(self.reused), "refresh": int(self._refresh)}
         if self._needed is not None:
             out["needed"] = np.flatnonzero(self._needed)
             out["n_coef"] = int(self._needed.size)
+        if self._kept is not None:
+            out["kept_hess"] = self._kept[0]
+            if self._kept[1] is not None:
+                out["kept_cols"] = self._kept[1]
+            out["l1"] = self._l1  # set by the solve that kept it
         return out
 
     def load_state_dict(self, saved: dict[str, object]) -> None:
         self.readmitted = int(saved["readmitted"])  # type: ignore[call-overload]
+        self.formed = int(saved.get("formed", 0))  # type: ignore[call-overload]
+        self.reused = int(saved.get("reused", 0))  # type: ignore[call-overload]
+        self._refresh = bool(int(saved.get("refresh", 0)))  # type: ignore[call-overload]
         if "needed" in saved:
             self._needed = np.zeros(int(saved["n_coef"]), dtype=bool)  # type: ignore[call-overload]
             self._needed[np.asarray(saved["needed"], dtype=np.int64)] = True
+        if "kept_hess" in saved:
+            cols = saved.get("kept_cols")
+            self._kept = (np.asarray(saved["kept_hess"], dtype=np.float64),
+                          None if cols is None else np.asarray(cols, dtype=np.int64))
+        if "l1" in saved:
+            self._l1 = np.asarray(saved["l1"], dtype=np.float64)
 
     def minimise(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float,
                  screen: np.ndarray | None = None) -> np.ndarray:
@@ -225,8 +313,21 @@ class ProximalCoordinateDescent:
         candidates = (x != 0.0) | (l1 == 0.0) | (np.abs(g) > l1)
         allowed = usable & candidates if screen is None else usable & (screen & candidates | (x != 0.0))
         p, Hp = np.zeros(x.size), np.zeros(x.size)
+        done, used, limit = False, 0, WARM_SWEEPS
+        while not done and used < self.max_sweeps:  # sweeps, then the exact minimiser on their support
+            step = min(limit, self.max_sweeps - used) if self.on_support else self.max_sweeps
+            done = self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed), step)
+            used, limit = used + step, 2 * limit
+            if done or not self.on_support:
+                break
+            direct, violators = self._on_support(H, g, x, l1, tol, p, usable)
+            if direct is not None:
+                return direct
+            self.readmitted += int(np.count_nonzero(violators & ~allowed))
+            allowed |= violators  # left-out coordinates that the model's KKT condition takes back
         while True:
-            self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed))
+            if not done:
+                logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", self.max_sweeps, tol)
             out = usable & ~allowed
             # a left-out coordinate (p_j = 0 = x_j) violates the model's KKT where |g_j + (H p)_j| > l1_j
             violators = out & (np.abs(g + Hp) > l1 + tol)
@@ -234,15 +335,59 @@ class ProximalCoordinateDescent:
                 return p
             self.readmitted += int(violators.sum())
             allowed |= violators
+            done = self._descend(H, g, x, l1, tol, p, Hp, np.flatnonzero(allowed), self.max_sweeps)
+
+    @staticmethod
+    def _on_support(H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float, p: np.ndarray,
+                    usable: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The exact minimiser of the model with the support and signs of ``x + p`` fixed
+        (a Cholesky solve on the support) where it is the model's minimiser: its signs are
+        those assumed and every coordinate off the support satisfies the model's KKT
+        condition ``|g_j + (H q)_j| <= l1_j`` (to ``tol``); else None. A coordinate off the
+        support that violates the condition joins it, with the sign that lowers the model,
+        and the solve is repeated (:data:`SUPPORT_ROUNDS` times at most). Also the
+        coordinates that joined or still violate, for the coordinate descent to take back."""
+        z = x + p
+        support = usable & ((z != 0.0) | (l1 == 0.0))
+        sign, joined = np.sign(z), np.zeros(x.size, dtype=bool)
+        for _ in range(SUPPORT_ROUNDS):
+            on = np.flatnonzero(support)
+            q = np.where(support | ~usable, 0.0, -x)  # off the support x + q = 0
+            moved = np.flatnonzero(q)
+            block = H[np.ix_(on, on)]
+            try:
+                factor = cho_factor(block, check_finite=False)
+            except (LinAlgError, ValueError):  # not positive definite, or no support
+                return None, joined
+            if not np.diag(factor[0]).min(initial=np.inf) ** 2 > PIVOT_FLOOR * np.diag(block).max(initial=0.0):
+                return None, joined  # singular to rounding (more coordinates than rows): the sweeps decide
+            q[on] = cho_solve(factor, -(g[on] + l1[on] * sign[on] + H[np.ix_(on, moved)] @ q[moved]),
+                              check_finite=False)
+            if not np.all(np.isfinite(q[on])):
+                return None, joined
+            pen = on[l1[on] > 0.0]
+            flipped = pen[np.sign(x[pen] + q[pen]) != sign[pen]]
+            if flipped.size:  # leave them at 0 and solve again
+                support[flipped] = False
+                continue
+            off = np.flatnonzero(usable & ~support)
+            model_grad = g[off] + H[off] @ q
+            out = np.abs(model_grad) > l1[off]
+            if not out.any():
+                return q, joined
+            support[off[out]], joined[off[out]] = True, True
+            sign[off[out]] = -np.sign(model_grad[out])
+        return None, joined
 
     def _descend(self, H: np.ndarray, g: np.ndarray, x: np.ndarray, l1: np.ndarray, tol: float, p: np.ndarray,
-                 Hp: np.ndarray, everything: np.ndarray) -> None:
+                 Hp: np.ndarray, everything: np.ndarray, limit: int) -> bool:
         """Active-set cyclic sweeps over ``everything`` (``p``, ``Hp`` updated in place; ``Hp``
-        current on all coordinates on return). Sweeps over the active set track ``H p`` on
-        that set only, and ``H p`` is recomputed whole before the next full sweep."""
+        current on all coordinates on return), at most ``limit``; whether a full sweep
+        changed nothing beyond ``tol``. Sweeps over the active set track ``H p`` on that
+        set only, and ``H p`` is recomputed whole before the next full sweep."""
         every = np.arange(x.size)
         coords, track, sweeps = everything, every, 0
-        while sweeps < self.max_sweeps:
+        while sweeps < limit:
             change = sweep(H, g, x, l1, p, Hp, coords, track)
             sweeps += 1
             if change > tol:
@@ -252,11 +397,11 @@ class ProximalCoordinateDescent:
                     track = coords if 2 * coords.size < x.size else every
                 continue
             if coords is everything:
-                return
+                return True
             coords = everything
             if track is not every:
                 Hp[:] = H @ p
                 track = every
         if track is not every:
             Hp[:] = H @ p
-        logger.debug("proximal coordinate descent: %d sweeps without reaching %.3g", sweeps, tol)
+        return False

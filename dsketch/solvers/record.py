@@ -68,8 +68,12 @@ def checkpoint_of(state: IterationState, record: RunRecord, *, n_passes: int, se
 
 def resumed_fields(ckpt: Checkpoint) -> dict[str, Any]:
     """The :class:`~dsketch.solvers.newton.IterationState` fields a checkpoint restores as
-    saved (the iteration count and the stopping rules' scalars)."""
+    saved (the iteration count, the stopping rules' scalars and the step that led to the
+    saved iterate, the history's last, which an inner solver that reuses a curvature reads)."""
     extra: dict[str, Any] = dict(iteration=ckpt.iteration, g0=ckpt.g0, prev_gnorm=ckpt.prev_gnorm, tau=ckpt.tau)
     if ckpt.last_dec is not None:
         extra["last_dec"] = float(ckpt.last_dec)
+    steps = ckpt.history.get("step_size")
+    if steps is not None and len(steps):
+        extra["step"] = float(steps[-1])
     return extra
