@@ -39,7 +39,8 @@ allocations it makes (``--no-memory`` skips the second run).
 Run from the repository root::
 
     python benchmarks/multinomial.py [--scale 1] [--dscale 1] [--classes 10 50]
-        [--problems dense_200 dense_ill_200 sparse_2000] [--solvers 'sklearn lbfgs' 'dsketch defaults'] [--no-memory]
+        [--problems dense_200 dense_ill_200 sparse_2000] [--solvers 'sklearn lbfgs' 'dsketch defaults']
+        [--repeats 1] [--no-memory]
         [--out docs/reproductions/multinomial.md]
 
 ``--compare-preconditioners`` instead fits dsketch alone in memory (threads, exact curvature)
@@ -59,7 +60,7 @@ import tempfile
 import time
 import tracemalloc
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,15 +127,23 @@ class Row:
     passes: int | None = None
     f: float = float("nan")
     note: str = ""
-    #: ``(seconds, objective)`` along the fit (empty: only the end is known)
-    trace: list[tuple[float, float]] | None = None
+    #: ``(seconds, [(seconds, objective) along the fit])`` of each timed run (an empty list:
+    #: only the end is known)
+    runs: list[tuple[float, list[tuple[float, float]]]] = field(default_factory=list)
+
+    @property
+    def traced(self) -> bool:
+        return any(trace for _, trace in self.runs)
 
     def to_target(self, best: float) -> float:
-        """Seconds until the objective first came within :data:`TARGET` of ``best`` (the whole
-        fit's seconds where no trace was recorded; NaN where it never did)."""
-        if not self.trace:
-            return self.seconds if self.f - best <= TARGET * abs(best) else float("nan")
-        return next((s for s, f in self.trace if f - best <= TARGET * abs(best)), float("nan"))
+        """Median over the runs of the seconds until the objective first came within
+        :data:`TARGET` of ``best`` (the whole fit's seconds where no trace was recorded; NaN
+        where it never did)."""
+        if self.f - best > TARGET * abs(best):
+            return float("nan")
+        hits = [next((t for t, f in trace if f - best <= TARGET * abs(best)), float("nan")) if trace else sec
+                for sec, trace in self.runs]
+        return float(np.median(hits)) if hits else float("nan")
 
 
 #: ``(seconds since the fit started, objective)`` at every objective evaluation of the fit
@@ -256,21 +265,33 @@ def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
         solvers["dsketch Newton-CG block"] = lambda: dsketch_fit(store, l2, k, "block", 0)
         if d * k <= args.full_max:
             solvers["dsketch Newton-CG full"] = lambda: dsketch_fit(store, l2, k, "full", min(args.full_rows, n))
+        runs: dict[str, list[tuple[float, list[tuple[float, float]]]]] = {}
+        results: dict[str, tuple[np.ndarray, int, int | None]] = {}
+        failed: dict[str, str] = {}
+        for _ in range(args.repeats):  # rounds over the solvers, so that each sees the same load
+            for s, fn in solvers.items():
+                if not wanted(args, s) or s in failed:
+                    continue
+                TRACE.clear()
+                try:
+                    results[s], sec = timed(fn)
+                except Exception as exc:  # a solver's failure is reported, not fatal
+                    failed[s] = f"failed: {type(exc).__name__}: {exc}"[:160]
+                    continue
+                trace = list(TRACE)
+                if s.startswith("dsketch") and trace:  # its clock starts with the iterations: setup before
+                    trace = [(t + sec - trace[-1][0], f) for t, f in trace]
+                runs.setdefault(s, []).append((sec, trace))
+                print(f"   {s}: {sec:.2f} s, iterations {results[s][1]}, passes {results[s][2]}", flush=True)
         for s, fn in solvers.items():
-            if not wanted(args, s):
-                continue
-            TRACE.clear()
-            try:
-                (X, nit, passes), sec = timed(fn)
-            except Exception as exc:  # a solver's failure is reported, not fatal
-                rows.append(Row(label, s, note=f"failed: {type(exc).__name__}: {exc}"[:160]))
-                continue
-            trace = list(TRACE)
-            peak = peak_mib(fn) if args.memory else float("nan")
-            if s.startswith("dsketch") and trace:  # its clock starts with the iterations: setup before
-                trace = [(t + sec - trace[-1][0], f) for t, f in trace]
-            rows.append(Row(label, s, sec, peak, nit, passes, objective(A, y, X, l2), trace=trace))
-            print(f"   {s}: {sec:.2f} s, peak {peak:.0f} MiB, iterations {nit}, passes {passes}", flush=True)
+            if s in failed:
+                rows.append(Row(label, s, note=failed[s]))
+            elif s in runs:
+                X, nit, passes = results[s]
+                peak = peak_mib(fn) if args.memory else float("nan")
+                rows.append(Row(label, s, float(np.median([t for t, _ in runs[s]])), peak, nit, passes,
+                                objective(A, y, X, l2), runs=runs[s]))
+                print(f"   {s}: peak {peak:.0f} MiB", flush=True)
     return rows
 
 
@@ -296,7 +317,7 @@ def table(rows: list[Row]) -> str:
         ratio = r.seconds / fastest[r.problem] if r.problem in fastest else float("nan")
         hit = r.to_target(best[r.problem])
         ratio_hit = hit / first[r.problem] if r.problem in first else float("nan")
-        whole = "" if r.trace else " (whole fit)"
+        whole = "" if r.traced else " (whole fit)"
         out.append(f"| {r.problem} | {r.solver} | {r.seconds:.2f} | {ratio:.2f} | {hit:.2f}{whole} | {ratio_hit:.2f} | "
                    f"{r.peak_mib:.0f} | {r.nit} | {'–' if r.passes is None else r.passes} | {sub:.1e} | "
                    f"{'yes' if sub <= TARGET else 'no'} |")
@@ -337,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--solvers", nargs="+", default=None,
                     help="run only the solvers whose label contains one of these parts, e.g. 'sklearn lbfgs' "
                          "'dsketch defaults' (default: all)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="timed runs of each fit, in rounds over the solvers; the table shows their medians")
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="skip the second, traced run of each fit that measures its peak driver memory")
     ap.add_argument("--out", default=str(OUT))
@@ -355,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         f"# {title}", "",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Commit: `{commit()}`. "
         f"Machine: {os.cpu_count()} cores. Command: `{command}`.", "",
-        "One fit per solver. Relative suboptimality against the smallest objective any fit reached. Peak driver "
+        f"Medians of {args.repeats} timed run(s) of each solver, in rounds. Relative suboptimality against the "
+        "smallest objective any fit reached. Peak driver "
         "memory: tracemalloc's peak of this process during a second run of the same fit (the timed run is not "
         "traced: tracing every allocation slows a fit in proportion to the allocations it makes). dsketch's fits "
         "run on threads of this "
