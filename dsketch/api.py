@@ -12,7 +12,7 @@ from distributed import Client
 
 from dsketch.engine.client import EMBEDDED_WORKERS, SCHEDULER_ENV
 from dsketch.engine.core import Engine, auto_block_rows
-from dsketch.engine.memory import client_limits, embedded_limits, holds_blocks, thread_limits
+from dsketch.engine.memory import embedded_limits, holds_blocks, thread_limits
 from dsketch.config import (
     FIRST_ORDER,
     Cluster,
@@ -45,7 +45,7 @@ from dsketch.solvers.lbfgs import QuasiNewtonProbe, curvature_passes, multi_outp
 from dsketch.solvers.newton import Callback, NewtonConfig, NewtonSolver
 from dsketch.solvers.result import FitResult
 from dsketch.store import ProblemSpec, open_problem, outputs
-from dsketch.session import client_for, n_threads, on_threads, raise_if_cluster_lost
+from dsketch.session import client_for, engine_for, limits_of, n_threads, on_threads, raise_if_cluster_lost
 from dsketch.store.memory import MemoryProblem, in_memory
 
 logger = logging.getLogger("dsketch")
@@ -175,7 +175,7 @@ def _remote(spec: ProblemSpec, cluster: Cluster) -> bool:
 def _local_limits(spec: ProblemSpec, clu: Cluster) -> Any:
     """The memory limits of a fit that joins no scheduler, known before anything starts."""
     if clu.client is not None:
-        return client_limits(clu.client)
+        return limits_of(clu.client)
     if on_threads(spec, clu.address, clu.n_workers):
         return thread_limits(n_threads(spec, clu.block_rows, clu.bounds))
     return embedded_limits(clu.n_workers or EMBEDDED_WORKERS)
@@ -189,7 +189,7 @@ def _persist(spec: ProblemSpec, model: Model, plan: CurvaturePlan, clu: Cluster,
         return clu.persist
     if isinstance(spec, MemoryProblem):
         return False
-    return holds_blocks(spec, client_limits(client), sketch=plan.kind, sketch_size=plan.size, solver=plan.method,
+    return holds_blocks(spec, limits_of(client), sketch=plan.kind, sketch_size=plan.size, solver=plan.method,
                         block_rows=clu.block_rows, bounds=clu.bounds, model=model, sketch_params=plan.params)
 
 
@@ -351,7 +351,7 @@ def fit(
     saved = _saved(checkpoint, resume, spec, settings)
     with client_for(clu.client, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as c:
         if clu.memory_check and remote:  # the joined scheduler's workers are known now
-            chosen = plan.checked(client_limits(c), spec, mdl, clu)
+            chosen = plan.checked(limits_of(c), spec, mdl, clu)
             if (chosen.method, chosen.kind, chosen.size) != (plan.method, plan.kind, plan.size):
                 # "auto" took the other curvature, or L-BFGS throughout
                 plan, sol = chosen, replace(sol, method=chosen.method)
@@ -361,19 +361,17 @@ def fit(
                         settings[key] = new[key]
                     else:
                         settings.pop(key, None)
-        persist = _persist(spec, mdl, plan, clu, c)
-        engine = Engine(spec, c, block_rows=clu.block_rows, bounds=clu.bounds, persist=persist,
-                        members=mdl.row_members, count_load=clu.persist is not None)
-        clu = replace(clu, persist=persist)
-        try:
-            result = _newton_solver(
-                engine, mdl, plan, sol, clu, seed, callback=callback, settings=settings,
-                checkpoint=None if checkpoint is None else os.fspath(checkpoint)).run(start, resume=saved)
-        except Exception as exc:
-            raise_if_cluster_lost(c, exc, checkpoint)
-            raise
-        finally:
-            engine.close()
+        with engine_for(spec, c, block_rows=clu.block_rows, bounds=clu.bounds,
+                        persist=_persist(spec, mdl, plan, clu, c), members=mdl.row_members,
+                        count_load=clu.persist is not None) as engine:
+            clu = replace(clu, persist=engine.persist)
+            try:
+                result = _newton_solver(
+                    engine, mdl, plan, sol, clu, seed, callback=callback, settings=settings,
+                    checkpoint=None if checkpoint is None else os.fspath(checkpoint)).run(start, resume=saved)
+            except Exception as exc:
+                raise_if_cluster_lost(c, exc, checkpoint)
+                raise
     return replace(result, info={**_info(mdl, spec, plan, sol, clu, seed, len(engine.bounds), fit_intercept),
                                  **result.info})
 

@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 
 from dsketch.api import _problem, fit
-from dsketch.session import client_for, on_threads
+from dsketch.session import client_for, shared_engines
 from dsketch.config import Cluster, Curvature, Solver, as_cluster, as_solver
 from dsketch.errors import InvalidOptionError, InvalidParameterError
 from dsketch.solvers.proximal import ProximalCoordinateDescent
 from dsketch.solvers.result import FitResult
-from dsketch.store.memory import MemoryProblem
 
 #: The L1 strength of the fit at the path's start: every penalised coefficient stays 0.
 _ALL_ZERO = 1e300
@@ -219,20 +218,21 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
                                  "(use 'auto' or 'prox-newton')")
     spec = _problem(data)
     t0 = time.perf_counter()
-    with one_cluster(spec, clu) as bound:
+    with one_cluster(spec, clu) as bound, shared_engines():
         return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol,
                     bound, seed, (screening, restricted_curvature), t0)
 
 
 @contextlib.contextmanager
 def one_cluster(spec: Any, clu: Cluster) -> Iterator[Cluster]:
-    """``clu`` bound to one cluster for many fits of ``spec``: as it is for the threads of
-    this process (each fit's own, nothing to start) or the caller's client; otherwise with
-    the client of a cluster started (or joined) once for all of them."""
-    if isinstance(spec, MemoryProblem) or clu.client is not None or on_threads(spec, clu.address, clu.n_workers):
+    """``clu`` bound to one client for many fits of ``spec``: the caller's client, or the
+    one a fit of ``spec`` would make (the threads of this process, a joined scheduler or an
+    embedded cluster), made once for all of them, so that they can share their engines
+    (:func:`~dsketch.session.shared_engines`)."""
+    if clu.client is not None:
         yield clu
         return
-    with client_for(None, clu.address, clu.n_workers) as client:
+    with client_for(None, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as client:
         yield replace(clu, scheduler=client)
 
 

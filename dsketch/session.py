@@ -1,19 +1,24 @@
 """Where a fit's passes run: the driver's threads, a joined scheduler or an embedded
-cluster (:func:`client_for`), and the one error a fit raises when its cluster goes away
-(:func:`raise_if_cluster_lost`). Shared by :func:`dsketch.fit`, the paths, cross-validation,
-predictions and covariances."""
+cluster (:func:`client_for`), the engines that several fits of one problem share
+(:func:`shared_engines`, :func:`engine_for`), and the one error a fit raises when its
+cluster goes away (:func:`raise_if_cluster_lost`). Shared by :func:`dsketch.fit`, the
+paths, cross-validation, predictions and covariances."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 from distributed import Client
 
 from dsketch.engine.client import SCHEDULER_ENV, connect
-from dsketch.engine.core import auto_block_rows
+from dsketch.engine.core import Engine, auto_block_rows
+from dsketch.engine.memory import MemoryLimits, client_limits
 from dsketch.engine.threads import ThreadClient
 from dsketch.errors import DSketchError
 from dsketch.store import ProblemSpec
@@ -96,3 +101,97 @@ def raise_if_cluster_lost(client: Client, exc: BaseException, checkpoint: Any) -
     raise ClusterConnectionError(
         f"lost the Dask scheduler at {address} during the fit ({type(exc).__name__}: {detail}); {where}"
     ) from None
+
+
+@dataclass
+class _Shared:
+    """What the fits inside one :func:`shared_engines` block share: engines by problem,
+    client and blocks, and each client's memory limits as the first fit saw them."""
+
+    engines: dict[tuple[Any, ...], Engine] = field(default_factory=dict)
+    limits: dict[int, MemoryLimits] = field(default_factory=dict)
+    clients: list[Any] = field(default_factory=list)
+
+
+_SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar("dsketch_shared_engines", default=None)
+
+
+@contextlib.contextmanager
+def shared_engines() -> Iterator[None]:
+    """Let the fits inside this block share their engines (the fits of a path).
+
+    A fit of the same problem on the same client with the same blocks and row members as
+    one before it runs on that fit's :class:`~dsketch.engine.core.Engine`: a store is read
+    (and its blocks held, where the first fit held them) once, an in-memory problem cut
+    into blocks once, and a fit that starts where the one before ended reads nothing to
+    set up its cached rows (:meth:`~dsketch.engine.core.Engine.settle`). The memory limits
+    are those the first fit on a client saw: the blocks it holds are not counted against
+    the fits that reuse them. The engines are closed when the block ends.
+    """
+    shared = _Shared()
+    token = _SHARED.set(shared)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+        for engine in shared.engines.values():
+            engine.close()
+
+
+def limits_of(client: Any) -> MemoryLimits:
+    """:func:`~dsketch.engine.memory.client_limits`, taken once per client inside
+    :func:`shared_engines`."""
+    shared = _SHARED.get()
+    if shared is None:
+        return client_limits(client)
+    if id(client) not in shared.limits:
+        shared.clients.append(client)  # kept alive, so that its id is not reused
+        shared.limits[id(client)] = client_limits(client)
+    return shared.limits[id(client)]
+
+
+def _problem_key(spec: ProblemSpec) -> tuple[Any, ...]:
+    """What identifies the data of ``spec``: its type and fields, the arrays of an in-memory
+    problem (and any other unhashable field) by identity. Equal for the views a fit makes
+    of one problem (:meth:`~dsketch.store.ProblemSpec.with_intercept` returns a new object
+    each time); the engine that holds ``spec`` keeps those objects, and so their ids, alive."""
+    out: list[Any] = [type(spec)]
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if f.compare and not isinstance(value, np.ndarray):
+            try:
+                hash(value)
+            except TypeError:
+                pass
+            else:
+                out.append(value)
+                continue
+        out.append(("id", id(value)))
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def engine_for(spec: ProblemSpec, client: Any, *, block_rows: int | None, bounds: Sequence[tuple[int, int]] | None,
+               persist: bool, members: Sequence[str], count_load: bool) -> Iterator[Engine]:
+    """The engine of one fit: a new one, closed at the end; inside :func:`shared_engines`,
+    the one an earlier fit of the same problem, client, blocks and members made (its pass
+    count started again; whether it holds the blocks is the first fit's choice)."""
+    shared = _SHARED.get()
+    key = (_problem_key(spec), id(client), block_rows, None if bounds is None else tuple(map(tuple, bounds)),
+           tuple(members))
+    engine = None if shared is None else shared.engines.get(key)
+    if engine is not None:
+        engine.reuse()
+        yield engine
+        return
+    engine = Engine(spec, client, block_rows=block_rows, bounds=bounds, persist=persist, members=members,
+                    count_load=count_load)
+    if shared is not None:
+        shared.clients.append(client)
+        shared.engines[key] = engine  # the engine keeps spec alive, so its id is not reused
+        yield engine
+        return
+    try:
+        yield engine
+    finally:
+        engine.close()

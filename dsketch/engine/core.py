@@ -108,6 +108,14 @@ def check_bounds(bounds: Sequence[tuple[int, int]], n_samples: int) -> list[tupl
     return out
 
 
+def rows_key(model: Model | None) -> Any:
+    """What the rows :meth:`Engine.init` caches depend on of a model: its name and parameters
+    but the penalty's (``l1``, ``l2``: the fits of a path differ only in those)."""
+    if model is None:
+        return None
+    return tuple(sorted((k, repr(v)) for k, v in model.describe().items() if k not in ("l1", "l2")))
+
+
 class Engine:
     """Map per-block maths over the row blocks of a problem and reduce the results.
 
@@ -179,6 +187,10 @@ class Engine:
             self._sources = futs
             self.n_passes += int(count_load)
         self.rows: list[Future] | None = None
+        #: ``(x, rows key)`` when :attr:`rows` are known to hold ``A x`` (set by :meth:`init`
+        #: and :meth:`settle`, cleared by :meth:`advance`); ``_norms``: they hold row norms
+        self._rows_at: tuple[np.ndarray, Any] | None = None
+        self._norms = False
 
     # ------------------------------------------------------------------ helpers
     def _memory_sources(self, problem: MemoryProblem) -> list[Any]:
@@ -229,13 +241,35 @@ class Engine:
     def init(self, x: np.ndarray, model: Model | None = None, norms: bool = True) -> None:
         """Read every block once: cache ``A x``, the model's row data (``b``), ``w`` and,
         with ``norms`` (a sketch with preliminary stages needs them), the squared row norms
-        (one pass)."""
-        xs = self._share(np.asarray(x, dtype=np.float64))
+        (one pass).
+
+        Nothing is read when the cached rows are those of this ``x`` already, for a model
+        with the same row data (:func:`rows_key`) and with the norms if they are wanted:
+        the next fit of a path starts where the fit before it ended (:meth:`settle`).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        key = rows_key(model)
+        at = self._rows_at
+        if (self.rows is not None and at is not None and at[1] == key and (self._norms or not norms)
+                and at[0].shape == x.shape and np.array_equal(at[0], x)):
+            return
+        xs = self._share(x)
         self.rows = [
             self._submit(tasks.init_rows, src, r0, xs, model, bool(norms))
             for src, (r0, _) in zip(self._sources, self.bounds, strict=True)
         ]
+        self._rows_at, self._norms = (x.copy(), key), bool(norms)
         self.n_passes += 1
+
+    def settle(self, x: np.ndarray, model: Model | None) -> None:
+        """Declare the cached rows to be those of ``x`` (the solver's last iterate, which every
+        step reached by :meth:`advance`): the next :meth:`init` at ``x`` reads nothing."""
+        if self.rows is not None:
+            self._rows_at = (np.array(x, dtype=np.float64, copy=True), rows_key(model))
+
+    def reuse(self) -> None:
+        """Start the count of passes again, for the next fit on this engine's blocks."""
+        self.n_passes = 0
 
     def initial_coef(self, model: Model) -> np.ndarray:
         """The model's data-driven starting point (one pass), or zeros if it has none."""
@@ -260,6 +294,7 @@ class Engine:
         self.rows = [
             self._submit(tasks.advance, r, a, float(t)) for r, a in zip(self.rows, ap, strict=True)
         ]
+        self._rows_at = None
 
     def trial_scalars(
         self, model: Model, ap: list[Future] | None = None, ts: Sequence[float] = (0.0,)
@@ -424,4 +459,5 @@ class Engine:
     def close(self) -> None:
         """Release the futures this engine holds on the cluster."""
         self.rows = None
+        self._rows_at = None
         self._sources = []

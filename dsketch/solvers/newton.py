@@ -559,6 +559,7 @@ class NewtonSolver:
         blocks would not notice a replacement), a "converged" model whose loss and curvature
         both vanished is reported as diverged, and a failure warns."""
         self.engine.check_store()
+        self.engine.settle(state.x, self.model)  # the rows hold A x of the last iterate
         if status in SUCCESS and state.first is not None and _vanished(self.model, state.first, state):
             status = Status.DIVERGED
         message = STATUS_MESSAGES[status]
