@@ -40,7 +40,7 @@ Run from the repository root::
 
     python benchmarks/multinomial.py [--scale 1] [--dscale 1] [--classes 10 50]
         [--problems dense_200 dense_ill_200 sparse_2000] [--solvers 'sklearn lbfgs' 'dsketch defaults']
-        [--repeats 1] [--no-memory]
+        [--repeats 1] [--no-memory] [--traces]
         [--out docs/reproductions/multinomial.md]
 
 ``--compare-preconditioners`` instead fits dsketch alone in memory (threads, exact curvature)
@@ -324,6 +324,22 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def traces(rows: list[Row]) -> str:
+    """Each fit's objective along its first timed run: seconds and relative suboptimality at
+    every objective evaluation (scikit-learn lbfgs) or iterate (dsketch)."""
+    best: dict[str, float] = {}
+    for r in rows:
+        if np.isfinite(r.f):
+            best[r.problem] = min(best.get(r.problem, np.inf), r.f)
+    out = ["", "", "Objective along the first timed run of each fit (seconds: relative suboptimality):", ""]
+    for r in rows:
+        if r.runs and r.runs[0][1]:
+            f0 = best[r.problem]
+            points = ", ".join(f"{t:.2f}: {max(f - f0, 0.0) / abs(f0):.1e}" for t, f in r.runs[0][1])
+            out.append(f"- {r.problem}, {r.solver}: {points}")
+    return "\n".join(out)
+
+
 def compare_preconditioners(args: argparse.Namespace) -> str:
     """Block against full preconditioner, in memory (the driver's threads, no cluster, exact
     curvature): seconds, Newton iterations and passes over A for each problem and K."""
@@ -360,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
                          "'dsketch defaults' (default: all)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="timed runs of each fit, in rounds over the solvers; the table shows their medians")
+    ap.add_argument("--traces", action="store_true",
+                    help="also list each fit's objective along its first timed run")
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="skip the second, traced run of each fit that measures its peak driver memory")
     ap.add_argument("--out", default=str(OUT))
@@ -370,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
         md = compare_preconditioners(args)
         title = "Multinomial Newton-CG: block against full preconditioner, in memory"
     else:
-        md = table([r for name in args.problems for k in args.classes for r in run(name, k, args)])
+        rows = [r for name in args.problems for k in args.classes for r in run(name, k, args)]
+        md = table(rows) + (traces(rows) if args.traces else "")
         title = "Multinomial logistic regression: dsketch against scikit-learn"
     print(md)
     command = "python benchmarks/multinomial.py" + ("" if not argv else " " + shlex.join(argv))
