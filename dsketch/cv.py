@@ -172,7 +172,7 @@ def cv_path(data: Any, model: str, *, l1_ratio: Any = 1.0, alphas: Any = None, n
     opts = {"model_params": model_params, "fit_intercept": fit_intercept, "curvature": curvature,
             "solver": solver, "seed": seed, "screening": screening}
     t0 = time.perf_counter()
-    with one_cluster(spec, as_cluster(cluster)) as clu:
+    with one_cluster(spec, as_cluster(cluster), fit_intercept) as clu:
         paths = [_one_ratio(spec, model, float(r), alphas, n_alphas, eps, masks, opts, clu) for r in ratios]
     return _result(ratios, paths, len(masks), seed, t0)
 

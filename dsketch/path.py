@@ -218,21 +218,23 @@ def fit_path(data: Any, model: str, *, l1_ratio: float = 1.0, alphas: Any = None
                                  "(use 'auto' or 'prox-newton')")
     spec = _problem(data)
     t0 = time.perf_counter()
-    with one_cluster(spec, clu) as bound, shared_engines():
+    with one_cluster(spec, clu, fit_intercept) as bound, shared_engines():
         return _run(spec, model, given, l1_ratio, n_alphas, eps, model_params, fit_intercept, curvature, sol,
                     bound, seed, (screening, restricted_curvature), t0)
 
 
 @contextlib.contextmanager
-def one_cluster(spec: Any, clu: Cluster) -> Iterator[Cluster]:
+def one_cluster(spec: Any, clu: Cluster, fit_intercept: bool = False) -> Iterator[Cluster]:
     """``clu`` bound to one client for many fits of ``spec``: the caller's client, or the
-    one a fit of ``spec`` would make (the threads of this process, a joined scheduler or an
-    embedded cluster), made once for all of them, so that they can share their engines
+    one a fit of ``spec`` (with the intercept column when ``fit_intercept``) would make (the
+    threads of this process, as many as such a fit takes, a joined scheduler or an embedded
+    cluster), made once for all of them, so that they can share their engines
     (:func:`~dsketch.session.shared_engines`)."""
     if clu.client is not None:
         yield clu
         return
-    with client_for(None, clu.address, clu.n_workers, spec, clu.block_rows, clu.bounds) as client:
+    fitted = spec.with_intercept() if fit_intercept else spec
+    with client_for(None, clu.address, clu.n_workers, fitted, clu.block_rows, clu.bounds) as client:
         yield replace(clu, scheduler=client)
 
 

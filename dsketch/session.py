@@ -180,18 +180,19 @@ def engine_for(spec: ProblemSpec, client: Any, *, block_rows: int | None, bounds
     key = (_problem_key(spec), id(client), block_rows, None if bounds is None else tuple(map(tuple, bounds)),
            tuple(members))
     engine = None if shared is None else shared.engines.get(key)
-    if engine is not None:
+    if engine is None:
+        engine = Engine(spec, client, block_rows=block_rows, bounds=bounds, persist=persist, members=members,
+                        count_load=count_load)
+        if shared is not None:
+            shared.clients.append(client)
+            shared.engines[key] = engine  # the engine keeps spec alive, so its id is not reused
+    else:
         engine.reuse()
-        yield engine
-        return
-    engine = Engine(spec, client, block_rows=block_rows, bounds=bounds, persist=persist, members=members,
-                    count_load=count_load)
-    if shared is not None:
-        shared.clients.append(client)
-        shared.engines[key] = engine  # the engine keeps spec alive, so its id is not reused
-        yield engine
-        return
     try:
         yield engine
+    except BaseException:
+        engine.forget_rows()  # a fit that failed leaves no rows to start another on
+        raise
     finally:
-        engine.close()
+        if shared is None:
+            engine.close()

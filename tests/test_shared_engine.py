@@ -114,6 +114,45 @@ def test_engine_init_reads_nothing_at_the_point_its_rows_were_settled_at():
         np.testing.assert_allclose(engine.gather_eta(), A @ (x_new + 1e-12), rtol=1e-12, atol=1e-12)
 
 
+def test_on_a_dask_cluster_init_computes_the_rows_again(client):
+    """On a Dask cluster ``settle`` does not spare the next ``init`` its pass (so that a
+    path's rows do not descend from every fit before, which the scheduler would keep to
+    recompute them); the rows are ``A x`` (NumPy)."""
+    A, y = _problem(seed=6, n=2000, d=8)
+    model = get_model("logistic", l2=1e-3)
+    engine = Engine(in_memory(A, y), client, block_rows=500)
+    x, p = np.linspace(-1.0, 1.0, 8), np.linspace(0.5, -0.5, 8)
+    engine.init(x, model, norms=False)
+    engine.advance(engine.matvec(p), 0.5)
+    engine.settle(x + 0.5 * p, model)
+    engine.init(x + 0.5 * p, model, norms=False)
+    assert engine.n_passes == 3
+    np.testing.assert_allclose(engine.gather_eta(), A @ (x + 0.5 * p), rtol=1e-12, atol=1e-12)
+    engine.close()
+
+
+def test_a_path_on_threads_gets_the_threads_of_its_fits(monkeypatch):
+    """The path's one thread pool has as many threads as a fit of the problem with its
+    intercept column takes, whose stored entries are over the threshold for a pool where
+    the problem's own are under it."""
+    import os
+
+    from dsketch.config import as_cluster
+    from dsketch.path import one_cluster
+    from dsketch.session import THREADS_MIN_NNZ, n_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    n = THREADS_MIN_NNZ // 10 - 100  # 10 columns: under the threshold, over it with the intercept's
+    A = np.random.default_rng(7).standard_normal((n, 10))
+    spec = in_memory(A, np.zeros(n))
+    fitted = n_threads(spec.with_intercept(), None, None)
+    assert fitted > n_threads(spec, None, None) == 1  # the case this test is about
+    with one_cluster(spec, as_cluster(None), fit_intercept=True) as clu:
+        assert clu.client.n_threads == fitted
+    with one_cluster(spec, as_cluster(None)) as clu:
+        assert clu.client.n_threads == 1
+
+
 def test_limits_are_taken_once_per_client_inside_shared_engines(monkeypatch):
     """Inside ``shared_engines`` the memory limits of a client are taken once (blocks the
     first fit holds are not counted against the fits that reuse them); outside, each time."""

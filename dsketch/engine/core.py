@@ -245,13 +245,17 @@ class Engine:
 
         Nothing is read when the cached rows are those of this ``x`` already, for a model
         with the same row data (:func:`rows_key`) and with the norms if they are wanted:
-        the next fit of a path starts where the fit before it ended (:meth:`settle`).
+        the next fit of a path starts where the fit before it ended (:meth:`settle`). Only
+        on the driver's threads: on a Dask cluster the rows are computed again, or each fit's
+        rows would descend from all the fits before, and the scheduler would keep every pass
+        of the path to recompute them after a worker's loss.
         """
         x = np.asarray(x, dtype=np.float64)
         key = rows_key(model)
-        at = self._rows_at
+        at, self._rows_at = self._rows_at, None
         if (self.rows is not None and at is not None and at[1] == key and (self._norms or not norms)
                 and at[0].shape == x.shape and np.array_equal(at[0], x)):
+            self._rows_at = at
             return
         xs = self._share(x)
         self.rows = [
@@ -264,8 +268,12 @@ class Engine:
     def settle(self, x: np.ndarray, model: Model | None) -> None:
         """Declare the cached rows to be those of ``x`` (the solver's last iterate, which every
         step reached by :meth:`advance`): the next :meth:`init` at ``x`` reads nothing."""
-        if self.rows is not None:
+        if self.rows is not None and isinstance(self.client, ThreadClient):
             self._rows_at = (np.array(x, dtype=np.float64, copy=True), rows_key(model))
+
+    def forget_rows(self) -> None:
+        """Make the next :meth:`init` compute the rows (after a fit that failed)."""
+        self._rows_at = None
 
     def reuse(self) -> None:
         """Start the count of passes again, for the next fit on this engine's blocks."""
@@ -291,10 +299,10 @@ class Engine:
     def advance(self, ap: list[Future], t: float) -> None:
         """Update the cached predictor to ``A (x + t p)`` without reading A."""
         assert self.rows is not None
+        self._rows_at = None
         self.rows = [
             self._submit(tasks.advance, r, a, float(t)) for r, a in zip(self.rows, ap, strict=True)
         ]
-        self._rows_at = None
 
     def trial_scalars(
         self, model: Model, ap: list[Future] | None = None, ts: Sequence[float] = (0.0,)
