@@ -178,7 +178,7 @@ def test_auto_solver_runs_lbfgs_throughout_where_no_curvature_fits(client, store
     """The default solver on 60,000 columns, whose d x d curvature fits no worker: L-BFGS
     throughout, said in the log and in the result, and the optimum of scipy's L-BFGS-B."""
     from scipy.optimize import minimize
-    from scipy.special import expit, log1p
+    from scipy.special import expit
 
     from dsketch.store import open_problem
     from dsketch.store.blocks import read_block

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 

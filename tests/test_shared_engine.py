@@ -5,7 +5,6 @@ against ``A x`` computed here with NumPy, the path's solutions against the KKT c
 on a dense gradient computed here and against the fits of each alpha run on their own."""
 
 import numpy as np
-import pytest
 from model_helpers import enet_logistic_kkt as _kkt_violation
 import scipy.sparse as sp
 from scipy.special import expit
