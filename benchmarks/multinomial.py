@@ -40,8 +40,12 @@ Run from the repository root::
 
     python benchmarks/multinomial.py [--scale 1] [--dscale 1] [--classes 10 50]
         [--problems dense_200 dense_ill_200 sparse_2000] [--solvers 'sklearn lbfgs' 'dsketch defaults']
-        [--repeats 1] [--no-memory] [--traces]
+        [--repeats 1] [--no-memory] [--traces] [--peer-read]
         [--out docs/reproductions/multinomial.md]
+
+``--peer-read`` adds a row with the seconds that reading the store into NumPy / SciPy arrays
+with zarr takes: the in-memory peers' times leave it out (their arrays are made beforehand),
+while dsketch's fits on the store include their own reading.
 
 ``--compare-preconditioners`` instead fits dsketch alone in memory (threads, exact curvature)
 with each preconditioner, to show where each wins.
@@ -75,6 +79,8 @@ from benchmarks.glm_peers import commit  # noqa: E402
 
 OUT = ROOT / "docs" / "reproductions" / "multinomial.md"
 TARGET = 1e-8
+#: The row of ``--peer-read``: reading the store into memory with zarr, timed like a fit.
+READ = "zarr read of the store (an in-memory peer's first step)"
 PROBLEMS = {"dense_200": (1_000_000, 200, 1e-6, None), "dense_ill_200": (1_000_000, 200, 1e-6, None),
             "sparse_2000": (2_000_000, 2000, 1e-5, 0.005)}
 #: The covariance condition number of ``dense_ill_200``'s features.
@@ -219,6 +225,21 @@ def dsketch_defaults(data: Any, l2: float, k: int) -> tuple[np.ndarray, int, int
     return res.x.reshape(-1, k), int(res.nit), int(res.n_passes)
 
 
+def read_store(store: str) -> tuple[Any, np.ndarray]:
+    """The store's ``A`` and ``b`` read into memory with zarr (what an in-memory peer needs
+    before it can fit data that live in a store): an ndarray, or a CSR matrix from the
+    store's ``data``, ``indices`` and ``indptr``."""
+    import zarr
+
+    g = zarr.open_group(store, mode="r")
+    b = np.asarray(g["b"][:])
+    node = g["A"]
+    if isinstance(node, zarr.Group):
+        shape = tuple(int(v) for v in node.attrs["shape"])
+        return sp.csr_matrix((node["data"][:], node["indices"][:], node["indptr"][:]), shape=shape), b
+    return np.asarray(node[:]), b
+
+
 def timed(fn: Callable[[], tuple[np.ndarray, int, int | None]]) -> tuple[tuple[np.ndarray, int, int | None], float]:
     """The fit's result and wall-clock seconds, untraced (tracing every allocation slows a
     fit in proportion to the allocations it makes: at 5 * 10^5 x 200, K = 10, it took
@@ -265,12 +286,14 @@ def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
         solvers["dsketch Newton-CG block"] = lambda: dsketch_fit(store, l2, k, "block", 0)
         if d * k <= args.full_max:
             solvers["dsketch Newton-CG full"] = lambda: dsketch_fit(store, l2, k, "full", min(args.full_rows, n))
+        if args.peer_read:  # reading the store into memory, which the in-memory peers' timings leave out
+            solvers[READ] = lambda: (read_store(store)[1][:0], 0, None)
         runs: dict[str, list[tuple[float, list[tuple[float, float]]]]] = {}
         results: dict[str, tuple[np.ndarray, int, int | None]] = {}
         failed: dict[str, str] = {}
         for _ in range(args.repeats):  # rounds over the solvers, so that each sees the same load
             for s, fn in solvers.items():
-                if not wanted(args, s) or s in failed:
+                if not (s == READ or wanted(args, s)) or s in failed:
                     continue
                 TRACE.clear()
                 try:
@@ -286,6 +309,8 @@ def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
         for s, fn in solvers.items():
             if s in failed:
                 rows.append(Row(label, s, note=failed[s]))
+            elif s == READ and s in runs:
+                rows.append(Row(label, s, float(np.median([t for t, _ in runs[s]])), note="reading only, no fit"))
             elif s in runs:
                 X, nit, passes = results[s]
                 peak = peak_mib(fn) if args.memory else float("nan")
@@ -311,7 +336,8 @@ def table(rows: list[Row]) -> str:
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if not np.isfinite(r.f):
-            out.append(f"| {r.problem} | {r.solver} | – | – | – | – | – | – | – | – | {r.note} |")
+            sec = f"{r.seconds:.2f}" if np.isfinite(r.seconds) else "–"
+            out.append(f"| {r.problem} | {r.solver} | {sec} | – | – | – | – | – | – | – | {r.note} |")
             continue
         sub = max(0.0, (r.f - best[r.problem]) / abs(best[r.problem]))
         ratio = r.seconds / fastest[r.problem] if r.problem in fastest else float("nan")
@@ -376,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
                          "'dsketch defaults' (default: all)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="timed runs of each fit, in rounds over the solvers; the table shows their medians")
+    ap.add_argument("--peer-read", action="store_true",
+                    help="also time reading the store into memory with zarr (which the in-memory peers' times "
+                         "leave out)")
     ap.add_argument("--traces", action="store_true",
                     help="also list each fit's objective along its first timed run")
     ap.add_argument("--no-memory", dest="memory", action="store_false",
