@@ -97,3 +97,28 @@ def test_start_with_an_infinite_loss_stops_with_a_numerical_error(tmp_path, clie
                           curvature=dsketch.Curvature(sketch, size=None if sketch == "exact" else 200), cluster=client)
     assert res.status is Status.NUMERICAL_ERROR and not res.success
     assert res.nit == 0 and np.isinf(res.fun)
+
+
+def test_history_seconds_are_when_each_iterate_was_known():
+    """The history's ``seconds`` of an iterate is the time its loss and gradient were known,
+    before the callback sees it and before the step from it: a callback that sleeps 1 s at
+    iterate 2 delays the row of iterate 3, not that of iterate 2. The losses are scipy's
+    objective at the history's iterates (sum of logistic losses plus the penalty)."""
+    import time
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((400, 5))
+    y = (rng.random(400) < 1 / (1 + np.exp(-A @ np.ones(5)))).astype(float)
+    coefs = []
+
+    def callback(state):
+        coefs.append(state.coef)
+        if state.iteration == 2:
+            time.sleep(1.0)
+
+    res = dsketch.fit((A, y), "logistic", model_params={"l2": 1e-2}, curvature="exact",
+                      solver=dsketch.Solver("newton", tol=1e-12), callback=callback)
+    s = np.asarray(res.history["seconds"])
+    assert res.nit >= 4 and s[2] - s[1] < 1.0 <= s[3] - s[2]
+    f = [np.mean(np.logaddexp(0, A @ x) - y * (A @ x)) + 0.5e-2 * x @ x for x in coefs]
+    np.testing.assert_allclose(res.history["loss"][1:len(f) + 1], f, rtol=1e-12)

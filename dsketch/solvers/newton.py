@@ -485,6 +485,7 @@ class NewtonSolver:
         state = self.init_state(x0, resume, record)
         while True:
             state = self.update_gradient_hessian(state)
+            known = record.seconds()  # the iterate's loss and gradient are known from here
             status = self._observe(state, record)
             direction = None
             if status is None:
@@ -494,15 +495,15 @@ class NewtonSolver:
                 status = self.check_convergence(state, direction)
             dec = np.nan if direction is None else direction.decrement
             if status is not None:
-                self._record(state, record, dec, np.nan)
+                self._record(state, record, dec, np.nan, known)
                 break
             assert direction is not None
             nxt = self.line_search(state, direction)
             if nxt is None:
-                self._record(state, record, dec, 0.0)
+                self._record(state, record, dec, 0.0, known)
                 status = self._search_failed(state, direction)
                 break
-            self._record(state, record, dec, nxt.step)
+            self._record(state, record, dec, nxt.step, known)
             state = nxt
             self._save(state, record)
             interrupts.check()  # a Ctrl-C that Python dropped ends the fit here, its iteration saved
@@ -534,7 +535,9 @@ class NewtonSolver:
             return Status.CONVERGED_LOSS
         return Status.LINE_SEARCH_FAILED
 
-    def _record(self, state: IterationState, record: RunRecord, dec: float, step: float) -> None:
+    def _record(self, state: IterationState, record: RunRecord, dec: float, step: float, seconds: float) -> None:
+        """Add the iterate's row to the history; ``seconds``: when its loss and gradient were
+        known (the row itself is written after the step from it, whose size it records)."""
         record.append({
             "iteration": state.iteration,
             "loss": state.loss,
@@ -543,7 +546,7 @@ class NewtonSolver:
             "step_size": step,
             "sketch_rows": state.sketch_rows,
             "passes": self.engine.n_passes,
-            "seconds": record.seconds(),
+            "seconds": seconds,
         })
 
     def _save(self, state: IterationState, record: RunRecord) -> None:

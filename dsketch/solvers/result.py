@@ -33,7 +33,7 @@ HISTORY_COLUMNS = (
     "step_size",  # line-search step taken from this iterate (NaN on the last row)
     "sketch_rows",  # rows sampled / embedding dimension of the curvature estimate
     "passes",  # cumulative passes over A when this row was recorded
-    "seconds",  # wall time since the start of the fit
+    "seconds",  # wall time since the start of the fit when the iterate's loss and gradient were known
 )
 
 
