@@ -53,7 +53,8 @@ while dsketch's fits on the store include their own reading.
 ``--warm-memory GIB`` touches and frees that much memory before every timed run (untimed):
 on a virtual machine whose host takes freed memory back within seconds, a fit that
 allocates its data (dsketch on a store) otherwise pays a first touch of memory several
-times dearer than on the bare machine, which a fit handed arrays made beforehand does not.
+times dearer than that of memory the process freed just before, which a fit handed arrays
+made beforehand does not.
 
 ``--compare-preconditioners`` instead fits dsketch alone in memory (threads, exact curvature)
 with each preconditioner, to show where each wins.
@@ -273,8 +274,8 @@ def warm_memory(gib: float) -> None:
     """Touch ``gib`` GiB of new memory and free it (untimed, before every timed run when
     ``--warm-memory`` is given). On a virtual machine whose host takes freed memory back
     within seconds, the first touch of memory the process has not used lately is several
-    times dearer than on the bare machine (measured here: 1.5 GB in 4.1 to 4.3 s against
-    0.34 s right after the process freed as much); a fit that allocates its data (dsketch
+    times dearer than that of memory it freed just before (measured on such a machine: 1.5 GB
+    in 4.1 to 4.3 s against 0.34 s); a fit that allocates its data (dsketch
     on a store holds its blocks) pays that, a fit handed arrays made beforehand does not.
     Touching and freeing memory first gives every fit memory the host has just backed."""
     if gib > 0:
