@@ -366,11 +366,17 @@ def run(name: str, k: int, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def table(rows: list[Row]) -> str:
+def best_objectives(rows: list[Row]) -> dict[str, float]:
+    """The smallest objective any fit reached, per problem."""
     best: dict[str, float] = {}
     for r in rows:
         if np.isfinite(r.f):
             best[r.problem] = min(best.get(r.problem, np.inf), r.f)
+    return best
+
+
+def table(rows: list[Row]) -> str:
+    best = best_objectives(rows)
     fastest: dict[str, float] = {}
     first: dict[str, float] = {}
     for r in rows:
@@ -400,10 +406,7 @@ def table(rows: list[Row]) -> str:
 def traces(rows: list[Row]) -> str:
     """Each fit's objective along its first timed run: seconds and relative suboptimality at
     every objective evaluation (scikit-learn lbfgs) or iterate (dsketch)."""
-    best: dict[str, float] = {}
-    for r in rows:
-        if np.isfinite(r.f):
-            best[r.problem] = min(best.get(r.problem, np.inf), r.f)
+    best = best_objectives(rows)
     out = ["", "", "Objective along the first timed run of each fit (seconds: relative suboptimality):", ""]
     for r in rows:
         if r.runs and r.runs[0][1]:
